@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make demo`  (set up + whole pipeline)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torchvision must match torch; override for your CUDA, e.g. TORCH="torch==2.14.1 torchvision==0.29.1 --index-url ..."
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+CONFIG ?= config/default.yaml
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all bench dryrun-imagenet report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e '.[workflow,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the whole DAG on the embedded default data set
+	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES)
+
+test: $(STAMP)  ## the default (fast) test suite
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+test-all: $(STAMP)  ## including tests marked slow
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+dryrun-imagenet: $(STAMP)  ## print the paper-scale DAG (no data needed)
+	$(BIN)/snakemake -n --profile workflow/profiles/slurm --configfile config/imagenet/base.yaml
+
+report: $(STAMP)
+	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --report results/report.html
+
+clean:
+	rm -rf work/demo results/demo data/synthetic .snakemake

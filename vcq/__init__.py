@@ -1,0 +1,3 @@
+"""vcq: Variable Codebook Size Quantization for autoregressive image generation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""Shared command-line plumbing for the pipeline steps."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vcq.config import ConfigError, load_config
+
+
+def step_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the flags every step shares (`--config`, `--set`)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--config", default="config/default.yaml", help="experiment YAML")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set ar.train.steps=10 (repeatable)",
+    )
+    return parser
+
+
+def load_step_config(args: argparse.Namespace) -> dict:
+    """Load the validated config named by the parsed args; exit with a one-line error if bad."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+
+
+def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Logger:
+    """Log INFO to stderr and, if given, to `log_file`."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger(name)

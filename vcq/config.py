@@ -1,0 +1,166 @@
+"""One configuration system: YAML files validated against JSON schemas, defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import yaml
+
+from vcq.schedules import codebook_sizes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+MODELS_DIR = REPO_ROOT / "config" / "models"
+MODEL_SECTIONS = {"tokenizer": "tokenizer", "ar": "ar"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported in one line that names the offending key."""
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}".replace("\n", " ")) from e
+
+
+def load_schema() -> dict:
+    """The full experiment schema: the top-level file with every section file plugged in."""
+    schema = _read_yaml(SCHEMA_DIR / "config.schema.yaml")
+    for section_file in sorted((SCHEMA_DIR / "sections").glob("*.schema.yaml")):
+        name = section_file.name.removesuffix(".schema.yaml")
+        schema["properties"][name] = _read_yaml(section_file)
+    return schema
+
+
+def _model_schema(kind: str) -> dict:
+    return _read_yaml(SCHEMA_DIR / "sections" / "models" / f"{kind}.schema.yaml")
+
+
+def _fill_defaults(validator_class: type) -> type:
+    """Extend a jsonschema validator so that validating also inserts `default` values."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+                elif sub.get("type") == "object" and key not in instance and "properties" in sub:
+                    # an omitted section is an empty mapping, so its own defaults apply
+                    instance[key] = {}
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _fill_defaults(jsonschema.Draft202012Validator)
+
+
+def _error_path(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = set(error.instance) - set(error.schema.get("properties", {}))
+        key = sorted(extra)[0] if extra else "?"
+        return f"{path}.{key}" if path else key
+    if error.validator == "required":
+        missing = [r for r in error.validator_value if r not in error.instance]
+        key = missing[0] if missing else "?"
+        return f"{path}.{key}" if path else key
+    return path or "<root>"
+
+
+def validate(instance: dict, schema: dict, where: str = "config") -> dict:
+    """Validate `instance` in place (filling defaults); raise ConfigError naming the bad key."""
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: len(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = _error_path(e)
+        if e.validator == "additionalProperties":
+            msg = f"unknown key '{key}'"
+        elif e.validator == "required":
+            msg = f"missing required key '{key}'"
+        else:
+            msg = f"bad value at '{key}': {e.message}"
+        raise ConfigError(f"{where}: {msg}")
+    return instance
+
+
+def _set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{k}' is not a mapping")
+    node[keys[-1]] = value
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply `dotted.key=yaml_value` overrides (as given to `--set`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+    return cfg
+
+
+def resolve_model(section: str, model: str | dict) -> dict:
+    """A model entry: a name of `config/models/NAME.yaml` or an inline mapping, validated."""
+    if isinstance(model, str):
+        path = MODELS_DIR / f"{model}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("*.yaml")))
+            raise ConfigError(f"{section}.model: no model file {path} (known: {known})")
+        spec = _read_yaml(path) or {}
+        spec.setdefault("name", model)
+    else:
+        spec = copy.deepcopy(model)
+        spec.setdefault("name", "inline")
+    return validate(spec, _model_schema(MODEL_SECTIONS[section]), where=f"{section}.model")
+
+
+def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dict:
+    """Read, override, validate and fill an experiment config; resolve model references."""
+    cfg = _read_yaml(Path(path)) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    apply_overrides(cfg, overrides or [])
+    validate(cfg, load_schema(), where=str(path))
+    for section in MODEL_SECTIONS:
+        if section in cfg and "model" in cfg[section]:
+            cfg[section]["model"] = resolve_model(section, cfg[section]["model"])
+    names = [s["name"] for s in cfg["schedules"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: duplicate schedule names in 'schedules': {names}")
+    for s in cfg["schedules"]:
+        if s["k_min"] > s["k_max"]:
+            raise ConfigError(f"{path}: schedules.{s['name']}: k_min > k_max")
+    cfg["_config_path"] = str(path)
+    return cfg
+
+
+def schedule(cfg: dict, name: str) -> dict:
+    """The schedule entry called `name`."""
+    for s in cfg["schedules"]:
+        if s["name"] == name:
+            return s
+    raise ConfigError(f"no schedule named '{name}' (have: {[s['name'] for s in cfg['schedules']]})")
+
+
+def codebook_sizes_for(cfg: dict, name: str) -> np.ndarray:
+    """K_t of schedule `name` at the tokenizer's sequence length."""
+    s = schedule(cfg, name)
+    return codebook_sizes(
+        s["kind"], s["k_min"], s["k_max"], cfg["tokenizer"]["num_tokens"], s["alpha"]
+    )

@@ -1,0 +1,206 @@
+"""Training plumbing shared by the tokenizer and AR steps: distributed setup, LR schedule,
+deterministic batches, RNG capture, atomic checkpoints, JSONL logs and progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from vcq.io import atomic_path
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in a (possibly single-process) data-parallel job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes outputs."""
+        return self.rank == 0
+
+
+def _env_int(*names: str, default: int) -> int:
+    for name in names:
+        if name in os.environ:
+            return int(os.environ[name])
+    return default
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group described by torchrun or SLURM variables (if any)."""
+    # torchrun's variables win: under `srun torchrun` SLURM_PROCID names the node, not the rank.
+    rank = _env_int("RANK", "SLURM_PROCID", default=0)
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+    local = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda requested but no CUDA device is visible")
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+        os.environ.setdefault("MASTER_PORT", "29500")
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world
+        )
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lr_at(
+    step: int, base_lr: float, end_lr: float, warmup_steps: int, peak_steps: int, total_steps: int
+) -> float:
+    """Linear warmup 0→base, hold until `peak_steps`, then linear decay to `end_lr` at the end."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    hold_until = max(peak_steps, warmup_steps)
+    if step < hold_until or total_steps <= hold_until:
+        return base_lr
+    frac = min(1.0, (step - hold_until) / max(1, total_steps - hold_until))
+    return base_lr + (end_lr - base_lr) * frac
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices only; biases, norms and adaptive-norm params are exempt."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "norm" in name.lower() or "bias" in name or "ada" in name.lower()
+        (no_decay if exempt else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def batch_indices(
+    n: int, batch_size: int, step: int, seed: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
+    """Indices of this rank's micro-batch at a global step; epochs are seeded permutations."""
+    global_batch = batch_size * world_size
+    start = step * global_batch
+    out = []
+    while len(out) < global_batch:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.extend(perm[offset : offset + global_batch - len(out)].tolist())
+    return np.asarray(out[rank * batch_size : (rank + 1) * batch_size], dtype=np.int64)
+
+
+def capture_rng() -> dict:
+    """Every random generator's state, for a checkpoint."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Restore generator states captured by `capture_rng`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """torch.save `state` atomically, so a kill mid-write never leaves a broken checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict | None:
+    """Load a checkpoint written by `save_checkpoint`, or None if there is none."""
+    if not Path(path).exists():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class JsonlLog:
+    """Append-only JSONL metrics log that rewinds to a resumed step."""
+
+    def __init__(self, path: str | os.PathLike, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            keep = [r for r in self.read(self.path) if r.get("step", -1) <= resume_step]
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def write(self, record: dict) -> None:
+        """Append one record (flushed at once, so a kill loses at most this line)."""
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> list[dict]:
+        """All records of a log file."""
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm:
+    """A tqdm bar with rate and ETA (pass enabled=False on non-main ranks)."""
+    return tqdm(
+        total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
+        mininterval=1.0, smoothing=0.1,
+    )
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked; a no-op elsewhere (CPU runs stay in fp32)."""
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def plot_log(jsonl_path: str | os.PathLike, png_path: str | os.PathLike, keys: list[str]) -> None:
+    """Plot the named keys of a JSONL log against step into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = JsonlLog.read(jsonl_path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        pts = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

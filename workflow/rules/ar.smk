@@ -1,0 +1,35 @@
+# AR model per schedule, then samples per inference preset (Table 7 presets and the CFG grid).
+
+
+rule train_ar:
+    input:
+        train=f"{W}/tokens/{{schedule}}/train.h5",
+        val=f"{W}/tokens/{{schedule}}/val.h5",
+    output:
+        model=f"{W}/ar/{{schedule}}/final.pt",
+        position_loss=f"{R}/ar/{{schedule}}_position_loss.csv",
+    log:
+        f"{W}/logs/train_ar_{{schedule}}.log",
+    resources:
+        **rule_resources("train_ar"),
+    params:
+        launch=launcher("train_ar"),
+    shell:
+        "{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
+        "--tokens {input.train} --val-tokens {input.val} --out {output.model} "
+        "--position-loss {output.position_loss} > {log} 2>&1"
+
+
+rule sample:
+    input:
+        ar=f"{W}/ar/{{schedule}}/final.pt",
+        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+    output:
+        f"{W}/samples/{{schedule}}/{{preset}}.npz",
+    log:
+        f"{W}/logs/sample_{{schedule}}_{{preset}}.log",
+    resources:
+        **rule_resources("sample"),
+    shell:
+        "{STEP}/sample.py {CONF} --schedule {wildcards.schedule} --preset {wildcards.preset} "
+        "--ar {input.ar} --tokenizer {input.tok} --out {output} > {log} 2>&1"

@@ -1,0 +1,44 @@
+# Generation metrics per (schedule, preset), the demo feature network, and the linear probe.
+
+
+rule train_feature_net:
+    input:
+        dataset_ready(),
+    output:
+        f"{W}/features/demo_net.pt",
+    log:
+        f"{W}/logs/train_feature_net.log",
+    resources:
+        **rule_resources("train_feature_net"),
+    shell:
+        "{STEP}/train_feature_net.py {CONF} --out {output} > {log} 2>&1"
+
+
+rule eval_fid:
+    input:
+        samples=f"{W}/samples/{{schedule}}/{{preset}}.npz",
+        features=feature_net(),
+    output:
+        f"{R}/gen/{{schedule}}/{{preset}}.json",
+    log:
+        f"{W}/logs/eval_fid_{{schedule}}_{{preset}}.log",
+    resources:
+        **rule_resources("eval_fid"),
+    shell:
+        "{STEP}/eval_fid.py {CONF} --samples {input.samples} --out {output} > {log} 2>&1"
+
+
+rule linear_probe:
+    input:
+        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+        train=f"{W}/tokens/{{schedule}}/train.h5",
+        val=f"{W}/tokens/{{schedule}}/val.h5",
+    output:
+        f"{R}/probe/{{schedule}}.json",
+    log:
+        f"{W}/logs/probe_{{schedule}}.log",
+    resources:
+        **rule_resources("linear_probe"),
+    shell:
+        "{STEP}/linear_probe.py {CONF} --tokenizer {input.tok} --train-tokens {input.train} "
+        "--val-tokens {input.val} --out {output} > {log} 2>&1"
