@@ -1,0 +1,53 @@
+"""Write the paper's Tables 1, 2 and 4 (CSV + Markdown + LaTeX) from the config and metric files."""
+
+from pathlib import Path
+
+import yaml
+
+from vcq import report
+from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.config import codebook_sizes_for
+
+
+def _by_stem(paths: list[str]) -> dict[str, str]:
+    return {Path(p).stem: p for p in paths}
+
+
+def main() -> None:
+    parser = step_parser(__doc__)
+    parser.add_argument("--out-dir", required=True, help="folder for table*.{csv,md,tex}")
+    parser.add_argument("--entropy-json", nargs="*", default=[], help="results/{exp}/entropy/<schedule>.json")
+    parser.add_argument("--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json")
+    parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
+    parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
+    parser.add_argument("--only-theory", action="store_true", help="write Tables 1 and 2 only")
+    args = parser.parse_args()
+    cfg, log = load_step_config(args), setup_logging()
+    rep, out = cfg["report"], Path(args.out_dir)
+    paper = yaml.safe_load(Path(rep["paper_numbers"]).read_text()) if rep["paper_comparison"] else None
+
+    report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
+    t2 = report.table2(cfg, _by_stem(args.entropy_json))
+    notes = report.footnotes(t2)
+    if paper:
+        t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
+    report.write_table(t2, out / "table2", notes)
+    if not args.only_theory:
+        names = report.schedule_names(cfg)
+        gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
+        sizes = {n: codebook_sizes_for(cfg, n) for n in names}
+        t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
+        t89 = report.table_guidance(names, gen)
+        notes4, notes89 = report.footnotes(t4), report.footnotes(t89)
+        if paper:
+            keys = dict(zip(t4.columns[3:], ["psnr", "rfid", "gfid"])) | {t4.columns[-1]: "gfid_nocfg"}
+            t4 = report.add_paper_columns(t4, paper["table4"], keys)
+            t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c for c in t89.columns[1:]})
+        report.write_table(t4, out / "table4", notes4)
+        report.write_table(report.table6(_by_stem(args.probe)), out / "table6")
+        report.write_table(t89, out / "table8_9", notes89)
+    log.info("tables written to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Plot Fig. 2 (budget and K_t per schedule), per-position AR loss, sample grids and training curves."""
+
+from pathlib import Path
+
+from vcq import report
+from vcq.cli import load_step_config, setup_logging, step_parser
+
+
+def _stems(paths: list[str]) -> dict[str, str]:
+    return {Path(p).stem.removesuffix("_position_loss"): p for p in paths}
+
+
+def main() -> None:
+    parser = step_parser(__doc__)
+    parser.add_argument("--out-dir", required=True, help="folder for the figures (PNG + PDF)")
+    parser.add_argument("--entropy-csv", nargs="*", default=[],
+                        help="results/{exp}/entropy/<schedule>.csv; omit for the theory-only Fig. 2")
+    parser.add_argument("--position-loss", nargs="*", default=[],
+                        help="results/{exp}/ar/<schedule>_position_loss.csv")
+    parser.add_argument("--samples", nargs="*", default=[],
+                        help="work/{exp}/samples/<schedule>/<preset>.npz (one grid per file)")
+    parser.add_argument("--train-log", nargs="*", default=[],
+                        help="training JSONL logs (named by file stem) with step and loss keys")
+    parser.add_argument("--loss-keys", nargs="*", default=["loss"], help="JSONL keys to plot")
+    args = parser.parse_args()
+    cfg, log = load_step_config(args), setup_logging()
+    out = Path(args.out_dir)
+    written = report.plot_schedules(cfg, out / "fig2_schedules", _stems(args.entropy_csv))
+    if args.position_loss:
+        written += report.plot_lines(_stems(args.position_loss), "t", ["train_loss", "val_loss"],
+                                     out / "position_loss", "position t", "cross-entropy (nats)")
+    for npz in map(Path, args.samples):
+        written.append(report.sample_grid(npz, out / f"samples_{npz.parent.name}_{npz.stem}.png"))
+    if args.train_log:
+        written += report.plot_lines(_stems(args.train_log), "step", args.loss_keys,
+                                     out / "training_curves", "step", "loss", log_y=True)
+    log.info("wrote %s", [str(p) for p in written])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Generate class-conditional samples for one preset: tokens, a PNG grid and an ADM-style .npz."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vcq.ar import load_ar
+from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.io import atomic_path
+from vcq.sampling import find_preset, generate
+from vcq.training import progress
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def assemble_npz(chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int, zf: zipfile.ZipFile) -> None:
+    """Stream chunk .npy files into one array member of an open zip, without loading them all."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": (n, *shape_tail)}
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        for c in chunks:
+            member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
+
+
+def save_grid(images: np.ndarray, path: Path, ncol: int = 8) -> None:
+    """A PNG grid of up to 64 uint8 (N, H, W, 3) images."""
+    from PIL import Image
+
+    images = images[:64]
+    rows = -(-len(images) // ncol)
+    h, w = images.shape[1:3]
+    grid = np.zeros((rows * h, ncol * w, 3), np.uint8)
+    for i, im in enumerate(images):
+        grid[(i // ncol) * h:(i // ncol + 1) * h, (i % ncol) * w:(i % ncol + 1) * w] = im
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def main() -> None:
+    p = step_parser(__doc__)
+    p.add_argument("--schedule", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--ar", required=True, help="AR model (vcq.ar.save_ar)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer (vcq.tokenizer.save_tokenizer)")
+    p.add_argument("--out", required=True, help="output .npz (tokens .npy and grid .png beside it)")
+    args = p.parse_args()
+    cfg = load_step_config(args)
+    sc = cfg["sampling"]
+    preset = find_preset(sc, args.preset)
+    log = setup_logging()
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
+
+    from vcq.tokenizer import load_tokenizer
+
+    model, extra = load_ar(args.ar, map_location=device)
+    tok = load_tokenizer(args.tokenizer, map_location=device).eval()
+    k_sizes = np.asarray(extra["k_sizes"])
+    out = Path(args.out)
+    chunk_dir = out.with_suffix(".chunks")
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat(np.arange(model.cfg.num_classes), sc["samples_per_class"])
+    n, cs = len(labels), sc["chunk_size"]
+    n_chunks = -(-n // cs)
+    log.info("preset %s: %d samples in %d chunks", preset, n, n_chunks)
+
+    bar = progress(n, desc=f"sample {args.preset}")
+    for c in range(n_chunks):
+        files = [chunk_dir / f"{c:05d}_{k}.npy" for k in ("img", "tok")]
+        lab = labels[c * cs:(c + 1) * cs]
+        if all(f.exists() for f in files):  # resumable: finished chunks are kept
+            bar.update(len(lab))
+            continue
+        gen = torch.Generator(device).manual_seed(sc["seed"] + c)
+        imgs, toks = [], []
+        for s in range(0, len(lab), sc["batch_size"]):
+            y = torch.from_numpy(lab[s:s + sc["batch_size"]]).to(device)
+            t = generate(model, y, k_sizes, preset, gen)
+            with torch.no_grad():
+                imgs.append(to_uint8(tok.decode_indices(t)))
+            toks.append(t.cpu().numpy().astype(np.int32))
+            bar.update(len(y))
+        for f, arr in zip(files[::-1], (np.concatenate(toks), np.concatenate(imgs))):
+            with atomic_path(f) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    bar.close()
+
+    img_chunks = [chunk_dir / f"{c:05d}_img.npy" for c in range(n_chunks)]
+    tok_chunks = [chunk_dir / f"{c:05d}_tok.npy" for c in range(n_chunks)]
+    first = np.load(img_chunks[0], mmap_mode="r")
+    with atomic_path(out.with_name(out.stem + "_tokens.npy")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.concatenate([np.load(c) for c in tok_chunks]))
+    save_grid(np.asarray(first[:64]), out.with_suffix(".png"))
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        assemble_npz(img_chunks, "arr_0", np.uint8, first.shape[1:], n, zf)
+        with zf.open("labels.npy", "w") as member:
+            np.lib.format.write_array(member, labels.astype(np.int64))
+    log.info("wrote %s (%d images %s)", out, n, first.shape[1:])
+
+
+if __name__ == "__main__":
+    main()

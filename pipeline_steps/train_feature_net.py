@@ -1,0 +1,43 @@
+"""Train the demo feature network (FD (demo features)) on the data set's train image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import ImageFolder
+
+from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.io import atomic_path
+from vcq.metrics.features import train_demo_net
+
+
+def _to_uint8_chw(img) -> torch.Tensor:
+    """PIL image → uint8 (3, H, W)."""
+    return torch.from_numpy(np.asarray(img.convert("RGB")).transpose(2, 0, 1).copy())
+
+
+def main() -> None:
+    """Parse flags, train the network, save its weights atomically to eval.demo_weights (or --out)."""
+    parser = step_parser(__doc__)
+    parser.add_argument("--out", default=None, help="weights file; default eval.demo_weights")
+    parser.add_argument("--log", default=None, help="log file")
+    args = parser.parse_args()
+    log = setup_logging(args.log)
+    cfg = load_step_config(args)
+    ncfg = cfg["eval"]["demo_net"]
+    data = ImageFolder(str(Path(cfg["data"]["root"]) / "train"), transform=_to_uint8_chw)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=ncfg["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(cfg["seed"])
+    )
+    log.info("training demo feature net on %d images, %d classes", len(data), len(data.classes))
+    _, ckpt = train_demo_net(loader, len(data.classes), ncfg, seed=cfg["seed"])
+    out = args.out or cfg["eval"]["demo_weights"]
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()

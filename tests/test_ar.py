@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from vcq.ar import ARConfig, ARModel, count_params, load_ar, save_ar
+
+TINY = dict(vocab_size=32, seq_len=16, num_classes=4, n_layer=2, n_head=2, dim=32)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return ARModel(ARConfig(**{**TINY, **kw})).eval()
+
+
+def test_shapes():
+    m = tiny()
+    out = m(torch.randint(0, 32, (3, 16)), torch.tensor([0, 1, 4]))
+    assert out.shape == (3, 16, 32)
+
+
+def test_prefix_embeds_shape():
+    m = tiny()
+    out = m(torch.randint(0, 32, (2, 16)), torch.tensor([0, 1]), prefix_embeds=torch.randn(2, 3, 32))
+    assert out.shape == (2, 16, 32)
+
+
+def test_causal_future_does_not_change_past():
+    m = tiny()
+    tok = torch.randint(0, 32, (2, 16))
+    tok2 = tok.clone()
+    tok2[:, 10:] = (tok2[:, 10:] + 1) % 32
+    lab = torch.tensor([1, 2])
+    a, b = m(tok, lab), m(tok2, lab)
+    # logits at t predict tokens[t] from tokens[:t]; changing tokens[10:] only affects t >= 11
+    assert torch.allclose(a[:, :11], b[:, :11], atol=1e-5)
+    assert not torch.allclose(a[:, 11:], b[:, 11:])
+
+
+def test_kv_cache_equals_full_forward():
+    m = tiny()
+    tok, lab = torch.randint(0, 32, (3, 16)), torch.tensor([0, 1, 4])
+    full = m(tok, lab)
+    cache = m.new_cache(3)
+    outs = [m.forward_embeds(m.embed(lab, None), cache)]
+    outs += [m.forward_embeds(m.embed(None, tok[:, t:t + 1]), cache) for t in range(15)]
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers,heads,dim,target", [(12, 12, 768, 115e6), (24, 16, 1024, 343e6),
+                                                     (32, 20, 1280, 684e6)])
+def test_param_counts_match_paper(layers, heads, dim, target):
+    n = count_params(ARConfig(n_layer=layers, n_head=heads, dim=dim))["total"]
+    assert abs(n / target - 1) < 0.04
+
+
+def test_class_dropout_uses_null_class():
+    m = tiny(class_dropout=1.0).train()
+    assert (m.drop_labels(torch.tensor([0, 1, 2])) == 4).all()
+    assert (m.eval().drop_labels(torch.tensor([0, 1, 2])) == torch.tensor([0, 1, 2])).all()
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = tiny()
+    save_ar(tmp_path / "m.pt", m, m.cfg, {"val_loss": 1.0})
+    m2, extra = load_ar(tmp_path / "m.pt")
+    assert extra == {"val_loss": 1.0} and m2.cfg == m.cfg
+    tok, lab = torch.randint(0, 32, (2, 16)), torch.tensor([0, 1])
+    assert torch.equal(m(tok, lab), m2(tok, lab))

@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vcq import report
+from vcq.schedules import codebook_sizes
+
+PAPER = yaml.safe_load(open("config/paper_numbers.yaml"))
+DATASETS = [{"name": d["name"], "n": d["n"]} for d in PAPER["table1"]["datasets"]]
+
+
+def imagenet_cfg():
+    rows = [("constant16384", "constant", 16384, 16384), ("constant8192", "constant", 8192, 8192),
+            ("linear", "linear", 2, 16384), ("cosine", "cosine", 2, 16384),
+            ("power", "power", 2, 16384), ("cosine_large", "cosine", 2, 11264)]
+    return {
+        "schedules": [{"name": n, "kind": k, "k_min": a, "k_max": b, "alpha": 2.5} for n, k, a, b in rows],
+        "tokenizer": {"num_tokens": 256},
+        "report": {"n_images": 1281167, "k": 16384},
+    }
+
+
+def test_table1_matches_paper_digits():
+    df = report.table1(DATASETS, 16384, [2, 3, 4, 5])
+    for row, paper in zip(df.itertuples(), PAPER["table1"]["datasets"]):
+        assert row.log2_N == paper["log2_n"] and row.t_star == paper["t_star"]
+    thresholds = df.iloc[len(DATASETS):]
+    assert list(thresholds.log2_N) == [t["bits"] for t in PAPER["table1"]["thresholds"]]
+    assert round(thresholds.x_ImageNet.iloc[1]) == 210  # paper: ~209x (268M / 1.28M)
+    assert thresholds.x_ImageNet.iloc[2] == pytest.approx(3.4e6, rel=0.02)
+    assert thresholds.N.iloc[3] == pytest.approx(7.2e16, rel=0.01)
+
+
+def test_table2_matches_paper_digits():
+    df = report.table2(imagenet_cfg()).set_index("schedule")
+    for name, paper in PAPER["table2"].items():
+        assert df.loc[name, "k_mean"] == paper["k_mean"]
+        assert df.loc[name, "bpp"] == paper["bpp"]
+    assert list(df.t_star_theory) == [2, 2, 4, 9, 12, 9]
+    assert df.t_star_measured.isna().all()
+
+
+def test_table2_reads_measured_cliff(tmp_path):
+    p = tmp_path / "cosine.json"
+    p.write_text(json.dumps({"t_star_measured": 5}))
+    df = report.table2(imagenet_cfg(), {"cosine": str(p)}).set_index("schedule")
+    assert df.loc["cosine", "t_star_measured"] == 5
+
+
+def _gen(tmp_path, name, fid, guidance, label="FD (demo features)"):
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance}}))
+    return str(p)
+
+
+def test_table4_best_preset_and_demo_label(tmp_path):
+    gens = [_gen(tmp_path, "none", 9.0, "none"), _gen(tmp_path, "lin", 4.0, "linear"),
+            _gen(tmp_path, "ca", 3.0, "codebook_aware"), _gen(tmp_path, "cst", 5.0, "constant")]
+    recon = tmp_path / "recon.json"
+    recon.write_text(json.dumps({"psnr": 20.0, "rfid": 2.0, "fd_label": "FD (demo features)"}))
+    sizes = {"cosine": codebook_sizes("cosine", 2, 16384), "power": codebook_sizes("power", 2, 16384)}
+    df = report.table4(["cosine", "power"], {"cosine": str(recon)}, {"cosine": gens}, sizes)
+    assert "gFD (demo features)" in df.columns and not any("FID" in c for c in df.columns)
+    row = df.iloc[0]
+    assert row["gFD (demo features)"] == 3.0 and row.best_preset == "ca"
+    assert row["gFD (demo features) w/o CFG"] == 9.0
+    assert np.isnan(df.iloc[1]["psnr"]) and np.isnan(df.iloc[1]["gFD (demo features)"])
+    notes = report.footnotes(df)
+    assert any(n.startswith("psnr") for n in notes)
+
+
+def test_write_table_and_paper_columns(tmp_path):
+    df = report.add_paper_columns(report.table2(imagenet_cfg()), PAPER["table2"], {"k_mean": "k_mean", "bpp": "bpp"})
+    assert (df["k_mean"] == df["k_mean (paper)"]).all()
+    paths = report.write_table(df, tmp_path / "table2")
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+    assert pd.read_csv(paths[0]).shape == df.shape
+    assert "t_star_measured: empty cell" in paths[1].read_text()
+
+
+def test_schedule_figure_written(tmp_path):
+    ent = tmp_path / "cosine.csv"
+    pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)}).to_csv(ent, index=False)
+    paths = report.plot_schedules(imagenet_cfg(), tmp_path / "fig2", {"cosine": str(ent)})
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_probe_and_guidance_tables(tmp_path):
+    probe = tmp_path / "cosine.json"
+    probe.write_text(json.dumps({"rows": [{"k": 10, "top1": 0.1, "top5": 0.3}], "features": "x"}))
+    t6 = report.table6({"cosine": str(probe), "power": str(tmp_path / "missing.json")})
+    assert t6.to_dict("records") == [{"schedule": "cosine", "k": 10, "top1": 0.1, "top5": 0.3}]
+    gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
+            _gen(tmp_path, "c", 3.0, "codebook-aware")]
+    t8 = report.table_guidance(["cosine"], {"cosine": gens}).iloc[0]
+    assert t8["constant"] == 4.0 and t8["codebook-aware"] == 3.0 and np.isnan(t8["power-cosine"])
+
+
+def test_line_figures_and_sample_grid(tmp_path):
+    loss = tmp_path / "cosine_position_loss.csv"
+    pd.DataFrame({"t": range(8), "train_loss": np.linspace(5, 1, 8), "val_loss": np.linspace(6, 2, 8)}).to_csv(loss, index=False)
+    log = tmp_path / "ar.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 3.0 / (s + 1)}) + "\n" for s in range(5)))
+    for series, x, ys in (({"cosine": str(loss)}, "t", ["train_loss", "val_loss"]), ({"ar": str(log)}, "step", ["loss"])):
+        paths = report.plot_lines(series, x, ys, tmp_path / x, "x", "y")
+        assert all(p.stat().st_size > 1000 for p in paths)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "best.npz"
+    np.savez(npz, rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8), labels=np.repeat(np.arange(3), 10))
+    png = report.sample_grid(npz, tmp_path / "grid.png")
+    from PIL import Image
+
+    assert Image.open(png).size == (8 * 4, 3 * 4)

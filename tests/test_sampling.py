@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+
+from vcq.ar import ARConfig, ARModel
+from vcq.sampling import cfg_logits, expand_presets, filter_logits, generate, guidance_scales
+
+K_VAR = np.array([4] * 4 + [8] * 4 + [16] * 4 + [32] * 4)
+K_CONST = np.full(16, 32)
+
+
+def model():
+    torch.manual_seed(0)
+    return ARModel(ARConfig(vocab_size=32, seq_len=16, num_classes=4, n_layer=2, n_head=2, dim=32)).eval()
+
+
+def preset(**kw):
+    return {"name": "p", "guidance": "constant", "scale": 2.0, "power": None, "temperature": 1.0,
+            "top_k": 0, "top_p": 1.0, "restrict_to_kt": True, **kw}
+
+
+def test_schedules():
+    assert (guidance_scales("none", 5, K_VAR) == 0).all()
+    assert (guidance_scales("constant", 5, K_VAR) == 5).all()
+    pc = guidance_scales("power-cosine", 10, K_VAR, 1.5)
+    t = np.arange(16) / 16
+    assert np.allclose(pc, 10 * (1 - np.cos(np.pi * t ** 1.5)) / 2)
+    ca = guidance_scales("codebook-aware", 4, K_VAR)
+    assert np.allclose(ca, 4 * (np.log2(K_VAR) - 2) / 3)
+    assert np.allclose(guidance_scales("codebook-aware", 4, K_VAR, 1.5), ca * pc / 10)
+    with pytest.raises(ValueError, match="unknown guidance"):
+        guidance_scales("bogus", 1, K_VAR)
+
+
+def test_codebook_aware_equals_constant_for_constant_codebook():
+    assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST), guidance_scales("constant", 3, K_CONST))
+    m, lab = model(), torch.tensor([0, 1, 2])
+    a = generate(m, lab, K_CONST, preset(guidance="codebook-aware", scale=3.0), torch.Generator().manual_seed(1))
+    b = generate(m, lab, K_CONST, preset(guidance="constant", scale=3.0), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_cfg_equation():
+    c, u = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0])
+    assert torch.allclose(cfg_logits(c, u, 2.0), 3 * c - 2 * u)
+
+
+def test_filter_logits():
+    x = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(filter_logits(x, top_k=2)[0, 2:]).all()
+    kept = ~torch.isinf(filter_logits(x, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+
+
+@pytest.mark.parametrize("g", ["none", "constant", "power-cosine", "codebook-aware"])
+def test_samples_respect_kt_and_seed(g):
+    m, lab = model(), torch.tensor([0, 1, 2, 3])
+    p = preset(guidance=g, power=1.5)
+    a = generate(m, lab, K_VAR, p, torch.Generator().manual_seed(0))
+    b = generate(m, lab, K_VAR, p, torch.Generator().manual_seed(0))
+    assert a.shape == (4, 16) and torch.equal(a, b)
+    assert (a < torch.as_tensor(K_VAR)).all()
+
+
+def test_expand_presets():
+    cfg = {"presets": [preset(name="a")], "grid": {"guidance": "power-cosine", "scales": [1, 2.5],
+                                                    "powers": [1.5], "temperature": 1.0}}
+    names = [p["name"] for p in expand_presets(cfg)]
+    assert names == ["a", "grid-s1-p1.5", "grid-s2.5-p1.5"]
+    with pytest.raises(ValueError, match="duplicate"):
+        expand_presets({"presets": [preset(name="a"), preset(name="a")]})
+
+
+def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    import vcq.tokenizer
+    from vcq.ar import save_ar
+
+    class FakeTokenizer(torch.nn.Module):
+        def decode_indices(self, idx):
+            return (idx.float()[:, None, :, None] / 16 - 1).expand(-1, 3, -1, 4)
+
+    monkeypatch.setattr(vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer())
+    m = model()
+    save_ar(tmp_path / "ar.pt", m, m.cfg, {"k_sizes": K_VAR.tolist()})
+    cfg = {"experiment": "t", "device": "cpu", "schedules": [{"name": "c", "kind": "constant", "k_max": 32}],
+           "sampling": {"presets": [preset(name="p1")], "samples_per_class": 3, "batch_size": 4, "chunk_size": 5}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("sample_step", root / "pipeline_steps" / "sample.py")
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    out = tmp_path / "s" / "p1.npz"
+    argv = ["sample.py", "--config", str(tmp_path / "c.yaml"), "--schedule", "c", "--preset", "p1",
+            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", "x", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    step.main()
+    d = np.load(out)
+    assert d["arr_0"].shape == (12, 16, 4, 3) and d["arr_0"].dtype == np.uint8
+    assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    first = d["arr_0"].copy()
+    (out.with_suffix(".chunks") / "00001_img.npy").unlink()  # one chunk lost: only it is redone
+    (out.with_suffix(".chunks") / "00001_tok.npy").unlink()
+    step.main()
+    assert np.array_equal(np.load(out)["arr_0"], first)
+    assert out.with_suffix(".png").exists()

@@ -1,0 +1,95 @@
+"""Tests for the TiTok-style tokenizer: shapes, bounds, gradients, save/load, param counts."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vcq.schedules import codebook_sizes
+from vcq.tokenizer import Tokenizer, load_tokenizer, parameter_breakdown, save_tokenizer
+
+MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
+
+
+def _model(name: str) -> dict:
+    return yaml.safe_load((MODELS / f"{name}.yaml").read_text())
+
+
+def _tiny() -> Tokenizer:
+    torch.manual_seed(0)
+    sizes = codebook_sizes("cosine", 4, 64, length=32)
+    return Tokenizer(_model("tokenizer_tiny"), 32, {"kind": "vcq", "code_dim": 8}, sizes)
+
+
+def test_shapes_bounds_and_roundtrip():
+    model = _tiny().eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    recon, out = model(x)
+    assert recon.shape == x.shape and out.indices.shape == (3, 32)
+    sizes = torch.as_tensor(model.sizes)
+    assert bool((out.indices < sizes).all())
+    idx, q = model.encode(x)
+    assert torch.equal(idx, out.indices)
+    images = model.decode_indices(idx)
+    assert images.shape == x.shape and images.min() >= -1 and images.max() <= 1
+    assert torch.allclose(images, recon.clamp(-1, 1), atol=1e-5)
+
+
+def test_gradients_reach_encoder():
+    model = _tiny()
+    recon, out = model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    (recon.abs().mean() + out.loss).backward()
+    assert model.patch_embed.weight.grad.abs().sum() > 0
+    assert model.latents.grad.abs().sum() > 0
+
+
+def test_save_load_needs_nothing_else(tmp_path):
+    model = _tiny().eval()
+    path = tmp_path / "tok.pt"
+    save_tokenizer(path, model, {"experiment": "t"}, {"step": 3})
+    loaded = load_tokenizer(path)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded.encode(x)[0], model.encode(x)[0])
+
+
+def test_wrong_image_size_message():
+    with pytest.raises(ValueError, match="expected 32px images"):
+        _tiny().encode(torch.zeros(1, 3, 16, 16))
+
+
+def _meta_count(name: str, k_max: int) -> int:
+    sizes = codebook_sizes("cosine", 16, k_max, length=256)
+    with torch.device("meta"):
+        model = Tokenizer(_model(name), 256, {"kind": "vcq", "code_dim": 16}, sizes)
+    return parameter_breakdown(model)["total"]
+
+
+def test_base_param_count_matches_paper():
+    assert abs(_meta_count("tokenizer_base", 16384) / 172e6 - 1) < 0.03
+
+
+def test_large_param_count_is_vit_b_plus_vit_l():
+    # 390M, below the paper's 496M: see docs/tokenizer.md
+    assert 380e6 < _meta_count("tokenizer_large", 11264) < 400e6
+
+
+def test_recon_eval_psnr_baseline_usage_and_grid(tmp_path):
+    import sys
+
+    from vcq.metrics.recon import psnr_sum
+
+    sys.path.insert(0, str(MODELS.parents[1] / "pipeline_steps"))
+    from eval_recon import evaluate, save_grid
+
+    x = torch.zeros(1, 3, 4, 4)
+    assert psnr_sum(x, x + 0.2)[0] == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 on [0, 1]
+    model = _tiny().eval()
+    torch.manual_seed(1)
+    data = [(torch.rand(3, 32, 32) * 2 - 1, 0) for _ in range(5)]
+    result, recons, (orig, rec) = evaluate(model, data, 2, torch.device("cpu"))
+    assert recons.shape == (5, 32, 32, 3) and recons.dtype == "uint8"
+    assert result["psnr_mean_colour_baseline"] > 0 and len(result["usage_per_position"]) == 32
+    assert all(u["used"] <= u["k_t"] for u in result["usage_per_position"])
+    save_grid(tmp_path / "g.png", orig, rec)
+    assert (tmp_path / "g.png").stat().st_size > 0

@@ -1,0 +1,113 @@
+"""Tests for tokenizer losses and the training step: loss weights, LPIPS loading, resume equality."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import yaml
+
+from vcq.config import resolve_model, validate
+from vcq.losses import (
+    PatchDiscriminator,
+    TokenizerLoss,
+    diff_augment,
+    discriminator_loss,
+    generator_adv_loss,
+    load_lpips,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "pipeline_steps"))
+
+
+def _cfg(**train) -> dict:
+    cfg = {
+        "experiment": "t",
+        "device": "cpu",
+        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}], "seed": 0,
+        "tokenizer": {"num_tokens": 32, "quantizer": {"code_dim": 8},
+                      "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2,
+                                "ckpt_every": 1, "log_every": 1, "warmup_steps": 2,
+                                "peak_steps": 3, **train}},
+    }
+    schema = yaml.safe_load((ROOT / "workflow/schemas/sections/tokenizer.schema.yaml").read_text())
+    cfg["tokenizer"] = validate(cfg["tokenizer"], schema)
+    cfg["tokenizer"]["model"] = resolve_model("tokenizer", cfg["tokenizer"]["model"])
+    return cfg
+
+
+def test_paper_loss_weights_are_defaults():
+    t = _cfg()["tokenizer"]["train"]
+    assert (t["l1_weight"], t["lpips_weight"], t["commitment_weight"]) == (1.0, 1.0, 1.0)
+    assert (t["disc_weight"], t["gen_adv_weight"]) == (1.0, 0.1)
+
+
+def test_generator_loss_is_weighted_sum_and_gan_starts_late():
+    torch.manual_seed(0)
+    t = _cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"]["train"]
+    loss_fn = TokenizerLoss(t)
+    x, recon = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    q = torch.tensor(0.7)
+    total, terms = loss_fn.generator(x, recon, q, step=0)
+    assert "gen_adv" not in terms and total.item() == pytest.approx(2 * terms["l1"] + 0.35, rel=1e-5)
+    torch.manual_seed(1)
+    total, terms = loss_fn.generator(x, recon, q, step=2)
+    expected = 2 * terms["l1"] + 0.35 + 0.3 * terms["gen_adv"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_gan_losses_and_augment():
+    real, fake = torch.full((2, 1), 2.0), torch.full((2, 1), -2.0)
+    assert discriminator_loss(real, fake, "hinge").item() == 0.0
+    assert generator_adv_loss(fake, "hinge").item() == 2.0
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    y = diff_augment(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad is not None
+    assert PatchDiscriminator()(y.detach()).shape[:2] == (3, 1)
+
+
+def test_missing_lpips_file_names_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth.*VGG16"):
+        load_lpips(tmp_path / "missing.pth")
+
+
+def test_lpips_loads_local_vgg_trunk(tmp_path):
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    path = tmp_path / "vgg.pth"
+    torch.save(vgg16().state_dict(), path)
+    model = load_lpips(path)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert model(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert model(x, -x).item() > 0
+
+
+def _run(cfg, out, stop_at=None):
+    from train_tokenizer import train
+
+    torch.manual_seed(123)
+    data = [(torch.rand(3, 36, 36) * 2 - 1, 0) for _ in range(10)]
+    train(cfg, "cosine", data, out, stop_at=stop_at)
+    return [json.loads(line) for line in (out.parent / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    cfg = _cfg()
+    straight = _run(cfg, tmp_path / "a" / "final.pt")
+    _run(cfg, tmp_path / "b" / "final.pt", stop_at=3)
+    resumed = _run(cfg, tmp_path / "b" / "final.pt")
+    assert len(straight) == 6 and "disc" in straight[-1]
+    assert resumed == straight
+    assert (tmp_path / "b" / "final.pt").exists() and (tmp_path / "b" / "loss.png").exists()
+
+
+def test_cli_help():
+    r = subprocess.run([sys.executable, str(ROOT / "pipeline_steps/train_tokenizer.py"), "--help"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "--schedule" in r.stdout

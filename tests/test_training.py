@@ -1,0 +1,67 @@
+"""Shared training plumbing: LR schedule, deterministic batches, RNG capture, atomic checkpoints."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from vcq.training import (
+    JsonlLog,
+    batch_indices,
+    capture_rng,
+    load_checkpoint,
+    lr_at,
+    param_groups,
+    restore_rng,
+    save_checkpoint,
+)
+
+
+def test_lr_schedule_shape():
+    kw = dict(base_lr=1e-4, end_lr=3e-5, warmup_steps=10, peak_steps=20, total_steps=40)
+    assert lr_at(0, **kw) == pytest.approx(1e-5)
+    assert lr_at(9, **kw) == pytest.approx(1e-4)
+    assert lr_at(15, **kw) == pytest.approx(1e-4)  # held at the peak
+    assert lr_at(30, **kw) == pytest.approx(1e-4 + (3e-5 - 1e-4) * 0.5)
+    assert lr_at(40, **kw) == pytest.approx(3e-5)
+    assert lr_at(100, **kw) == pytest.approx(3e-5)
+
+
+def test_batch_indices_cover_each_epoch_once_and_shard_by_rank():
+    n, bs = 10, 3
+    seen = np.concatenate([batch_indices(n, bs, s, seed=1) for s in range(10)])  # 30 = 3 epochs
+    for e in range(3):
+        assert sorted(seen[e * 10 : (e + 1) * 10].tolist()) == list(range(10))
+    r0 = batch_indices(n, 2, 3, seed=1, rank=0, world_size=2)
+    r1 = batch_indices(n, 2, 3, seed=1, rank=1, world_size=2)
+    both = batch_indices(n, 4, 3, seed=1)
+    assert np.array_equal(np.concatenate([r0, r1]), both)
+    assert np.array_equal(batch_indices(n, bs, 7, seed=1), batch_indices(n, bs, 7, seed=1))
+
+
+def test_rng_roundtrip():
+    state = capture_rng()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_param_groups_exempt_bias_and_norm():
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    decay, no_decay = param_groups(m, 0.03)
+    assert decay["weight_decay"] == 0.03 and len(decay["params"]) == 1
+    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
+
+
+def test_checkpoint_atomic_and_log_rewinds(tmp_path):
+    p = tmp_path / "ck.pt"
+    assert load_checkpoint(p) is None
+    save_checkpoint(p, {"step": 3, "w": torch.ones(2)})
+    assert load_checkpoint(p)["step"] == 3
+    assert [f.name for f in tmp_path.iterdir()] == ["ck.pt"]  # no temp files left behind
+    log = JsonlLog(tmp_path / "log.jsonl")
+    for s in range(5):
+        log.write({"step": s, "loss": float(s)})
+    JsonlLog(tmp_path / "log.jsonl", resume_step=2)
+    assert [r["step"] for r in JsonlLog.read(tmp_path / "log.jsonl")] == [0, 1, 2]

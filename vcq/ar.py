@@ -1,0 +1,255 @@
+"""Class-conditional decoder-only transformer over token sequences (LlamaGen-style)."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ARConfig:
+    """Model hyper-parameters; stored in every checkpoint."""
+
+    vocab_size: int = 16384
+    seq_len: int = 256
+    num_classes: int = 1000
+    n_layer: int = 12
+    n_head: int = 12
+    dim: int = 768
+    ffn_multiple: int = 256
+    dropout: float = 0.1
+    token_dropout: float = 0.1
+    class_dropout: float = 0.1
+    rope_base: float = 10000.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ARConfig":
+        """Build from a mapping, ignoring keys that are not model hyper-parameters (e.g. `name`)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, length: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (length, head_dim/2) for rotary embeddings."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    ang = torch.outer(torch.arange(length).float(), inv)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, hd) by the tables already sliced to the T positions."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Pre-allocated per-layer key/value buffers for incremental decoding."""
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values at the current position; return everything cached so far."""
+        end = self.pos + k.shape[2]
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with RoPE and an optional KV cache."""
+
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.dim // cfg.n_head
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.p = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
+        b, t, _ = x.shape
+        q, k, v = self.wqkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(layer, k, v)
+        if past == 0:
+            mask, causal = None, True
+        else:
+            # new queries sit at positions past..past+t-1 and see every cached key up to themselves
+            qi = torch.arange(past, past + t, device=x.device)[:, None]
+            mask, causal = qi >= torch.arange(k.shape[2], device=x.device)[None, :], False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.p if self.training else 0.0)
+        return self.resid_drop(self.wo(y.transpose(1, 2).reshape(b, t, -1)))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP with LlamaGen's hidden size (2/3 of 4·dim, rounded up to a multiple)."""
+
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        hidden = int(2 * 4 * cfg.dim / 3)
+        hidden = cfg.ffn_multiple * math.ceil(hidden / cfg.ffn_multiple)
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        self.attention_norm, self.attention = RMSNorm(cfg.dim), Attention(cfg)
+        self.ffn_norm, self.feed_forward = RMSNorm(cfg.dim), FeedForward(cfg)
+
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class ARModel(nn.Module):
+    """Sequence = [class token, optional prefix embeddings, image tokens]; predicts the next token."""
+
+    def __init__(self, cfg: ARConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.cls_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row = null class
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_drop = nn.Dropout(cfg.token_dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.dim)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # room for class token + prologue tokens; extended lazily if a longer prefix arrives
+        cos, sin = rope_tables(cfg.dim // cfg.n_head, cfg.seq_len + 1, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def null_class(self) -> int:
+        return self.cfg.num_classes
+
+    def drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Replace labels by the null class with probability class_dropout (training only)."""
+        if not self.training or self.cfg.class_dropout <= 0:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
+        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
+
+    def _rope(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + length > self.rope_cos.shape[0]:
+            cos, sin = rope_tables(self.cfg.dim // self.cfg.n_head, start + length, self.cfg.rope_base)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        return self.rope_cos[start:start + length], self.rope_sin[start:start + length]
+
+    def embed(self, labels: torch.Tensor | None, tokens: torch.Tensor | None,
+              prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings of [class, prefix, tokens]; any part may be None."""
+        parts = []
+        if labels is not None:
+            parts.append(self.cls_embedding(labels)[:, None])
+        if prefix_embeds is not None:
+            parts.append(prefix_embeds)
+        if tokens is not None and tokens.shape[1] > 0:
+            parts.append(self.tok_drop(self.tok_embeddings(tokens)))
+        return torch.cat(parts, dim=1)
+
+    def forward_embeds(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Run the trunk on input embeddings (continuing `cache` if given); return logits."""
+        start = cache.pos if cache is not None else 0
+        cos, sin = self._rope(start, x.shape[1])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.pos += x.shape[1]
+        return self.output(self.norm(x)).float()
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor,
+                prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, L, V): position t predicts tokens[:, t] from tokens[:, :t]."""
+        labels = self.drop_labels(labels)
+        x = self.embed(labels, tokens[:, :-1], prefix_embeds)
+        logits = self.forward_embeds(x)
+        p = 0 if prefix_embeds is None else prefix_embeds.shape[1]
+        return logits[:, p:]
+
+    def new_cache(self, batch: int, extra: int = 0) -> KVCache:
+        """Empty KV cache for `batch` sequences of up to 1 + extra + seq_len positions."""
+        p = next(self.parameters())
+        hd = self.cfg.dim // self.cfg.n_head
+        return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.cfg.seq_len + 1 + extra, hd,
+                       p.device, p.dtype)
+
+
+def param_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameter counts by top-level component plus `total`."""
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        key = name.split(".")[0]
+        out[key] = out.get(key, 0) + p.numel()
+    out["total"] = sum(out.values())
+    return out
+
+
+def count_params(cfg: ARConfig) -> dict[str, int]:
+    """Parameter breakdown of a model built on the `meta` device (no memory used)."""
+    with torch.device("meta"):
+        return param_breakdown(ARModel(cfg))
+
+
+def format_breakdown(breakdown: dict[str, int]) -> str:
+    """Human-readable breakdown, one component per line, in millions."""
+    return "\n".join(f"{k:>16s}: {v / 1e6:9.2f}M" for k, v in breakdown.items())
+
+
+def save_ar(path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None) -> None:
+    """Atomically save weights, model config and extra metadata."""
+    from vcq.io import atomic_path
+
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    model = getattr(model, "module", model)  # unwrap DDP
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+
+
+def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]:
+    """Load a model saved by save_ar (in eval mode); returns (model, extra)."""
+    blob = torch.load(path, map_location=map_location, weights_only=False)
+    model = ARModel(ARConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), blob["extra"]

@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID/IS/precision-recall/KID, demo features, linear probe."""

@@ -1,0 +1,188 @@
+"""FID, IS, precision/recall and KID on torch-fidelity feature extractors, with ADM reference batches."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+from tqdm import tqdm
+
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+    "weights-inception-2015-12-05-6726825d.pth"
+)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
+    """Memory-map array `key` of an uncompressed .npz (np.savez); load it if compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return np.load(path)[key]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+
+
+class ImageSource(Dataset):
+    """Images of a sample `.npz` (`arr_0` uint8 NHWC, read lazily) or an image folder, as uint8 CHW."""
+
+    def __init__(self, path: str | Path, limit: int | None = None):
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.array = None
+            n = len(self.files)
+        else:
+            self.array = _npz_memmap(self.path)
+            n = len(self.array)
+        self.n = n if limit is None else min(n, limit)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.array is not None:
+            img = np.asarray(self.array[i])
+        else:
+            img = np.asarray(Image.open(self.files[i]).convert("RGB"))
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def build_extractor(cfg: dict) -> tuple[torch.nn.Module, str]:
+    """The configured feature extractor and its `fd_label` ("FID" or "FD (demo features)")."""
+    ecfg = cfg["eval"]
+    if ecfg["feature_extractor"] == "demo":
+        from vcq.metrics.features import load_demo_extractor
+
+        return load_demo_extractor(ecfg["demo_weights"]), "FD (demo features)"
+    weights = Path(ecfg["inception_weights"])
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"Inception weights not found at {weights} (eval.inception_weights). Download "
+            f"{INCEPTION_URL} on a machine with internet access and put it at that path."
+        )
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    net = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+    )
+    return net, "FID"
+
+
+@torch.no_grad()
+def extract_features(net: torch.nn.Module, source: Dataset, batch_size: int, desc: str = "") -> dict:
+    """Run `net` over `source` in batches; returns {"pool": (N,D) float64, "logits": (N,C) float64}."""
+    device = next(net.parameters()).device
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
+    pools, logits = [], []
+    for x in tqdm(loader, desc=desc or "features", unit="batch"):
+        pool, logit = net(x.to(device))
+        pools.append(pool.double().cpu())
+        logits.append(logit.double().cpu())
+    return {"pool": torch.cat(pools), "logits": torch.cat(logits)}
+
+
+def _stats(pool: torch.Tensor) -> dict:
+    """Mean and covariance of features, as torch-fidelity computes them."""
+    x = pool.numpy()
+    return {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
+
+
+def _cache_key(ref: Path, extractor: str, limit: int | None) -> str:
+    """Key a reference's cached features by path, size, mtime, extractor and image count."""
+    st = ref.stat()
+    raw = f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{extractor}|{limit}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extractor: str) -> dict:
+    """Features and FID statistics of a reference, computed once and cached in eval.cache_dir.
+
+    An ADM reference batch's own `mu`/`sigma` replace the statistics of our features (its images
+    still give the features for precision/recall and KID).
+    """
+    ref = Path(ref)
+    ecfg = cfg["eval"]
+    cache = Path(ecfg["cache_dir"]) / f"ref_{_cache_key(ref, extractor, ecfg['num_samples'])}.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=False)
+    src = ImageSource(ref, ecfg["num_samples"]) if ref.is_dir() or _has_images(ref) else None
+    out: dict = {}
+    if src is not None:
+        out = extract_features(net, src, ecfg["batch_size"], desc="reference")
+        out.update(_stats(out["pool"]))
+    if ref.is_file():
+        with np.load(ref) as z:
+            if "mu" in z and extractor == "inception":
+                out["mu"], out["sigma"] = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    if "mu" not in out:
+        raise ValueError(f"reference {ref} has neither images nor mu/sigma")
+    from vcq.io import atomic_path
+
+    with atomic_path(cache) as tmp:
+        torch.save(out, tmp)
+    return out
+
+
+def _has_images(path: Path) -> bool:
+    """Whether an .npz carries `arr_0`."""
+    with zipfile.ZipFile(path) as zf:
+        return "arr_0.npy" in zf.namelist()
+
+
+def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
+    """FID/FD, IS, precision/recall and KID of `samples` against `reference` (CONTRACTS.md gen JSON)."""
+    ecfg = cfg["eval"]
+    net, label = build_extractor(cfg)
+    ref = reference_features(reference, net, cfg, ecfg["feature_extractor"])
+    src = ImageSource(samples, ecfg["num_samples"])
+    feats = extract_features(net, src, ecfg["batch_size"], desc="samples")
+    out = {
+        "fid": fid_statistics_to_metric(_stats(feats["pool"]), {"mu": ref["mu"], "sigma": ref["sigma"]}, False)[
+            "frechet_inception_distance"
+        ],
+        "fd_label": label,
+        "n_samples": len(src),
+    }
+    isc = isc_features_to_metric(feats["logits"].float(), splits=min(10, len(src)), shuffle=True, rng_seed=2020)
+    out["is_mean"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
+    out["precision"] = out["recall"] = out["kid_mean"] = None
+    if "pool" in ref:
+        prc = prc_features_to_metric(
+            feats["pool"].float(), ref["pool"].float(), prc_neighborhood=ecfg["pr_neighborhood"],
+            prc_batch_size=10000, save_cpu_ram=False, verbose=False,
+        )
+        out["precision"], out["recall"] = prc["precision"], prc["recall"]
+        subset = min(ecfg["kid_subset_size"], len(src), len(ref["pool"]))
+        kid = kid_features_to_metric(
+            feats["pool"], ref["pool"], kid_subsets=100, kid_subset_size=subset, verbose=False,
+            kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+            kid_kernel_poly_coef0=1, rng_seed=2020,
+        )
+        out["kid_mean"] = kid["kernel_inception_distance_mean"]
+    return out
+
+
+def rfid(recon_npz: str | Path, reference: str | Path, cfg: dict) -> tuple[float, str]:
+    """Reconstruction FID of `recon_npz` against a folder or .npz reference; returns (value, fd_label)."""
+    res = evaluate(recon_npz, reference, cfg)
+    return res["fid"], res["fd_label"]

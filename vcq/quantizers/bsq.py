@@ -1,0 +1,66 @@
+"""Binary spherical quantization (BSQ): sign of each coordinate of a unit vector, 2^d codes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def bsq_entropy_terms(u: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean per-sample entropy, codebook entropy) of the factorised soft assignment, u (N, d) unit.
+
+    Per coordinate, q(+|u) = sigmoid(4·u_i / (τ·√d)) is the softmax over the two signs of
+    -||u_i - s/√d||²/τ; the joint over 2^d codes factorises, so entropies are sums over coordinates.
+    """
+    p = torch.sigmoid(4 * u / (tau * u.shape[-1] ** 0.5))
+    return _binary_entropy(p).sum(-1).mean(), _binary_entropy(p.mean(0)).sum(-1)
+
+
+@register_quantizer("bsq")
+class BinarySphericalQuantizer(Quantizer):
+    """BSQ on code_dim = d latents: l2-normalise, snap each coordinate to ±1/√d, straight-through."""
+
+    def __init__(
+        self,
+        sizes: Sequence[int] | torch.Tensor,
+        dim: int = 18,
+        tau: float = 1.0,
+        sample_entropy_weight: float = 0.1,
+        codebook_entropy_weight: float = 0.1,
+    ) -> None:
+        super().__init__(sizes)
+        if self.k_max > 2**dim:
+            raise ValueError(f"K_max={self.k_max} exceeds the 2^{dim} BSQ codes")
+        self.dim, self.tau = dim, tau
+        self.w_sample, self.w_codebook = sample_entropy_weight, codebook_entropy_weight
+        self.register_buffer("bit_weights", 2 ** torch.arange(dim), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize z (B, L, d); loss = w_s·H(per sample) − w_c·H(codebook)."""
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"BSQ needs code_dim {self.dim}, got {z.shape[-1]}")
+        u = F.normalize(z, dim=-1)
+        bits = (u > 0).long()
+        q = (2 * bits - 1).to(u) / self.dim**0.5
+        h_sample, h_codebook = bsq_entropy_terms(u.reshape(-1, self.dim), self.tau)
+        loss = self.w_sample * h_sample - self.w_codebook * h_codebook
+        stats = {"entropy_sample": h_sample.detach(), "entropy_codebook": h_codebook.detach()}
+        return QuantizerOutput(u + (q - u).detach(), (bits * self.bit_weights).sum(-1), loss, stats)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes ±1/√d from packed indices (bit i of the index = sign of coordinate i)."""
+        bits = (indices[..., None] >> torch.arange(self.dim, device=indices.device)) & 1
+        return (2 * bits - 1).float() / self.dim**0.5
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """The first K_max codes in index order."""
+        return self.lookup(torch.arange(self.k_max, device=self.bit_weights.device))

@@ -1,0 +1,156 @@
+"""Spherical Leech quantization (Λ24-SQ): Golay code, first-shell Leech vectors, nearest search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+
+# Generator polynomial of the cyclic [23,12,7] Golay code (a divisor of x^23 - 1 over GF(2)).
+_GOLAY_POLY = (1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1)  # coefficients of x^0..x^11
+SHAPES = ("4^2", "2^8", "3^1 1^23")  # code order: shape blocks in this order (see docs)
+
+
+def golay_codewords() -> torch.Tensor:
+    """All 4096 codewords of the extended binary Golay code [24,12,8] as a (4096, 24) 0/1 tensor."""
+    gen = torch.zeros(12, 24, dtype=torch.long)
+    for row in range(12):
+        gen[row, row : row + 12] = torch.tensor(_GOLAY_POLY)
+    gen[:, 23] = gen[:, :23].sum(1) % 2  # parity bit extends [23,12,7] to [24,12,8]
+    msgs = (torch.arange(4096)[:, None] >> torch.arange(12)) & 1
+    return (msgs @ gen) % 2
+
+
+def octads() -> torch.Tensor:
+    """The 759 weight-8 Golay codewords as a (759, 24) 0/1 tensor."""
+    words = golay_codewords()
+    return words[words.sum(1) == 8]
+
+
+def leech_shell() -> torch.Tensor:
+    """All 196,560 minimal Leech vectors (norm² 32, unscaled) as int8 (196560, 24), fixed order."""
+    pairs = torch.tensor(list(combinations(range(24), 2)))  # 276 pairs, lexicographic
+    signs2 = torch.tensor([[1, 1], [1, -1], [-1, 1], [-1, -1]])
+    a = torch.zeros(276, 4, 24, dtype=torch.long)
+    a.scatter_(2, pairs[:, None, :].expand(-1, 4, -1), 4 * signs2[None].expand(276, -1, -1))
+    octs = octads()
+    pos = octs.nonzero()[:, 1].reshape(759, 8)
+    bits = (torch.arange(256)[:, None] >> torch.arange(8)) & 1
+    even = bits[bits.sum(1) % 2 == 0]  # 128 sign patterns with an even number of minus signs
+    b = torch.zeros(759, 128, 24, dtype=torch.long)
+    b.scatter_(2, pos[:, None, :].expand(-1, 128, -1), (2 - 4 * even)[None].expand(759, -1, -1))
+    s = 1 - 2 * golay_codewords()  # +1 off the codeword, -1 on it
+    c = s[:, None, :].repeat(1, 24, 1)
+    eye = torch.eye(24, dtype=torch.bool)[None].expand(4096, -1, -1)
+    c[eye] = -3 * s.reshape(-1)
+    return torch.cat([a.reshape(-1, 24), b.reshape(-1, 24), c.reshape(-1, 24)]).to(torch.int8)
+
+
+def shape_slices() -> dict[str, slice]:
+    """Index range of each shape block in `leech_shell()` order."""
+    return {"4^2": slice(0, 1104), "2^8": slice(1104, 98256), "3^1 1^23": slice(98256, 196560)}
+
+
+def leech_codebook(shapes: Sequence[str] = SHAPES, size: int | None = None) -> torch.Tensor:
+    """Unit-norm codebook from the chosen shape blocks (in `SHAPES` order), optionally truncated."""
+    unknown = set(shapes) - set(SHAPES)
+    if unknown:
+        raise ValueError(f"unknown Leech shapes {sorted(unknown)}; known: {SHAPES}")
+    shell, sl = leech_shell(), shape_slices()
+    codes = torch.cat([shell[sl[s]] for s in SHAPES if s in shapes]).float() / 32**0.5
+    if size is not None:
+        if not 1 <= size <= len(codes):
+            raise ValueError(f"size {size} outside 1..{len(codes)} for shapes {list(shapes)}")
+        codes = codes[:size]
+    return codes
+
+
+def nearest_code(
+    z: torch.Tensor, codes: torch.Tensor, limit: torch.Tensor | None = None, chunk: int = 16384
+) -> torch.Tensor:
+    """Index of max inner product per row of z (N, D) over codes (K, D), chunked over codes.
+
+    `limit` (N,) restricts row n to codes[:limit[n]] (nested prefixes); never builds an N×K matrix.
+    """
+    best = torch.full((z.shape[0],), -float("inf"), device=z.device, dtype=z.dtype)
+    idx = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    for start in range(0, codes.shape[0], chunk):
+        block = codes[start : start + chunk].to(z)
+        sims = z @ block.T
+        if limit is not None:
+            cols = torch.arange(start, start + block.shape[0], device=z.device)
+            sims = sims.masked_fill(cols[None, :] >= limit[:, None], -float("inf"))
+        val, arg = sims.max(1)
+        better = val > best
+        best = torch.where(better, val, best)
+        idx = torch.where(better, arg + start, idx)
+    return idx
+
+
+@register_quantizer("leech")
+class LeechQuantizer(Quantizer):
+    """Λ24-SQ: l2-normalise z (D=24), snap to the nearest Leech code; position t uses codes[:K_t]."""
+
+    def __init__(
+        self, sizes: Sequence[int] | torch.Tensor, shapes: Sequence[str] = SHAPES, chunk: int = 16384
+    ) -> None:
+        super().__init__(sizes)
+        codes = leech_codebook(shapes)
+        if self.k_max > len(codes):
+            raise ValueError(f"K_max={self.k_max} exceeds the {len(codes)} codes of shapes {shapes}")
+        self.register_buffer("codes", codes[: self.k_max], persistent=False)
+        self.chunk = chunk
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize z (B, L, 24); straight-through, no auxiliary loss."""
+        if z.shape[-1] != 24:
+            raise ValueError(f"Leech quantizer needs code_dim 24, got {z.shape[-1]}")
+        zn = F.normalize(z, dim=-1)
+        b, length, _ = z.shape
+        limit = self.codebook_sizes.to(z.device).repeat(b)
+        with torch.no_grad():
+            idx = nearest_code(zn.reshape(-1, 24).detach(), self.codes, limit, self.chunk)
+        idx = idx.reshape(b, length)
+        q = self.codes[idx].to(z)
+        return QuantizerOutput(zn + (q - zn).detach(), idx, z.new_zeros(()))
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors for indices (B, L)."""
+        return self.codes[indices]
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """The K_max unit-norm codes."""
+        return self.codes
+
+
+def z_loss(logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """Auxiliary z-loss weight·mean(logsumexp(logits)²) that keeps large-vocabulary logits bounded."""
+    return weight * torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
+
+
+class FactorizedLeechHead(nn.Module):
+    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4}."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, 24 * 9)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 24, 9) from hidden states (..., dim)."""
+        return self.proj(h).unflatten(-1, (24, 9))
+
+    @staticmethod
+    def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
+        return (codes[indices] * 32**0.5).round().long() + 4
+
+    @staticmethod
+    def to_index(coord_labels: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Snap sampled labels (N, 24) to the nearest valid code index (by inner product)."""
+        v = F.normalize(coord_labels.float() - 4, dim=-1)
+        return nearest_code(v, codes)

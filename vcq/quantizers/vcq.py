@@ -1,0 +1,120 @@
+"""VCQ shared-codebook quantizer: position t searches only the first K_t entries of one codebook."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+
+
+def position_groups(sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
+    """Split positions, sorted by K_t, into equal-count groups; each searches its own max K_t."""
+    order = torch.argsort(sizes, stable=True)
+    groups = []
+    for chunk in torch.tensor_split(order, min(num_groups, len(order))):
+        if len(chunk):
+            groups.append((chunk, int(sizes[chunk].max())))
+    return groups
+
+
+@register_quantizer("vcq")
+class SharedCodebookQuantizer(Quantizer):
+    """One codebook of Kmax entries shared by all positions; a constant codebook is K_t = Kmax."""
+
+    def __init__(
+        self,
+        sizes: Sequence[int] | torch.Tensor,
+        code_dim: int = 16,
+        l2_norm: bool = True,
+        update: str = "loss",
+        commitment_weight: float = 0.25,
+        codebook_weight: float = 1.0,
+        ema_decay: float = 0.99,
+        ema_epsilon: float = 1e-5,
+        search_groups: int = 8,
+    ) -> None:
+        super().__init__(sizes)
+        if update not in ("loss", "ema"):
+            raise ValueError(f"update must be 'loss' or 'ema', got {update!r}")
+        self.code_dim, self.l2_norm, self.update = code_dim, l2_norm, update
+        self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        self.ema_decay, self.ema_epsilon = ema_decay, ema_epsilon
+        init = torch.randn(self.k_max, code_dim)
+        if l2_norm:
+            init = F.normalize(init, dim=-1)
+        if update == "ema":
+            self.register_buffer("embedding", init)
+            self.register_buffer("cluster_size", torch.ones(self.k_max))
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.embedding = nn.Parameter(init)
+        self._groups = position_groups(self.codebook_sizes, search_groups)
+
+    def codebook_vectors(self) -> torch.Tensor:
+        """The (Kmax, D) codebook as used for search (normalised when l2_norm)."""
+        return F.normalize(self.embedding, dim=-1) if self.l2_norm else self.embedding
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, L, D) for indices (B, L)."""
+        return F.embedding(indices, self.codebook_vectors())
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Exact masked nearest-code indices (B, L): cost ∝ Σ_groups |group|·max K in group."""
+        codes = self.codebook_vectors().to(z.dtype)
+        sizes = self.codebook_sizes.to(z.device)
+        indices = torch.empty(z.shape[:2], dtype=torch.long, device=z.device)
+        for positions, k in self._groups:
+            positions = positions.to(z.device)
+            zg = z[:, positions]  # (B, G, D)
+            cb = codes[:k]
+            # ||z||² is constant per row, so it is left out of the argmin
+            dist = (cb * cb).sum(-1) - 2 * zg @ cb.T  # (B, G, k)
+            invalid = torch.arange(k, device=z.device) >= sizes[positions, None]
+            dist = dist.masked_fill(invalid, float("inf"))
+            indices[:, positions] = dist.argmin(-1)
+        return indices
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize z (B, L, D) with a straight-through gradient to z."""
+        if self.l2_norm:
+            z = F.normalize(z, dim=-1)
+        indices = self.nearest(z.detach().float())
+        q = self.lookup(indices).to(z.dtype)
+        commit = F.mse_loss(z, q.detach())
+        if self.update == "loss":
+            loss = self.codebook_weight * F.mse_loss(q, z.detach()) + self.commitment_weight * commit
+        else:
+            loss = self.commitment_weight * commit
+            if self.training:
+                self._ema_update(z.detach().float(), indices)
+        quantized = z + (q - z).detach()
+        return QuantizerOutput(quantized, indices, loss, self._batch_stats(indices))
+
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        flat_idx, flat_z = indices.reshape(-1), z.reshape(-1, z.shape[-1])
+        counts = torch.bincount(flat_idx, minlength=self.k_max).float()
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, flat_idx, flat_z)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(sums)
+        d = self.ema_decay
+        self.cluster_size.mul_(d).add_(counts, alpha=1 - d)
+        self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
+        # Laplace smoothing keeps never-chosen codes from dividing by zero
+        n = self.cluster_size.sum()
+        eps = self.ema_epsilon
+        smoothed = (self.cluster_size + eps) / (n + self.k_max * eps) * n
+        self.embedding.copy_(self.embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _batch_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        counts = torch.bincount(indices.reshape(-1), minlength=self.k_max).float()
+        p = counts / counts.sum()
+        perplexity = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+        return {"perplexity": perplexity, "used_fraction": (counts > 0).float().mean()}

@@ -1,0 +1,227 @@
+"""Paper tables (1, 2, 4) and schedule figures built from the config and the runs' metric files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vcq import schedules
+from vcq.io import atomic_path, read_json
+
+MISSING_NOTE = "empty cell: input file not produced (step not run)"
+
+
+def cliff_position(n_images: int, k: int) -> int:
+    """t* = ceil(log2 N / log2 K) for a constant codebook of size K (Eq. 1)."""
+    return math.ceil(math.log2(n_images) / math.log2(k))
+
+
+def table1(datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167) -> pd.DataFrame:
+    """Table 1: log2 N and t* per dataset, then the data thresholds N_m = K^(m-1)."""
+    rows = [
+        {"regime": d["name"], "N": float(d["n"]), "log2_N": round(math.log2(d["n"]), 1),
+         "t_star": cliff_position(d["n"], k), "x_ImageNet": np.nan}
+        for d in datasets
+    ]
+    for m in thresholds:
+        n_m = float(k) ** (m - 1)
+        rows.append({"regime": f"t*={m} threshold", "N": n_m, "log2_N": round(math.log2(n_m), 1),
+                     "t_star": m, "x_ImageNet": n_m / imagenet_n})
+    return pd.DataFrame(rows)
+
+
+def table2(cfg: dict, entropy_jsons: dict[str, str] | None = None) -> pd.DataFrame:
+    """Table 2: per schedule Kmin, Kmax, K̄, BPP, theoretical and (if measured) empirical t*."""
+    from vcq.config import codebook_sizes_for, schedule
+
+    n = cfg["report"]["n_images"]
+    rows = []
+    for name in schedule_names(cfg):
+        s = schedule(cfg, name)
+        sizes = codebook_sizes_for(cfg, name)
+        rows.append({
+            "schedule": name, "k_min": int(sizes.min()), "k_max": int(sizes.max()),
+            "k_mean": round(schedules.mean_codebook_size(sizes)),
+            "bpp": round(schedules.bits_per_pixel(sizes, cfg_image_size(cfg)), 3),
+            "t_star_theory": schedules.cliff_position_vcq(sizes, n),
+            "t_star_measured": _json_value((entropy_jsons or {}).get(name), "t_star_measured"),
+        })
+    return pd.DataFrame(rows)
+
+
+def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
+    """The generation-metrics record with the lowest FID among guided (or unguided) presets."""
+    records = [read_json(p) for p in gen_jsons if Path(p).exists()]
+    records = [r for r in records if (r.get("preset", {}).get("guidance", "none") != "none") == guided]
+    return min(records, key=lambda r: r["fid"]) if records else None
+
+
+def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
+           sizes: dict[str, np.ndarray], image_size: int = 256) -> pd.DataFrame:
+    """Table 4 analogue: K̄, BPP, PSNR, rFD, best guided gFD (with preset) and unguided gFD."""
+    rows, label = [], "FID"
+    for name in names:
+        rec = read_json(recon[name]) if name in recon and Path(recon[name]).exists() else {}
+        best = best_preset(gen.get(name, []), guided=True)
+        plain = best_preset(gen.get(name, []), guided=False)
+        label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
+        rows.append({
+            "schedule": name, "k_mean": round(schedules.mean_codebook_size(sizes[name])),
+            "bpp": round(schedules.bits_per_pixel(sizes[name], image_size), 3),
+            "psnr": rec.get("psnr", np.nan), "r": rec.get("rfid", np.nan),
+            "g": best["fid"] if best else np.nan,
+            "best_preset": best["preset"].get("name", "") if best else "",
+            "g_nocfg": plain["fid"] if plain else np.nan,
+        })
+    df = pd.DataFrame(rows)
+    return df.rename(columns={"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"})
+
+
+def table6(probe: dict[str, str]) -> pd.DataFrame:
+    """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
+    rows = [{"schedule": name, **r} for name, path in probe.items() if Path(path).exists()
+            for r in read_json(path)["rows"]]
+    return pd.DataFrame(rows, columns=["schedule", "k", "top1", "top5"])
+
+
+def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
+    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware)."""
+    strategies = ("constant", "power-cosine", "codebook-aware")
+    rows = []
+    for name in names:
+        records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
+        row = {"schedule": name}
+        for g in strategies:
+            fids = [r["fid"] for r in records if r.get("preset", {}).get("guidance") == g]
+            row[g] = min(fids) if fids else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["schedule", *strategies])
+
+
+def add_paper_columns(df: pd.DataFrame, paper: dict, columns: dict[str, str]) -> pd.DataFrame:
+    """Insert a `<col> (paper)` column after each column, from `paper[schedule][paper_key]`."""
+    out = df.copy()
+    for col, key in columns.items():
+        values = [paper.get(s, {}).get(key, np.nan) for s in out["schedule"]]
+        out.insert(out.columns.get_loc(col) + 1, f"{col} (paper)", values)
+    return out
+
+
+def footnotes(df: pd.DataFrame) -> list[str]:
+    """A footnote for every column that has empty cells."""
+    return [f"{c}: {MISSING_NOTE}" for c in df.columns if df[c].isna().any() and not c.endswith("(paper)")]
+
+
+def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = None) -> list[Path]:
+    """Write `df` as `<stem>.csv`, `.md` and `.tex` atomically; notes go below the md/tex table."""
+    stem, notes = Path(stem), notes if notes is not None else footnotes(df)
+    paths = [stem.with_suffix(s) for s in (".csv", ".md", ".tex")]
+    texts = [
+        df.to_csv(index=False),
+        df.astype(object).where(df.notna(), "").to_markdown(index=False) + "".join(f"\n\n{n}" for n in notes) + "\n",
+        df.to_latex(index=False, na_rep="", float_format="%.3g")
+        + "".join(f"% {n}\n" for n in notes),
+    ]
+    for path, text in zip(paths, texts):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return paths
+
+
+def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str] | None = None) -> list[Path]:
+    """Fig. 2: (a) remaining budget log2 N − I(t) (+ measured entropy), (b) K_t on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from vcq.config import codebook_sizes_for
+
+    n = cfg["report"]["n_images"]
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for name in schedule_names(cfg):
+        sizes = codebook_sizes_for(cfg, name)
+        line, = ax_a.plot(schedules.remaining_budget(sizes, n)[:17], label=f"{name} (theory)")
+        csv = (entropy_csvs or {}).get(name)
+        if csv and Path(csv).exists():
+            ent = pd.read_csv(csv)
+            ax_a.plot(ent["t"][:17], ent["cond_entropy_bits"][:17], "--", color=line.get_color(),
+                      label=f"{name} (measured H)")
+        ax_b.plot(sizes, label=name)
+    ax_a.axhline(0, color="grey", lw=0.8)
+    ax_a.set(xlabel="position t", ylabel="bits", title="(a) remaining information budget")
+    ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
+    for ax in (ax_a, ax_b):
+        ax.legend(fontsize=8)
+    return _save(fig, out_stem)
+
+
+def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Path,
+               xlabel: str, ylabel: str, log_y: bool = False) -> list[Path]:
+    """One line per (file, column): per-position AR loss from CSVs or training curves from JSONL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for name, path in series.items():
+        if not Path(path).exists():
+            continue
+        df = pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_csv(path)
+        for y in ys:
+            if y in df:
+                rows = df[[x, y]].dropna()
+                ax.plot(rows[x], rows[y], label=f"{name} {y}")
+    ax.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if log_y else "linear")
+    ax.legend(fontsize=8)
+    return _save(fig, out_stem)
+
+
+def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, rows: int = 8) -> Path:
+    """A PNG grid of the first `per_row` samples of each class (first `rows` classes)."""
+    from PIL import Image
+
+    data = np.load(npz_path)
+    images, labels = data["arr_0"], data["labels"] if "labels" in data else None
+    if labels is None:
+        picks = np.arange(min(len(images), per_row * rows))
+    else:
+        picks = np.concatenate([np.nonzero(labels == c)[0][:per_row] for c in np.unique(labels)[:rows]])
+    n_rows = -(-len(picks) // per_row)
+    h, w = images.shape[1:3]
+    grid = np.zeros((n_rows * h, per_row * w, 3), dtype=np.uint8)
+    for i, j in enumerate(picks):
+        r, c = divmod(i, per_row)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[j]
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return out_png
+
+
+def _save(fig, out_stem: str | Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")]
+    for path in paths:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def schedule_names(cfg: dict) -> list[str]:
+    """Names of the experiment's schedules, in config order."""
+    return [s["name"] for s in cfg["schedules"]]
+
+
+def cfg_image_size(cfg: dict) -> int:
+    """Image side length used for BPP."""
+    return int(cfg.get("data", {}).get("image_size", 256))
+
+
+def _json_value(path: str | None, key: str) -> float:
+    return read_json(path).get(key, np.nan) if path and Path(path).exists() else np.nan
