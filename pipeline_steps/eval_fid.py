@@ -7,6 +7,7 @@ from pathlib import Path
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import write_json
 from vcq.metrics.fid import evaluate
+from vcq.sampling import find_preset
 
 
 def main() -> None:
@@ -15,6 +16,8 @@ def main() -> None:
     parser.add_argument("--samples", required=True, help="sample .npz (arr_0 uint8 NHWC) or image folder")
     parser.add_argument("--reference", default="auto", help="image folder or ADM .npz; auto = eval.reference or data val folder")
     parser.add_argument("--out", required=True, help="output JSON, e.g. results/EXP/gen/SCHEDULE/PRESET.json")
+    parser.add_argument("--schedule", default=None, help="schedule name, recorded in the JSON")
+    parser.add_argument("--preset", default=None, help="sampling preset name; its settings are recorded in the JSON")
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
     log = setup_logging(args.log)
@@ -27,6 +30,10 @@ def main() -> None:
         res = evaluate(args.samples, reference, cfg)
     except FileNotFoundError as e:
         parser.exit(1, f"error: {e}\n")
+    if args.schedule:
+        res["schedule"] = args.schedule
+    if args.preset:
+        res["preset"] = find_preset(cfg["sampling"], args.preset)
     write_json(args.out, res)
     log.info("%s %.4f  IS %.2f  precision %s  recall %s -> %s",
              res["fd_label"], res["fid"], res["is_mean"], res["precision"], res["recall"], args.out)

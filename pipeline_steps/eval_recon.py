@@ -9,6 +9,7 @@ import torch
 
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import atomic_path, write_json
+from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import ReconStats
 from vcq.tokenizer import load_tokenizer
 from vcq.training import init_distributed, progress
@@ -43,24 +44,23 @@ def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, batch_size: int, device: torch.device):
-    """ReconStats result and uint8 reconstructions of every image, in dataset order."""
+def evaluate(model, dataset, batch_size: int, device: torch.device, recon_out: np.ndarray, orig_out: np.ndarray):
+    """ReconStats result; uint8 NHWC originals and reconstructions go into the memory-mapped outputs."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     mean = torch.zeros(3)
     for x, _ in loader:
         mean += x.mean(dim=(2, 3)).sum(0)
     stats = ReconStats(torch.as_tensor(model.sizes), mean / len(dataset))
-    recons, firsts = [], None
-    bar = progress(len(loader), desc="recon")
+    bar, row = progress(len(loader), desc="recon"), 0
     for x, _ in loader:
         idx, q = model.encode(x.to(device))
         recon = model.decode(q)
         stats.update(x, recon, idx)
-        recons.append(to_uint8(recon))
-        firsts = firsts if firsts is not None else (to_uint8(x[:8]), recons[0][:8])
+        recon_out[row:row + len(x)], orig_out[row:row + len(x)] = to_uint8(recon), to_uint8(x)
+        row += len(x)
         bar.update(1)
     bar.close()
-    return stats.result(), np.concatenate(recons), firsts
+    return stats.result()
 
 
 def main() -> None:
@@ -69,24 +69,31 @@ def main() -> None:
     parser.add_argument("--schedule", required=True)
     parser.add_argument("--tokenizer", required=True, type=Path, help="final.pt")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON")
-    parser.add_argument("--npz", required=True, type=Path, help="reconstructions (uint8 NHWC arr_0)")
+    parser.add_argument("--npz", required=True, type=Path,
+                        help="reconstructions .npy (uint8 NHWC); the centre-cropped originals go beside it (_orig.npy)")
     parser.add_argument("--grid", type=Path, default=None, help="PNG grid (default: beside --out)")
+    parser.add_argument("--no-rfid", action="store_true", help="skip rFID (PSNR and usage only)")
     args = parser.parse_args()
     cfg = load_step_config(args)
     log = setup_logging()
     device = init_distributed(cfg["device"]).device
     model = load_tokenizer(args.tokenizer, device)
     dataset = val_images(Path(cfg["data"]["root"]) / "val", model.image_size)
-    result, recons, (orig, rec) = evaluate(model, dataset, cfg["encode"]["batch_size"], device)
-    result = {"schedule": args.schedule, "rfid": None, "fd_label": None, **result}
-    write_json(args.out, result)
+    shape = (len(dataset), model.image_size, model.image_size, 3)
+    orig_path = args.npz.with_name(args.npz.stem + "_orig.npy")
     args.npz.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.npz) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=recons)
-    save_grid(args.grid or args.out.with_suffix(".png"), orig, rec)
-    log.info("%s: PSNR %.2f dB (mean-colour baseline %.2f dB)", args.schedule,
-             result["psnr"], result["psnr_mean_colour_baseline"])
+    with atomic_path(args.npz) as rtmp, atomic_path(orig_path) as otmp:
+        recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
+        orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
+        result = evaluate(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
+        save_grid(args.grid or args.out.with_suffix(".png"), orig[:8], recon[:8])
+        recon.flush(), orig.flush()
+        del recon, orig
+    rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.npz, orig_path, cfg)
+    result = {"schedule": args.schedule, "rfid": rfid, "fd_label": label, **result}
+    write_json(args.out, result)
+    log.info("%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s", args.schedule,
+             result["psnr"], result["psnr_mean_colour_baseline"], label, rfid)
 
 
 if __name__ == "__main__":

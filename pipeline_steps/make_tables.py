@@ -6,11 +6,15 @@ import yaml
 
 from vcq import report
 from vcq.cli import load_step_config, setup_logging, step_parser
-from vcq.config import codebook_sizes_for
+from vcq.config import codebook_sizes_for, load_config
 
 
 def _by_stem(paths: list[str]) -> dict[str, str]:
     return {Path(p).stem: p for p in paths}
+
+
+def _paper(rep: dict) -> dict:
+    return yaml.safe_load(Path(rep["paper_numbers"]).read_text())
 
 
 def main() -> None:
@@ -20,32 +24,41 @@ def main() -> None:
     parser.add_argument("--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json")
     parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
     parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
-    parser.add_argument("--only-theory", action="store_true", help="write Tables 1 and 2 only")
+    parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     rep, out = cfg["report"], Path(args.out_dir)
-    paper = yaml.safe_load(Path(rep["paper_numbers"]).read_text()) if rep["paper_comparison"] else None
 
-    report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
+    if args.only_theory:
+        report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
+        t2 = report.table2(cfg).drop(columns="t_star_measured")
+        report.write_table(t2, out / "table2_theory", [])
+        if rep["reference_configs"]:
+            t2r = report.table2(report.merge_schedules([load_config(c) for c in rep["reference_configs"]]))
+            t2r = report.add_paper_columns(t2r, _paper(rep)["table2"],
+                                           {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
+            report.write_table(t2r, out / "table2_reference", [f"schedules of {', '.join(rep['reference_configs'])}"])
+        log.info("theory tables written to %s", out)
+        return
+    paper = _paper(rep) if rep["paper_comparison"] else None
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
     notes = report.footnotes(t2)
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)
-    if not args.only_theory:
-        names = report.schedule_names(cfg)
-        gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
-        sizes = {n: codebook_sizes_for(cfg, n) for n in names}
-        t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
-        t89 = report.table_guidance(names, gen)
-        notes4, notes89 = report.footnotes(t4), report.footnotes(t89)
-        if paper:
-            keys = dict(zip(t4.columns[3:], ["psnr", "rfid", "gfid"])) | {t4.columns[-1]: "gfid_nocfg"}
-            t4 = report.add_paper_columns(t4, paper["table4"], keys)
-            t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c for c in t89.columns[1:]})
-        report.write_table(t4, out / "table4", notes4)
-        report.write_table(report.table6(_by_stem(args.probe)), out / "table6")
-        report.write_table(t89, out / "table8_9", notes89)
+    names = report.schedule_names(cfg)
+    gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
+    sizes = {n: codebook_sizes_for(cfg, n) for n in names}
+    t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
+    t89 = report.table_guidance(names, gen)
+    notes4, notes89 = report.footnotes(t4), report.footnotes(t89)
+    if paper:
+        keys = dict(zip(t4.columns[3:], ["psnr", "rfid", "gfid"])) | {t4.columns[-1]: "gfid_nocfg"}
+        t4 = report.add_paper_columns(t4, paper["table4"], keys)
+        t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c for c in t89.columns[1:]})
+    report.write_table(t4, out / "table4", notes4)
+    report.write_table(report.table6(_by_stem(args.probe)), out / "table6")
+    report.write_table(t89, out / "table8_9", notes89)
     log.info("tables written to %s", out)
 
 

@@ -18,7 +18,7 @@ def imagenet_cfg():
             ("power", "power", 2, 16384), ("cosine_large", "cosine", 2, 11264)]
     return {
         "schedules": [{"name": n, "kind": k, "k_min": a, "k_max": b, "alpha": 2.5} for n, k, a, b in rows],
-        "tokenizer": {"num_tokens": 256},
+        "tokenizer": {"num_tokens": 256, "model": {"image_size": 256}},
         "report": {"n_images": 1281167, "k": 16384},
     }
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vcq.ar import ARConfig, ARModel
-from vcq.sampling import cfg_logits, expand_presets, filter_logits, generate, guidance_scales
+from vcq.sampling import cfg_logits, expand_presets, presets_for, filter_logits, generate, guidance_scales
 
 K_VAR = np.array([4] * 4 + [8] * 4 + [16] * 4 + [32] * 4)
 K_CONST = np.full(16, 32)
@@ -62,11 +62,14 @@ def test_samples_respect_kt_and_seed(g):
     assert (a < torch.as_tensor(K_VAR)).all()
 
 
-def test_expand_presets():
-    cfg = {"presets": [preset(name="a")], "grid": {"guidance": "power-cosine", "scales": [1, 2.5],
-                                                    "powers": [1.5], "temperature": 1.0}}
+def test_expand_presets_grids_and_schedule_restriction():
+    cfg = {"presets": [preset(name="a"), preset(name="b", schedules=["cosine"])],
+           "grids": [{"name": "g", "guidance": "power-cosine", "scales": [1, 2.5], "powers": [1.5],
+                      "temperature": 1.0, "schedules": ["constant"]}]}
     names = [p["name"] for p in expand_presets(cfg)]
-    assert names == ["a", "grid-s1-p1.5", "grid-s2.5-p1.5"]
+    assert names == ["a", "b", "g-s1-p1.5", "g-s2.5-p1.5"]
+    assert [p["name"] for p in presets_for(cfg, "cosine")] == ["a", "b"]
+    assert [p["name"] for p in presets_for(cfg, "constant")] == ["a", "g-s1-p1.5", "g-s2.5-p1.5"]
     with pytest.raises(ValueError, match="duplicate"):
         expand_presets({"presets": [preset(name="a"), preset(name="a")]})
 

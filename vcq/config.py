@@ -146,8 +146,25 @@ def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dic
     for s in cfg["schedules"]:
         if s["k_min"] > s["k_max"]:
             raise ConfigError(f"{path}: schedules.{s['name']}: k_min > k_max")
+    _check_preset_schedules(cfg, set(names), path)
+    quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
+    for i, s in enumerate(cfg["schedules"]):
+        if s["quantizer"]:
+            validate(tokenizer_config(cfg, s["name"])["quantizer"], quantizer_schema,
+                     where=f"{path}: schedules.{i}.quantizer")
     cfg["_config_path"] = str(path)
     return cfg
+
+
+def _check_preset_schedules(cfg: dict, names: set[str], path: str | Path) -> None:
+    """Presets and grids may only name schedules that the experiment defines."""
+    sampling = cfg.get("sampling", {})
+    for kind in ("presets", "grids"):
+        for i, item in enumerate(sampling.get(kind, [])):
+            unknown = sorted(set(item.get("schedules", [])) - names)
+            if unknown:
+                raise ConfigError(f"{path}: sampling.{kind}.{i}.schedules: unknown schedule(s) {unknown} "
+                                  f"(have: {sorted(names)})")
 
 
 def schedule(cfg: dict, name: str) -> dict:
@@ -164,3 +181,10 @@ def codebook_sizes_for(cfg: dict, name: str) -> np.ndarray:
     return codebook_sizes(
         s["kind"], s["k_min"], s["k_max"], cfg["tokenizer"]["num_tokens"], s["alpha"]
     )
+
+
+def tokenizer_config(cfg: dict, name: str) -> dict:
+    """The tokenizer section for schedule `name`, with its `quantizer` overrides applied."""
+    tok = copy.deepcopy(cfg["tokenizer"])
+    tok["quantizer"].update(copy.deepcopy(schedule(cfg, name).get("quantizer", {})))
+    return tok

@@ -213,14 +213,23 @@ def _save(fig, out_stem: str | Path) -> list[Path]:
     return paths
 
 
+def merge_schedules(cfgs: list[dict]) -> dict:
+    """One config holding the schedules of several (same L and image size), for reference tables."""
+    merged = {**cfgs[0], "schedules": [s for c in cfgs for s in c["schedules"]]}
+    for c in cfgs[1:]:
+        if c["tokenizer"]["num_tokens"] != merged["tokenizer"]["num_tokens"] or cfg_image_size(c) != cfg_image_size(merged):
+            raise ValueError("reference configs must share tokenizer.num_tokens and image size")
+    return merged
+
+
 def schedule_names(cfg: dict) -> list[str]:
     """Names of the experiment's schedules, in config order."""
     return [s["name"] for s in cfg["schedules"]]
 
 
 def cfg_image_size(cfg: dict) -> int:
-    """Image side length used for BPP."""
-    return int(cfg.get("data", {}).get("image_size", 256))
+    """Image side length used for BPP: the tokenizer's input resolution."""
+    return int(cfg["tokenizer"]["model"]["image_size"])
 
 
 def _json_value(path: str | None, key: str) -> float:

@@ -92,19 +92,24 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
 
 
 def expand_presets(sampling_cfg: dict) -> list[dict]:
-    """Presets listed in the config plus one `grid-s{scale}-p{power}` preset per grid point."""
+    """Listed presets plus one `{grid}-s{scale}-p{power}` preset per point of every CFG grid."""
     presets = [dict(p) for p in sampling_cfg.get("presets", [])]
-    grid = sampling_cfg.get("grid")
-    if grid:
+    for grid in sampling_cfg.get("grids", []):
         for s in grid["scales"]:
             for p in grid["powers"]:
-                presets.append({"name": f"grid-s{s:g}-p{p:g}", "guidance": grid["guidance"], "scale": s,
-                                "power": p, "temperature": grid.get("temperature", 1.0), "top_k": 0,
-                                "top_p": 1.0, "restrict_to_kt": True})
+                presets.append({"name": f"{grid['name']}-s{s:g}-p{p:g}", "guidance": grid["guidance"],
+                                "scale": s, "power": p, "temperature": grid.get("temperature", 1.0),
+                                "top_k": 0, "top_p": 1.0, "restrict_to_kt": True,
+                                "schedules": list(grid.get("schedules", []))})
     names = [p["name"] for p in presets]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate preset names: {sorted(n for n in set(names) if names.count(n) > 1)}")
     return presets
+
+
+def presets_for(sampling_cfg: dict, schedule: str) -> list[dict]:
+    """The expanded presets that apply to `schedule` (an empty `schedules` list means all)."""
+    return [p for p in expand_presets(sampling_cfg) if not p.get("schedules") or schedule in p["schedules"]]
 
 
 def find_preset(sampling_cfg: dict, name: str) -> dict:

@@ -43,7 +43,7 @@ def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
 
 
 class ImageSource(Dataset):
-    """Images of a sample `.npz` (`arr_0` uint8 NHWC, read lazily) or an image folder, as uint8 CHW."""
+    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW."""
 
     def __init__(self, path: str | Path, limit: int | None = None):
         self.path = Path(path)
@@ -51,6 +51,9 @@ class ImageSource(Dataset):
             self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             self.array = None
             n = len(self.files)
+        elif self.path.suffix == ".npy":
+            self.array = np.load(self.path, mmap_mode="r")
+            n = len(self.array)
         else:
             self.array = _npz_memmap(self.path)
             n = len(self.array)

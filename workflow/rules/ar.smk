@@ -7,6 +7,7 @@ rule train_ar:
         val=f"{W}/tokens/{{schedule}}/val.h5",
     output:
         model=f"{W}/ar/{{schedule}}/final.pt",
+        log=f"{W}/ar/{{schedule}}/train_log.jsonl",
         position_loss=f"{R}/ar/{{schedule}}_position_loss.csv",
     log:
         f"{W}/logs/train_ar_{{schedule}}.log",

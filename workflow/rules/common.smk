@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from vcq.config import ConfigError, load_config
-from vcq.sampling import expand_presets
+from vcq.sampling import expand_presets, presets_for
 
 CONFIG_PATH = (workflow.overwrite_configfiles or ["config/default.yaml"])[-1]
 try:
@@ -17,6 +17,8 @@ W = f"{CFG['paths']['work_dir']}/{EXP}"
 R = f"{CFG['paths']['results_dir']}/{EXP}"
 SCHEDULES = [s["name"] for s in CFG["schedules"]]
 PRESETS = {p["name"]: p for p in expand_presets(CFG["sampling"])}
+# (schedule, preset) pairs to sample and evaluate: a preset may be restricted to some schedules.
+PAIRS = [(s, p["name"]) for s in SCHEDULES for p in presets_for(CFG["sampling"], s)]
 PY = shlex.quote(sys.executable)
 STEP = f"{PY} pipeline_steps"
 CONF = f"--config {shlex.quote(CONFIG_PATH)}"
@@ -77,8 +79,28 @@ def dataset_ready():
 
 def feature_net():
     """The demo feature network (only when the config evaluates with demo features)."""
-    return [f"{W}/features/demo_net.pt"] if DEMO_FEATURES else []
+    return [CFG["eval"]["demo_weights"]] if DEMO_FEATURES else []
+
+
+def per_pair(pattern):
+    """`pattern` with {schedule} and {preset} filled for every sampled (schedule, preset) pair."""
+    return [pattern.format(schedule=s, preset=p) for s, p in PAIRS]
+
+
+def per_schedule(pattern):
+    """`pattern` with {schedule} filled for every schedule."""
+    return [pattern.format(schedule=s) for s in SCHEDULES]
+
+
+TABLES = ["table2", "table4", "table6", "table8_9"]
+THEORY_TABLES = ["table1", "table2_theory"] + (["table2_reference"] if CFG["report"]["reference_configs"] else [])
+THEORY_FIGURES = ["fig2_theory"] + (["fig2_theory_reference"] if CFG["report"]["reference_configs"] else [])
+FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves"]
 
 
 def final_outputs():
-    return [f"{R}/tables/.done", f"{R}/figures/.done"]
+    return (
+        [f"{R}/tables/{t}.md" for t in THEORY_TABLES + TABLES]
+        + [f"{R}/figures/{f}.png" for f in THEORY_FIGURES + FIGURES]
+        + per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png")
+    )

@@ -1,23 +1,26 @@
 # Generation metrics per (schedule, preset), the demo feature network, and the linear probe.
 
 
-rule train_feature_net:
-    input:
-        dataset_ready(),
-    output:
-        f"{W}/features/demo_net.pt",
-    log:
-        f"{W}/logs/train_feature_net.log",
-    resources:
-        **rule_resources("train_feature_net"),
-    shell:
-        "{STEP}/train_feature_net.py {CONF} --out {output} > {log} 2>&1"
+if DEMO_FEATURES:
+
+    rule train_feature_net:
+        input:
+            dataset_ready(),
+        output:
+            feature_net(),
+        log:
+            f"{W}/logs/train_feature_net.log",
+        resources:
+            **rule_resources("train_feature_net"),
+        shell:
+            "{STEP}/train_feature_net.py {CONF} --out {output} > {log} 2>&1"
 
 
 rule eval_fid:
     input:
         samples=f"{W}/samples/{{schedule}}/{{preset}}.npz",
         features=feature_net(),
+        data=dataset_ready(),
     output:
         f"{R}/gen/{{schedule}}/{{preset}}.json",
     log:
@@ -25,7 +28,8 @@ rule eval_fid:
     resources:
         **rule_resources("eval_fid"),
     shell:
-        "{STEP}/eval_fid.py {CONF} --samples {input.samples} --out {output} > {log} 2>&1"
+        "{STEP}/eval_fid.py {CONF} --samples {input.samples} --schedule {wildcards.schedule} "
+        "--preset {wildcards.preset} --out {output} > {log} 2>&1"
 
 
 rule linear_probe:

@@ -1,43 +1,44 @@
 # The paper's tables and figures, from the runs' own metric files.
 
 
-def metric_inputs():
-    return {
-        "recon": expand(f"{R}/recon/{{schedule}}.json", schedule=SCHEDULES),
-        "entropy": expand(f"{R}/entropy/{{schedule}}.csv", schedule=SCHEDULES),
-        "gen": expand(f"{R}/gen/{{schedule}}/{{preset}}.json", schedule=SCHEDULES, preset=PRESETS),
-        "probe": expand(f"{R}/probe/{{schedule}}.json", schedule=SCHEDULES),
-        "position_loss": expand(f"{R}/ar/{{schedule}}_position_loss.csv", schedule=SCHEDULES),
-    }
-
-
 rule tables:
     input:
-        unpack(metric_inputs),
-        theory=rules.theory.output.table1,
+        recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
+        entropy=per_schedule(f"{R}/entropy/{{schedule}}.json"),
+        gen=per_pair(f"{R}/gen/{{schedule}}/{{preset}}.json"),
+        probe=per_schedule(f"{R}/probe/{{schedule}}.json"),
     output:
-        touch(f"{R}/tables/.done"),
+        report(
+            expand(f"{R}/tables/{{t}}.{{ext}}", t=TABLES, ext=["md", "csv", "tex"]),
+            category="Tables",
+        ),
     log:
         f"{W}/logs/tables.log",
     resources:
         **rule_resources("tables"),
     shell:
         "{STEP}/make_tables.py {CONF} --out-dir {R}/tables --recon {input.recon} "
-        "--entropy {input.entropy} --gen {input.gen} --probe {input.probe} > {log} 2>&1"
+        "--entropy-json {input.entropy} --gen {input.gen} --probe {input.probe} > {log} 2>&1"
 
 
 rule figures:
     input:
-        unpack(metric_inputs),
-        samples=expand(f"{W}/samples/{{schedule}}/{{preset}}.npz", schedule=SCHEDULES, preset=PRESETS),
-        theory=rules.theory.output.fig2b,
+        entropy=per_schedule(f"{R}/entropy/{{schedule}}.csv"),
+        position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
+        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
+        ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
+        samples=per_pair(f"{W}/samples/{{schedule}}/{{preset}}.npz"),
     output:
-        touch(f"{R}/figures/.done"),
+        curves=report(
+            expand(f"{R}/figures/{{f}}.{{ext}}", f=FIGURES, ext=["png", "pdf"]),
+            category="Figures",
+        ),
+        samples=report(per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png"), category="Samples"),
     log:
         f"{W}/logs/figures.log",
     resources:
         **rule_resources("figures"),
     shell:
-        "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy {input.entropy} "
-        "--position-loss {input.position_loss} --gen {input.gen} --samples {input.samples} "
-        "--logs {W} > {log} 2>&1"
+        "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
+        "--position-loss {input.position_loss} --samples {input.samples} "
+        "--tokenizer-log {input.tokenizer_log} --ar-log {input.ar_log} > {log} 2>&1"

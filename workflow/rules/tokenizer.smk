@@ -5,7 +5,8 @@ rule train_tokenizer:
     input:
         dataset_ready(),
     output:
-        f"{W}/tokenizer/{{schedule}}/final.pt",
+        model=f"{W}/tokenizer/{{schedule}}/final.pt",
+        log=f"{W}/tokenizer/{{schedule}}/log.jsonl",
     log:
         f"{W}/logs/train_tokenizer_{{schedule}}.log",
     resources:
@@ -14,7 +15,7 @@ rule train_tokenizer:
         launch=launcher("train_tokenizer"),
     shell:
         "{params.launch} pipeline_steps/train_tokenizer.py {CONF} "
-        "--schedule {wildcards.schedule} --out {output} > {log} 2>&1"
+        "--schedule {wildcards.schedule} --out {output.model} > {log} 2>&1"
 
 
 rule eval_recon:
@@ -23,14 +24,14 @@ rule eval_recon:
         features=feature_net(),
     output:
         metrics=f"{R}/recon/{{schedule}}.json",
-        recon=f"{W}/recon/{{schedule}}.npz",
+        recon=f"{W}/recon/{{schedule}}.npy",
     log:
         f"{W}/logs/eval_recon_{{schedule}}.log",
     resources:
         **rule_resources("eval_recon"),
     shell:
         "{STEP}/eval_recon.py {CONF} --schedule {wildcards.schedule} --tokenizer {input.tok} "
-        "--out {output.metrics} --recon-npz {output.recon} > {log} 2>&1"
+        "--out {output.metrics} --npz {output.recon} > {log} 2>&1"
 
 
 rule encode_tokens:
@@ -60,4 +61,5 @@ rule measure_entropy:
     resources:
         **rule_resources("measure_entropy"),
     shell:
-        "{STEP}/measure_entropy.py {CONF} --tokens {input} --out {output.csv} > {log} 2>&1"
+        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input} "
+        "--out-csv {output.csv} --out-json {output.json} > {log} 2>&1"

@@ -1,0 +1,82 @@
+"""The config system: validation errors name the key, defaults fill in, shipped configs load."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vcq.config import ConfigError, codebook_sizes_for, load_config, tokenizer_config
+
+SHIPPED = ["config/default.yaml", "config/imagenet/base.yaml", "config/imagenet/large.yaml"]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = "experiment: t\nschedules: [{name: c, kind: cosine, k_min: 2, k_max: 64}]\n"
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_configs_validate(path):
+    cfg = load_config(path)
+    assert cfg["schedules"] and isinstance(cfg["tokenizer"]["model"], dict)
+    for s in cfg["schedules"]:
+        assert len(codebook_sizes_for(cfg, s["name"])) == cfg["tokenizer"]["num_tokens"]
+
+
+def test_imagenet_config_holds_the_papers_settings():
+    cfg = load_config("config/imagenet/base.yaml")
+    assert cfg["tokenizer"]["model"]["name"] == "tokenizer_base" and cfg["ar"]["model"]["dim"] == 768
+    assert cfg["ar"]["train"]["betas"] == [0.9, 0.96] and cfg["ar"]["train"]["weight_decay"] == 0.03
+    assert cfg["tokenizer"]["train"]["warmup_steps"] == 13000 and cfg["tokenizer"]["num_tokens"] == 256
+
+
+def test_defaults_are_filled(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg["seed"] == 0 and cfg["paths"]["work_dir"] == "work"
+    assert cfg["schedules"][0]["alpha"] == 2.5
+    assert cfg["ar"]["train"]["grad_clip"] == 1.0
+
+
+@pytest.mark.parametrize("text, key", [
+    (MINIMAL + "ar: {train: {stepz: 3}}\n", "ar.train.stepz"),
+    (MINIMAL + "bogus: 1\n", "bogus"),
+    (MINIMAL + "tokenizer: {train: {lr: fast}}\n", "tokenizer.train.lr"),
+    ("experiment: t\n", "schedules"),
+    (MINIMAL.replace("kind: cosine", "kind: zigzag"), "schedules.0.kind"),
+])
+def test_bad_key_is_named_in_one_line(tmp_path, text, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_model_name_lists_known_models(tmp_path):
+    with pytest.raises(ConfigError, match="tokenizer_base"):
+        load_config(write(tmp_path, MINIMAL + "tokenizer: {model: tokenizer_huge}\n"))
+
+
+def test_preset_restricted_to_unknown_schedule_is_rejected(tmp_path):
+    text = MINIMAL + "sampling: {presets: [{name: a, guidance: none, schedules: [nope]}]}\n"
+    with pytest.raises(ConfigError, match="sampling.presets.0.schedules.*nope"):
+        load_config(write(tmp_path, text))
+
+
+def test_overrides_are_validated_too(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert load_config(path, ["ar.train.steps=7"])["ar"]["train"]["steps"] == 7
+    with pytest.raises(ConfigError, match="ar.train.steps"):
+        load_config(path, ["ar.train.steps=-1"])
+
+
+def test_schedule_quantizer_overrides_apply_to_that_schedule_only(tmp_path):
+    cfg = yaml.safe_load(MINIMAL)
+    cfg["schedules"].append({"name": "d", "kind": "constant", "k_max": 64, "quantizer": {"l2_norm": False}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cfg = load_config(path)
+    assert tokenizer_config(cfg, "d")["quantizer"]["l2_norm"] is False
+    assert tokenizer_config(cfg, "c")["quantizer"]["l2_norm"] is True
