@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.data.images import ImageFolderDataset, eval_transform
 from vcq.io import atomic_path, write_json
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import ReconStats
@@ -15,15 +16,9 @@ from vcq.tokenizer import load_tokenizer
 from vcq.training import init_distributed, progress
 
 
-def val_images(root: Path, size: int):
-    """Val ImageFolder, resized and centre-cropped to `size`, in [-1, 1]."""
-    from torchvision import datasets, transforms
-
-    tf = transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize([0.5] * 3, [0.5] * 3),
-    ])
-    return datasets.ImageFolder(str(root), transform=tf)
+def val_images(root: Path, size: int) -> ImageFolderDataset:
+    """Val images, resized and centre-cropped to `size`, in [-1, 1] (corrupt files skipped)."""
+    return ImageFolderDataset(root, transform=eval_transform(size))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

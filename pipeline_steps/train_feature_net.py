@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import ImageFolder
 
 from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.data.images import ImageFolderDataset
 from vcq.io import atomic_path
 from vcq.metrics.features import train_demo_net
 
@@ -27,7 +27,7 @@ def main() -> None:
     log = setup_logging(args.log)
     cfg = load_step_config(args)
     ncfg = cfg["eval"]["demo_net"]
-    data = ImageFolder(str(Path(cfg["data"]["root"]) / "train"), transform=_to_uint8_chw)
+    data = ImageFolderDataset(Path(cfg["data"]["root"]) / "train", transform=_to_uint8_chw)
     loader = torch.utils.data.DataLoader(
         data, batch_size=ncfg["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(cfg["seed"])
     )

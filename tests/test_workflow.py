@@ -20,7 +20,7 @@ def dry_run(config: str, profile: str) -> Counter:
     cmd = [SNAKEMAKE, "-n", "--forceall", "--profile", f"workflow/profiles/{profile}",
            "--configfile", config, "--quiet", "rules"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     counts = Counter()
     for line in out.stdout.splitlines():
         m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)

@@ -6,7 +6,7 @@ from pathlib import Path
 from vcq.config import ConfigError, load_config
 from vcq.sampling import expand_presets, presets_for
 
-CONFIG_PATH = (workflow.overwrite_configfiles or ["config/default.yaml"])[-1]
+CONFIG_PATH = str((workflow.overwrite_configfiles or ["config/default.yaml"])[-1])
 try:
     CFG = load_config(CONFIG_PATH)
 except ConfigError as e:

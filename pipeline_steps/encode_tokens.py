@@ -1,0 +1,107 @@
+"""Encode an image split into the HDF5 token store (train: encode.views recipe, val: centre crop).
+
+Resumable: rerunning after a kill continues from `<out>.partial`. Under torchrun, rank r encodes
+rows r::world into `<out>.rank{r}` and rank 0 merges them after a barrier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.config import codebook_sizes_for
+from vcq.data.images import ImageFolderDataset
+from vcq.data.tokens import TokenWriter, merge_shards
+from vcq.data.views import view_names, views_transform
+from vcq.io import file_sha256
+from vcq.tokenizer import load_tokenizer
+from vcq.training import cleanup_distributed, init_distributed, progress
+
+
+def checked_sizes(
+    cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
+) -> np.ndarray:
+    """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
+    meta = torch.load(tokenizer_path, map_location="cpu", mmap=True, weights_only=False)
+    saved = meta.get("extra", {}).get("schedule", schedule)
+    if saved != schedule:
+        sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
+    sizes = np.asarray(model_sizes, dtype=np.int64)
+    if not np.array_equal(sizes, codebook_sizes_for(cfg, schedule)):
+        sys.exit(f"{tokenizer_path}: K_t differ from schedule '{schedule}' "
+                 f"in {cfg['_config_path']}")
+    return sizes
+
+
+def main() -> None:
+    """CLI entry point."""
+    parser = step_parser(__doc__)
+    parser.add_argument("--schedule", required=True, help="schedule name from the config")
+    parser.add_argument("--tokenizer", required=True, type=Path, help="tokenizer final.pt")
+    parser.add_argument("--split", required=True, choices=["train", "val"])
+    parser.add_argument("--out", required=True, type=Path, help="output .h5")
+    # Test hook: exit after this many batches, as if killed, leaving the .partial behind.
+    parser.add_argument("--stop-after-batches", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cfg = load_step_config(args)
+    log = setup_logging()
+    env = init_distributed(cfg["device"])
+    enc = cfg["encode"]
+
+    model = load_tokenizer(args.tokenizer, env.device)
+    sizes = checked_sizes(cfg, args.schedule, args.tokenizer, model.sizes)
+    recipe = enc["views"] if args.split == "train" else "center"
+    names = view_names(recipe)
+    transform = views_transform(recipe, enc["resize"], enc["crop"])
+    dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / args.split, transform=transform)
+    rows = np.arange(env.rank, len(dataset), env.world_size)
+    target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
+    writer = TokenWriter(
+        target, num_rows=len(rows), k_sizes=sizes, view_names=names,
+        num_classes=dataset.num_classes, schedule=args.schedule,
+        tokenizer_sha256=file_sha256(args.tokenizer), chunk_rows=enc["chunk_rows"],
+        rows=rows if env.world_size > 1 else None,
+    )
+    pending = writer.pending_rows()
+    log.info("%s/%s: %d images x %d views (%s), %d to encode on rank %d/%d", args.schedule,
+             args.split, len(dataset), len(names), recipe, len(pending), env.rank, env.world_size)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, rows[pending].tolist()),
+        batch_size=enc["batch_size"], num_workers=enc["num_workers"],
+    )
+    bar = progress(len(pending), desc=f"encode {args.split}", enabled=env.is_main)
+    with writer, torch.inference_mode():
+        for b, (views, labels) in enumerate(loader):
+            if b == args.stop_after_batches:
+                log.info("stopping after %d batches (test hook)", b)
+                return
+            n, v = views.shape[:2]
+            indices, _ = model.encode(views.flatten(0, 1).to(env.device))
+            local = pending[b * enc["batch_size"] : b * enc["batch_size"] + n]
+            writer.write(local, indices.view(n, v, -1).cpu().numpy(), labels.numpy())
+            bar.update(n)
+        bar.close()
+        writer.finalize()
+    if dataset.skipped:
+        log.warning("%d corrupt images skipped (replaced by the next readable one): %s",
+                    len(dataset.skipped), dataset.skipped[:10])
+    if env.world_size > 1:
+        dist.barrier()
+        if env.is_main:
+            shards = [Path(f"{args.out}.rank{r}") for r in range(env.world_size)]
+            merge_shards(shards, args.out)
+            for s in shards:
+                s.unlink()
+        dist.barrier()
+    log.info("wrote %s", args.out)
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

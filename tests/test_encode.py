@@ -1,0 +1,145 @@
+"""End-to-end tests of make_dataset and encode_tokens on a tiny tokenizer and synthetic data."""
+
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vcq.config import codebook_sizes_for, load_config
+from vcq.data.images import ImageFolderDataset
+from vcq.data.tokens import open_tokens, partial_path
+from vcq.data.views import make_views
+from vcq.io import file_sha256, read_json
+from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(step: str, *args: str) -> None:
+    argv = sys.argv
+    sys.argv = [step, *map(str, args)]
+    try:
+        runpy.run_path(str(REPO / "pipeline_steps" / f"{step}.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("encode")
+    cfg_path = tmp / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "experiment": "t",
+        "device": "cpu",
+        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
+        "data": {"root": str(tmp / "data"), "num_classes": 3, "train_per_class": 4,
+                 "val_per_class": 2},
+        "tokenizer": {"model": "tokenizer_tiny", "num_tokens": 32,
+                      "quantizer": {"kind": "vcq", "code_dim": 8}},
+        "encode": {"batch_size": 3, "chunk_rows": 4},
+    }))
+    cfg = load_config(cfg_path)
+    _run("make_dataset", "--config", cfg_path)
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg["tokenizer"], codebook_sizes_for(cfg, "cosine"))
+    save_tokenizer(tmp / "final.pt", model, cfg, {"schedule": "cosine"})
+    return tmp, cfg_path, cfg
+
+
+def _encode(setup, out, split="train", *extra):
+    tmp, cfg_path, _ = setup
+    _run("encode_tokens", "--config", cfg_path, "--schedule", "cosine",
+         "--tokenizer", tmp / "final.pt", "--split", split, "--out", out, *extra)
+
+
+def test_make_dataset_manifest(setup):
+    tmp, _, _ = setup
+    m = read_json(tmp / "data" / "manifest.json")
+    assert m["counts"] == {"train": 12, "val": 6} and m["num_classes"] == 3
+
+
+def test_encode_train_views_match_direct_encoding(setup):
+    tmp, _, cfg = setup
+    out = tmp / "train.h5"
+    _encode(setup, out)
+    model = load_tokenizer(tmp / "final.pt")
+    data = ImageFolderDataset(tmp / "data" / "train")
+    with open_tokens(out, codebook_sizes_for(cfg, "cosine")) as s:
+        assert (s.num_rows, s.num_views, s.seq_len) == (12, 20, 32)
+        assert s.tokenizer_sha256 == file_sha256(tmp / "final.pt") and s.schedule == "cosine"
+        assert np.array_equal(s.labels, data.labels) and s.num_classes == 3
+        image, _ = data[5]
+        with torch.no_grad():
+            direct = model.encode(make_views(image, "tencrop_flip", 36, 32))[0].numpy()
+        assert np.array_equal(s.read()[5], direct)
+        assert (s.read() < s.k_sizes).all()
+
+
+def test_encode_val_uses_center_view(setup):
+    tmp, _, _ = setup
+    _encode(setup, tmp / "val.h5", "val")
+    with open_tokens(tmp / "val.h5") as s:
+        assert s.view_names == ["center"] and s.read().shape == (6, 1, 32)
+
+
+def test_resume_after_kill_equals_uninterrupted(setup):
+    tmp, _, _ = setup
+    out = tmp / "resumed.h5"
+    _encode(setup, out, "train", "--stop-after-batches", "2")
+    assert not out.exists()
+    with h5py.File(partial_path(out)) as f:
+        assert f["done"][:].sum() == 6
+    _encode(setup, out)
+    with open_tokens(out) as r, open_tokens(tmp / "train.h5") as full:
+        assert np.array_equal(r.read(), full.read()) and np.array_equal(r.labels, full.labels)
+
+
+def test_wrong_schedule_is_refused(setup):
+    tmp, cfg_path, _ = setup
+    proc = subprocess.run(
+        [sys.executable, "pipeline_steps/encode_tokens.py", "--config", str(cfg_path),
+         "--schedule", "cosine",
+         "--tokenizer", str(tmp / "final.pt"), "--split", "val", "--out", str(tmp / "x.h5"),
+         "--set", "schedules=[{name: cosine, kind: cosine, k_min: 4, k_max: 32}]"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0 and "K_t differ from schedule 'cosine'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_shards_merge_to_single_process_result(setup):
+    tmp, cfg_path, _ = setup
+    out = tmp / "dist.h5"
+    if not (tmp / "train.h5").exists():
+        _encode(setup, tmp / "train.h5")
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29617",
+         "pipeline_steps/encode_tokens.py", "--config", str(cfg_path), "--schedule", "cosine",
+         "--tokenizer", str(tmp / "final.pt"), "--split", "train", "--out", str(out)],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    assert not list(tmp.glob("dist.h5.rank*"))
+    with open_tokens(out) as d, open_tokens(tmp / "train.h5") as s:
+        assert np.array_equal(d.read(), s.read()) and np.array_equal(d.labels, s.labels)
+
+
+def test_encode_skips_corrupt_image(setup, tmp_path, capsys):
+    tmp, cfg_path, _ = setup
+    root = tmp_path / "data"
+    shutil.copytree(tmp / "data" / "val", root / "val")
+    bad = sorted((root / "val").rglob("*.png"))[1]
+    bad.write_bytes(bad.read_bytes()[:50])
+    # The step's logging handler writes to stderr (setup_logging replaces pytest's handlers).
+    _encode(setup, tmp_path / "val.h5", "val", "--set", f"data.root={root}")
+    err = capsys.readouterr().err
+    assert "1 corrupt images skipped" in err and str(bad) in err
+    with open_tokens(tmp_path / "val.h5") as s:
+        assert s.num_rows == 6 and np.array_equal(s.read()[1], s.read()[2])

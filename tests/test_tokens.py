@@ -1,0 +1,126 @@
+"""Tests for the HDF5 token store: round trip, resume, bounds, dtype, shard merge."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from vcq.data.tokens import TokenWriter, merge_shards, open_tokens, partial_path, token_dtype
+from vcq.schedules import codebook_sizes
+
+SIZES = codebook_sizes("cosine", 4, 64, length=8)
+NAMES = ["v0", "v1", "v2"]
+
+
+def _data(n=23, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = (rng.random((n, len(NAMES), len(SIZES))) * SIZES).astype(np.int64)
+    return tokens, rng.integers(0, 5, n)
+
+
+def _writer(path, n, rows=None, sha="abc", sizes=SIZES):
+    return TokenWriter(path, num_rows=n, k_sizes=sizes, view_names=NAMES, num_classes=5,
+                       schedule="cosine", tokenizer_sha256=sha, chunk_rows=4, rows=rows)
+
+
+def _write_all(path, tokens, labels, batch=5):
+    w = _writer(path, len(labels))
+    for a in range(0, len(labels), batch):
+        rows = np.arange(a, min(a + batch, len(labels)))
+        w.write(rows, tokens[rows], labels[rows])
+    return w.finalize()
+
+
+def test_round_trip_attrs_and_chunks(tmp_path):
+    tokens, labels = _data()
+    path = _write_all(tmp_path / "t.h5", tokens, labels)
+    assert not partial_path(path).exists()
+    with open_tokens(path, SIZES) as s:
+        assert s.tokens.dtype == np.uint16 and s.tokens.chunks[0] == 4
+        assert (s.num_rows, s.num_views, s.seq_len) == tokens.shape
+        assert s.schedule == "cosine" and s.k_max == 64 and s.num_classes == 5
+        assert s.view_names == NAMES and s.tokenizer_sha256 == "abc"
+        assert np.array_equal(s.labels, labels) and np.array_equal(s.k_sizes, SIZES)
+        assert np.array_equal(s.read(), tokens)
+        chunks = list(s.iter_chunks(view=1, chunk_rows=10))
+        assert [len(c) for c in chunks] == [10, 10, 3] and chunks[0].dtype == np.int64
+        assert np.array_equal(np.concatenate(chunks), tokens[:, 1])
+    with h5py.File(path) as f:
+        assert f.attrs["views"] == 3 and json.loads(f.attrs["view_names"]) == NAMES
+        assert bool(f.attrs["complete"]) and f["done"][:].all()
+
+
+def test_dtype_choice():
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.int32
+
+
+def test_resume_from_partial_continues(tmp_path):
+    tokens, labels = _data()
+    path = tmp_path / "t.h5"
+    w = _writer(path, 23)
+    w.write(np.arange(0, 7), tokens[:7], labels[:7])
+    w.write(np.array([12, 10]), tokens[[12, 10]], labels[[12, 10]])
+    w.close()  # as if killed
+    with pytest.raises(ValueError, match="not a complete token store"):
+        open_tokens(partial_path(path))
+    w = _writer(path, 23)
+    pending = w.pending_rows()
+    assert pending.tolist() == [7, 8, 9, 11] + list(range(13, 23))
+    with pytest.raises(RuntimeError, match="rows not written"):
+        w.finalize()
+    w.write(pending, tokens[pending], labels[pending])
+    w.finalize()
+    with open_tokens(path) as s:
+        assert np.array_equal(s.read(), tokens) and np.array_equal(s.labels, labels)
+    # A finished file: a new writer has nothing to do and finalize is a no-op.
+    assert len(_writer(path, 23).pending_rows()) == 0
+
+
+def test_stale_or_broken_partial_is_discarded(tmp_path):
+    tokens, labels = _data()
+    path = tmp_path / "t.h5"
+    w = _writer(path, 23, sha="old")
+    w.write(np.arange(5), tokens[:5], labels[:5])
+    w.close()
+    assert len(_writer(path, 23, sha="new").pending_rows()) == 23
+    partial_path(path).write_bytes(b"garbage")
+    assert len(_writer(path, 23, sha="new").pending_rows()) == 23
+
+
+def test_bounds_check_names_row_and_position(tmp_path):
+    tokens, labels = _data()
+    tokens[3, 2, 0] = SIZES[0]
+    w = _writer(tmp_path / "t.h5", 23)
+    with pytest.raises(ValueError, match=r"row 3, position 0 is out of range: K_t = 4"):
+        w.write(np.arange(5), tokens[:5], labels[:5])
+    with pytest.raises(ValueError, match="out of range"):
+        w.write(np.arange(1), -np.ones((1, 3, 8), np.int64), labels[:1])
+    with pytest.raises(ValueError, match="shape"):
+        w.write(np.arange(2), tokens[:2, :, :4], labels[:2])
+    assert len(w.pending_rows()) == 23  # nothing was marked done
+    w.close()
+
+
+def test_open_refuses_other_k_sizes(tmp_path):
+    tokens, labels = _data()
+    path = _write_all(tmp_path / "t.h5", tokens, labels)
+    with pytest.raises(ValueError, match="differ from the expected K_t"):
+        open_tokens(path, np.full(8, 64))
+
+
+def test_merge_shards_equals_single_write(tmp_path):
+    tokens, labels = _data()
+    single = _write_all(tmp_path / "single.h5", tokens, labels)
+    shards = []
+    for r in range(3):
+        rows = np.arange(r, 23, 3)
+        w = _writer(tmp_path / f"out.h5.rank{r}", len(rows), rows=rows)
+        w.write(np.arange(len(rows)), tokens[rows], labels[rows])
+        shards.append(w.finalize())
+    merged = merge_shards(shards, tmp_path / "out.h5", chunk_rows=5)
+    with open_tokens(merged) as m, open_tokens(single) as s:
+        assert np.array_equal(m.read(), s.read()) and np.array_equal(m.labels, s.labels)
+        assert m.tokens.chunks == s.tokens.chunks and "rows" not in m.file
+    with pytest.raises(ValueError, match="exactly once"):
+        merge_shards(shards[:2], tmp_path / "bad.h5")

@@ -1,0 +1,54 @@
+"""View recipes for encoding: one centre crop, or LlamaGen-style ten-crop x flip (20 views)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vcq.data.images import to_tensor_pm1
+
+RECIPES = ("center", "tencrop_flip")
+# torchvision's five_crop order.
+_FIVE = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
+
+
+def view_names(recipe: str) -> list[str]:
+    """Names of the views of `recipe`, in the order of the view axis."""
+    if recipe == "center":
+        return ["center"]
+    if recipe == "tencrop_flip":
+        ten = list(_FIVE) + [f"flipimg_{c}" for c in _FIVE]
+        return ten + [f"{n}_hflip" for n in ten]
+    raise ValueError(f"unknown view recipe '{recipe}' (have: {list(RECIPES)})")
+
+
+def make_views(
+    image: Image.Image | np.ndarray | torch.Tensor, recipe: str, resize: int, crop: int
+) -> torch.Tensor:
+    """(V, 3, crop, crop) float views in [-1, 1] of an RGB image (PIL or uint8 HWC)."""
+    from torchvision.transforms import functional as F
+
+    view_names(recipe)  # fail early on an unknown recipe
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    x = to_tensor_pm1(image)
+    # Shorter side to `resize`, then a square centre crop, as LlamaGen's center_crop_arr.
+    x = F.center_crop(F.resize(x, resize, antialias=True), [resize, resize])
+    if recipe == "center":
+        return F.center_crop(x, [crop, crop]).unsqueeze(0).clamp(-1, 1)
+    ten = torch.stack(F.ten_crop(x, [crop, crop]))
+    # LlamaGen also encodes the mirror image of every crop; views 10..19 mirror views 0..9.
+    return torch.cat([ten, ten.flip(-1)]).clamp(-1, 1)
+
+
+def views_transform(recipe: str, resize: int, crop: int) -> Callable[[Image.Image], torch.Tensor]:
+    """`make_views` bound to a recipe, for use as an ImageFolderDataset transform."""
+    view_names(recipe)
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        return make_views(image, recipe, resize, crop)
+
+    return transform
