@@ -9,27 +9,23 @@ import numpy as np
 import pandas as pd
 
 from vcq import schedules
+from vcq.entropy import cliff_position
 from vcq.io import atomic_path, read_json
 
 MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
 
-def cliff_position(n_images: int, k: int) -> int:
-    """t* = ceil(log2 N / log2 K) for a constant codebook of size K (Eq. 1)."""
-    return math.ceil(math.log2(n_images) / math.log2(k))
-
-
 def table1(datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167) -> pd.DataFrame:
     """Table 1: log2 N and t* per dataset, then the data thresholds N_m = K^(m-1)."""
     rows = [
-        {"regime": d["name"], "N": float(d["n"]), "log2_N": round(math.log2(d["n"]), 1),
+        {"regime": d["name"], "N": int(d["n"]), "log2_N": round(math.log2(d["n"]), 1),
          "t_star": cliff_position(d["n"], k), "x_ImageNet": np.nan}
         for d in datasets
     ]
     for m in thresholds:
-        n_m = float(k) ** (m - 1)
+        n_m = int(k) ** (m - 1)
         rows.append({"regime": f"t*={m} threshold", "N": n_m, "log2_N": round(math.log2(n_m), 1),
-                     "t_star": m, "x_ImageNet": n_m / imagenet_n})
+                     "t_star": m, "x_ImageNet": round(n_m / imagenet_n, 4)})
     return pd.DataFrame(rows)
 
 

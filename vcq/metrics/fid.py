@@ -128,12 +128,12 @@ def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extract
     cache = Path(ecfg["cache_dir"]) / f"ref_{_cache_key(ref, extractor, ecfg['num_samples'])}.pt"
     if cache.is_file():
         return torch.load(cache, weights_only=False)
-    src = ImageSource(ref, ecfg["num_samples"]) if ref.is_dir() or _has_images(ref) else None
+    src = ImageSource(ref, ecfg["num_samples"]) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
     out: dict = {}
     if src is not None:
         out = extract_features(net, src, ecfg["batch_size"], desc="reference")
         out.update(_stats(out["pool"]))
-    if ref.is_file():
+    if ref.suffix == ".npz":
         with np.load(ref) as z:
             if "mu" in z and extractor == "inception":
                 out["mu"], out["sigma"] = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
