@@ -8,7 +8,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vcq.cli import load_step_config, setup_logging, step_parser
-from vcq.config import codebook_sizes_for
+from vcq.config import codebook_sizes_for, tokenizer_config
 from vcq.losses import TokenizerLoss
 from vcq.tokenizer import Tokenizer, build_tokenizer, save_tokenizer
 from vcq.training import (
@@ -58,7 +58,7 @@ def train(cfg: dict, schedule: str, dataset, out: Path, stop_at: int | None = No
     tcfg, seed = cfg["tokenizer"]["train"], cfg["seed"]
     size = cfg["tokenizer"]["model"]["image_size"]
     torch.manual_seed(seed)
-    model = build_tokenizer(cfg["tokenizer"], codebook_sizes_for(cfg, schedule)).to(env.device)
+    model = build_tokenizer(tokenizer_config(cfg, schedule), codebook_sizes_for(cfg, schedule)).to(env.device)
     loss_fn = TokenizerLoss(tcfg).to(env.device)
     opt_g = torch.optim.AdamW(param_groups(model, tcfg["weight_decay"]), betas=tuple(tcfg["betas"]))
     opt_d = torch.optim.AdamW(loss_fn.discriminator.parameters(), betas=tuple(tcfg["betas"]))

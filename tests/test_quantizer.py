@@ -86,3 +86,25 @@ def test_usage_histogram_and_stats():
     assert hist.tolist() == [[2, 0, 1, 0], [0, 1, 0, 2]]
     stats = usage_stats(hist, torch.tensor([4, 4]))
     assert stats["utilization"].tolist() == [0.5, 0.5]
+
+
+def test_dead_codes_restart_onto_latents_of_positions_that_can_use_them():
+    from vcq.quantizers.vcq import SharedCodebookQuantizer
+
+    torch.manual_seed(0)
+    q = SharedCodebookQuantizer([2, 8], code_dim=4, restart_after=1).train()
+    z = torch.randn(16, 2, 4)
+    z[:, 0] = torch.tensor([1.0, 0, 0, 0])  # position 0 only ever sees one direction
+    z[:, 1] = torch.tensor([0, 1.0, 0, 0])
+    before = q.embedding.detach().clone()
+    out = q(z)
+    used = set(out.indices.flatten().tolist())
+    for j in range(8):
+        moved = not torch.equal(q.embedding[j], before[j])
+        assert moved == (j not in used)
+        if moved:  # codes >= K_0 = 2 are only reachable from position 1: they take its latent
+            expected = z[0, 1] if j >= 2 else None
+            if expected is not None:
+                torch.testing.assert_close(q.embedding[j], expected)
+    assert int(q.unused_steps.max()) == 0
+    q.eval()(z)  # no restarts outside training

@@ -128,7 +128,7 @@ def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = No
 
 
 def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str] | None = None) -> list[Path]:
-    """Fig. 2: (a) remaining budget log2 N − I(t) (+ measured entropy), (b) K_t on a log axis."""
+    """Fig. 2: (a) per-position entropy bound from the budget log2 N − I(t) (+ measured), (b) K_t."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +139,8 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for name in schedule_names(cfg):
         sizes = codebook_sizes_for(cfg, name)
-        line, = ax_a.plot(schedules.remaining_budget(sizes, n)[:17], label=f"{name} (theory)")
+        budget = np.maximum(schedules.remaining_budget(sizes, n)[:-1], 0.0)
+        line, = ax_a.plot(np.minimum(np.log2(sizes), budget)[:17], label=f"{name} (theory)")
         csv = (entropy_csvs or {}).get(name)
         if csv and Path(csv).exists():
             ent = pd.read_csv(csv)
@@ -147,7 +148,8 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
                       label=f"{name} (measured H)")
         ax_b.plot(sizes, label=name)
     ax_a.axhline(0, color="grey", lw=0.8)
-    ax_a.set(xlabel="position t", ylabel="bits", title="(a) remaining information budget")
+    ax_a.set(xlabel="position t", ylabel="bits",
+             title="(a) H(x_t | x_<t): bound min(log2 K_t, log2 N − I(t)) and measured")
     ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=8)

@@ -76,11 +76,11 @@ def build_quantizer(cfg_quantizer: dict, sizes: Sequence[int] | torch.Tensor) ->
     if kind not in _REGISTRY:
         raise ValueError(f"unknown quantizer kind {kind!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[kind]
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        # the config section holds schema defaults for every kind; pass each kind only its own keys
-        cfg = {k: v for k, v in cfg.items() if k in params}
-    return cls(sizes=sizes, **cfg)
+    # The config section holds schema defaults for every kind; pass each kind only the keys its
+    # constructor (or, through **kwargs, a base class constructor) accepts.
+    accepted = {name for c in cls.__mro__ if "__init__" in vars(c)
+                for name in inspect.signature(c.__init__).parameters}
+    return cls(sizes=sizes, **{k: v for k, v in cfg.items() if k in accepted})
 
 
 def usage_histogram(indices: torch.Tensor, k_max: int) -> torch.Tensor:

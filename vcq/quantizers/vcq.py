@@ -36,6 +36,7 @@ class SharedCodebookQuantizer(Quantizer):
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
         search_groups: int = 8,
+        restart_after: int = 0,
     ) -> None:
         super().__init__(sizes)
         if update not in ("loss", "ema"):
@@ -53,6 +54,8 @@ class SharedCodebookQuantizer(Quantizer):
         else:
             self.embedding = nn.Parameter(init)
         self._groups = position_groups(self.codebook_sizes, search_groups)
+        self.restart_after = restart_after
+        self.register_buffer("unused_steps", torch.zeros(self.k_max, dtype=torch.long))
 
     def codebook_vectors(self) -> torch.Tensor:
         """The (Kmax, D) codebook as used for search (normalised when l2_norm)."""
@@ -92,6 +95,8 @@ class SharedCodebookQuantizer(Quantizer):
             loss = self.commitment_weight * commit
             if self.training:
                 self._ema_update(z.detach().float(), indices)
+        if self.training and self.restart_after > 0:
+            self._restart_dead_codes(z.detach().float(), indices)
         quantized = z + (q - z).detach()
         return QuantizerOutput(quantized, indices, loss, self._batch_stats(indices))
 
@@ -111,6 +116,34 @@ class SharedCodebookQuantizer(Quantizer):
         eps = self.ema_epsilon
         smoothed = (self.cluster_size + eps) / (n + self.k_max * eps) * n
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        """Move codes unused for `restart_after` steps onto random current latents that may use them.
+
+        A code j is only reachable from positions with K_t > j, so its new value is drawn from those
+        positions. Rank 0 draws and broadcasts, keeping the codebook identical across DDP ranks.
+        """
+        counts = torch.bincount(indices.reshape(-1), minlength=self.k_max)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            torch.distributed.all_reduce(counts)
+        self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
+        dead = torch.nonzero(self.unused_steps >= self.restart_after).flatten()
+        if dead.numel() == 0:
+            return
+        sizes = self.codebook_sizes.to(z.device)
+        reachable = (sizes[None, :] > dead[:, None]).float()  # (n_dead, L)
+        t = torch.multinomial(reachable, 1).flatten()
+        b = torch.randint(z.shape[0], (dead.numel(),), device=z.device)
+        fresh = z[b, t]
+        if distributed:
+            torch.distributed.broadcast(fresh, src=0)
+        self.embedding.data[dead] = fresh
+        if self.update == "ema":
+            self.cluster_size[dead] = 1.0
+            self.embed_sum[dead] = fresh
+        self.unused_steps[dead] = 0
 
     @torch.no_grad()
     def _batch_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
