@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, tokenizer_config
 from vcq.losses import TokenizerLoss
-from vcq.tokenizer import Tokenizer, build_tokenizer, save_tokenizer
+from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
 from vcq.training import (
     JsonlLog,
     autocast,
@@ -105,7 +105,7 @@ def train(cfg: dict, schedule: str, dataset, out: Path, stop_at: int | None = No
                 with autocast(env.device, tcfg["bf16"]):
                     d_loss = loss_fn.discriminator_step_loss(x, recon)
                 (d_loss / accum).backward()
-                record["disc"] = record.get("disc", 0.0) + float(d_loss) / accum
+                record["disc"] = record.get("disc", 0.0) + d_loss.item() / accum
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
         done = step + 1
@@ -120,7 +120,8 @@ def train(cfg: dict, schedule: str, dataset, out: Path, stop_at: int | None = No
             })
     bar.close()
     if env.is_main and (stop_at is None or stop_at >= steps):
-        save_tokenizer(out, model, cfg, {"schedule": schedule, "steps": steps})
+        # final.pt is the inference model (a VQBridge is folded into its codebook); last.pt keeps it
+        save_tokenizer(out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps})
         plot_log(log_path, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"])
     cleanup_distributed()
     return model

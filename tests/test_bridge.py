@@ -1,7 +1,6 @@
 import torch
 
 from vcq.quantizers.base import build_quantizer, usage_histogram, usage_stats
-from vcq.quantizers.bridge import bridge_lr_at
 
 CFG = {"kind": "vcq_bridge", "code_dim": 8, "bridge_group": 4, "bridge_width": 32, "bridge_heads": 2}
 
@@ -24,7 +23,16 @@ def test_gradients_reach_bridge_and_export_loads():
     assert stats["utilization"].shape == (3,)
 
 
-def test_lr_schedule():
-    assert bridge_lr_at(0, 1000, warmup_steps=10) == 1e-5
-    assert abs(bridge_lr_at(9, 1000, warmup_steps=10) - 1e-4) < 1e-12
-    assert abs(bridge_lr_at(1000, 1000, warmup_steps=10) - 1e-6) < 1e-12
+def test_bridged_tokenizer_exports_to_a_plain_codebook_that_encodes_identically():
+    from vcq.tokenizer import Tokenizer, export_for_inference
+
+    torch.manual_seed(0)
+    model_cfg = {"image_size": 16, "patch_size": 8, "enc_width": 32, "enc_depth": 1, "enc_heads": 2,
+                 "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
+    tok = Tokenizer(model_cfg, 4, CFG, [16, 32, 64, 64]).eval()
+    plain = export_for_inference(tok)
+    assert plain.quantizer_cfg["kind"] == "vcq" and not hasattr(plain.quantizer, "bridge")
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    (idx_a, q_a), (idx_b, q_b) = tok.encode(x), plain.encode(x)
+    assert torch.equal(idx_a, idx_b)
+    torch.testing.assert_close(tok.decode(q_a), plain.decode(q_b))

@@ -80,3 +80,16 @@ def test_schedule_quantizer_overrides_apply_to_that_schedule_only(tmp_path):
     cfg = load_config(path)
     assert tokenizer_config(cfg, "d")["quantizer"]["l2_norm"] is False
     assert tokenizer_config(cfg, "c")["quantizer"]["l2_norm"] is True
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text(MINIMAL + "ar: {train: {steps: 5, lr: 0.1}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nexperiment: child\nar: {train: {steps: 9}}\n"
+                     "schedules: [{name: k, kind: constant, k_max: 8}]\n")
+    cfg = load_config(child)
+    assert cfg["experiment"] == "child" and cfg["ar"]["train"] == {**cfg["ar"]["train"], "steps": 9, "lr": 0.1}
+    assert [s["name"] for s in cfg["schedules"]] == ["k"]
+    (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(child)

@@ -130,11 +130,31 @@ def resolve_model(section: str, model: str | dict) -> dict:
     return validate(spec, _model_schema(MODEL_SECTIONS[section]), where=f"{section}.model")
 
 
-def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dict:
-    """Read, override, validate and fill an experiment config; resolve model references."""
-    cfg = _read_yaml(Path(path)) or {}
+def _deep_merge(base: dict, update: dict) -> dict:
+    """`base` updated by `update`, recursing into mappings (lists and scalars are replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_config_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config mapping; `extends: other.yaml` (relative to this file) is merged underneath."""
+    cfg = _read_yaml(path) or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    parent = cfg.pop("extends", None)
+    if parent is None:
+        return cfg
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to {parent_path}")
+    return _deep_merge(_read_config_yaml(parent_path, (*seen, path.resolve())), cfg)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dict:
+    """Read (following `extends`), override, validate and fill an experiment config; resolve models."""
+    cfg = _read_config_yaml(Path(path))
     apply_overrides(cfg, overrides or [])
     validate(cfg, load_schema(), where=str(path))
     for section in MODEL_SECTIONS:

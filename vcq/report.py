@@ -94,7 +94,8 @@ def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
             fids = [r["fid"] for r in records if r.get("preset", {}).get("guidance") == g]
             row[g] = min(fids) if fids else np.nan
         rows.append(row)
-    return pd.DataFrame(rows, columns=["schedule", *strategies])
+    df = pd.DataFrame(rows, columns=["schedule", *strategies])
+    return df.dropna(axis=1, how="all")  # a strategy no preset uses is not a missing result
 
 
 def add_paper_columns(df: pd.DataFrame, paper: dict, columns: dict[str, str]) -> pd.DataFrame:

@@ -153,6 +153,18 @@ def format_breakdown(parts: dict[str, int]) -> str:
     return "\n".join(f"{k:>10s}: {v / 1e6:8.2f}M" for k, v in parts.items())
 
 
+def export_for_inference(model: Tokenizer) -> Tokenizer:
+    """The model with training-only quantizer parts dropped (VQBridge -> its projected codebook)."""
+    if not hasattr(model.quantizer, "export"):
+        return model
+    plain_cfg = {**model.quantizer_cfg, "kind": "vcq"}
+    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.sizes).to(next(model.parameters()).device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
+    plain.load_state_dict(state, strict=False)
+    plain.quantizer.embedding.data.copy_(model.quantizer.export())
+    return plain.train(model.training)
+
+
 def save_tokenizer(path: str | os.PathLike, model: Tokenizer, cfg: dict, extra: dict | None = None) -> None:
     """Save weights and everything needed to rebuild the model (atomic)."""
     from vcq.training import save_checkpoint

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -31,16 +30,6 @@ class VQBridge(nn.Module):
         k, d = codebook.shape
         tokens = self.compress(codebook.reshape(1, k // self.group, self.group * d))
         return self.expand(self.blocks(tokens)).reshape(k, d)
-
-
-def bridge_lr_at(
-    step: int, total_steps: int, base_lr: float = 1e-4, warmup_steps: int = 500, final_ratio: float = 0.01
-) -> float:
-    """Bridge learning rate: linear warmup, then cosine decay to final_ratio·base_lr."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 @register_quantizer("vcq_bridge")
