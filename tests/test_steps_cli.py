@@ -1,0 +1,28 @@
+"""Every pipeline step answers --help (and so imports cleanly) without a config or data."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+STEPS = sorted(Path("pipeline_steps").glob("*.py"))
+
+
+@pytest.mark.parametrize("step", STEPS, ids=[s.stem for s in STEPS])
+def test_step_help(step, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(step), "--help"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(step), run_name="__main__")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and "--set" in out
+
+
+def test_bad_config_value_stops_a_step_with_one_line_naming_the_key():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--out-dir", "unused",
+                          "--set", "report.k=sixteen"], capture_output=True, text=True)
+    assert out.returncode != 0 and not Path("unused").exists()
+    assert out.stderr.strip().count("\n") == 0 and "report.k" in out.stderr
