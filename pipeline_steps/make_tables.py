@@ -61,7 +61,8 @@ def main() -> None:
         t4 = report.add_paper_columns(t4, paper["table4"], keys)
         t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c for c in t89.columns[1:]})
     report.write_table(t4, out / "table4", notes4)
-    report.write_table(report.table6(_by_stem(args.probe)), out / "table6")
+    t6 = report.table6(_by_stem(args.probe))
+    report.write_table(report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6")
     report.write_table(t89, out / "table8_9", notes89)
     log.info("tables written to %s", out)
 

@@ -114,3 +114,11 @@ def test_line_figures_and_sample_grid(tmp_path):
     from PIL import Image
 
     assert Image.open(png).size == (8 * 4, 3 * 4)
+
+
+def test_table6_gets_the_papers_probe_numbers_by_schedule_and_k():
+    df = pd.DataFrame([{"schedule": "cosine", "k": 10, "top1": 40.0, "top5": 60.0},
+                       {"schedule": "cosine", "k": 256, "top1": 45.0, "top5": 70.0},
+                       {"schedule": "mine", "k": 10, "top1": 1.0, "top5": 2.0}])
+    out = report.add_probe_paper_columns(df, PAPER["table6"])
+    assert list(out["top1 (paper)"][:2]) == [43.77, 48.79] and np.isnan(out["top5 (paper)"].iloc[2])

@@ -83,6 +83,15 @@ def table6(probe: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["schedule", "k", "top1", "top5"])
 
 
+def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
+    """Table 6 with `top1 (paper)`/`top5 (paper)` from `paper[schedule]["k<k>"]`."""
+    out = df.copy()
+    for col in ("top1", "top5"):
+        values = [paper.get(s, {}).get(f"k{int(k)}", {}).get(col, np.nan) for s, k in zip(out["schedule"], out["k"])]
+        out.insert(out.columns.get_loc(col) + 1, f"{col} (paper)", values)
+    return out
+
+
 def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
     """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware)."""
     strategies = ("constant", "power-cosine", "codebook-aware")
