@@ -9,6 +9,27 @@ import torch
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import write_json
 from vcq.metrics.probe import code_features, train_probe
+from vcq.prologue import PrologueEncoder
+
+
+def load_prologue(ar_path: str) -> PrologueEncoder | None:
+    """The prologue encoder saved with an AR checkpoint, or None if it has none."""
+    extra = torch.load(ar_path, map_location="cpu", weights_only=False)["extra"]
+    if "prologue" not in extra:
+        return None
+    enc = PrologueEncoder(**extra["prologue"]["config"]).eval()
+    enc.load_state_dict(extra["prologue"]["state_dict"])
+    return enc
+
+
+@torch.no_grad()
+def prologue_features(enc: PrologueEncoder, tokens: np.ndarray, batch: int = 4096) -> torch.Tensor:
+    """Flattened prologue code vectors (M, P * width) of visual token rows (M, L)."""
+    out = []
+    for i in range(0, len(tokens), batch):
+        ids, _ = enc(torch.as_tensor(tokens[i:i + batch].astype(np.int64)))
+        out.append(enc.codes()[ids].flatten(1))
+    return torch.cat(out)
 
 
 def _read_tokens(path: str, views: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -28,6 +49,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True, help="tokenizer final.pt")
     parser.add_argument("--train-tokens", required=True, help="train.h5 token store")
     parser.add_argument("--val-tokens", required=True, help="val.h5 token store (view 0 = centre crop)")
+    parser.add_argument("--ar", default=None,
+                        help="AR final.pt; if it carries prologue tokens they are probed too (Table 6 row 'prologue')")
     parser.add_argument("--out", required=True, help="results/EXP/probe/SCHEDULE.json")
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
@@ -46,8 +69,15 @@ def main() -> None:
                           code_features(va, codebook, k_eff), torch.as_tensor(yva),
                           num_classes, pcfg, seed=cfg["seed"])
         log.info("k=%d top1 %.2f top5 %.2f", k_eff, res["top1"], res["top5"])
-        rows.append({"k": k_eff, **res})
-    write_json(args.out, {"rows": rows, "features": "quantized code vectors of the first k tokens, standardised"})
+        rows.append({"features": "codes", "k": k_eff, **res})
+    prologue = load_prologue(args.ar) if args.ar else None
+    if prologue is not None:
+        res = train_probe(prologue_features(prologue, tr), torch.as_tensor(ytr), prologue_features(prologue, va),
+                          torch.as_tensor(yva), num_classes, pcfg, seed=cfg["seed"])
+        log.info("prologue (%d tokens) top1 %.2f top5 %.2f", prologue.num_tokens, res["top1"], res["top5"])
+        rows.append({"features": "prologue", "k": prologue.num_tokens, **res})
+    write_json(args.out, {"rows": rows, "features": "codes: quantized code vectors of the first k tokens; "
+                                                    "prologue: prologue code vectors; standardised"})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 from vcq.ar import load_ar
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import atomic_path
+from vcq.prologue import PrologueEncoder
 from vcq.sampling import find_preset, generate
 from vcq.training import progress
 
@@ -63,6 +64,10 @@ def main() -> None:
     model, extra = load_ar(args.ar, map_location=device)
     tok = load_tokenizer(args.tokenizer, map_location=device).eval()
     k_sizes = np.asarray(extra["k_sizes"])
+    prologue = None
+    if "prologue" in extra:
+        prologue = PrologueEncoder(**extra["prologue"]["config"]).to(device).eval()
+        prologue.load_state_dict(extra["prologue"]["state_dict"])
     out = Path(args.out)
     chunk_dir = out.with_suffix(".chunks")
     chunk_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,7 @@ def main() -> None:
         imgs, toks = [], []
         for s in range(0, len(lab), sc["batch_size"]):
             y = torch.from_numpy(lab[s:s + sc["batch_size"]]).to(device)
-            t = generate(model, y, k_sizes, preset, gen)
+            t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
             with torch.no_grad():
                 imgs.append(to_uint8(tok.decode_indices(t)))
             toks.append(t.cpu().numpy().astype(np.int32))

@@ -15,6 +15,7 @@ from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import atomic_path, write_json
+from vcq.prologue import ARWithPrologue, PrologueEncoder
 
 
 def read_batch(f: h5py.File, idx: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +51,9 @@ def validate(model: ARModel, f: h5py.File, batch: int, max_batches: int, device)
     for s in range(0, min(n, batch * max_batches), batch):
         tok = torch.from_numpy(f["tokens"][s:s + batch, 0].astype(np.int64)).to(device)
         lab = torch.from_numpy(f["labels"][s:s + batch]).to(device)
-        ce = F.cross_entropy(model(tok, lab).transpose(1, 2), tok, reduction="none").sum(0)
+        logits = model(tok, lab)
+        logits = logits[0] if isinstance(logits, tuple) else logits  # (visual, prologue, ids) with a prologue
+        ce = F.cross_entropy(logits.transpose(1, 2), tok, reduction="none").sum(0)
         tot = ce if tot is None else tot + ce
         count += tok.shape[0]
     model.train()
@@ -88,36 +91,41 @@ def main() -> None:
         log.info("AR parameters:\n%s", format_breakdown(count_params(mcfg)))
 
     torch.manual_seed(cfg["seed"] + env.rank)
-    model = ARModel(mcfg).to(env.device)
-    opt = torch.optim.AdamW(T.param_groups(model, tc["weight_decay"]), lr=tc["lr"], betas=tuple(tc["betas"]))
+    model = ARModel(mcfg)
+    pcfg = {**cfg["ar"]["prologue"], "vocab": mcfg.vocab_size, "seq_len": L, "ar_dim": mcfg.dim}
+    if pcfg["num_tokens"]:
+        net = ARWithPrologue(model, PrologueEncoder(**pcfg)).to(env.device)
+    else:
+        net = model.to(env.device)
+    opt = torch.optim.AdamW(T.param_groups(net, tc["weight_decay"]), lr=tc["lr"], betas=tuple(tc["betas"]))
     last = out.parent / "last.pt"
     state = T.load_checkpoint(last, map_location=env.device)
     step, pos_ema = 0, np.zeros(L)
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, pos_ema = state["step"], state["pos_ema"]
         T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     jlog = T.JsonlLog(out.parent / "train_log.jsonl", resume_step=step if state else None) if env.is_main else None
-    fwd = model
+    fwd = net
     if env.world_size > 1:
-        fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+        fwd = torch.nn.parallel.DistributedDataParallel(net, device_ids=[env.device] if env.device.type == "cuda" else None)
     if tc["compile"]:
         fwd = torch.compile(fwd)
 
     def checkpoint() -> None:
         if env.is_main:
-            T.save_checkpoint(last, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+            T.save_checkpoint(last, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                                      "pos_ema": pos_ema, "rng": T.capture_rng()})
 
     bar = T.progress(tc["steps"], initial=step, desc=f"ar {args.schedule}", enabled=env.is_main)
-    model.train()
+    net.train()
     while step < tc["steps"]:
         lr = T.lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], tc["steps"])
         for g in opt.param_groups:
             g["lr"] = lr
-        step_loss, step_pos = 0.0, np.zeros(L)
+        step_loss, step_pos, step_pro = 0.0, np.zeros(L), 0.0
         for m in range(tc["grad_accum"]):
             gstep = step * tc["grad_accum"] + m
             idx = T.batch_indices(n, micro, gstep, cfg["seed"], env.rank, env.world_size)
@@ -127,11 +135,18 @@ def main() -> None:
             sync = last_micro or env.world_size == 1
             ctx = fwd.no_sync() if not sync and hasattr(fwd, "no_sync") else contextlib.nullcontext()
             with ctx, T.autocast(env.device, tc["bf16"]):
-                loss, pos = token_loss(fwd(tok, lab), tok, tc["z_loss"])
+                out_ = fwd(tok, lab)
+                if isinstance(out_, tuple):  # prologue: its CE joins the loss, its only training signal
+                    loss, pos = token_loss(out_[0], tok, tc["z_loss"])
+                    pro = F.cross_entropy(out_[1].float().transpose(1, 2), out_[2])
+                    loss = loss + pro
+                    step_pro += pro.item() / tc["grad_accum"]
+                else:
+                    loss, pos = token_loss(out_, tok, tc["z_loss"])
             (loss / tc["grad_accum"]).backward()
             step_loss += loss.item() / tc["grad_accum"]
             step_pos += pos.float().cpu().numpy() / tc["grad_accum"]
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"] or math.inf)
+        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc["grad_clip"] or math.inf)
         opt.step()
         opt.zero_grad(set_to_none=True)
         pos_ema = step_pos if step == 0 else tc["position_ema"] * pos_ema + (1 - tc["position_ema"]) * step_pos
@@ -139,8 +154,10 @@ def main() -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
         record = {"step": step, "loss": step_loss, "lr": lr, "grad_norm": float(gnorm)}
+        if net is not model:
+            record["prologue_loss"] = step_pro
         if tc["val_every"] and step % tc["val_every"] == 0 and env.is_main:
-            record["val_loss"] = float(validate(model, fva, micro, tc["val_batches"], env.device).mean())
+            record["val_loss"] = float(validate(net, fva, micro, tc["val_batches"], env.device).mean())
         if jlog and (step % tc["log_every"] == 0 or step == tc["steps"] or "val_loss" in record):
             jlog.write(record)
         if step % tc["ckpt_every"] == 0 or step == args.stop_after:
@@ -152,7 +169,7 @@ def main() -> None:
     bar.close()
 
     if env.is_main:
-        val_pos = validate(model, fva, micro, tc["val_batches"], env.device)
+        val_pos = validate(net, fva, micro, tc["val_batches"], env.device)
         val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(fva["tokens"], mcfg.vocab_size)
         log.info("val loss %.4f nats (%.4f bits) vs unigram entropy %.4f nats (%.4f bits)",
                  val_loss, val_loss / math.log(2), h_uni, h_uni / math.log(2))
@@ -165,6 +182,8 @@ def main() -> None:
             w.writerow(["t", "train_loss", "val_loss"])
             w.writerows([t, f"{pos_ema[t]:.6f}", f"{val_pos[t]:.6f}"] for t in range(L))
         write_json(out.with_suffix(".json"), extra)
+        if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
+            extra["prologue"] = {"config": pcfg, "state_dict": net.prologue.state_dict()}
         T.plot_log(out.parent / "train_log.jsonl", out.parent / "loss.png", ["loss", "val_loss"])
         save_ar(out, model, mcfg, extra)
     T.cleanup_distributed()

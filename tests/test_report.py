@@ -92,7 +92,7 @@ def test_probe_and_guidance_tables(tmp_path):
     probe = tmp_path / "cosine.json"
     probe.write_text(json.dumps({"rows": [{"k": 10, "top1": 0.1, "top5": 0.3}], "features": "x"}))
     t6 = report.table6({"cosine": str(probe), "power": str(tmp_path / "missing.json")})
-    assert t6.to_dict("records") == [{"schedule": "cosine", "k": 10, "top1": 0.1, "top5": 0.3}]
+    assert t6.to_dict("records") == [{"schedule": "cosine", "features": "codes", "k": 10, "top1": 0.1, "top5": 0.3}]
     gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
             _gen(tmp_path, "c", 3.0, "codebook-aware")]
     t8 = report.table_guidance(["cosine"], {"cosine": gens}).iloc[0]

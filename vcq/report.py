@@ -78,16 +78,17 @@ def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
 
 def table6(probe: dict[str, str]) -> pd.DataFrame:
     """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
-    rows = [{"schedule": name, **r} for name, path in probe.items() if Path(path).exists()
+    rows = [{"schedule": name, "features": "codes", **r} for name, path in probe.items() if Path(path).exists()
             for r in read_json(path)["rows"]]
-    return pd.DataFrame(rows, columns=["schedule", "k", "top1", "top5"])
+    return pd.DataFrame(rows, columns=["schedule", "features", "k", "top1", "top5"])
 
 
 def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
     """Table 6 with `top1 (paper)`/`top5 (paper)` from `paper[schedule]["k<k>"]`."""
     out = df.copy()
     for col in ("top1", "top5"):
-        values = [paper.get(s, {}).get(f"k{int(k)}", {}).get(col, np.nan) for s, k in zip(out["schedule"], out["k"])]
+        values = [paper.get(s, {}).get(f"k{int(k)}", {}).get(col, np.nan) if f == "codes" else np.nan
+                  for s, f, k in zip(out["schedule"], out.get("features", ["codes"] * len(out)), out["k"])]
         out.insert(out.columns.get_loc(col) + 1, f"{col} (paper)", values)
     return out
 

@@ -64,31 +64,43 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 @torch.no_grad()
 def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: dict,
              generator: torch.Generator | None = None,
-             prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided."""
+             prefix_embeds: torch.Tensor | None = None, prologue=None) -> torch.Tensor:
+    """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided.
+
+    With a `prologue` (vcq.prologue.PrologueEncoder) its P tokens are sampled first, restricted to
+    its Kp codes, guided with the base scale and fed back through its codebook; only the L visual
+    tokens are returned.
+    """
     model.eval()
-    b, L = labels.shape[0], len(k_sizes)
     scales = guidance_scales(preset["guidance"], preset.get("scale", 0.0), k_sizes, preset.get("power"))
+    n_pro = prologue.num_tokens if prologue is not None else 0
+    if n_pro:
+        # the prologue is a global summary: it gets the base scale, the visual schedule is unchanged
+        base = preset.get("scale", 0.0) if preset["guidance"] != "none" else 0.0
+        scales = np.concatenate([np.full(n_pro, base), scales])
+        k_sizes = np.concatenate([np.full(n_pro, prologue.codebook_size), k_sizes])
+    b, L = labels.shape[0], len(k_sizes)
     guided = preset["guidance"] != "none"
     temp, top_k, top_p = preset.get("temperature", 1.0), preset.get("top_k", 0), preset.get("top_p", 1.0)
     restrict = preset.get("restrict_to_kt", True)
     lab = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
     pre = None if prefix_embeds is None else (torch.cat([prefix_embeds] * 2) if guided else prefix_embeds)
-    cache = model.new_cache(lab.shape[0], extra=0 if pre is None else pre.shape[1])
+    cache = model.new_cache(lab.shape[0], extra=n_pro + (0 if pre is None else pre.shape[1]))
     logits = model.forward_embeds(model.embed(lab, None, pre), cache)[:, -1]
     out = torch.empty(b, L, dtype=torch.long, device=labels.device)
     for t in range(L):
         if guided:
             logits = cfg_logits(logits[:b], logits[b:], float(scales[t]))
-        if restrict:
+        if restrict or t < n_pro:  # prologue ids beyond Kp have no code to feed back
             logits[:, int(k_sizes[t]):] = float("-inf")
         logits = filter_logits(logits / max(temp, 1e-8), top_k, top_p)
         nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
         out[:, t] = nxt[:, 0]
         if t + 1 < L:
             step = torch.cat([nxt, nxt]) if guided else nxt
-            logits = model.forward_embeds(model.embed(None, step), cache)[:, -1]
-    return out
+            x = prologue.embed_ids(step) if t < n_pro else model.embed(None, step)
+            logits = model.forward_embeds(x, cache)[:, -1]
+    return out[:, n_pro:]
 
 
 def expand_presets(sampling_cfg: dict) -> list[dict]:

@@ -82,6 +82,11 @@ def feature_net():
     return [CFG["eval"]["demo_weights"]] if DEMO_FEATURES else []
 
 
+def prologue_ar():
+    """The AR model, for probing its prologue tokens (only when the config uses them)."""
+    return [f"{W}/ar/{{schedule}}/final.pt"] if CFG["ar"]["prologue"]["num_tokens"] else []
+
+
 def per_pair(pattern):
     """`pattern` with {schedule} and {preset} filled for every sampled (schedule, preset) pair."""
     return [pattern.format(schedule=s, preset=p) for s, p in PAIRS]

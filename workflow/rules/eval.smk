@@ -37,12 +37,15 @@ rule linear_probe:
         tok=f"{W}/tokenizer/{{schedule}}/final.pt",
         train=f"{W}/tokens/{{schedule}}/train.h5",
         val=f"{W}/tokens/{{schedule}}/val.h5",
+        ar=prologue_ar(),
     output:
         f"{R}/probe/{{schedule}}.json",
     log:
         f"{W}/logs/probe_{{schedule}}.log",
+    params:
+        ar=lambda wc, input: f"--ar {input.ar}" if input.ar else "",
     resources:
         **rule_resources("linear_probe"),
     shell:
         "{STEP}/linear_probe.py {CONF} --tokenizer {input.tok} --train-tokens {input.train} "
-        "--val-tokens {input.val} --out {output} > {log} 2>&1"
+        "--val-tokens {input.val} {params.ar} --out {output} > {log} 2>&1"

@@ -1,0 +1,83 @@
+"""Prologue tokens: trained only through the AR loss, sampled first, resumable like the AR model."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcq.ar import ARConfig, ARModel, load_ar
+from vcq.prologue import ARWithPrologue, PrologueEncoder
+from vcq.sampling import generate
+from test_train_ar import config, losses, run
+
+SIZES = np.array([4, 8, 16, 16])
+
+
+def tiny(p=2, kp=4):
+    torch.manual_seed(0)
+    ar = ARModel(ARConfig(vocab_size=16, seq_len=4, num_classes=3, n_layer=1, n_head=2, dim=16,
+                          ffn_multiple=8, dropout=0.0, token_dropout=0.0, class_dropout=0.0))
+    return ARWithPrologue(ar, PrologueEncoder(16, 4, p, kp, width=16, depth=1, heads=2, ar_dim=16))
+
+
+def test_visual_token_loss_alone_trains_the_prologue_encoder_and_codebook():
+    net = tiny()
+    tokens = torch.randint(0, 4, (6, 4))
+    visual, pro_logits, ids = net(tokens, torch.zeros(6, dtype=torch.long))
+    assert visual.shape == (6, 4, 16) and pro_logits.shape == (6, 2, 4) and int(ids.max()) < 4
+    F.cross_entropy(visual.transpose(1, 2), tokens).backward()
+    for name, p in net.prologue.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_prologue_is_not_part_of_the_tokenizer():
+    # reconstruction never reaches it: the tokenizer has no prologue parameters at all
+    from vcq.tokenizer import Tokenizer
+
+    tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
+                     "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 4, {"kind": "vcq", "code_dim": 4}, SIZES)
+    assert not any("prologue" in n for n, _ in tok.named_parameters())
+
+
+def test_generation_samples_the_prologue_first_and_returns_visual_tokens_within_k_t():
+    net = tiny().eval()
+    labels = torch.arange(3)
+    preset = {"guidance": "codebook-aware", "scale": 2.0, "power": None, "temperature": 1.0}
+    a = generate(net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue)
+    b = generate(net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue)
+    assert a.shape == (3, 4) and torch.equal(a, b)
+    assert bool((a < torch.as_tensor(SIZES)).all())
+
+
+def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(tmp_path):
+    cfg = config(tmp_path, 4)
+    cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n"))
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt")
+    assert losses(tmp_path / "a" / "final.pt") == losses(tmp_path / "b" / "final.pt")
+    _, extra = load_ar(tmp_path / "a" / "final.pt")
+    assert extra["prologue"]["config"]["num_tokens"] == 2 and "codebook" in extra["prologue"]["state_dict"]
+
+
+def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path, 3)
+    cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
+                   + "probe: {k: [4], epochs: 2}\n")
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
+    from vcq.tokenizer import Tokenizer, save_tokenizer
+
+    tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
+                     "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 16, {"kind": "vcq", "code_dim": 4},
+                    [16] * 16)
+    save_tokenizer(tmp_path / "tok.pt", tok, {})
+    out = tmp_path / "probe.json"
+    subprocess.run([sys.executable, "pipeline_steps/linear_probe.py", "--config", str(cfg), "--tokenizer",
+                    str(tmp_path / "tok.pt"), "--train-tokens", str(tmp_path / "train.h5"), "--val-tokens",
+                    str(tmp_path / "val.h5"), "--ar", str(tmp_path / "a" / "final.pt"), "--out", str(out)],
+                   check=True, capture_output=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["features"] for r in rows] == ["codes", "prologue"] and rows[1]["k"] == 2
