@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from vcq import training as T
-from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar
+from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.config import codebook_sizes_for, schedule, tokenizer_config
 from vcq.io import atomic_path, write_json
 from vcq.prologue import ARWithPrologue, PrologueEncoder
+from vcq.quantizers import build_quantizer
 
 
 def read_batch(f: h5py.File, idx: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,13 +26,11 @@ def read_batch(f: h5py.File, idx: np.ndarray, views: np.ndarray) -> tuple[np.nda
     return f["tokens"][uniq][inv, views].astype(np.int64), f["labels"][uniq][inv]
 
 
-def token_loss(logits: torch.Tensor, tokens: torch.Tensor, z_loss: float) -> tuple[torch.Tensor, torch.Tensor]:
+def token_loss(model: ARModel, logits: torch.Tensor, tokens: torch.Tensor,
+               z_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss for backward (CE + optional z-loss) and the per-position CE (L,) for logging."""
-    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (B, L)
-    loss = ce.mean()
-    if z_loss > 0:
-        loss = loss + z_loss * torch.logsumexp(logits, -1).pow(2).mean()
-    return loss, ce.detach().mean(0)
+    ce = model.position_ce(logits, tokens)  # (B, L)
+    return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
 
 
 def unigram_entropy_nats(ds: h5py.Dataset, vocab: int, chunk: int = 4096) -> float:
@@ -43,20 +43,21 @@ def unigram_entropy_nats(ds: h5py.Dataset, vocab: int, chunk: int = 4096) -> flo
 
 
 @torch.no_grad()
-def validate(model: ARModel, f: h5py.File, batch: int, max_batches: int, device) -> np.ndarray:
-    """Per-position val CE (L,) over view 0 of the first max_batches batches."""
-    model.eval()
+def validate(net: torch.nn.Module, model: ARModel, f: h5py.File, batch: int, max_batches: int,
+             device) -> np.ndarray:
+    """Per-position val CE (L,) of `net` (the AR model, or it wrapped with a prologue) over view 0."""
+    net.eval()
     n = f["tokens"].shape[0]
     tot, count = None, 0
     for s in range(0, min(n, batch * max_batches), batch):
         tok = torch.from_numpy(f["tokens"][s:s + batch, 0].astype(np.int64)).to(device)
         lab = torch.from_numpy(f["labels"][s:s + batch]).to(device)
-        logits = model(tok, lab)
+        logits = net(tok, lab)
         logits = logits[0] if isinstance(logits, tuple) else logits  # (visual, prologue, ids) with a prologue
-        ce = F.cross_entropy(logits.transpose(1, 2), tok, reduction="none").sum(0)
+        ce = model.position_ce(logits, tok).sum(0)
         tot = ce if tot is None else tot + ce
         count += tok.shape[0]
-    model.train()
+    net.train()
     return (tot / count).cpu().numpy()
 
 
@@ -82,7 +83,8 @@ def main() -> None:
     n, n_views, L = ftr["tokens"].shape
     mcfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": int(ftr.attrs["k_max"]), "seq_len": L,
                                "num_classes": int(ftr.attrs["num_classes"]), "dropout": tc["dropout"],
-                               "token_dropout": tc["token_dropout"], "class_dropout": tc["class_dropout"]})
+                               "token_dropout": tc["token_dropout"], "class_dropout": tc["class_dropout"],
+                               "head": schedule(cfg, args.schedule)["ar_head"]})
     micro, rem = divmod(tc["batch_size"], env.world_size * tc["grad_accum"])
     if rem or micro == 0:
         raise SystemExit(f"ar.train.batch_size {tc['batch_size']} not divisible by "
@@ -92,6 +94,10 @@ def main() -> None:
 
     torch.manual_seed(cfg["seed"] + env.rank)
     model = ARModel(mcfg)
+    if mcfg.head == "leech_factorized":  # the head scores codes by their coordinates: give it the codebook
+        quantizer = build_quantizer(tokenizer_config(cfg, args.schedule)["quantizer"],
+                                    codebook_sizes_for(cfg, args.schedule))
+        model.output.set_codes(quantizer.codebook_vectors())
     pcfg = {**cfg["ar"]["prologue"], "vocab": mcfg.vocab_size, "seq_len": L, "ar_dim": mcfg.dim}
     if pcfg["num_tokens"]:
         net = ARWithPrologue(model, PrologueEncoder(**pcfg)).to(env.device)
@@ -137,12 +143,12 @@ def main() -> None:
             with ctx, T.autocast(env.device, tc["bf16"]):
                 out_ = fwd(tok, lab)
                 if isinstance(out_, tuple):  # prologue: its CE joins the loss, its only training signal
-                    loss, pos = token_loss(out_[0], tok, tc["z_loss"])
+                    loss, pos = token_loss(model, out_[0], tok, tc["z_loss"])
                     pro = F.cross_entropy(out_[1].float().transpose(1, 2), out_[2])
                     loss = loss + pro
                     step_pro += pro.item() / tc["grad_accum"]
                 else:
-                    loss, pos = token_loss(out_, tok, tc["z_loss"])
+                    loss, pos = token_loss(model, out_, tok, tc["z_loss"])
             (loss / tc["grad_accum"]).backward()
             step_loss += loss.item() / tc["grad_accum"]
             step_pos += pos.float().cpu().numpy() / tc["grad_accum"]
@@ -157,7 +163,7 @@ def main() -> None:
         if net is not model:
             record["prologue_loss"] = step_pro
         if tc["val_every"] and step % tc["val_every"] == 0 and env.is_main:
-            record["val_loss"] = float(validate(net, fva, micro, tc["val_batches"], env.device).mean())
+            record["val_loss"] = float(validate(net, model, fva, micro, tc["val_batches"], env.device).mean())
         if jlog and (step % tc["log_every"] == 0 or step == tc["steps"] or "val_loss" in record):
             jlog.write(record)
         if step % tc["ckpt_every"] == 0 or step == args.stop_after:
@@ -169,7 +175,7 @@ def main() -> None:
     bar.close()
 
     if env.is_main:
-        val_pos = validate(net, fva, micro, tc["val_batches"], env.device)
+        val_pos = validate(net, model, fva, micro, tc["val_batches"], env.device)
         val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(fva["tokens"], mcfg.vocab_size)
         log.info("val loss %.4f nats (%.4f bits) vs unigram entropy %.4f nats (%.4f bits)",
                  val_loss, val_loss / math.log(2), h_uni, h_uni / math.log(2))

@@ -1,7 +1,11 @@
 import pytest
 import torch
 
-from vcq.ar import ARConfig, ARModel, count_params, load_ar, save_ar
+import numpy as np
+
+from vcq.ar import ARConfig, ARModel, count_params, load_ar, save_ar, z_loss
+from vcq.quantizers.leech import leech_codebook
+from vcq.sampling import generate
 
 TINY = dict(vocab_size=32, seq_len=16, num_classes=4, n_layer=2, n_head=2, dim=32)
 
@@ -65,3 +69,33 @@ def test_save_load_roundtrip(tmp_path):
     assert extra == {"val_loss": 1.0} and m2.cfg == m.cfg
     tok, lab = torch.randint(0, 32, (2, 16)), torch.tensor([0, 1])
     assert torch.equal(m(tok, lab), m2(tok, lab))
+
+
+def test_z_loss_is_weighted_squared_log_partition():
+    assert torch.isclose(z_loss(torch.zeros(2, 10), 1e-4), torch.tensor(1e-4) * torch.log(torch.tensor(10.0)) ** 2)
+    assert float(z_loss(torch.randn(2, 10), 0.0)) == 0.0
+
+
+def test_unknown_head_is_rejected():
+    with pytest.raises(ValueError, match="unknown AR head 'mlp'"):
+        ARConfig(head="mlp")
+
+
+def test_factorized_leech_head_trains_saves_and_samples_within_k_t(tmp_path):
+    m = tiny(head="leech_factorized", vocab_size=1104).train()
+    m.output.set_codes(leech_codebook(["4^2"]))
+    tok, lab = torch.randint(0, 1104, (2, 16)), torch.tensor([0, 1])
+    logits = m(tok, lab)
+    assert logits.shape == (2, 16, 24, 9)
+    ce = m.position_ce(logits, tok)
+    assert ce.shape == (2, 16)
+    ce.mean().backward()
+    assert m.output.proj.weight.grad.abs().sum() > 0 and m.tok_embeddings.weight.grad.abs().sum() > 0
+    save_ar(tmp_path / "m.pt", m, m.cfg)
+    m2, _ = load_ar(tmp_path / "m.pt")
+    assert torch.equal(m2.output.code_labels, m.output.code_labels)
+    sizes = np.linspace(2, 1104, 16).astype(int)
+    preset = {"guidance": "codebook-aware", "scale": 2.0, "power": 1.0}
+    a = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
+    b = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and bool((a < torch.as_tensor(sizes)).all())

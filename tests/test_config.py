@@ -93,3 +93,13 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
     (tmp_path / "base.yaml").write_text("extends: child.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(child)
+
+
+def test_factorized_leech_head_needs_a_leech_schedule_and_no_prologue(tmp_path):
+    bad = MINIMAL.replace("k_max: 64}", "k_max: 64, ar_head: leech_factorized}")
+    with pytest.raises(ConfigError, match="schedules.0.ar_head: leech_factorized needs quantizer kind leech"):
+        load_config(write(tmp_path, bad))
+    ok = bad.replace("ar_head:", "quantizer: {kind: leech, code_dim: 24}, ar_head:")
+    assert load_config(write(tmp_path, ok))["schedules"][0]["ar_head"] == "leech_factorized"
+    with pytest.raises(ConfigError, match="prologue tokens need the softmax head"):
+        load_config(write(tmp_path, ok + "ar: {prologue: {num_tokens: 2}}\n"))

@@ -9,7 +9,6 @@ from vcq.quantizers.leech import (
     leech_shell,
     nearest_code,
     shape_slices,
-    z_loss,
 )
 
 
@@ -79,12 +78,21 @@ def test_quantizer_prefix_and_straight_through():
         q(torch.randn(1, 3, 16))
 
 
-def test_factorized_head_roundtrip_and_z_loss():
-    codes = leech_codebook()
-    idx = torch.tensor([0, 1104, 98256, 196559])
-    labels = FactorizedLeechHead.labels(codes, idx)
-    assert labels.min() >= 0 and labels.max() <= 8
-    assert torch.equal(FactorizedLeechHead.to_index(labels, codes), idx)
-    assert FactorizedLeechHead(8)(torch.randn(2, 8)).shape == (2, 24, 9)
-    logits = torch.zeros(2, 10)
-    assert torch.isclose(z_loss(logits, 1e-4), torch.tensor(1e-4) * torch.log(torch.tensor(10.0)) ** 2)
+def test_factorized_head_scores_every_code_by_the_sum_of_its_coordinate_log_probs():
+    codes = leech_codebook(["4^2"])
+    head = FactorizedLeechHead(8, len(codes))
+    head.set_codes(codes)
+    labels = head.code_labels.long()
+    assert labels.min() == 0 and labels.max() == 8 and torch.equal(labels, FactorizedLeechHead.labels(codes, torch.arange(1104)))
+    logits = torch.randn(2, 3, 24, 9)
+    lp = logits.log_softmax(-1)
+    brute = lp[:, :, torch.arange(24), labels].sum(-1)  # (2, 3, 1104)
+    assert torch.allclose(head.log_probs(logits), brute, atol=1e-5)
+    tokens = torch.randint(0, 1104, (2, 3))
+    assert torch.allclose(head.cross_entropy(logits, tokens), -brute.gather(-1, tokens[..., None])[..., 0], atol=1e-5)
+    peaked = torch.full((24, 9), -20.0)
+    peaked[torch.arange(24), labels[777]] = 20.0
+    assert int(head.log_probs(peaked).argmax()) == 777
+    assert head(torch.randn(2, 8)).shape == (2, 24, 9)
+    with pytest.raises(ValueError, match="does not match vocab"):
+        head.set_codes(codes[:10])

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from vcq.ar import load_ar
@@ -76,3 +77,21 @@ def test_learns_below_unigram_entropy(tmp_path):
 def test_help():
     r = subprocess.run([sys.executable, "pipeline_steps/train_ar.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "--val-tokens" in r.stdout
+
+
+def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(tmp_path):
+    from vcq.quantizers.leech import FactorizedLeechHead, leech_codebook
+
+    cfg = config(tmp_path, 4)
+    spec = yaml.safe_load(cfg.read_text())
+    spec["schedules"][0].update(quantizer={"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}, ar_head="leech_factorized")
+    cfg.write_text(yaml.safe_dump(spec))
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt")
+    assert losses(tmp_path / "a" / "final.pt") == losses(tmp_path / "b" / "final.pt")
+    model, extra = load_ar(tmp_path / "a" / "final.pt")
+    codes = leech_codebook(["4^2"])[:K]
+    assert model.cfg.head == "leech_factorized"
+    assert torch.equal(model.output.code_labels.long(), FactorizedLeechHead.labels(codes, torch.arange(K)))
+    assert np.isfinite(extra["val_loss_nats"])

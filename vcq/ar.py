@@ -9,6 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vcq.quantizers.leech import FactorizedLeechHead
+
+HEADS = ("softmax", "leech_factorized")
+
 
 @dataclass
 class ARConfig:
@@ -25,6 +29,11 @@ class ARConfig:
     token_dropout: float = 0.1
     class_dropout: float = 0.1
     rope_base: float = 10000.0
+    head: str = "softmax"  # or leech_factorized: 24 nine-way classifiers over Λ24 code coordinates
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown AR head {self.head!r}; expected one of {HEADS}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ARConfig":
@@ -148,7 +157,10 @@ class ARModel(nn.Module):
         self.tok_drop = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.head == "leech_factorized":
+            self.output = FactorizedLeechHead(cfg.dim, cfg.vocab_size)
+        else:
+            self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # room for class token + prologue tokens; extended lazily if a longer prefix arrives
         cos, sin = rope_tables(cfg.dim // cfg.n_head, cfg.seq_len + 1, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -190,7 +202,10 @@ class ARModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward_embeds(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Run the trunk on input embeddings (continuing `cache` if given); return logits."""
+        """Run the trunk on input embeddings (continuing `cache` if given); return the head's logits.
+
+        Those are (B, T, V) for the softmax head and (B, T, 24, 9) for the factorised Leech head.
+        """
         start = cache.pos if cache is not None else 0
         cos, sin = self._rope(start, x.shape[1])
         for i, layer in enumerate(self.layers):
@@ -208,12 +223,29 @@ class ARModel(nn.Module):
         p = 0 if prefix_embeds is None else prefix_embeds.shape[1]
         return logits[:, p:]
 
+    def vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next-token scores over the vocabulary: the head's logits, or the factorised joint log-probs."""
+        return logits if self.cfg.head == "softmax" else self.output.log_probs(logits)
+
+    def position_ce(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy (B, L) in nats of the head's logits against `tokens`."""
+        if self.cfg.head == "softmax":
+            return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        return self.output.cross_entropy(logits, tokens)
+
     def new_cache(self, batch: int, extra: int = 0) -> KVCache:
         """Empty KV cache for `batch` sequences of up to 1 + extra + seq_len positions."""
         p = next(self.parameters())
         hd = self.cfg.dim // self.cfg.n_head
         return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.cfg.seq_len + 1 + extra, hd,
                        p.device, p.dtype)
+
+
+def z_loss(logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """Auxiliary z-loss weight·mean(logsumexp(logits)²) that keeps large-vocabulary logits bounded."""
+    if weight == 0:
+        return logits.new_zeros(())
+    return weight * torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
 
 def param_breakdown(model: nn.Module) -> dict[str, int]:

@@ -172,6 +172,15 @@ def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dic
         if s["quantizer"]:
             validate(tokenizer_config(cfg, s["name"])["quantizer"], quantizer_schema,
                      where=f"{path}: schedules.{i}.quantizer")
+    for i, s in enumerate(cfg["schedules"]):
+        if s["ar_head"] == "leech_factorized":
+            kind = tokenizer_config(cfg, s["name"])["quantizer"]["kind"]
+            if kind != "leech":
+                raise ConfigError(f"{path}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
+                                  f"leech (schedule '{s['name']}' uses {kind})")
+            if cfg["ar"]["prologue"]["num_tokens"]:
+                raise ConfigError(f"{path}: schedules.{i}.ar_head: prologue tokens need the softmax head "
+                                  "(set ar.prologue.num_tokens: 0 or ar_head: softmax)")
     cfg["_config_path"] = str(path)
     return cfg
 

@@ -56,6 +56,9 @@ class ARWithPrologue(nn.Module):
 
     def __init__(self, ar: ARModel, prologue: PrologueEncoder) -> None:
         super().__init__()
+        if ar.cfg.head != "softmax":
+            raise ValueError(f"prologue tokens need the softmax AR head (got {ar.cfg.head!r}): "
+                             "their ids are scored by the first Kp output logits")
         if prologue.codebook_size > ar.cfg.vocab_size:
             raise ValueError(f"prologue codebook {prologue.codebook_size} exceeds the AR vocabulary "
                              f"{ar.cfg.vocab_size} (prologue ids share the output head)")

@@ -148,19 +148,20 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
 
     n = cfg["report"]["n_images"]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    measured = False
     for name in schedule_names(cfg):
         sizes = codebook_sizes_for(cfg, name)
         budget = np.maximum(schedules.remaining_budget(sizes, n)[:-1], 0.0)
         line, = ax_a.plot(np.minimum(np.log2(sizes), budget)[:17], label=f"{name} (theory)")
         csv = (entropy_csvs or {}).get(name)
         if csv and Path(csv).exists():
-            ent = pd.read_csv(csv)
+            ent, measured = pd.read_csv(csv), True
             ax_a.plot(ent["t"][:17], ent["cond_entropy_bits"][:17], "--", color=line.get_color(),
                       label=f"{name} (measured H)")
         ax_b.plot(sizes, label=name)
     ax_a.axhline(0, color="grey", lw=0.8)
     ax_a.set(xlabel="position t", ylabel="bits",
-             title="(a) H(x_t | x_<t): bound min(log2 K_t, log2 N − I(t)) and measured")
+             title="(a) H(x_t | x_<t): ideal min(log2 K_t, log2 N − I(t))" + (" and measured" if measured else ""))
     ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=8)

@@ -86,7 +86,7 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
     lab = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
     pre = None if prefix_embeds is None else (torch.cat([prefix_embeds] * 2) if guided else prefix_embeds)
     cache = model.new_cache(lab.shape[0], extra=n_pro + (0 if pre is None else pre.shape[1]))
-    logits = model.forward_embeds(model.embed(lab, None, pre), cache)[:, -1]
+    logits = model.vocab_logits(model.forward_embeds(model.embed(lab, None, pre), cache)[:, -1])
     out = torch.empty(b, L, dtype=torch.long, device=labels.device)
     for t in range(L):
         if guided:
@@ -99,7 +99,7 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
         if t + 1 < L:
             step = torch.cat([nxt, nxt]) if guided else nxt
             x = prologue.embed_ids(step) if t < n_pro else model.embed(None, step)
-            logits = model.forward_embeds(x, cache)[:, -1]
+            logits = model.vocab_logits(model.forward_embeds(x, cache)[:, -1])
     return out[:, n_pro:]
 
 

@@ -128,29 +128,44 @@ class LeechQuantizer(Quantizer):
         return self.codes
 
 
-def z_loss(logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """Auxiliary z-loss weight·mean(logsumexp(logits)²) that keeps large-vocabulary logits bounded."""
-    return weight * torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
-
-
 class FactorizedLeechHead(nn.Module):
-    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4}."""
+    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq. 12).
 
-    def __init__(self, dim: int) -> None:
+    The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
+    keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
+    """
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, 24 * 9)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits (..., 24, 9) from hidden states (..., dim)."""
-        return self.proj(h).unflatten(-1, (24, 9))
+        # saved with the weights so a checkpoint samples without rebuilding the tokenizer's codebook
+        self.register_buffer("code_labels", torch.zeros(vocab_size, 24, dtype=torch.uint8))
 
     @staticmethod
     def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
         return (codes[indices] * 32**0.5).round().long() + 4
 
-    @staticmethod
-    def to_index(coord_labels: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Snap sampled labels (N, 24) to the nearest valid code index (by inner product)."""
-        v = F.normalize(coord_labels.float() - 4, dim=-1)
-        return nearest_code(v, codes)
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook the tokens index."""
+        if codes.shape != (self.code_labels.shape[0], 24):
+            raise ValueError(f"codebook {tuple(codes.shape)} does not match vocab {self.code_labels.shape[0]} x 24")
+        self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 24, 9) from hidden states (..., dim)."""
+        return self.proj(h).unflatten(-1, (24, 9))
+
+    def cross_entropy(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """−log p(code) per token (...): the sum of the 24 coordinate cross-entropies."""
+        target = self.code_labels[tokens].long()
+        return -logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability (..., vocab_size) of every code from coordinate logits (..., 24, 9)."""
+        lead = logits.shape[:-2]
+        flat = logits.float().log_softmax(-1).reshape(-1, 24 * 9)
+        cols = self.code_labels.long() + 9 * torch.arange(24, device=logits.device)
+        # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
+        joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
+        return joint.T.reshape(*lead, -1)
