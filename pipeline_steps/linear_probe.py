@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import h5py
 import numpy as np
 import torch
@@ -9,42 +11,18 @@ import torch
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import write_json
 from vcq.metrics.probe import code_features, train_probe
-from vcq.prologue import PrologueEncoder
+from vcq.prologue import prologue_features, prologue_from_extra
+from vcq.training import init_distributed
 
 
-def load_prologue(ar_path: str) -> PrologueEncoder | None:
-    """The prologue encoder saved with an AR checkpoint, or None if it has none."""
-    extra = torch.load(ar_path, map_location="cpu", weights_only=False)["extra"]
-    if "prologue" not in extra:
-        return None
-    enc = PrologueEncoder(**extra["prologue"]["config"]).eval()
-    enc.load_state_dict(extra["prologue"]["state_dict"])
-    return enc
-
-
-@torch.no_grad()
-def prologue_features(enc: PrologueEncoder, tokens: np.ndarray, batch: int = 4096) -> torch.Tensor:
-    """Flattened prologue code vectors (M, P * width) of visual token rows (M, L)."""
-    out = []
-    for i in range(0, len(tokens), batch):
-        ids, _ = enc(torch.as_tensor(tokens[i:i + batch].astype(np.int64)))
-        out.append(enc.codes()[ids].flatten(1))
-    return torch.cat(out)
-
-
-def _read_tokens(path: str, views: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(tokens (M, L), labels (M,), num_classes) from a token store; views: all | first."""
+def _read_tokens(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(tokens (N, V, L), labels (N,), num_classes) of a token store, read whole (ids only, not features)."""
     with h5py.File(path, "r") as f:
-        tokens, labels = f["tokens"][:], f["labels"][:]
-        num_classes = int(f.attrs["num_classes"])
-    if views == "first":
-        tokens = tokens[:, :1]
-    n, v, length = tokens.shape
-    return tokens.reshape(n * v, length), np.repeat(labels, v), num_classes
+        return f["tokens"][:], f["labels"][:], int(f.attrs["num_classes"])
 
 
 def main() -> None:
-    """Parse flags, build features for every k, train the probes, write the JSON atomically."""
+    """Parse flags, train one probe per feature set, write the JSON atomically."""
     parser = step_parser(__doc__)
     parser.add_argument("--tokenizer", required=True, help="tokenizer final.pt")
     parser.add_argument("--train-tokens", required=True, help="train.h5 token store")
@@ -57,23 +35,28 @@ def main() -> None:
     log = setup_logging(args.log)
     cfg = load_step_config(args)
     pcfg = cfg["probe"]
+    device = init_distributed(cfg["device"]).device
     from vcq.tokenizer import load_tokenizer
 
-    codebook = load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().cpu().float()
-    tr, ytr, num_classes = _read_tokens(args.train_tokens, pcfg["train_views"])
-    va, yva, _ = _read_tokens(args.val_tokens, "first")
+    codebook = load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().float().to(device)
+    tr, ytr, num_classes = _read_tokens(args.train_tokens)
+    va, yva, _ = _read_tokens(args.val_tokens)
+    va = va[:, 0]
+
+    def probe(featurize) -> dict:
+        return train_probe(featurize, tr, ytr, va, yva, num_classes, pcfg, seed=cfg["seed"], device=device)
+
     rows = []
     for k in pcfg["k"]:
-        k_eff = tr.shape[1] if k is None else k
-        res = train_probe(code_features(tr, codebook, k_eff), torch.as_tensor(ytr),
-                          code_features(va, codebook, k_eff), torch.as_tensor(yva),
-                          num_classes, pcfg, seed=cfg["seed"])
+        k_eff = tr.shape[2] if k is None else k
+        res = probe(partial(code_features, codebook=codebook, k=k_eff))
         log.info("k=%d top1 %.2f top5 %.2f", k_eff, res["top1"], res["top5"])
         rows.append({"features": "codes", "k": k_eff, **res})
-    prologue = load_prologue(args.ar) if args.ar else None
+    prologue = None
+    if args.ar:
+        prologue = prologue_from_extra(torch.load(args.ar, map_location="cpu", weights_only=False)["extra"], device)
     if prologue is not None:
-        res = train_probe(prologue_features(prologue, tr), torch.as_tensor(ytr), prologue_features(prologue, va),
-                          torch.as_tensor(yva), num_classes, pcfg, seed=cfg["seed"])
+        res = probe(partial(prologue_features, prologue))
         log.info("prologue (%d tokens) top1 %.2f top5 %.2f", prologue.num_tokens, res["top1"], res["top5"])
         rows.append({"features": "prologue", "k": prologue.num_tokens, **res})
     write_json(args.out, {"rows": rows, "features": "codes: quantized code vectors of the first k tokens; "

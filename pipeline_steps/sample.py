@@ -10,9 +10,9 @@ import torch
 from vcq.ar import load_ar
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import atomic_path
-from vcq.prologue import PrologueEncoder
+from vcq.prologue import prologue_from_extra
 from vcq.sampling import find_preset, generate
-from vcq.training import progress
+from vcq.training import init_distributed, progress
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -57,17 +57,14 @@ def main() -> None:
     sc = cfg["sampling"]
     preset = find_preset(sc, args.preset)
     log = setup_logging()
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
+    device = init_distributed(cfg["device"]).device
 
     from vcq.tokenizer import load_tokenizer
 
     model, extra = load_ar(args.ar, map_location=device)
     tok = load_tokenizer(args.tokenizer, map_location=device).eval()
     k_sizes = np.asarray(extra["k_sizes"])
-    prologue = None
-    if "prologue" in extra:
-        prologue = PrologueEncoder(**extra["prologue"]["config"]).to(device).eval()
-        prologue.load_state_dict(extra["prologue"]["state_dict"])
+    prologue = prologue_from_extra(extra, device)
     out = Path(args.out)
     chunk_dir = out.with_suffix(".chunks")
     chunk_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,22 @@ class PrologueEncoder(nn.Module):
         return self.to_ar(self.codes()[ids])
 
 
+def prologue_from_extra(extra: dict, device: torch.device | str = "cpu") -> PrologueEncoder | None:
+    """The prologue encoder stored in an AR checkpoint's `extra` (eval mode), or None without one."""
+    if "prologue" not in extra:
+        return None
+    enc = PrologueEncoder(**extra["prologue"]["config"])
+    enc.load_state_dict(extra["prologue"]["state_dict"])
+    return enc.to(device).eval()
+
+
+@torch.no_grad()
+def prologue_features(enc: PrologueEncoder, tokens: torch.Tensor) -> torch.Tensor:
+    """Flattened prologue code vectors (B, P * width) of visual token rows (B, L)."""
+    ids, _ = enc(tokens)
+    return enc.codes()[ids].flatten(1)
+
+
 class ARWithPrologue(nn.Module):
     """The AR model over [class, prologue, visual]; one module so DDP and checkpoints see both."""
 
