@@ -28,6 +28,8 @@ def main() -> None:
                         help="work/{exp}/tokenizer/<schedule>/log.jsonl (named by parent folder)")
     parser.add_argument("--ar-log", nargs="*", default=[],
                         help="work/{exp}/ar/<schedule>/train_log.jsonl (named by parent folder)")
+    parser.add_argument("--recon", nargs="*", default=[],
+                        help="results/{exp}/recon/<schedule>.json (codebook usage per position)")
     parser.add_argument("--only-theory", action="store_true",
                         help="only Fig. 2 from the config (theoretical budget and K_t), no run files")
     args = parser.parse_args()
@@ -44,6 +46,8 @@ def main() -> None:
     if args.position_loss:
         written += report.plot_lines(_stems(args.position_loss), "t", ["train_loss", "val_loss"],
                                      out / "position_loss", "position t", "cross-entropy (nats)")
+    if args.recon:
+        written += report.plot_usage(_stems(args.recon), out / "codebook_usage")
     for npz in map(Path, args.samples):
         written.append(report.sample_grid(npz, out / f"samples_{npz.parent.name}_{npz.stem}.png"))
     if args.tokenizer_log:

@@ -88,6 +88,14 @@ def test_schedule_figure_written(tmp_path):
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
 
 
+def test_usage_figure_reads_recon_json(tmp_path):
+    recon = tmp_path / "cosine.json"
+    usage = [{"t": t, "k_t": 2 ** (t + 1), "used": t + 1, "utilization": (t + 1) / 2 ** (t + 1)} for t in range(6)]
+    recon.write_text(json.dumps({"usage_per_position": usage}))
+    paths = report.plot_usage({"cosine": str(recon)}, tmp_path / "usage")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
 def test_probe_and_guidance_tables(tmp_path):
     probe = tmp_path / "cosine.json"
     probe.write_text(json.dumps({"rows": [{"k": 10, "top1": 0.1, "top5": 0.3}], "features": "x"}))

@@ -190,6 +190,26 @@ def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Pa
     return _save(fig, out_stem)
 
 
+def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path) -> list[Path]:
+    """Codebook usage per position from eval_recon JSONs: (a) codes used vs K_t, (b) used / K_t."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for name, path in recon_jsons.items():
+        usage = pd.DataFrame(read_json(path)["usage_per_position"])
+        line, = ax_a.plot(usage["t"], usage["used"], label=f"{name} used")
+        ax_a.plot(usage["t"], usage["k_t"], ":", color=line.get_color(), label=f"{name} $K_t$")
+        ax_b.plot(usage["t"], usage["utilization"], label=name)
+    ax_a.set(xlabel="position t", ylabel="codes", yscale="log", title="(a) codes used on val vs available")
+    ax_b.set(xlabel="position t", ylabel="used / $K_t$", ylim=(0, 1.05), title="(b) codebook utilisation")
+    for ax in (ax_a, ax_b):
+        ax.legend(fontsize=7)
+    return _save(fig, out_stem)
+
+
 def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, rows: int = 8) -> Path:
     """A PNG grid of the first `per_row` samples of each class (first `rows` classes)."""
     from PIL import Image

@@ -100,7 +100,7 @@ def per_schedule(pattern):
 TABLES = ["table2", "table4", "table6", "table8_9"]
 THEORY_TABLES = ["table1", "table2_theory"] + (["table2_reference"] if CFG["report"]["reference_configs"] else [])
 THEORY_FIGURES = ["fig2_theory"] + (["fig2_theory_reference"] if CFG["report"]["reference_configs"] else [])
-FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves"]
+FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "codebook_usage"]
 
 
 def final_outputs():

@@ -25,6 +25,7 @@ rule figures:
     input:
         entropy=per_schedule(f"{R}/entropy/{{schedule}}.csv"),
         position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
+        recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
         tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
         ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
         samples=per_pair(f"{W}/samples/{{schedule}}/{{preset}}.npz"),
@@ -40,5 +41,5 @@ rule figures:
         **rule_resources("figures"),
     shell:
         "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
-        "--position-loss {input.position_loss} --samples {input.samples} "
+        "--position-loss {input.position_loss} --recon {input.recon} --samples {input.samples} "
         "--tokenizer-log {input.tokenizer_log} --ar-log {input.ar_log} > {log} 2>&1"
