@@ -46,3 +46,18 @@ def test_imagenet_dag_lists_the_whole_paper_pipeline():
 def test_demo_dag_generates_its_data_and_demo_features():
     counts = dry_run("config/default.yaml", "local")
     assert counts["make_dataset"] == 1 and counts["train_feature_net"] == 1 and counts["theory"] == 1
+
+
+@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+def test_resume_state_is_never_a_rule_output():
+    # Snakemake deletes the outputs of an interrupted job before rerunning it: checkpoints, metrics
+    # logs and partial token files must not be outputs, or a resumed run would lose them
+    cmd = [SNAKEMAKE, "-n", "--forceall", "--profile", "workflow/profiles/local",
+           "--configfile", "config/default.yaml"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    outputs = [p.strip() for line in out.stdout.splitlines() if line.strip().startswith("output:")
+               for p in line.split(":", 1)[1].split(",")]
+    assert any(p.endswith("/ar/cosine/final.pt") for p in outputs)
+    resume_state = [p for p in outputs if re.search(r"(last\.pt|\.jsonl|\.partial|\.chunks)$", p)]
+    assert resume_state == []

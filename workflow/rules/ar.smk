@@ -6,8 +6,8 @@ rule train_ar:
         train=f"{W}/tokens/{{schedule}}/train.h5",
         val=f"{W}/tokens/{{schedule}}/val.h5",
     output:
+        # train_log.jsonl beside final.pt is not an output, so a rerun of a killed job keeps it
         model=f"{W}/ar/{{schedule}}/final.pt",
-        log=f"{W}/ar/{{schedule}}/train_log.jsonl",
         position_loss=f"{R}/ar/{{schedule}}_position_loss.csv",
     log:
         f"{W}/logs/train_ar_{{schedule}}.log",

@@ -26,8 +26,8 @@ rule figures:
         entropy=per_schedule(f"{R}/entropy/{{schedule}}.csv"),
         position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
         recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
-        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
-        ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
+        tokenizer=per_schedule(f"{W}/tokenizer/{{schedule}}/final.pt"),
+        ar=per_schedule(f"{W}/ar/{{schedule}}/final.pt"),
         samples=per_pair(f"{W}/samples/{{schedule}}/{{preset}}.npz"),
     output:
         curves=report(
@@ -37,9 +37,13 @@ rule figures:
         samples=report(per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png"), category="Samples"),
     log:
         f"{W}/logs/figures.log",
+    params:
+        # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
+        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
+        ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
     resources:
         **rule_resources("figures"),
     shell:
         "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
         "--position-loss {input.position_loss} --recon {input.recon} --samples {input.samples} "
-        "--tokenizer-log {input.tokenizer_log} --ar-log {input.ar_log} > {log} 2>&1"
+        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} > {log} 2>&1"

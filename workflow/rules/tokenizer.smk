@@ -5,8 +5,9 @@ rule train_tokenizer:
     input:
         dataset_ready(),
     output:
+        # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
+        # (log.jsonl beside it) must survive so a resumed run continues it from last.pt
         model=f"{W}/tokenizer/{{schedule}}/final.pt",
-        log=f"{W}/tokenizer/{{schedule}}/log.jsonl",
     log:
         f"{W}/logs/train_tokenizer_{{schedule}}.log",
     resources:
