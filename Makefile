@@ -8,7 +8,7 @@ CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench dryrun-imagenet report clean
+.PHONY: setup demo test test-all bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 dryrun-imagenet: $(STAMP)  ## print the paper-scale DAG (no data needed)
 	$(BIN)/snakemake -n --profile workflow/profiles/slurm --configfile config/imagenet/base.yaml
+
+unlock: $(STAMP)  ## remove the lock a killed run leaves (then `make demo` resumes)
+	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --unlock
 
 report: $(STAMP)
 	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --report results/report.html
