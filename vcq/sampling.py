@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from vcq.ar import ARModel
+from vcq.prologue import PrologueEncoder
 
 GUIDANCE = ("none", "constant", "power-cosine", "codebook-aware")
 
@@ -63,11 +64,10 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 @torch.no_grad()
 def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: dict,
-             generator: torch.Generator | None = None,
-             prefix_embeds: torch.Tensor | None = None, prologue=None) -> torch.Tensor:
+             generator: torch.Generator | None = None, prologue: PrologueEncoder | None = None) -> torch.Tensor:
     """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided.
 
-    With a `prologue` (vcq.prologue.PrologueEncoder) its P tokens are sampled first, restricted to
+    With a `prologue` its P tokens are sampled first, restricted to
     its Kp codes, guided with the base scale and fed back through its codebook; only the L visual
     tokens are returned.
     """
@@ -84,9 +84,8 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
     temp, top_k, top_p = preset.get("temperature", 1.0), preset.get("top_k", 0), preset.get("top_p", 1.0)
     restrict = preset.get("restrict_to_kt", True)
     lab = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
-    pre = None if prefix_embeds is None else (torch.cat([prefix_embeds] * 2) if guided else prefix_embeds)
-    cache = model.new_cache(lab.shape[0], extra=n_pro + (0 if pre is None else pre.shape[1]))
-    logits = model.vocab_logits(model.forward_embeds(model.embed(lab, None, pre), cache)[:, -1])
+    cache = model.new_cache(lab.shape[0], extra=n_pro)
+    logits = model.vocab_logits(model.forward_embeds(model.embed(lab, None), cache)[:, -1])
     out = torch.empty(b, L, dtype=torch.long, device=labels.device)
     for t in range(L):
         if guided:
