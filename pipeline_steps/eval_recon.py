@@ -5,25 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, eval_transform
 from vcq.io import atomic_path, write_json
 from vcq.metrics.fid import rfid as metrics_rfid
-from vcq.metrics.recon import ReconStats
+from vcq.metrics.recon import reconstruct
 from vcq.tokenizer import load_tokenizer
-from vcq.training import init_distributed, progress
+from vcq.training import init_distributed
 
 
 def val_images(root: Path, size: int) -> ImageFolderDataset:
     """Val images, resized and centre-cropped to `size`, in [-1, 1] (corrupt files skipped)."""
     return ImageFolderDataset(root, transform=eval_transform(size))
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] NCHW → uint8 NHWC."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
@@ -36,26 +30,6 @@ def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
     rows = np.concatenate([np.concatenate(list(originals), 1), np.concatenate(list(recons), 1)], 0)
     with atomic_path(path) as tmp:
         plt.imsave(tmp, rows, format="png")
-
-
-@torch.no_grad()
-def evaluate(model, dataset, batch_size: int, device: torch.device, recon_out: np.ndarray, orig_out: np.ndarray):
-    """ReconStats result; uint8 NHWC originals and reconstructions go into the memory-mapped outputs."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    mean = torch.zeros(3)
-    for x, _ in loader:
-        mean += x.mean(dim=(2, 3)).sum(0)
-    stats = ReconStats(torch.as_tensor(model.sizes), mean / len(dataset))
-    bar, row = progress(len(loader), desc="recon"), 0
-    for x, _ in loader:
-        idx, q = model.encode(x.to(device))
-        recon = model.decode(q)
-        stats.update(x, recon, idx)
-        recon_out[row:row + len(x)], orig_out[row:row + len(x)] = to_uint8(recon), to_uint8(x)
-        row += len(x)
-        bar.update(1)
-    bar.close()
-    return stats.result()
 
 
 def main() -> None:
@@ -80,7 +54,7 @@ def main() -> None:
     with atomic_path(args.npz) as rtmp, atomic_path(orig_path) as otmp:
         recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
         orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
-        result = evaluate(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
+        result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
         save_grid(args.grid or args.out.with_suffix(".png"), orig[:8], recon[:8])
         recon.flush(), orig.flush()
         del recon, orig

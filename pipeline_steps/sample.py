@@ -9,16 +9,11 @@ import torch
 
 from vcq.ar import load_ar
 from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path
 from vcq.prologue import prologue_from_extra
 from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def assemble_npz(chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int, zf: zipfile.ZipFile) -> None:
@@ -86,7 +81,7 @@ def main() -> None:
             y = torch.from_numpy(lab[s:s + sc["batch_size"]]).to(device)
             t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
             with torch.no_grad():
-                imgs.append(to_uint8(tok.decode_indices(t)))
+                imgs.append(to_uint8_nhwc(tok.decode_indices(t)))
             toks.append(t.cpu().numpy().astype(np.int32))
             bar.update(len(y))
         for f, arr in zip(files[::-1], (np.concatenate(toks), np.concatenate(imgs))):

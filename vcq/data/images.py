@@ -25,6 +25,12 @@ def to_tensor_pm1(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tenso
     return x.permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
+def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU (the inverse of to_tensor_pm1)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
 def train_transform(size: int, crop_scale: float = 1.125) -> Callable[[Image.Image], torch.Tensor]:
     """Random crop + horizontal flip (paper App. A): shorter side to crop_scale*size, crop size."""
     from torchvision import transforms

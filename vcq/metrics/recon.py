@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from vcq.data.images import to_uint8_nhwc
 from vcq.quantizers import usage_histogram, usage_stats
+from vcq.training import progress
 
 
 def psnr_sum(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
@@ -44,3 +47,28 @@ class ReconStats:
                 ))
             ],
         }
+
+
+@torch.no_grad()
+def reconstruct(model, dataset: torch.utils.data.Dataset, batch_size: int, device: torch.device,
+                recon_out: np.ndarray, orig_out: np.ndarray) -> dict:
+    """Encode and decode every image of `dataset` with a tokenizer; return the ReconStats result.
+
+    uint8 NHWC originals and reconstructions are written into `orig_out` / `recon_out` (memory-maps
+    at scale), for rFID. A first pass measures the data set's mean colour for the PSNR baseline.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    mean = torch.zeros(3)
+    for x, _ in loader:
+        mean += x.mean(dim=(2, 3)).sum(0)
+    stats = ReconStats(torch.as_tensor(model.sizes), mean / len(dataset))
+    bar, row = progress(len(loader), desc="recon"), 0
+    for x, _ in loader:
+        idx, q = model.encode(x.to(device))
+        recon = model.decode(q)
+        stats.update(x, recon, idx)
+        recon_out[row:row + len(x)], orig_out[row:row + len(x)] = to_uint8_nhwc(recon), to_uint8_nhwc(x)
+        row += len(x)
+        bar.update(1)
+    bar.close()
+    return stats.result()
