@@ -81,3 +81,18 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(tmp_path):
                    check=True, capture_output=True)
     rows = json.loads(out.read_text())["rows"]
     assert [r["features"] for r in rows] == ["codes", "prologue"] and rows[1]["k"] == 2
+
+
+def test_prologue_tokens_get_their_own_guidance_scale(monkeypatch):
+    import vcq.sampling as sampling
+
+    used = []
+    real = sampling.cfg_logits
+    monkeypatch.setattr(sampling, "cfg_logits", lambda c, u, s: used.append(s) or real(c, u, s))
+    net = tiny(p=2).eval()
+    preset = {"guidance": "constant", "scale": 3.0, "temperature": 1.0}
+    generate(net.ar, torch.arange(3), SIZES, {**preset, "prologue_scale": 0.5}, prologue=net.prologue)
+    assert used == [0.5, 0.5, 3.0, 3.0, 3.0, 3.0]
+    used.clear()
+    generate(net.ar, torch.arange(3), SIZES, preset, prologue=net.prologue)
+    assert used == [3.0] * 6

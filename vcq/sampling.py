@@ -68,15 +68,17 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
     """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided.
 
     With a `prologue` its P tokens are sampled first, restricted to
-    its Kp codes, guided with the base scale and fed back through its codebook; only the L visual
-    tokens are returned.
+    its Kp codes, guided with `prologue_scale` (default: the base scale) and fed back through its
+    codebook; only the L visual tokens are returned.
     """
     model.eval()
     scales = guidance_scales(preset["guidance"], preset.get("scale", 0.0), k_sizes, preset.get("power"))
     n_pro = prologue.num_tokens if prologue is not None else 0
     if n_pro:
-        # the prologue is a global summary: it gets the base scale, the visual schedule is unchanged
-        base = preset.get("scale", 0.0) if preset["guidance"] != "none" else 0.0
+        # the prologue is a global summary: one scale for all of it (default: the preset's base scale)
+        base = preset.get("prologue_scale")
+        base = preset.get("scale", 0.0) if base is None else base
+        base = base if preset["guidance"] != "none" else 0.0
         scales = np.concatenate([np.full(n_pro, base), scales])
         k_sizes = np.concatenate([np.full(n_pro, prologue.codebook_size), k_sizes])
     b, L = labels.shape[0], len(k_sizes)
