@@ -7,7 +7,9 @@ import yaml
 
 from vcq.config import ConfigError, codebook_sizes_for, load_config, tokenizer_config
 
-SHIPPED = ["config/default.yaml", "config/imagenet/base.yaml", "config/imagenet/large.yaml"]
+SHIPPED = sorted(str(p.relative_to(Path(__file__).resolve().parents[1]))
+                 for p in (Path(__file__).resolve().parents[1] / "config").rglob("*.yaml")
+                 if p.parent.name != "models" and p.name != "paper_numbers.yaml")
 
 
 def write(tmp_path: Path, text: str) -> Path:

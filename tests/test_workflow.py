@@ -61,3 +61,11 @@ def test_resume_state_is_never_a_rule_output():
     assert any(p.endswith("/ar/cosine/final.pt") for p in outputs)
     resume_state = [p for p in outputs if re.search(r"(last\.pt|\.jsonl|\.partial|\.chunks)$", p)]
     assert resume_state == []
+
+
+@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+def test_imagenet_quantizer_family_plans_one_row_per_method():
+    cfg = load_config("config/imagenet/quantizers.yaml")
+    counts = dry_run("config/imagenet/quantizers.yaml", "slurm")
+    assert counts["train_tokenizer"] == counts["train_ar"] == len(cfg["schedules"]) == 5
+    assert counts["sample"] == sum(len(presets_for(cfg["sampling"], s["name"])) for s in cfg["schedules"])
