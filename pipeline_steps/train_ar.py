@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.cli import load_step_config, setup_logging, step_parser
-from vcq.config import codebook_sizes_for, schedule, tokenizer_config
-from vcq.io import atomic_path, write_json
+from vcq.config import schedule
+from vcq.io import atomic_path, file_sha256, write_json
 from vcq.prologue import ARWithPrologue, PrologueEncoder
-from vcq.quantizers import build_quantizer
+from vcq.tokenizer import load_tokenizer
 
 
 def read_batch(f: h5py.File, idx: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +31,17 @@ def token_loss(model: ARModel, logits: torch.Tensor, tokens: torch.Tensor,
     """Mean loss for backward (CE + optional z-loss) and the per-position CE (L,) for logging."""
     ce = model.position_ce(logits, tokens)  # (B, L)
     return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
+
+
+def tokenizer_codebook(path: str | None, attrs: h5py.AttributeManager) -> torch.Tensor:
+    """The (K_max, D) code vectors of the tokenizer that encoded the token file (checked by hash)."""
+    if path is None:
+        raise SystemExit("this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
+                         "ar_head: leech_factorized): pass --tokenizer work/<experiment>/tokenizer/<schedule>/final.pt")
+    want = str(attrs.get("tokenizer_sha256", ""))
+    if want and file_sha256(path) != want:
+        raise SystemExit(f"--tokenizer {path} did not encode these tokens (their tokenizer sha256 is {want[:16]}...)")
+    return load_tokenizer(path).quantizer.codebook_vectors().detach().float().cpu()
 
 
 def unigram_entropy_nats(ds: h5py.Dataset, vocab: int, chunk: int = 4096) -> float:
@@ -67,6 +78,7 @@ def main() -> None:
     p.add_argument("--tokens", required=True, help="train token HDF5")
     p.add_argument("--val-tokens", required=True, help="val token HDF5")
     p.add_argument("--out", required=True, help="final model path (last.pt goes beside it)")
+    p.add_argument("--tokenizer", help="tokenizer final.pt; read only by models that need its code vectors")
     p.add_argument("--position-loss", help="CSV t,train_loss,val_loss (default results/{exp}/ar/)")
     p.add_argument("--stop-after", type=int, help="checkpoint and exit after this step (for tests)")
     args = p.parse_args()
@@ -81,10 +93,14 @@ def main() -> None:
 
     ftr, fva = h5py.File(args.tokens, "r"), h5py.File(args.val_tokens, "r")
     n, n_views, L = ftr["tokens"].shape
+    head = schedule(cfg, args.schedule)["ar_head"]
+    codebook = None
+    if cfg["ar"]["model"]["token_input"] == "codes" or head == "leech_factorized":
+        codebook = tokenizer_codebook(args.tokenizer, ftr.attrs)
     mcfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": int(ftr.attrs["k_max"]), "seq_len": L,
                                "num_classes": int(ftr.attrs["num_classes"]), "dropout": tc["dropout"],
                                "token_dropout": tc["token_dropout"], "class_dropout": tc["class_dropout"],
-                               "head": schedule(cfg, args.schedule)["ar_head"]})
+                               "head": head, "code_dim": 0 if codebook is None else codebook.shape[1]})
     micro, rem = divmod(tc["batch_size"], env.world_size * tc["grad_accum"])
     if rem or micro == 0:
         raise SystemExit(f"ar.train.batch_size {tc['batch_size']} not divisible by "
@@ -94,10 +110,8 @@ def main() -> None:
 
     torch.manual_seed(cfg["seed"] + env.rank)
     model = ARModel(mcfg)
-    if mcfg.head == "leech_factorized":  # the head scores codes by their coordinates: give it the codebook
-        quantizer = build_quantizer(tokenizer_config(cfg, args.schedule)["quantizer"],
-                                    codebook_sizes_for(cfg, args.schedule))
-        model.output.set_codes(quantizer.codebook_vectors())
+    if codebook is not None:
+        model.set_codebook(codebook)
     pcfg = {**cfg["ar"]["prologue"], "vocab": mcfg.vocab_size, "seq_len": L, "ar_dim": mcfg.dim}
     if pcfg["num_tokens"]:
         net = ARWithPrologue(model, PrologueEncoder(**pcfg)).to(env.device)

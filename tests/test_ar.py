@@ -99,3 +99,17 @@ def test_factorized_leech_head_trains_saves_and_samples_within_k_t(tmp_path):
     a = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
     b = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and bool((a < torch.as_tensor(sizes)).all())
+
+
+def test_code_vector_input_is_a_linear_map_of_the_stored_codes():
+    codes = torch.randn(32, 6)
+    codes[5] = codes[3]
+    m = tiny(token_input="codes", code_dim=6)
+    m.set_codebook(codes)
+    emb = m.embed(None, torch.tensor([[3, 5, 7]]))
+    assert torch.allclose(emb[0, 0], emb[0, 1]) and torch.allclose(emb[0, 2], m.tok_embeddings(codes[7]))
+    assert count_params(m.cfg)["tok_embeddings"] == 6 * 32 < count_params(tiny().cfg)["tok_embeddings"]
+    with pytest.raises(ValueError, match="needs code_dim"):
+        ARConfig(token_input="codes")
+    with pytest.raises(ValueError, match="codebook has 31 codes"):
+        m.set_codebook(codes[:31])

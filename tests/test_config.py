@@ -105,3 +105,10 @@ def test_factorized_leech_head_needs_a_leech_schedule_and_no_prologue(tmp_path):
     assert load_config(write(tmp_path, ok))["schedules"][0]["ar_head"] == "leech_factorized"
     with pytest.raises(ConfigError, match="prologue tokens need the softmax head"):
         load_config(write(tmp_path, ok + "ar: {prologue: {num_tokens: 2}}\n"))
+
+
+def test_a_named_model_can_be_overridden_key_by_key(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL + "ar: {model: {name: ar_tiny, token_input: codes}}\n"))
+    assert cfg["ar"]["model"]["dim"] == 32 and cfg["ar"]["model"]["token_input"] == "codes"
+    with pytest.raises(ConfigError, match="ar.model"):
+        load_config(write(tmp_path, MINIMAL + "ar: {model: {name: ar_tiny, token_input: rows}}\n"))

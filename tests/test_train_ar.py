@@ -79,19 +79,68 @@ def test_help():
     assert r.returncode == 0 and "--val-tokens" in r.stdout
 
 
-def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(tmp_path):
-    from vcq.quantizers.leech import FactorizedLeechHead, leech_codebook
+def write_tokenizer(tmp, quantizer):
+    """A tiny tokenizer checkpoint, recorded in the token files as the one that encoded them."""
+    from vcq.config import resolve_model
+    from vcq.io import file_sha256
+    from vcq.tokenizer import Tokenizer, save_tokenizer
 
-    cfg = config(tmp_path, 4)
+    torch.manual_seed(0)
+    tok = Tokenizer(resolve_model("tokenizer", "tokenizer_tiny"), L, quantizer, [K] * L)
+    path = tmp / "tok.pt"
+    save_tokenizer(path, tok, {})
+    for name, seed, n in (("train.h5", 0, 64), ("val.h5", 1, 32)):
+        write_tokens(tmp / name, n, seed)
+        with h5py.File(tmp / name, "r+") as f:
+            f.attrs["tokenizer_sha256"] = file_sha256(path)
+    return path, tok.quantizer.codebook_vectors().detach()
+
+
+def with_schedule_and_model(cfg, schedule=None, model=None):
     spec = yaml.safe_load(cfg.read_text())
-    spec["schedules"][0].update(quantizer={"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}, ar_head="leech_factorized")
+    spec["schedules"][0].update(schedule or {})
+    if model:
+        spec["ar"]["model"] = {**yaml.safe_load((ROOT / "config/models/ar_tiny.yaml").read_text()), **model}
     cfg.write_text(yaml.safe_dump(spec))
-    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
-    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
-    run(tmp_path, cfg, tmp_path / "b" / "final.pt")
+    return cfg
+
+
+def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(tmp_path):
+    from vcq.quantizers.leech import FactorizedLeechHead
+
+    leech = {"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}
+    cfg = with_schedule_and_model(config(tmp_path, 4), {"quantizer": leech, "ar_head": "leech_factorized"})
+    tok, codes = write_tokenizer(tmp_path, leech)
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt", "--tokenizer", str(tok))
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok), "--stop-after", "2")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok))
     assert losses(tmp_path / "a" / "final.pt") == losses(tmp_path / "b" / "final.pt")
     model, extra = load_ar(tmp_path / "a" / "final.pt")
-    codes = leech_codebook(["4^2"])[:K]
     assert model.cfg.head == "leech_factorized"
     assert torch.equal(model.output.code_labels.long(), FactorizedLeechHead.labels(codes, torch.arange(K)))
     assert np.isfinite(extra["val_loss_nats"])
+
+
+def test_code_vector_input_reads_the_tokenizer_codebook_and_resumes(tmp_path):
+    cfg = with_schedule_and_model(config(tmp_path, 4), model={"token_input": "codes"})
+    tok, codes = write_tokenizer(tmp_path, {"kind": "vcq", "code_dim": 8})
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt", "--tokenizer", str(tok))
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok), "--stop-after", "2")
+    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok))
+    assert losses(tmp_path / "a" / "final.pt") == losses(tmp_path / "b" / "final.pt")
+    model, _ = load_ar(tmp_path / "a" / "final.pt")
+    assert torch.equal(model.input_codes, codes) and model.tok_embeddings.weight.shape == (32, 8)
+
+
+def test_models_that_need_the_codebook_name_the_missing_or_wrong_tokenizer(tmp_path):
+    cfg = with_schedule_and_model(config(tmp_path, 2), model={"token_input": "codes"})
+    tok, _ = write_tokenizer(tmp_path, {"kind": "vcq", "code_dim": 8})
+    cmd = [sys.executable, "pipeline_steps/train_ar.py", "--config", str(cfg), "--schedule", "c",
+           "--tokens", str(tmp_path / "train.h5"), "--val-tokens", str(tmp_path / "val.h5"),
+           "--out", str(tmp_path / "x" / "final.pt")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "pass --tokenizer" in r.stderr
+    with h5py.File(tmp_path / "train.h5", "r+") as f:
+        f.attrs["tokenizer_sha256"] = "0" * 64
+    r = subprocess.run(cmd + ["--tokenizer", str(tok)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "did not encode these tokens" in r.stderr

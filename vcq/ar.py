@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vcq.quantizers.leech import FactorizedLeechHead
 
 HEADS = ("softmax", "leech_factorized")
+TOKEN_INPUTS = ("table", "codes")
 
 
 @dataclass
@@ -30,10 +31,16 @@ class ARConfig:
     class_dropout: float = 0.1
     rope_base: float = 10000.0
     head: str = "softmax"  # or leech_factorized: 24 nine-way classifiers over Λ24 code coordinates
+    token_input: str = "table"  # or codes: a linear map of the tokenizer's frozen code vectors
+    code_dim: int = 0  # code vector size, for token_input codes (set from the tokenizer)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"unknown AR head {self.head!r}; expected one of {HEADS}")
+        if self.token_input not in TOKEN_INPUTS:
+            raise ValueError(f"unknown token_input {self.token_input!r}; expected one of {TOKEN_INPUTS}")
+        if self.token_input == "codes" and self.code_dim <= 0:
+            raise ValueError("token_input codes needs code_dim > 0 (the tokenizer's code vector size)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ARConfig":
@@ -153,7 +160,12 @@ class ARModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.cls_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # last row = null class
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        if cfg.token_input == "codes":
+            # a K_max-row table is 151M parameters at Λ24's 196,560 codes; this is code_dim x dim
+            self.register_buffer("input_codes", torch.zeros(cfg.vocab_size, cfg.code_dim))
+            self.tok_embeddings = nn.Linear(cfg.code_dim, cfg.dim, bias=False)
+        else:
+            self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.tok_drop = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim)
@@ -198,7 +210,8 @@ class ARModel(nn.Module):
         if prefix_embeds is not None:
             parts.append(prefix_embeds)
         if tokens is not None and tokens.shape[1] > 0:
-            parts.append(self.tok_drop(self.tok_embeddings(tokens)))
+            ids = self.input_codes[tokens] if self.cfg.token_input == "codes" else tokens
+            parts.append(self.tok_drop(self.tok_embeddings(ids)))
         return torch.cat(parts, dim=1)
 
     def forward_embeds(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -222,6 +235,20 @@ class ARModel(nn.Module):
         logits = self.forward_embeds(x)
         p = 0 if prefix_embeds is None else prefix_embeds.shape[1]
         return logits[:, p:]
+
+    @property
+    def needs_codebook(self) -> bool:
+        """Whether the tokenizer's code vectors must be given (set_codebook) before training."""
+        return self.cfg.token_input == "codes" or self.cfg.head == "leech_factorized"
+
+    def set_codebook(self, codes: torch.Tensor) -> None:
+        """Store what the model needs of the tokenizer's (vocab_size, D) codebook; saved with the weights."""
+        if codes.shape[0] != self.cfg.vocab_size:
+            raise ValueError(f"codebook has {codes.shape[0]} codes, the AR vocabulary {self.cfg.vocab_size}")
+        if self.cfg.token_input == "codes":
+            self.input_codes.copy_(codes)
+        if self.cfg.head == "leech_factorized":
+            self.output.set_codes(codes)
 
     def vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Next-token scores over the vocabulary: the head's logits, or the factorised joint log-probs."""

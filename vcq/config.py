@@ -116,7 +116,8 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 
 def resolve_model(section: str, model: str | dict) -> dict:
-    """A model entry: a name of `config/models/NAME.yaml` or an inline mapping, validated."""
+    """A model entry, validated: a name of `config/models/NAME.yaml`, an inline mapping, or a mapping
+    whose `name` is a model file and whose other keys override it (e.g. `{name: ar_b, token_input: codes}`)."""
     if isinstance(model, str):
         path = MODELS_DIR / f"{model}.yaml"
         if not path.exists():
@@ -124,6 +125,8 @@ def resolve_model(section: str, model: str | dict) -> dict:
             raise ConfigError(f"{section}.model: no model file {path} (known: {known})")
         spec = _read_yaml(path) or {}
         spec.setdefault("name", model)
+    elif (MODELS_DIR / f"{model.get('name', '')}.yaml").exists():
+        spec = {**resolve_model(section, model["name"]), **copy.deepcopy(model)}
     else:
         spec = copy.deepcopy(model)
         spec.setdefault("name", "inline")

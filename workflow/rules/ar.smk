@@ -5,6 +5,7 @@ rule train_ar:
     input:
         train=f"{W}/tokens/{{schedule}}/train.h5",
         val=f"{W}/tokens/{{schedule}}/val.h5",
+        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
     output:
         # train_log.jsonl beside final.pt is not an output, so a rerun of a killed job keeps it
         model=f"{W}/ar/{{schedule}}/final.pt",
@@ -17,7 +18,7 @@ rule train_ar:
         launch=launcher("train_ar"),
     shell:
         "{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
-        "--tokens {input.train} --val-tokens {input.val} --out {output.model} "
+        "--tokens {input.train} --val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
         "--position-loss {output.position_loss} > {log} 2>&1"
 
 
