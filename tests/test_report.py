@@ -50,9 +50,9 @@ def test_table2_reads_measured_cliff(tmp_path):
     assert df.loc["cosine", "t_star_measured"] == 5
 
 
-def _gen(tmp_path, name, fid, guidance, label="FD (demo features)"):
+def _gen(tmp_path, name, fid, guidance, label="FD (demo features)", **preset):
     p = tmp_path / f"{name}.json"
-    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance}}))
+    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance, **preset}}))
     return str(p)
 
 
@@ -102,9 +102,11 @@ def test_probe_and_guidance_tables(tmp_path):
     t6 = report.table6({"cosine": str(probe), "power": str(tmp_path / "missing.json")})
     assert t6.to_dict("records") == [{"schedule": "cosine", "features": "codes", "k": 10, "top1": 0.1, "top5": 0.3}]
     gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
-            _gen(tmp_path, "c", 3.0, "codebook-aware")]
+            _gen(tmp_path, "c", 3.0, "codebook-aware", power=1.5), _gen(tmp_path, "d", 2.0, "codebook-aware"),
+            _gen(tmp_path, "e", 2.5, "codebook-aware", power=1.5, ramp_over="capacity")]
     t8 = report.table_guidance(["cosine"], {"cosine": gens}).iloc[0]
     assert t8["constant"] == 4.0 and t8["codebook-aware"] == 3.0 and "power-cosine" not in t8
+    assert t8["codebook-aware/eq4"] == 2.0 and t8["codebook-aware/capacity"] == 2.5
 
 
 def test_line_figures_and_sample_grid(tmp_path):

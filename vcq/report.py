@@ -94,14 +94,15 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
 
 
 def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
-    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware)."""
-    strategies = ("constant", "power-cosine", "codebook-aware")
+    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware readings)."""
+    from vcq.sampling import STRATEGIES as strategies, guidance_strategy
+
     rows = []
     for name in names:
         records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
         row = {"schedule": name}
         for g in strategies:
-            fids = [r["fid"] for r in records if r.get("preset", {}).get("guidance") == g]
+            fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["schedule", *strategies])
