@@ -2,10 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from vcq.ar import ARConfig, ARModel
 from vcq import schedules
-from vcq.sampling import (cfg_logits, expand_presets, filter_logits, generate, guidance_scales, guidance_strategy,
-                          power_cosine_ramp, presets_for)
+from vcq.ar import ARConfig, ARModel
+from vcq.sampling import (
+    cfg_logits,
+    expand_presets,
+    filter_logits,
+    generate,
+    guidance_scales,
+    guidance_strategy,
+    power_cosine_ramp,
+    presets_for,
+)
 
 K_VAR = np.array([4] * 4 + [8] * 4 + [16] * 4 + [32] * 4)
 K_CONST = np.full(16, 32)

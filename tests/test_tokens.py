@@ -6,7 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
-from vcq.data.tokens import FORMAT_VERSION, TokenWriter, merge_shards, open_tokens, partial_path, token_dtype
+from vcq.data.tokens import (
+    FORMAT_VERSION,
+    TokenWriter,
+    merge_shards,
+    open_tokens,
+    partial_path,
+    token_dtype,
+)
 from vcq.schedules import codebook_sizes
 
 SIZES = codebook_sizes("cosine", 4, 64, length=8)
