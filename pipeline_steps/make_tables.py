@@ -1,4 +1,4 @@
-"""Write the paper's Tables 1, 2 and 4 (CSV + Markdown + LaTeX) from the config and metric files."""
+"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the config and metric files."""
 
 from pathlib import Path
 
@@ -25,9 +25,21 @@ def main() -> None:
     parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
     parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
     parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only Table 5 (table5.*), from the results of the experiments listed in report.scaling")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     rep, out = cfg["report"], Path(args.out_dir)
+
+    if args.scaling:
+        if not rep["scaling"]:
+            parser.exit(1, f"error: {args.config}: report.scaling lists no rows for Table 5\n")
+        t5 = report.table5(rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None)
+        report.write_table(t5, out / "table5", [*report.footnotes(t5),
+                           "gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
+                           "w/o CFG: best unguided preset"])
+        log.info("Table 5 written to %s", out)
+        return
 
     if args.only_theory:
         report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])

@@ -1,4 +1,4 @@
-"""Paper tables (1, 2, 4) and schedule figures built from the config and the runs' metric files."""
+"""Paper tables (1, 2, 4, 5, 6, 8/9) and schedule figures built from the config and the runs' metric files."""
 
 from __future__ import annotations
 
@@ -74,6 +74,46 @@ def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
         })
     df = pd.DataFrame(rows)
     return df.rename(columns={"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"})
+
+
+TABLE5_METRICS = {"rfid": "r", "psnr": "psnr", "gfid": "g", "gfid_nocfg": "g_nocfg", "is": "is",
+                  "precision": "precision", "recall": "recall"}
+
+
+def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
+    """Table 5 (scaling): per Tok-AR row (`report.scaling`) the run's recon and best generation metrics.
+
+    Each row reads `results/<experiment>/recon/<schedule>.json` and `gen/<schedule>/*.json` of its
+    own config; gFID is the best guided preset (IS, precision, recall from that preset), gFID w/o
+    CFG the best unguided one. With `paper` (paper_numbers table5) a `(paper)` column follows each.
+    """
+    from vcq.config import load_config
+
+    out, label = [], "FID"
+    for spec in rows:
+        cfg = load_config(spec["config"])
+        res = Path(cfg["paths"]["results_dir"]) / cfg["experiment"]
+        name = spec["schedule"]
+        rec_path = res / "recon" / f"{name}.json"
+        rec = read_json(rec_path) if rec_path.exists() else {}
+        gens = sorted(str(p) for p in (res / "gen" / name).glob("*.json"))
+        best, plain = best_preset(gens, guided=True), best_preset(gens, guided=False)
+        label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
+        best = best or {}
+        out.append({
+            "row": spec["row"], "experiment": cfg["experiment"], "ar_model": cfg["ar"]["model"]["name"],
+            "r": rec.get("rfid", np.nan), "psnr": rec.get("psnr", np.nan),
+            "g": best.get("fid", np.nan), "g_nocfg": plain["fid"] if plain else np.nan,
+            "is": best.get("is_mean", np.nan), "precision": best.get("precision", np.nan),
+            "recall": best.get("recall", np.nan), "best_preset": best.get("preset", {}).get("name", ""),
+        })
+    df = pd.DataFrame(out, columns=["row", "experiment", "ar_model", *TABLE5_METRICS.values(), "best_preset"])
+    if paper is not None:
+        for key, col in TABLE5_METRICS.items():
+            values = [paper.get(r, {}).get(key, np.nan) for r in df["row"]]
+            df.insert(df.columns.get_loc(col) + 1, f"{col} (paper)", values)
+    names = {"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"}
+    return df.rename(columns=names | {f"{k} (paper)": f"{v} (paper)" for k, v in names.items()})
 
 
 def table6(probe: dict[str, str]) -> pd.DataFrame:
