@@ -51,14 +51,16 @@ def main() -> None:
             t2r = report.add_paper_columns(t2r, _paper(rep)["table2"],
                                            {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
             t2r = t2r.drop(columns="t_star_measured")  # nothing is measured for a reference config
+            paper = _paper(rep)
             report.write_table(t2r, out / "table2_reference", [
-                f"schedules of {', '.join(rep['reference_configs'])}",
-                f"t_star_theory: Eq. 2 for N = {ref['report']['n_images']:,}; the paper's t* (~4/~5/~6) is empirical"])
+                f"schedules of {', '.join(rep['reference_configs'])}; t_star_measured (paper) is the paper's printed t*",
+                *report.table2_notes(ref, None, paper["table2"], paper.get("fig2a_budget_bits"))])
         log.info("theory tables written to %s", out)
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
-    notes = report.footnotes(t2)
+    notes = report.footnotes(t2) + report.table2_notes(
+        cfg, cfg["entropy"]["threshold_bits"], paper and paper["table2"], paper and paper.get("fig2a_budget_bits"))
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)

@@ -197,3 +197,12 @@ def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
     df = pd.read_csv(tmp_path / "table5.csv")
     assert list(df.row) == list(PAPER["table5"]) and list(df["gFID (paper)"]) == [4.79, 2.75, 2.38, 2.73, 1.90, 1.71]
     assert "w/o CFG: best unguided preset" in (tmp_path / "table5.md").read_text()
+
+
+def test_table2_notes_state_threshold_and_where_printed_t_star_contradicts_eq2():
+    notes = report.table2_notes(imagenet_cfg(), 0.1, PAPER["table2"], PAPER["fig2a_budget_bits"])
+    assert any("stays below 0.1 bits" in n for n in notes)
+    contradicted = [n.split(":")[0] for n in notes if "contradicts Eq. 2" in n]
+    assert contradicted == ["cosine", "power", "cosine_large"]  # linear's ~4 and the constants' 2 agree
+    cosine = next(n for n in notes if n.startswith("cosine:"))
+    assert "Eq. 2: t* = 9" in cosine and "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine

@@ -48,6 +48,36 @@ def table2(cfg: dict, entropy_jsons: dict[str, str] | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None = None,
+                 fig2a_bits: float | None = None) -> list[str]:
+    """Table 2 footnotes: how t* is defined, and each schedule whose printed t* contradicts Eq. 2.
+
+    A printed t* below Eq. 2's t*_vcq is impossible for the full set: the first t tokens have at
+    most prod K_s = 2^I(t) distinct prefixes, fewer than N, so x_t cannot be determined by them.
+    """
+    from vcq.config import codebook_sizes_for
+
+    n = cfg["report"]["n_images"]
+    notes = [f"t_star_theory: Eq. 2, the first t with sum_(s<t) log2 K_s >= log2 N, N = {n:,}"]
+    if threshold_bits is not None:
+        notes.append(f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
+                     f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)")
+    for name in schedule_names(cfg):
+        printed = (paper_t2 or {}).get(name, {}).get("t_star")
+        sizes = codebook_sizes_for(cfg, name)
+        theory = schedules.cliff_position_vcq(sizes, n)
+        if printed is None or printed >= theory:
+            continue
+        bits = schedules.cumulative_information(sizes)[printed]
+        note = (f"{name}: the paper's t* ~{printed} contradicts Eq. 2: the first {printed} tokens have at "
+                f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}")
+        if fig2a_bits is not None:
+            small = round(2 ** fig2a_bits)
+            note += f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's ~{fig2a_bits:g}-bit budget, N = {small:,}"
+        notes.append(note + ")")
+    return notes
+
+
 def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
     """The generation-metrics record with the lowest FID among guided (or unguided) presets."""
     records = [read_json(p) for p in gen_jsons if Path(p).exists()]
