@@ -238,8 +238,10 @@ def parse_k_sizes(spec: str, length: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vcq.entropy TOKENS`: the entropy cliff of any tokenizer's token ids."""
+    script = Path(sys.argv[0]).name == "vcq-entropy"  # the console script of `pip install .`
     parser = argparse.ArgumentParser(
-        prog="python -m vcq.entropy", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="vcq-entropy" if script else "python -m vcq.entropy",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Measure H(x_t | x_<t) per position (exact plug-in over full prefixes), the "
                     "measured cliff t* and the theoretical curve log2 N - sum_{s<t} log2 K_s (Prop. 1, "
                     "Eq. 2) of an (N, L) array of token ids. Writes PREFIX.csv, PREFIX.json, PREFIX.png.")
