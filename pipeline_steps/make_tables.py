@@ -35,9 +35,9 @@ def main() -> None:
         if not rep["scaling"]:
             parser.exit(1, f"error: {args.config}: report.scaling lists no rows for Table 5\n")
         t5 = report.table5(rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None)
-        report.write_table(t5, out / "table5", [*report.footnotes(t5),
-                           "gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
-                           "w/o CFG: best unguided preset"])
+        how = ("gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
+               "w/o CFG: best unguided preset")
+        report.write_table(t5, out / "table5", [*report.footnotes(t5), how])
         log.info("Table 5 written to %s", out)
         return
 

@@ -12,7 +12,7 @@ from vcq.sampling import find_preset, presets_for
 def _table(doc: str, name: str) -> list[dict]:
     """Rows of the Markdown table between `<!-- name:begin -->` and `<!-- name:end -->`."""
     text = Path(doc).read_text()
-    block = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.S).group(1)
+    block = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.DOTALL).group(1)
     lines = [line.strip().strip("|").split("|") for line in block.strip().splitlines()]
     header = [h.strip() for h in lines[0]]
     return [dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]]

@@ -165,17 +165,17 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
 
 def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
     """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware readings)."""
-    from vcq.sampling import STRATEGIES as strategies, guidance_strategy
+    from vcq.sampling import STRATEGIES, guidance_strategy
 
     rows = []
     for name in names:
         records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
         row = {"schedule": name}
-        for g in strategies:
+        for g in STRATEGIES:
             fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["schedule", *strategies])
+    df = pd.DataFrame(rows, columns=["schedule", *STRATEGIES])
     return df.dropna(axis=1, how="all")  # a strategy no preset uses is not a missing result
 
 
