@@ -169,7 +169,9 @@ class InputError(ValueError):
     """A token file or codebook-size argument the CLI cannot use."""
 
 
-def load_tokens(path: str | Path, key: str | None = None, view: int | str = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def load_tokens(
+    path: str | Path, key: str | None = None, view: int | str = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, L) token ids and K_t (None unless the file records them) from .npy, .npz, .pt or a token store.
 
     A (N, V, L) array is read like a token store: one view, or every (image, view) pair with "all".
@@ -252,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
                         "store, else inferred as max id + 1 per position (a lower bound of the true K_t)")
     parser.add_argument("--key", default=None, help="array name inside a .npz or .pt dict (default: tokens, "
                         "arr_0, or the only one)")
-    parser.add_argument("--view", default="0", help="view of an (N, V, L) input, or 'all' (every image-view pair)")
+    parser.add_argument("--view", default="0",
+                        help="view of an (N, V, L) input, or 'all' (every image-view pair)")
     parser.add_argument("--n-images", type=int, default=None,
                         help="N for the theoretical curve (default: the number of sequences)")
     parser.add_argument("--threshold", type=float, default=0.1,
                         help="measured t*: first t from which H(x_s | x_<s) stays below this many bits")
     parser.add_argument("--max-rows", type=int, default=None, help="use only the first rows")
-    parser.add_argument("--out", default=None, help="output prefix (default: TOKENS without suffix + _entropy)")
+    parser.add_argument("--out", default=None,
+                        help="output prefix (default: TOKENS without suffix + _entropy)")
     args = parser.parse_args(argv)
     try:
         start = time.perf_counter()
@@ -289,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": round(time.perf_counter() - start, 2)}
     prefix = args.out or str(Path(args.tokens).with_suffix("")) + "_entropy"
     _write_outputs(prefix, rows, summary)
-    print(f"N = {summary['n_sequences']}, L = {length}, K_t {source}: t* measured {summary['t_star_measured']} "
-          f"(H < {args.threshold:g} bits from there on), theory {summary['t_star_theory']} -> {prefix}.{{csv,json,png}}")
+    print(f"N = {summary['n_sequences']}, L = {length}, K_t {source}: "
+          f"t* measured {summary['t_star_measured']} (H < {args.threshold:g} bits from there on), "
+          f"theory {summary['t_star_theory']} -> {prefix}.{{csv,json,png}}")
     return 0
 
 

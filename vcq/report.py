@@ -73,7 +73,8 @@ def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None 
                 f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}")
         if fig2a_bits is not None:
             small = round(2 ** fig2a_bits)
-            note += f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's ~{fig2a_bits:g}-bit budget, N = {small:,}"
+            note += (f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's "
+                     f"~{fig2a_bits:g}-bit budget, N = {small:,}")
         notes.append(note + ")")
     return notes
 

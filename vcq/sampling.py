@@ -61,7 +61,9 @@ def guidance_scales(guidance: str, scale: float, k_sizes: np.ndarray, power: flo
     return cfg_start + (scale - cfg_start) * shape
 
 
-STRATEGIES = ("constant", "power-cosine", "codebook-aware", "codebook-aware/capacity", "codebook-aware/eq4")
+# Table 8/9 columns: codebook-aware is the default (product) reading, the others are named.
+STRATEGIES = ("constant", "power-cosine", "codebook-aware", "codebook-aware/capacity",
+              "codebook-aware/eq4")
 
 
 def guidance_strategy(preset: dict) -> str:

@@ -15,7 +15,9 @@ def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
-def bsq_entropy_terms(u: torch.Tensor, tau: float, live: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def bsq_entropy_terms(
+    u: torch.Tensor, tau: float, live: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean per-sample entropy, codebook entropy) of the factorised soft assignment, u (N, d) unit.
 
     Per coordinate, q(+|u) = sigmoid(4·u_i / (τ·√d)) is the softmax over the two signs of
