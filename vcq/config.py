@@ -13,9 +13,11 @@ import yaml
 
 from vcq.schedules import codebook_sizes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
-MODELS_DIR = REPO_ROOT / "config" / "models"
+# package data, so that a plain (non-editable) install validates configs too; the checkout's
+# workflow/schemas and config/models are links to these folders
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_DIR = PACKAGE_DIR / "schemas"
+MODELS_DIR = PACKAGE_DIR / "model_configs"
 MODEL_SECTIONS = {"tokenizer": "tokenizer", "ar": "ar"}
 
 
