@@ -7,8 +7,8 @@ import yaml
 
 from vcq.config import ConfigError, codebook_sizes_for, load_config, tokenizer_config
 
-SHIPPED = sorted(str(p.relative_to(Path(__file__).resolve().parents[1]))
-                 for p in (Path(__file__).resolve().parents[1] / "config").rglob("*.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")
                  if p.parent.name != "models" and p.name != "paper_numbers.yaml")
 
 
@@ -23,14 +23,14 @@ MINIMAL = "experiment: t\nschedules: [{name: c, kind: cosine, k_min: 2, k_max: 6
 
 @pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_validate(path):
-    cfg = load_config(path)
+    cfg = load_config(ROOT / path)
     assert cfg["schedules"] and isinstance(cfg["tokenizer"]["model"], dict)
     for s in cfg["schedules"]:
         assert len(codebook_sizes_for(cfg, s["name"])) == cfg["tokenizer"]["num_tokens"]
 
 
 def test_imagenet_config_holds_the_papers_settings():
-    cfg = load_config("config/imagenet/base.yaml")
+    cfg = load_config(ROOT / "config/imagenet/base.yaml")
     assert cfg["tokenizer"]["model"]["name"] == "tokenizer_base" and cfg["ar"]["model"]["dim"] == 768
     assert cfg["ar"]["train"]["betas"] == [0.9, 0.96] and cfg["ar"]["train"]["weight_decay"] == 0.03
     assert cfg["tokenizer"]["train"]["warmup_steps"] == 13000 and cfg["tokenizer"]["num_tokens"] == 256

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,8 @@ import pytest
 from vcq.data.tokens import TokenWriter
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
 from vcq.schedules import codebook_sizes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 IMAGENET = 1281167
 
@@ -107,9 +110,10 @@ def test_measure_entropy_step_end_to_end(tmp_path):
     tokens = np.stack([rng.integers(0, k, size=(256, 2)) for k in k_sizes], axis=2).astype(np.uint16)
     _write_store(tmp_path / "t.h5", tokens, k_sizes)
     csv, js = tmp_path / "e.csv", tmp_path / "e.json"
+    # the default --config (config/default.yaml) is relative to the checkout
     subprocess.run([sys.executable, "pipeline_steps/measure_entropy.py", "--tokens", str(tmp_path / "t.h5"),
                     "--schedule", "s", "--out-csv", str(csv), "--out-json", str(js)], check=True,
-                   capture_output=True)
+                   cwd=ROOT, capture_output=True)
     df, summary = pd.read_csv(csv), json.loads(js.read_text())
     assert list(df.k_t) == k_sizes and df.cond_entropy_bits.iloc[0] == pytest.approx(2.0, abs=0.05)
     assert summary["t_star_theory"] == 3 and summary["n_sequences"] == 256  # 2 + 3 + 4 bits >= 8

@@ -1,5 +1,7 @@
 """Prologue tokens: trained only through the AR loss, sampled first, resumable like the AR model."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,6 @@ import torch.nn.functional as F
 from vcq.ar import ARConfig, ARModel, load_ar
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.sampling import generate
-from test_train_ar import config, losses, run
 
 SIZES = np.array([4, 8, 16, 16])
 
@@ -48,26 +49,28 @@ def test_generation_samples_the_prologue_first_and_returns_visual_tokens_within_
     assert bool((a < torch.as_tensor(SIZES)).all())
 
 
-def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(tmp_path):
-    cfg = config(tmp_path, 4)
+def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(train_ar_step, tmp_path):
+    step = train_ar_step
+    cfg = step.config(4)
     cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n"))
-    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
-    run(tmp_path, cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
-    run(tmp_path, cfg, tmp_path / "b" / "final.pt")
-    assert losses(tmp_path / "a" / "final.pt") == losses(tmp_path / "b" / "final.pt")
+    step.run(cfg, tmp_path / "a" / "final.pt")
+    step.run(cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
+    step.run(cfg, tmp_path / "b" / "final.pt")
+    assert step.losses(tmp_path / "a" / "final.pt") == step.losses(tmp_path / "b" / "final.pt")
     _, extra = load_ar(tmp_path / "a" / "final.pt")
     assert extra["prologue"]["config"]["num_tokens"] == 2 and "codebook" in extra["prologue"]["state_dict"]
 
 
-def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(tmp_path):
+def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, tmp_path):
     import json
     import subprocess
     import sys
 
-    cfg = config(tmp_path, 3)
+    cfg = train_ar_step.config(3)
     cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
                    + "probe: {k: [4], epochs: 2}\n")
-    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
+    train_ar_step.run(cfg, tmp_path / "a" / "final.pt")
+    probe_step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "linear_probe.py"
     from vcq.tokenizer import Tokenizer, save_tokenizer
 
     tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
@@ -75,7 +78,7 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(tmp_path):
                     [16] * 16)
     save_tokenizer(tmp_path / "tok.pt", tok, {})
     out = tmp_path / "probe.json"
-    subprocess.run([sys.executable, "pipeline_steps/linear_probe.py", "--config", str(cfg), "--tokenizer",
+    subprocess.run([sys.executable, probe_step, "--config", str(cfg), "--tokenizer",
                     str(tmp_path / "tok.pt"), "--train-tokens", str(tmp_path / "train.h5"), "--val-tokens",
                     str(tmp_path / "val.h5"), "--ar", str(tmp_path / "a" / "final.pt"), "--out", str(out)],
                    check=True, capture_output=True)

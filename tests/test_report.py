@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,8 @@ import yaml
 from vcq import report
 from vcq.schedules import codebook_sizes
 
-PAPER = yaml.safe_load(open("config/paper_numbers.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = yaml.safe_load((ROOT / "config/paper_numbers.yaml").read_text())
 DATASETS = [{"name": d["name"], "n": d["n"]} for d in PAPER["table1"]["datasets"]]
 
 
@@ -162,7 +164,7 @@ def test_table5_reads_each_rows_experiment_with_paper_digits(tmp_path):
     assert any(n.startswith("gFID:") for n in report.footnotes(df.reset_index()))
 
 
-def test_shipped_table5_rows_name_configs_with_their_table7_presets():
+def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout):
     from vcq.config import load_config
     from vcq.sampling import presets_for
 
@@ -192,7 +194,8 @@ def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
     import sys
 
     out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--config", "config/imagenet/base.yaml",
-                          "--scaling", "--out-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+                          "--scaling", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     df = pd.read_csv(tmp_path / "table5.csv")
     assert list(df.row) == list(PAPER["table5"]) and list(df["gFID (paper)"]) == [4.79, 2.75, 2.38, 2.73, 1.90, 1.71]

@@ -136,7 +136,7 @@ def test_grid_points_carry_the_reading_and_strategy_column():
 
 
 def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
-    import importlib.util
+    import runpy
     import sys
     from pathlib import Path
 
@@ -155,21 +155,18 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
     cfg = {"experiment": "t", "device": "cpu", "schedules": [{"name": "c", "kind": "constant", "k_max": 32}],
            "sampling": {"presets": [preset(name="p1")], "samples_per_class": 3, "batch_size": 4, "chunk_size": 5}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("sample_step", root / "pipeline_steps" / "sample.py")
-    step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step)
+    step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "sample.py"
     out = tmp_path / "s" / "p1.npz"
     argv = ["sample.py", "--config", str(tmp_path / "c.yaml"), "--schedule", "c", "--preset", "p1",
             "--ar", str(tmp_path / "ar.pt"), "--tokenizer", "x", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
-    step.main()
+    runpy.run_path(str(step), run_name="__main__")
     d = np.load(out)
     assert d["arr_0"].shape == (12, 16, 4, 3) and d["arr_0"].dtype == np.uint8
     assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     first = d["arr_0"].copy()
     (out.with_suffix(".chunks") / "00001_img.npy").unlink()  # one chunk lost: only it is redone
     (out.with_suffix(".chunks") / "00001_tok.npy").unlink()
-    step.main()
+    runpy.run_path(str(step), run_name="__main__")
     assert np.array_equal(np.load(out)["arr_0"], first)
     assert out.with_suffix(".png").exists()

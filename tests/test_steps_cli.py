@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-STEPS = sorted(Path("pipeline_steps").glob("*.py"))
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = sorted((ROOT / "pipeline_steps").glob("*.py"))
 
 
 @pytest.mark.parametrize("step", STEPS, ids=[s.stem for s in STEPS])
@@ -19,10 +20,11 @@ def test_step_help(step, monkeypatch, capsys):
     assert "--config" in out and "--set" in out
 
 
-def test_bad_config_value_stops_a_step_with_one_line_naming_the_key():
+def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(tmp_path):
     import subprocess
 
-    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--out-dir", "unused",
-                          "--set", "report.k=sixteen"], capture_output=True, text=True)
-    assert out.returncode != 0 and not Path("unused").exists()
+    # the default --config, config/default.yaml, is relative to the checkout
+    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--out-dir", tmp_path / "out",
+                          "--set", "report.k=sixteen"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and not (tmp_path / "out").exists()
     assert out.stderr.strip().count("\n") == 0 and "report.k" in out.stderr

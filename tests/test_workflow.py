@@ -1,74 +1,99 @@
-"""The Snakemake DAG: both the demo and the paper-scale config plan the full pipeline (dry run)."""
+"""The Snakemake DAG, planned by dry runs, against job lists written out by hand from the configs.
+
+The expectations below are counted from the YAML files, not computed with the workflow's own
+helpers (vcq.sampling.expand_presets / presets_for), so a bug there cannot hide here.
+"""
 
 import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from vcq.config import load_config
-from vcq.sampling import presets_for
 
+ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+pytestmark = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 
 
-def dry_run(config: str, profile: str) -> Counter:
-    """Rule name -> job count of a forced dry run (plans every job whether or not outputs exist)."""
+@cache
+def dry_run(config: str, profile: str) -> tuple[Counter, list[tuple[str, dict]], str]:
+    """A forced dry run (every job planned whether or not outputs exist): rule -> job count,
+    (rule, wildcards) per job, and the printed plan."""
     cmd = [SNAKEMAKE, "-n", "--forceall", "--profile", f"workflow/profiles/{profile}",
-           "--configfile", config, "--quiet", "rules"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           "--configfile", config]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    counts = Counter()
-    for line in out.stdout.splitlines():
-        m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+    stats = out.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = Counter({m.group(1): int(m.group(2))
+                      for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)})
+    del counts["total"]
+    jobs = []
+    for block in re.split(r"^(?:local)?rule (?=\w+:)", out.stdout, flags=re.MULTILINE)[1:]:
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
+        pairs = wildcards.group(1).split(", ") if wildcards else []
+        jobs.append((block.split(":", 1)[0], dict(p.split("=", 1) for p in pairs)))
+    assert Counter(rule for rule, _ in jobs) == counts
+    return counts, jobs, out.stdout
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
-def test_imagenet_dag_lists_the_whole_paper_pipeline():
-    cfg = load_config("config/imagenet/base.yaml")
-    n_sched = len(cfg["schedules"])
-    n_pairs = sum(len(presets_for(cfg["sampling"], s["name"])) for s in cfg["schedules"])
-    counts = dry_run("config/imagenet/base.yaml", "slurm")
-    assert counts["train_tokenizer"] == n_sched and counts["train_ar"] == n_sched
-    assert counts["encode_tokens"] == 2 * n_sched and counts["measure_entropy"] == n_sched
-    assert counts["sample"] == n_pairs and counts["eval_fid"] == n_pairs
-    assert counts["linear_probe"] == n_sched and counts["tables"] == 1 and counts["figures"] == 1
-    assert "make_dataset" not in counts and "train_feature_net" not in counts  # ImageNet is used in place
+def sample_jobs(jobs) -> Counter:
+    """Schedule -> number of `sample` jobs."""
+    return Counter(w["schedule"] for rule, w in jobs if rule == "sample")
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+PER_SCHEDULE = ["train_tokenizer", "eval_recon", "measure_entropy", "linear_probe", "train_ar"]
+
+
 def test_demo_dag_generates_its_data_and_demo_features():
-    counts = dry_run("config/default.yaml", "local")
-    assert counts["make_dataset"] == 1 and counts["train_feature_net"] == 1 and counts["theory"] == 1
+    counts, jobs, _ = dry_run("config/default.yaml", "local")
+    # three schedules (constant, linear, cosine); presets nocfg (all), cfg (all), cbcfg (linear, cosine)
+    assert counts == Counter(make_dataset=1, train_feature_net=1, theory=1, encode_tokens=6,
+                             sample=8, eval_fid=8, tables=1, figures=1, all=1,
+                             **{rule: 3 for rule in PER_SCHEDULE})
+    pairs = {(w["schedule"], w["preset"]) for rule, w in jobs if rule == "sample"}
+    assert pairs == {("constant", "nocfg"), ("constant", "cfg"), ("linear", "nocfg"), ("linear", "cfg"),
+                     ("linear", "cbcfg"), ("cosine", "nocfg"), ("cosine", "cfg"), ("cosine", "cbcfg")}
+    assert {(w["schedule"], w["split"]) for rule, w in jobs if rule == "encode_tokens"} == {
+        (s, split) for s in ("constant", "linear", "cosine") for split in ("train", "val")}
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+def test_imagenet_dag_lists_the_whole_paper_pipeline():
+    counts, jobs, _ = dry_run("config/imagenet/base.yaml", "slurm")
+    # per schedule: nocfg + its Table 7 preset; cosine also the Table 8 grids vanilla 5x3,
+    # cbpos 6x3, cbcap 6x3, cbeq4 6x1; both constants the Table 9 grid cbcfg 7x4
+    expected = {"constant16384": 2 + 28, "constant8192": 2 + 28, "linear": 2, "power": 2,
+                "cosine": 2 + 15 + 18 + 18 + 6}
+    assert sample_jobs(jobs) == expected
+    assert counts == Counter(theory=1, encode_tokens=10, sample=123, eval_fid=123, tables=1, figures=1,
+                             all=1, **{rule: 5 for rule in PER_SCHEDULE})  # ImageNet is used in place
+    cosine = {w["preset"] for rule, w in jobs if rule == "sample" and w["schedule"] == "cosine"}
+    assert {"nocfg", "t7-cosine", "vanilla-s5-p1", "cbcap-s13-p2", "cbeq4-s3"} <= cosine
+    assert not any(p.startswith(("t7-linear", "cbcfg")) for p in cosine)
+
+
 def test_resume_state_is_never_a_rule_output():
     # Snakemake deletes the outputs of an interrupted job before rerunning it: checkpoints, metrics
     # logs and partial token files must not be outputs, or a resumed run would lose them
-    cmd = [SNAKEMAKE, "-n", "--forceall", "--profile", "workflow/profiles/local",
-           "--configfile", "config/default.yaml"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    outputs = [p.strip() for line in out.stdout.splitlines() if line.strip().startswith("output:")
+    _, _, plan = dry_run("config/default.yaml", "local")
+    outputs = [p.strip() for line in plan.splitlines() if line.strip().startswith("output:")
                for p in line.split(":", 1)[1].split(",")]
     assert any(p.endswith("/ar/cosine/final.pt") for p in outputs)
     resume_state = [p for p in outputs if re.search(r"(last\.pt|\.jsonl|\.partial|\.chunks)$", p)]
     assert resume_state == []
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 def test_imagenet_quantizer_family_plans_one_row_per_method():
-    cfg = load_config("config/imagenet/quantizers.yaml")
-    counts = dry_run("config/imagenet/quantizers.yaml", "slurm")
-    assert counts["train_tokenizer"] == counts["train_ar"] == len(cfg["schedules"]) == 5
-    assert counts["sample"] == sum(len(presets_for(cfg["sampling"], s["name"])) for s in cfg["schedules"])
+    counts, jobs, _ = dry_run("config/imagenet/quantizers.yaml", "slurm")
+    # nocfg for all five; grid cbcfg 3x3 on the four VCQ-family rows, vanilla 4x3 on bsq18
+    assert sample_jobs(jobs) == {"cosine": 10, "bridge_cosine": 10, "leech_cosine": 10,
+                                 "leech_cosine_fact": 10, "bsq18": 13}
+    assert counts["train_tokenizer"] == counts["train_ar"] == 5 and counts["sample"] == 53
 
 
 SCALING = {"config/imagenet/scaling_b_l.yaml": 1, "config/imagenet/scaling_b_xl.yaml": 2,
@@ -76,14 +101,15 @@ SCALING = {"config/imagenet/scaling_b_l.yaml": 1, "config/imagenet/scaling_b_xl.
            "config/imagenet/scaling_l_xl.yaml": 4}  # train_ar nodes of 8 GPUs (App. A: 8/16/16/16/32 GPUs)
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 @pytest.mark.parametrize("config", list(SCALING))
 def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(config):
-    cfg = load_config(config)
-    counts = dry_run(config, "slurm")
+    cfg = load_config(ROOT / config)
+    counts, jobs, _ = dry_run(config, "slurm")
     assert [s["name"] for s in cfg["schedules"]] in (["cosine"], ["cosine_large"])
     assert counts["train_tokenizer"] == counts["train_ar"] == counts["measure_entropy"] == 1
     assert counts["encode_tokens"] == 2 and counts["tables"] == 1
     # no CFG grids: one guided Table 7 preset and one unguided
-    assert counts["sample"] == counts["eval_fid"] == 2
+    presets = sorted(w["preset"] for rule, w in jobs if rule == "sample")
+    assert counts["eval_fid"] == 2 and len(presets) == 2 and presets[0] == "nocfg"
+    assert presets[1].startswith("t7-")
     assert cfg["resources"]["train_ar"]["gpus"] * cfg["resources"]["train_ar"].get("nodes", 1) == 8 * SCALING[config]
