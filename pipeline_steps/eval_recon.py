@@ -11,6 +11,7 @@ from vcq.data.images import ImageFolderDataset, eval_transform
 from vcq.io import atomic_path, write_json
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import reconstruct
+from vcq.plotting import save_image_grid
 from vcq.tokenizer import load_tokenizer
 from vcq.training import init_distributed
 
@@ -18,18 +19,6 @@ from vcq.training import init_distributed
 def val_images(root: Path, size: int) -> ImageFolderDataset:
     """Val images, resized and centre-cropped to `size`, in [-1, 1] (corrupt files skipped)."""
     return ImageFolderDataset(root, transform=eval_transform(size))
-
-
-def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
-    """Two rows per group: originals above reconstructions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = np.concatenate([np.concatenate(list(originals), 1), np.concatenate(list(recons), 1)], 0)
-    with atomic_path(path) as tmp:
-        plt.imsave(tmp, rows, format="png")
 
 
 def main() -> None:
@@ -55,7 +44,9 @@ def main() -> None:
         recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
         orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
-        save_grid(args.grid or args.out.with_suffix(".png"), orig[:8], recon[:8])
+        # originals in the first row, their reconstructions below
+        save_image_grid(args.grid or args.out.with_suffix(".png"), np.concatenate([orig[:8], recon[:8]]),
+                        ncol=min(8, len(dataset)))
         recon.flush(), orig.flush()
         del recon, orig
     rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.npz, orig_path, cfg)

@@ -11,6 +11,7 @@ from vcq.ar import load_ar
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path
+from vcq.plotting import save_image_grid
 from vcq.prologue import prologue_from_extra
 from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
@@ -24,20 +25,6 @@ def assemble_npz(chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int,
         np.lib.format.write_array_header_1_0(member, header)
         for c in chunks:
             member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
-
-
-def save_grid(images: np.ndarray, path: Path, ncol: int = 8) -> None:
-    """A PNG grid of up to 64 uint8 (N, H, W, 3) images."""
-    from PIL import Image
-
-    images = images[:64]
-    rows = -(-len(images) // ncol)
-    h, w = images.shape[1:3]
-    grid = np.zeros((rows * h, ncol * w, 3), np.uint8)
-    for i, im in enumerate(images):
-        grid[(i // ncol) * h:(i // ncol + 1) * h, (i % ncol) * w:(i % ncol + 1) * w] = im
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
 
 
 def main() -> None:
@@ -94,7 +81,7 @@ def main() -> None:
     first = np.load(img_chunks[0], mmap_mode="r")
     with atomic_path(out.with_name(out.stem + "_tokens.npy")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.concatenate([np.load(c) for c in tok_chunks]))
-    save_grid(np.asarray(first[:64]), out.with_suffix(".png"))
+    save_image_grid(out.with_suffix(".png"), first[:64], ncol=8)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         assemble_npz(img_chunks, "arr_0", np.uint8, first.shape[1:], n, zf)
         with zf.open("labels.npy", "w") as member:

@@ -143,3 +143,17 @@ def test_encode_skips_corrupt_image(setup, tmp_path, capsys):
     assert "1 corrupt images skipped" in err and str(bad) in err
     with open_tokens(tmp_path / "val.h5") as s:
         assert s.num_rows == 6 and np.array_equal(s.read()[1], s.read()[2])
+
+
+def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions(setup):
+    from PIL import Image
+
+    tmp, cfg_path, _ = setup
+    out = tmp / "recon" / "cosine.json"
+    _run("eval_recon", "--config", cfg_path, "--schedule", "cosine", "--tokenizer", tmp / "final.pt",
+         "--out", out, "--npz", tmp / "recon" / "cosine.npy", "--no-rfid")
+    assert read_json(out)["schedule"] == "cosine"
+    originals = np.load(tmp / "recon" / "cosine_orig.npy")
+    grid = np.asarray(Image.open(out.with_suffix(".png")).convert("RGB"))
+    assert len(originals) == 6 and grid.shape == (2 * 32, 6 * 32, 3)
+    assert np.array_equal(grid[:32, 32:64], originals[1])

@@ -76,13 +76,9 @@ def test_large_param_count_is_vit_b_plus_vit_l():
 
 
 def test_recon_eval_psnr_baseline_usage_and_grid(tmp_path):
-    import sys
-
     from vcq.data.images import to_uint8_nhwc
     from vcq.metrics.recon import psnr_sum, reconstruct
-
-    sys.path.insert(0, str(MODELS.parents[1] / "pipeline_steps"))
-    from eval_recon import save_grid
+    from vcq.plotting import save_image_grid
 
     x = torch.zeros(1, 3, 4, 4)
     assert psnr_sum(x, x + 0.2)[0] == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 on [0, 1]
@@ -94,5 +90,5 @@ def test_recon_eval_psnr_baseline_usage_and_grid(tmp_path):
     assert recons.any() and np.array_equal(originals, to_uint8_nhwc(torch.stack([x for x, _ in data])))
     assert result["psnr_mean_colour_baseline"] > 0 and len(result["usage_per_position"]) == 32
     assert all(u["used"] <= u["k_t"] for u in result["usage_per_position"])
-    save_grid(tmp_path / "g.png", originals[:2], recons[:2])
+    save_image_grid(tmp_path / "g.png", np.concatenate([originals[:2], recons[:2]]), ncol=2)
     assert (tmp_path / "g.png").stat().st_size > 0

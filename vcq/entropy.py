@@ -145,13 +145,9 @@ def summarize(result: EntropyResult, k_sizes: np.ndarray, threshold_bits: float,
 
 def plot_entropy(rows: list[dict], title: str, png: str | Path) -> Path:
     """Measured H(x_t | x_<t) and H(x_t) against the theoretical bound, per position (PNG)."""
-    import matplotlib
+    from vcq.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vcq.io import atomic_path
-
+    plt = pyplot()
     t = [r["t"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     ax.plot(t, [r["theory_bound_bits"] for r in rows], label="theory: min(log2 K_t, log2 N - I(t))")
@@ -159,10 +155,7 @@ def plot_entropy(rows: list[dict], title: str, png: str | Path) -> Path:
     ax.plot(t, [r["marginal_entropy_bits"] for r in rows], ":", label="measured H(x_t)")
     ax.set(xlabel="position t", ylabel="bits", title=f"entropy cliff: {title}")
     ax.legend(fontsize=8)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
-    return Path(png)
+    return save_figure(fig, [png])[0]
 
 
 class InputError(ValueError):
