@@ -3,7 +3,8 @@ import time
 
 import torch
 
-from vcq.quantizers.leech import FactorizedLeechHead, leech_codebook
+from vcq.ar import FactorizedLeechHead
+from vcq.quantizers.leech import leech_codebook
 
 B, REPEAT = 32, 3
 

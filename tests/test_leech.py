@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from vcq.ar import FactorizedLeechHead
 from vcq.quantizers.base import build_quantizer
 from vcq.quantizers.leech import (
-    FactorizedLeechHead,
     golay_codewords,
     leech_codebook,
     leech_shell,

@@ -64,7 +64,7 @@ def with_schedule_and_model(cfg, schedule=None, model=None):
 
 
 def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(train_ar_step, tmp_path):
-    from vcq.quantizers.leech import FactorizedLeechHead
+    from vcq.ar import FactorizedLeechHead
 
     step = train_ar_step
     leech = {"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vcq.quantizers.leech import FactorizedLeechHead
+from vcq.quantizers import leech
 
 HEADS = ("softmax", "leech_factorized")
 TOKEN_INPUTS = ("table", "codes")
@@ -47,6 +47,49 @@ class ARConfig:
         """Build from a mapping, ignoring keys that are not model hyper-parameters (e.g. `name`)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class FactorizedLeechHead(nn.Module):
+    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq. 12).
+
+    The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
+    keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
+    """
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, leech.DIM * leech.COORDINATES)
+        # saved with the weights so a checkpoint samples without rebuilding the tokenizer's codebook
+        self.register_buffer("code_labels", torch.zeros(vocab_size, leech.DIM, dtype=torch.uint8))
+
+    @staticmethod
+    def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
+        return leech.lattice_coordinates(codes[indices]) + leech.COORDINATES // 2
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook the tokens index."""
+        if codes.shape != (self.code_labels.shape[0], leech.DIM):
+            raise ValueError(f"codebook {tuple(codes.shape)} does not match vocab {self.code_labels.shape[0]} x 24")
+        self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 24, 9) from hidden states (..., dim)."""
+        return self.proj(h).unflatten(-1, (leech.DIM, leech.COORDINATES))
+
+    def cross_entropy(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """−log p(code) per token (...): the sum of the 24 coordinate cross-entropies."""
+        target = self.code_labels[tokens].long()
+        return -logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability (..., vocab_size) of every code from coordinate logits (..., 24, 9)."""
+        lead = logits.shape[:-2]
+        flat = logits.float().log_softmax(-1).reshape(-1, leech.DIM * leech.COORDINATES)
+        cols = self.code_labels.long() + leech.COORDINATES * torch.arange(leech.DIM, device=logits.device)
+        # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
+        joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
+        return joint.T.reshape(*lead, -1)
 
 
 class RMSNorm(nn.Module):

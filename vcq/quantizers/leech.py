@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from itertools import combinations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
@@ -14,6 +13,9 @@ from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
 # Generator polynomial of the cyclic [23,12,7] Golay code (a divisor of x^23 - 1 over GF(2)).
 _GOLAY_POLY = (1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1)  # coefficients of x^0..x^11
 SHAPES = ("4^2", "2^8", "3^1 1^23")  # code order: shape blocks in this order (see docs)
+DIM = 24
+SHELL_NORM = 32**0.5  # Euclidean norm of the unscaled first-shell vectors
+COORDINATES = 9  # a first-shell coordinate is one of -4..4
 
 
 def golay_codewords() -> torch.Tensor:
@@ -51,6 +53,11 @@ def leech_shell() -> torch.Tensor:
     return torch.cat([a.reshape(-1, 24), b.reshape(-1, 24), c.reshape(-1, 24)]).to(torch.int8)
 
 
+def lattice_coordinates(codes: torch.Tensor) -> torch.Tensor:
+    """Integer coordinates (..., 24) in -4..4 of unit-norm first-shell codes (norm² 32 unscaled)."""
+    return (codes * SHELL_NORM).round().long()
+
+
 def shape_slices() -> dict[str, slice]:
     """Index range of each shape block in `leech_shell()` order."""
     return {"4^2": slice(0, 1104), "2^8": slice(1104, 98256), "3^1 1^23": slice(98256, 196560)}
@@ -62,7 +69,7 @@ def leech_codebook(shapes: Sequence[str] = SHAPES, size: int | None = None) -> t
     if unknown:
         raise ValueError(f"unknown Leech shapes {sorted(unknown)}; known: {SHAPES}")
     shell, sl = leech_shell(), shape_slices()
-    codes = torch.cat([shell[sl[s]] for s in SHAPES if s in shapes]).float() / 32**0.5
+    codes = torch.cat([shell[sl[s]] for s in SHAPES if s in shapes]).float() / SHELL_NORM
     if size is not None:
         if not 1 <= size <= len(codes):
             raise ValueError(f"size {size} outside 1..{len(codes)} for shapes {list(shapes)}")
@@ -126,46 +133,3 @@ class LeechQuantizer(Quantizer):
     def codebook_vectors(self) -> torch.Tensor:
         """The K_max unit-norm codes."""
         return self.codes
-
-
-class FactorizedLeechHead(nn.Module):
-    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq. 12).
-
-    The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
-    keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
-    """
-
-    def __init__(self, dim: int, vocab_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim, 24 * 9)
-        # saved with the weights so a checkpoint samples without rebuilding the tokenizer's codebook
-        self.register_buffer("code_labels", torch.zeros(vocab_size, 24, dtype=torch.uint8))
-
-    @staticmethod
-    def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
-        return (codes[indices] * 32**0.5).round().long() + 4
-
-    def set_codes(self, codes: torch.Tensor) -> None:
-        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook the tokens index."""
-        if codes.shape != (self.code_labels.shape[0], 24):
-            raise ValueError(f"codebook {tuple(codes.shape)} does not match vocab {self.code_labels.shape[0]} x 24")
-        self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits (..., 24, 9) from hidden states (..., dim)."""
-        return self.proj(h).unflatten(-1, (24, 9))
-
-    def cross_entropy(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """−log p(code) per token (...): the sum of the 24 coordinate cross-entropies."""
-        target = self.code_labels[tokens].long()
-        return -logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
-
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Joint log-probability (..., vocab_size) of every code from coordinate logits (..., 24, 9)."""
-        lead = logits.shape[:-2]
-        flat = logits.float().log_softmax(-1).reshape(-1, 24 * 9)
-        cols = self.code_labels.long() + 9 * torch.arange(24, device=logits.device)
-        # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
-        joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
-        return joint.T.reshape(*lead, -1)
