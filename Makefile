@@ -8,7 +8,7 @@ CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench dryrun-imagenet report unlock clean
+.PHONY: setup demo test test-all lint bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[workflow,test]'
+	$(BIN)/pip install -e '.[workflow,test,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the whole DAG on the embedded default data set
@@ -27,6 +27,12 @@ test: $(STAMP)  ## the default (fast) test suite
 
 test-all: $(STAMP)  ## including tests marked slow
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
+
+lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint (versions pinned in the dev extra)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow
+	$(BIN)/snakemake --lint --profile workflow/profiles/local --configfile $(CONFIG)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
