@@ -1,4 +1,5 @@
-"""Entropy-cliff measurement speed: vcq.entropy on ImageNet-sized token sets vs a dict-of-prefixes baseline.
+"""Entropy-cliff measurement speed: vcq.entropy on ImageNet-sized token sets vs a dict-of-prefixes
+baseline.
 
 Target (issue 3): 1,281,167 x 256 tokens in < 60 s with < 8 GiB peak memory on a 2-core machine.
 The baseline (Counter over prefix tuples, the obvious implementation) runs on a subsample of the
@@ -20,7 +21,7 @@ from vcq.schedules import codebook_sizes
 
 
 def markov_tokens(n: int, length: int, k_max: int, seed: int = 0) -> np.ndarray:
-    """Cosine-schedule tokens where x_t depends on x_{t-1} (plus noise), so prefixes split gradually."""
+    """Cosine-schedule tokens, x_t a noisy function of x_{t-1}: prefixes split gradually."""
     rng = np.random.default_rng(seed)
     sizes = codebook_sizes("cosine", 2, k_max, length)
     out = np.empty((n, length), dtype=np.uint16)
@@ -51,7 +52,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1_281_167, help="sequences (ImageNet train size)")
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--k-max", type=int, default=16384)
-    p.add_argument("--naive-n", type=int, default=5000, help="subsample for the dictionary baseline")
+    p.add_argument(
+        "--naive-n", type=int, default=5000, help="subsample for the dictionary baseline"
+    )
     args = p.parse_args()
 
     tokens = markov_tokens(args.n, args.length, args.k_max)
@@ -70,11 +73,15 @@ def main() -> None:
     assert np.allclose(fast_sub, naive_sub, atol=1e-9), "implementations disagree"
 
     print(f"tokens {args.n:,} x {args.length} (uint16, cosine K_t up to {args.k_max})")
-    print(f"vcq.entropy full set: {full_s:.1f} s, peak RSS {peak_gib:.2f} GiB "
-          f"(bounds 60 s / 8 GiB: {'OK' if full_s < 60 and peak_gib < 8 else 'MISSED'}); "
-          f"prefixes unique after t = {int(np.argmax(result.distinct_prefixes == args.n))}")
-    print(f"subsample {args.naive_n:,} x {args.length}: vcq.entropy {fast_sub_s * 1e3:.1f} ms, "
-          f"dict-of-prefixes {naive_sub_s:.2f} s")
+    print(
+        f"vcq.entropy full set: {full_s:.1f} s, peak RSS {peak_gib:.2f} GiB "
+        f"(bounds 60 s / 8 GiB: {'OK' if full_s < 60 and peak_gib < 8 else 'MISSED'}); "
+        f"prefixes unique after t = {int(np.argmax(result.distinct_prefixes == args.n))}"
+    )
+    print(
+        f"subsample {args.naive_n:,} x {args.length}: vcq.entropy {fast_sub_s * 1e3:.1f} ms, "
+        f"dict-of-prefixes {naive_sub_s:.2f} s"
+    )
     print(f"speed ratio (dict / vcq.entropy, same tokens): {naive_sub_s / fast_sub_s:.0f}x")
 
 

@@ -1,4 +1,5 @@
-"""Sampling throughput with the KV cache vs recomputing the whole prefix each step (CPU, L = 256)."""
+"""Sampling throughput with the KV cache vs recomputing the prefix at each step (CPU, L = 256)."""
+
 import time
 
 import numpy as np
@@ -23,13 +24,17 @@ def generate_recompute(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = ARModel(ARConfig(vocab_size=1024, seq_len=L, num_classes=10, n_layer=4, n_head=4, dim=128)).eval()
+    model = ARModel(
+        ARConfig(vocab_size=1024, seq_len=L, num_classes=10, n_layer=4, n_head=4, dim=128)
+    ).eval()
     k = np.full(L, 1024)
     labels = torch.arange(B) % 10
     preset = {"guidance": "none", "temperature": 1.0}
     times = {}
-    for name, fn in [("kv-cache", lambda: generate(model, labels, k, preset)),
-                     ("recompute", lambda: generate_recompute(model, labels, k))]:
+    for name, fn in [
+        ("kv-cache", lambda: generate(model, labels, k, preset)),
+        ("recompute", lambda: generate_recompute(model, labels, k)),
+    ]:
         t0 = time.perf_counter()
         fn()
         times[name] = time.perf_counter() - t0

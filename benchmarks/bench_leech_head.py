@@ -1,4 +1,5 @@
 """Factorised Λ24 head: joint log-probs of all 196,560 codes by embedding_bag vs a dense gather."""
+
 import time
 
 import torch
@@ -23,16 +24,22 @@ def main() -> None:
     head.set_codes(codes)
     logits = torch.randn(B, 24, 9, generator=torch.Generator().manual_seed(0))
     times = {}
-    for name, fn in (("embedding_bag", head.log_probs), ("dense gather", lambda x: dense_log_probs(head, x))):
+    for name, fn in (
+        ("embedding_bag", head.log_probs),
+        ("dense gather", lambda x: dense_log_probs(head, x)),
+    ):
         fn(logits)  # warm-up
         t0 = time.perf_counter()
         for _ in range(REPEAT):
-            out = fn(logits)
+            fn(logits)
         times[name] = (time.perf_counter() - t0) / REPEAT
         print(f"{name:>14s}: {times[name] * 1e3:8.1f} ms per step for {B} x {len(codes)} codes")
     assert torch.allclose(head.log_probs(logits), dense_log_probs(head, logits), atol=1e-4)
     dense_gib = B * len(codes) * 24 * 4 / 2**30
-    print(f"intermediate of the dense gather: {dense_gib:.2f} GiB (embedding_bag: none beyond the {B} x V output)")
+    print(
+        f"intermediate of the dense gather: {dense_gib:.2f} GiB "
+        f"(embedding_bag: none beyond the {B} x V output)"
+    )
     print(f"speed-up of embedding_bag: {times['dense gather'] / times['embedding_bag']:.1f}x")
 
 

@@ -43,9 +43,16 @@ def main() -> None:
     tokens = np.random.default_rng(0).integers(0, K, (N, V, L)).astype(np.uint16)
     with tempfile.TemporaryDirectory() as tmp:
         ours = Path(tmp) / "ours.h5"
-        w = TokenWriter(ours, num_rows=N, k_sizes=np.full(L, K),
-                        view_names=[str(v) for v in range(V)], num_classes=10,
-                        schedule="constant", tokenizer_sha256="-", chunk_rows=64)
+        w = TokenWriter(
+            ours,
+            num_rows=N,
+            k_sizes=np.full(L, K),
+            view_names=[str(v) for v in range(V)],
+            num_classes=10,
+            schedule="constant",
+            tokenizer_sha256="-",
+            chunk_rows=64,
+        )
         w.write(np.arange(N), tokens, np.zeros(N, np.int64))
         w.finalize()
         base = Path(tmp) / "base.h5"
@@ -57,8 +64,10 @@ def main() -> None:
                 t_base, r_base = timed(fn, b["tokens"])
                 t_ours, r_ours = timed(fn, s.tokens)
                 assert r_base == r_ours
-                print(f"{name:28s} ours {t_ours:7.3f} s  baseline {t_base:7.3f} s  "
-                      f"ratio {t_base / t_ours:5.1f}x")
+                print(
+                    f"{name:28s} ours {t_ours:7.3f} s  baseline {t_base:7.3f} s  "
+                    f"ratio {t_base / t_ours:5.1f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def in_checkout(monkeypatch) -> Path:
-    """Run from the repository root, where configs' relative paths (e.g. report.paper_numbers) point."""
+    """Run from the checkout, where configs' relative paths (e.g. report.paper_numbers) point."""
     monkeypatch.chdir(ROOT)
     return ROOT
 
 
 class TrainARStep:
-    """`pipeline_steps/train_ar.py` on tiny structured token files (L 16, 2 views, K 16, 4 classes)."""
+    """`pipeline_steps/train_ar.py` on tiny token files (L 16, 2 views, K 16, 4 classes)."""
 
     L, V, K = 16, 2, 16
 
@@ -40,35 +40,74 @@ class TrainARStep:
             f["tokens"] = tok.astype(np.uint16)
             f["labels"] = labels.astype(np.int64)
             f["done"] = np.ones(n, bool)
-            f.attrs.update(format_version=2, schedule="c", k_sizes=np.full(L, K, np.int64), k_max=K,
-                           num_classes=4, views=V, view_names=json.dumps(["a", "b"]),
-                           tokenizer_sha256="x", complete=True)
+            f.attrs.update(
+                format_version=2,
+                schedule="c",
+                k_sizes=np.full(L, K, np.int64),
+                k_max=K,
+                num_classes=4,
+                views=V,
+                view_names=json.dumps(["a", "b"]),
+                tokenizer_sha256="x",
+                complete=True,
+            )
 
     def config(self, steps: int, **train) -> Path:
         """A config of one constant schedule `c` and the `ar_tiny` model trained for `steps`."""
-        train = {"steps": steps, "batch_size": 8, "lr": 3e-3, "lr_end": 3e-4, "warmup_steps": 2,
-                 "peak_steps": 2, "log_every": 1, "ckpt_every": 1000, "val_batches": 4, **train}
-        cfg = {"experiment": "t", "seed": 0, "device": "cpu",
-               "schedules": [{"name": "c", "kind": "constant", "k_max": self.K}],
-               "paths": {"work_dir": str(self.tmp / "work"), "results_dir": str(self.tmp / "results")},
-               "ar": {"model": "ar_tiny", "train": train}}
+        train = {
+            "steps": steps,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "lr_end": 3e-4,
+            "warmup_steps": 2,
+            "peak_steps": 2,
+            "log_every": 1,
+            "ckpt_every": 1000,
+            "val_batches": 4,
+            **train,
+        }
+        cfg = {
+            "experiment": "t",
+            "seed": 0,
+            "device": "cpu",
+            "schedules": [{"name": "c", "kind": "constant", "k_max": self.K}],
+            "paths": {"work_dir": str(self.tmp / "work"), "results_dir": str(self.tmp / "results")},
+            "ar": {"model": "ar_tiny", "train": train},
+        }
         p = self.tmp / "cfg.yaml"
         p.write_text(yaml.safe_dump(cfg))
         return p
 
     def command(self, cfg: Path, out: Path, *extra: str) -> list[str]:
         """The step's command line on the folder's train.h5 / val.h5."""
-        return [sys.executable, str(ROOT / "pipeline_steps" / "train_ar.py"), "--config", str(cfg),
-                "--schedule", "c", "--tokens", str(self.tmp / "train.h5"),
-                "--val-tokens", str(self.tmp / "val.h5"), "--out", str(out), *extra]
+        return [
+            sys.executable,
+            str(ROOT / "pipeline_steps" / "train_ar.py"),
+            "--config",
+            str(cfg),
+            "--schedule",
+            "c",
+            "--tokens",
+            str(self.tmp / "train.h5"),
+            "--val-tokens",
+            str(self.tmp / "val.h5"),
+            "--out",
+            str(out),
+            *extra,
+        ]
 
     def run(self, cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
         """Run the step (writing the token files first if missing); it must succeed."""
         for name, n, seed in (("train.h5", 64, 0), ("val.h5", 32, 1)):
             if not (self.tmp / name).exists():
                 self.write_tokens(self.tmp / name, n, seed)
-        r = subprocess.run(self.command(cfg, out, *extra), cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        r = subprocess.run(
+            self.command(cfg, out, *extra),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         return r
 

@@ -1,7 +1,6 @@
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from vcq.ar import ARConfig, ARModel, count_params, load_ar, save_ar, z_loss
 from vcq.quantizers.leech import leech_codebook
@@ -23,7 +22,9 @@ def test_shapes():
 
 def test_prefix_embeds_shape():
     m = tiny()
-    out = m(torch.randint(0, 32, (2, 16)), torch.tensor([0, 1]), prefix_embeds=torch.randn(2, 3, 32))
+    out = m(
+        torch.randint(0, 32, (2, 16)), torch.tensor([0, 1]), prefix_embeds=torch.randn(2, 3, 32)
+    )
     assert out.shape == (2, 16, 32)
 
 
@@ -45,12 +46,13 @@ def test_kv_cache_equals_full_forward():
     full = m(tok, lab)
     cache = m.new_cache(3)
     outs = [m.forward_embeds(m.embed(lab, None), cache)]
-    outs += [m.forward_embeds(m.embed(None, tok[:, t:t + 1]), cache) for t in range(15)]
+    outs += [m.forward_embeds(m.embed(None, tok[:, t : t + 1]), cache) for t in range(15)]
     assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
 
 
-@pytest.mark.parametrize("layers,heads,dim,target", [(12, 12, 768, 115e6), (24, 16, 1024, 343e6),
-                                                     (32, 20, 1280, 684e6)])
+@pytest.mark.parametrize(
+    "layers,heads,dim,target", [(12, 12, 768, 115e6), (24, 16, 1024, 343e6), (32, 20, 1280, 684e6)]
+)
 def test_param_counts_match_paper(layers, heads, dim, target):
     n = count_params(ARConfig(n_layer=layers, n_head=heads, dim=dim))["total"]
     assert abs(n / target - 1) < 0.04
@@ -72,7 +74,9 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_z_loss_is_weighted_squared_log_partition():
-    assert torch.isclose(z_loss(torch.zeros(2, 10), 1e-4), torch.tensor(1e-4) * torch.log(torch.tensor(10.0)) ** 2)
+    assert torch.isclose(
+        z_loss(torch.zeros(2, 10), 1e-4), torch.tensor(1e-4) * torch.log(torch.tensor(10.0)) ** 2
+    )
     assert float(z_loss(torch.randn(2, 10), 0.0)) == 0.0
 
 
@@ -90,7 +94,9 @@ def test_factorized_leech_head_trains_saves_and_samples_within_k_t(tmp_path):
     ce = m.position_ce(logits, tok)
     assert ce.shape == (2, 16)
     ce.mean().backward()
-    assert m.output.proj.weight.grad.abs().sum() > 0 and m.tok_embeddings.weight.grad.abs().sum() > 0
+    assert (
+        m.output.proj.weight.grad.abs().sum() > 0 and m.tok_embeddings.weight.grad.abs().sum() > 0
+    )
     save_ar(tmp_path / "m.pt", m, m.cfg)
     m2, _ = load_ar(tmp_path / "m.pt")
     assert torch.equal(m2.output.code_labels, m.output.code_labels)
@@ -107,8 +113,12 @@ def test_code_vector_input_is_a_linear_map_of_the_stored_codes():
     m = tiny(token_input="codes", code_dim=6)
     m.set_codebook(codes)
     emb = m.embed(None, torch.tensor([[3, 5, 7]]))
-    assert torch.allclose(emb[0, 0], emb[0, 1]) and torch.allclose(emb[0, 2], m.tok_embeddings(codes[7]))
-    assert count_params(m.cfg)["tok_embeddings"] == 6 * 32 < count_params(tiny().cfg)["tok_embeddings"]
+    assert torch.allclose(emb[0, 0], emb[0, 1]) and torch.allclose(
+        emb[0, 2], m.tok_embeddings(codes[7])
+    )
+    assert (
+        count_params(m.cfg)["tok_embeddings"] == 6 * 32 < count_params(tiny().cfg)["tok_embeddings"]
+    )
     with pytest.raises(ValueError, match="needs code_dim"):
         ARConfig(token_input="codes")
     with pytest.raises(ValueError, match="codebook has 31 codes"):

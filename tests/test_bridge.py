@@ -2,7 +2,13 @@ import torch
 
 from vcq.quantizers.base import build_quantizer, usage_histogram, usage_stats
 
-CFG = {"kind": "vcq_bridge", "code_dim": 8, "bridge_group": 4, "bridge_width": 32, "bridge_heads": 2}
+CFG = {
+    "kind": "vcq_bridge",
+    "code_dim": 8,
+    "bridge_group": 4,
+    "bridge_width": 32,
+    "bridge_heads": 2,
+}
 
 
 def test_gradients_reach_bridge_and_export_loads():
@@ -12,7 +18,9 @@ def test_gradients_reach_bridge_and_export_loads():
     z = torch.randn(4, 3, 8)
     out = q(z)
     out.loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in q.bridge.compress.parameters())
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in q.bridge.compress.parameters()
+    )
     assert q.embedding.grad.abs().sum() > 0
     assert bool((out.indices < torch.tensor(sizes)).all())
     plain = build_quantizer({"kind": "vcq", "code_dim": 8}, sizes)
@@ -27,8 +35,16 @@ def test_bridged_tokenizer_exports_to_a_plain_codebook_that_encodes_identically(
     from vcq.tokenizer import Tokenizer, export_for_inference
 
     torch.manual_seed(0)
-    model_cfg = {"image_size": 16, "patch_size": 8, "enc_width": 32, "enc_depth": 1, "enc_heads": 2,
-                 "dec_width": 32, "dec_depth": 1, "dec_heads": 2}
+    model_cfg = {
+        "image_size": 16,
+        "patch_size": 8,
+        "enc_width": 32,
+        "enc_depth": 1,
+        "enc_heads": 2,
+        "dec_width": 32,
+        "dec_depth": 1,
+        "dec_heads": 2,
+    }
     tok = Tokenizer(model_cfg, 4, CFG, [16, 32, 64, 64]).eval()
     plain = export_for_inference(tok)
     assert plain.quantizer_cfg["kind"] == "vcq" and not hasattr(plain.quantizer, "bridge")

@@ -71,7 +71,8 @@ def test_vcq_schedule_indices_below_k_t_and_equal_brute_force():
 
 
 def test_fixed_bits_carry_no_entropy():
-    # position 0 keeps 1 of 4 bits, position 1 all 4: per-sample entropy is their mean (1 + 4)/2 bits
+    # position 0 keeps 1 of 4 bits, position 1 all 4: per-sample entropy is their mean (1 + 4)/2
+    # bits
     # (at maximal temperature), and the codebook entropy counts each coordinate once
     q = build_quantizer({"kind": "bsq", "dim": 4, "tau": 1e6}, [2, 16])
     out = q(torch.randn(3, 2, 4))

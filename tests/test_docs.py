@@ -17,7 +17,7 @@ def _table(doc: str, name: str) -> list[dict]:
     block = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.DOTALL).group(1)
     lines = [line.strip().strip("|").split("|") for line in block.strip().splitlines()]
     header = [h.strip() for h in lines[0]]
-    return [dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]]
+    return [dict(zip(header, (c.strip() for c in cells), strict=True)) for cells in lines[2:]]
 
 
 PRESETS = _table("docs/ar.md", "presets")
@@ -33,13 +33,19 @@ def test_ar_md_table7_rows_match_the_configs(row):
     assert (p["scale"], p["power"]) == (float(row["s"]), float(row["p"]))
     assert p.get("ramp_over", "position") == "position" and p.get("cfg_start", 0.0) == 0.0
     paper = re.fullmatch(r"cosine, scale=([\d.]+), p=([\d.]+)", row["paper CFG"])
-    assert float(paper.group(1)) - 1 == p["scale"] and float(paper.group(2)) == p["power"]  # s = S - 1
+    assert (
+        float(paper.group(1)) - 1 == p["scale"] and float(paper.group(2)) == p["power"]
+    )  # s = S - 1
 
 
 def test_ar_md_table7_lists_every_table7_preset_of_those_configs():
     listed = {(r["config"], r["preset"]) for r in PRESETS}
     for config in {r["config"] for r in PRESETS}:
         cfg = load_config(ROOT / config)
-        names = {p["name"] for s in cfg["schedules"] for p in presets_for(cfg["sampling"], s["name"])
-                 if p["name"].startswith("t7-") or p["name"] == "nocfg"}
+        names = {
+            p["name"]
+            for s in cfg["schedules"]
+            for p in presets_for(cfg["sampling"], s["name"])
+            if p["name"].startswith("t7-") or p["name"] == "nocfg"
+        }
         assert names == {n for c, n in listed if c == config}, config

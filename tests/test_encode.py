@@ -35,16 +35,27 @@ def _run(step: str, *args: str) -> None:
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("encode")
     cfg_path = tmp / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump({
-        "experiment": "t",
-        "device": "cpu",
-        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
-        "data": {"root": str(tmp / "data"), "num_classes": 3, "train_per_class": 4,
-                 "val_per_class": 2},
-        "tokenizer": {"model": "tokenizer_tiny", "num_tokens": 32,
-                      "quantizer": {"kind": "vcq", "code_dim": 8}},
-        "encode": {"batch_size": 3, "chunk_rows": 4},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "t",
+                "device": "cpu",
+                "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
+                "data": {
+                    "root": str(tmp / "data"),
+                    "num_classes": 3,
+                    "train_per_class": 4,
+                    "val_per_class": 2,
+                },
+                "tokenizer": {
+                    "model": "tokenizer_tiny",
+                    "num_tokens": 32,
+                    "quantizer": {"kind": "vcq", "code_dim": 8},
+                },
+                "encode": {"batch_size": 3, "chunk_rows": 4},
+            }
+        )
+    )
     cfg = load_config(cfg_path)
     _run("make_dataset", "--config", cfg_path)
     torch.manual_seed(0)
@@ -55,8 +66,20 @@ def setup(tmp_path_factory):
 
 def _encode(setup, out, split="train", *extra):
     tmp, cfg_path, _ = setup
-    _run("encode_tokens", "--config", cfg_path, "--schedule", "cosine",
-         "--tokenizer", tmp / "final.pt", "--split", split, "--out", out, *extra)
+    _run(
+        "encode_tokens",
+        "--config",
+        cfg_path,
+        "--schedule",
+        "cosine",
+        "--tokenizer",
+        tmp / "final.pt",
+        "--split",
+        split,
+        "--out",
+        out,
+        *extra,
+    )
 
 
 def test_make_dataset_manifest(setup):
@@ -104,11 +127,25 @@ def test_resume_after_kill_equals_uninterrupted(setup):
 def test_wrong_schedule_is_refused(setup):
     tmp, cfg_path, _ = setup
     proc = subprocess.run(
-        [sys.executable, "pipeline_steps/encode_tokens.py", "--config", str(cfg_path),
-         "--schedule", "cosine",
-         "--tokenizer", str(tmp / "final.pt"), "--split", "val", "--out", str(tmp / "x.h5"),
-         "--set", "schedules=[{name: cosine, kind: cosine, k_min: 4, k_max: 32}]"],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "pipeline_steps/encode_tokens.py",
+            "--config",
+            str(cfg_path),
+            "--schedule",
+            "cosine",
+            "--tokenizer",
+            str(tmp / "final.pt"),
+            "--split",
+            "val",
+            "--out",
+            str(tmp / "x.h5"),
+            "--set",
+            "schedules=[{name: cosine, kind: cosine, k_min: 4, k_max: 32}]",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0 and "K_t differ from schedule 'cosine'" in proc.stderr
 
@@ -120,11 +157,29 @@ def test_torchrun_shards_merge_to_single_process_result(setup):
     if not (tmp / "train.h5").exists():
         _encode(setup, tmp / "train.h5")
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29617",
-         "pipeline_steps/encode_tokens.py", "--config", str(cfg_path), "--schedule", "cosine",
-         "--tokenizer", str(tmp / "final.pt"), "--split", "train", "--out", str(out)],
-        cwd=REPO, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29617",
+            "pipeline_steps/encode_tokens.py",
+            "--config",
+            str(cfg_path),
+            "--schedule",
+            "cosine",
+            "--tokenizer",
+            str(tmp / "final.pt"),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     assert not list(tmp.glob("dist.h5.rank*"))
     with open_tokens(out) as d, open_tokens(tmp / "train.h5") as s:
@@ -150,8 +205,20 @@ def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions
 
     tmp, cfg_path, _ = setup
     out = tmp / "recon" / "cosine.json"
-    _run("eval_recon", "--config", cfg_path, "--schedule", "cosine", "--tokenizer", tmp / "final.pt",
-         "--out", out, "--npz", tmp / "recon" / "cosine.npy", "--no-rfid")
+    _run(
+        "eval_recon",
+        "--config",
+        cfg_path,
+        "--schedule",
+        "cosine",
+        "--tokenizer",
+        tmp / "final.pt",
+        "--out",
+        out,
+        "--npz",
+        tmp / "recon" / "cosine.npy",
+        "--no-rfid",
+    )
     assert read_json(out)["schedule"] == "cosine"
     originals = np.load(tmp / "recon" / "cosine_orig.npy")
     grid = np.asarray(Image.open(out.with_suffix(".png")).convert("RGB"))

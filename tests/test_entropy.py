@@ -32,9 +32,17 @@ def naive_conditional_entropy(tokens: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize("n, k, t_star", [(50000, 16384, 2), (118287, 16384, 2), (IMAGENET, 16384, 2),
-                                          (12_000_000, 16384, 2), (400_000_000, 16384, 3),
-                                          (5_000_000_000, 16384, 3)])
+@pytest.mark.parametrize(
+    "n, k, t_star",
+    [
+        (50000, 16384, 2),
+        (118287, 16384, 2),
+        (IMAGENET, 16384, 2),
+        (12_000_000, 16384, 2),
+        (400_000_000, 16384, 3),
+        (5_000_000_000, 16384, 3),
+    ],
+)
 def test_prop1_reproduces_table1(n, k, t_star):
     assert cliff_position(n, k) == t_star
 
@@ -68,8 +76,9 @@ def test_agrees_with_naive_dictionary_implementation():
     rng = np.random.default_rng(1)
     tokens = rng.integers(0, 5, size=(3000, 8))
     tokens[:, 3] = tokens[:, 1]  # a deterministic position in the middle
-    np.testing.assert_allclose(conditional_entropy(tokens).cond_entropy, naive_conditional_entropy(tokens),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        conditional_entropy(tokens).cond_entropy, naive_conditional_entropy(tokens), atol=1e-9
+    )
 
 
 def test_unique_prefixes_give_the_cliff_and_early_stop_is_exact():
@@ -88,8 +97,15 @@ def test_measured_cliff_ignores_an_early_redundant_token():
 
 
 def _write_store(path, tokens, k_sizes):
-    w = TokenWriter(path, num_rows=len(tokens), k_sizes=k_sizes, view_names=[f"v{i}" for i in range(tokens.shape[1])],
-                    num_classes=1, schedule="s", tokenizer_sha256="x")
+    w = TokenWriter(
+        path,
+        num_rows=len(tokens),
+        k_sizes=k_sizes,
+        view_names=[f"v{i}" for i in range(tokens.shape[1])],
+        num_classes=1,
+        schedule="s",
+        tokenizer_sha256="x",
+    )
     w.write(np.arange(len(tokens)), tokens, np.zeros(len(tokens), np.int64))
     return w.finalize()
 
@@ -107,13 +123,29 @@ def test_reads_one_view_or_all_in_chunks(tmp_path):
 def test_measure_entropy_step_end_to_end(tmp_path):
     rng = np.random.default_rng(3)
     k_sizes = [4, 8, 16, 16]
-    tokens = np.stack([rng.integers(0, k, size=(256, 2)) for k in k_sizes], axis=2).astype(np.uint16)
+    tokens = np.stack([rng.integers(0, k, size=(256, 2)) for k in k_sizes], axis=2).astype(
+        np.uint16
+    )
     _write_store(tmp_path / "t.h5", tokens, k_sizes)
     csv, js = tmp_path / "e.csv", tmp_path / "e.json"
     # the default --config (config/default.yaml) is relative to the checkout
-    subprocess.run([sys.executable, "pipeline_steps/measure_entropy.py", "--tokens", str(tmp_path / "t.h5"),
-                    "--schedule", "s", "--out-csv", str(csv), "--out-json", str(js)], check=True,
-                   cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "pipeline_steps/measure_entropy.py",
+            "--tokens",
+            str(tmp_path / "t.h5"),
+            "--schedule",
+            "s",
+            "--out-csv",
+            str(csv),
+            "--out-json",
+            str(js),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     df, summary = pd.read_csv(csv), json.loads(js.read_text())
     assert list(df.k_t) == k_sizes and df.cond_entropy_bits.iloc[0] == pytest.approx(2.0, abs=0.05)
     assert summary["t_star_theory"] == 3 and summary["n_sequences"] == 256  # 2 + 3 + 4 bits >= 8
@@ -123,7 +155,7 @@ def test_measure_entropy_step_end_to_end(tmp_path):
 
 
 def _two_token_set(k=8, length=5):
-    """All k^2 pairs (x_0, x_1), every later token a function of the pair: H = log2 k, log2 k, 0, ..."""
+    """All k^2 pairs (x_0, x_1), later tokens a function of the pair: H = log2 k, log2 k, 0, ..."""
     x0, x1 = np.divmod(np.arange(k * k), k)
     later = [(x0 * (t + 1) + x1) % k for t in range(length - 2)]
     return np.stack([x0, x1, *later], axis=1).astype(np.int64)
@@ -153,13 +185,18 @@ def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt):
         _write_store(path, tokens[:, None].astype(np.uint16), [8] * 5)
     df, summary = _cli(tmp_path, capsys, path, "--k-sizes", "8")
     np.testing.assert_allclose(df.cond_entropy_bits, [3, 3, 0, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(df.theory_bound_bits, [3, 3, 0, 0, 0], atol=1e-12)  # log2 64 = 2 x log2 8
-    assert summary["t_star_measured"] == summary["t_star_theory"] == 2 and summary["n_sequences"] == 64
+    np.testing.assert_allclose(
+        df.theory_bound_bits, [3, 3, 0, 0, 0], atol=1e-12
+    )  # log2 64 = 2 x log2 8
+    assert (
+        summary["t_star_measured"] == summary["t_star_theory"] == 2 and summary["n_sequences"] == 64
+    )
     assert summary["k_sizes_source"] == "given" and (tmp_path / "out.png").stat().st_size > 1000
 
 
 def test_cli_infers_sizes_as_max_plus_one_and_reads_schedules(tmp_path, capsys):
-    # independent uniform bits at positions 0..3, then a constant: H = 1,1,1,1,0; inferred K = 2,2,2,2,1
+    # independent uniform bits at positions 0..3, then a constant: H = 1,1,1,1,0; inferred K =
+    # 2,2,2,2,1
     tokens = np.array([[(i >> b) & 1 for b in range(4)] + [0] for i in range(16)])
     np.save(tmp_path / "bits.npy", tokens)
     df, summary = _cli(tmp_path, capsys, tmp_path / "bits.npy", "--threshold", "0.5")
@@ -167,14 +204,18 @@ def test_cli_infers_sizes_as_max_plus_one_and_reads_schedules(tmp_path, capsys):
     np.testing.assert_allclose(df.cond_entropy_bits, [1, 1, 1, 1, 0])
     assert summary["t_star_measured"] == 4 and summary["t_star_theory"] == 4  # 4 x 1 bit = log2 16
     # a schedule spec: Eq. 3 cosine sizes; --n-images moves only the theory
-    df, summary = _cli(tmp_path, capsys, tmp_path / "bits.npy", "--k-sizes", "cosine:2:16", "--n-images", "1024")
+    df, summary = _cli(
+        tmp_path, capsys, tmp_path / "bits.npy", "--k-sizes", "cosine:2:16", "--n-images", "1024"
+    )
     assert list(df.k_t) == list(codebook_sizes("cosine", 2, 16, 5)) and summary["log2_n"] == 10
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
     np.save(tmp_path / "flat.npy", np.arange(5))
     code, err = _cli(tmp_path, capsys, tmp_path / "flat.npy")
-    assert code == 2 and "expected integer token ids of shape (N, L)" in err and err.count("\n") == 1
+    assert (
+        code == 2 and "expected integer token ids of shape (N, L)" in err and err.count("\n") == 1
+    )
     np.save(tmp_path / "big.npy", np.full((4, 3), 9))
     code, err = _cli(tmp_path, capsys, tmp_path / "big.npy", "--k-sizes", "8")
     assert code == 2 and "token id 9 at position 0 is not below K_t = 8" in err
@@ -183,5 +224,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
 
 
 def test_cli_help_runs_as_a_module():
-    out = subprocess.run([sys.executable, "-m", "vcq.entropy", "--help"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "vcq.entropy", "--help"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0 and "H(x_t | x_<t)" in out.stdout and "--k-sizes" in out.stdout

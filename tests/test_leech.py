@@ -19,14 +19,17 @@ def shell():
 
 def test_golay_weight_distribution():
     w = golay_codewords().sum(1)
-    counts = {int(k): int(v) for k, v in zip(*torch.unique(w, return_counts=True))}
+    counts = {int(k): int(v) for k, v in zip(*torch.unique(w, return_counts=True), strict=True)}
     assert counts == {0: 1, 8: 759, 12: 2576, 16: 759, 24: 1}
 
 
 def test_shell_counts_norms_distinct(shell):
     assert shell.shape == (196560, 24)
     assert {k: s.stop - s.start for k, s in shape_slices().items()} == {
-        "4^2": 1104, "2^8": 97152, "3^1 1^23": 98304}
+        "4^2": 1104,
+        "2^8": 97152,
+        "3^1 1^23": 98304,
+    }
     assert bool(((shell.long() ** 2).sum(1) == 32).all())
     assert len(torch.unique(shell, dim=0)) == 196560
 
@@ -52,7 +55,9 @@ def test_nearest_equals_brute_force():
     z = torch.nn.functional.normalize(torch.randn(64, 24), dim=1)
     assert torch.equal(nearest_code(z, codes, chunk=5000), (z @ codes.T).argmax(1))
     limit = torch.randint(1, 3000, (64,))
-    brute = (z @ codes.T).masked_fill(torch.arange(len(codes))[None] >= limit[:, None], -9).argmax(1)
+    brute = (
+        (z @ codes.T).masked_fill(torch.arange(len(codes))[None] >= limit[:, None], -9).argmax(1)
+    )
     assert torch.equal(nearest_code(z, codes, limit, chunk=700), brute)
 
 
@@ -83,13 +88,19 @@ def test_factorized_head_scores_every_code_by_the_sum_of_its_coordinate_log_prob
     head = FactorizedLeechHead(8, len(codes))
     head.set_codes(codes)
     labels = head.code_labels.long()
-    assert labels.min() == 0 and labels.max() == 8 and torch.equal(labels, FactorizedLeechHead.labels(codes, torch.arange(1104)))
+    assert (
+        labels.min() == 0
+        and labels.max() == 8
+        and torch.equal(labels, FactorizedLeechHead.labels(codes, torch.arange(1104)))
+    )
     logits = torch.randn(2, 3, 24, 9)
     lp = logits.log_softmax(-1)
     brute = lp[:, :, torch.arange(24), labels].sum(-1)  # (2, 3, 1104)
     assert torch.allclose(head.log_probs(logits), brute, atol=1e-5)
     tokens = torch.randint(0, 1104, (2, 3))
-    assert torch.allclose(head.cross_entropy(logits, tokens), -brute.gather(-1, tokens[..., None])[..., 0], atol=1e-5)
+    assert torch.allclose(
+        head.cross_entropy(logits, tokens), -brute.gather(-1, tokens[..., None])[..., 0], atol=1e-5
+    )
     peaked = torch.full((24, 9), -20.0)
     peaked[torch.arange(24), labels[777]] = 20.0
     assert int(head.log_probs(peaked).argmax()) == 777

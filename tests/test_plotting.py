@@ -19,7 +19,9 @@ def test_grid_tiles_row_major_and_leaves_missing_cells_black(tmp_path):
     images = np.stack([np.full((2, 3, 3), 10 * (i + 1), np.uint8) for i in range(5)])
     grid = image_grid(images, ncol=2)
     assert grid.shape == (3 * 2, 2 * 3, 3)
-    assert grid[0, 0, 0] == 10 and grid[0, 3, 0] == 20 and grid[2, 0, 0] == 30 and grid[4, 0, 0] == 50
+    assert (
+        grid[0, 0, 0] == 10 and grid[0, 3, 0] == 20 and grid[2, 0, 0] == 30 and grid[4, 0, 0] == 50
+    )
     assert not grid[4:, 3:].any()
     path = save_image_grid(tmp_path / "g.png", images, ncol=2)
     assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), grid)

@@ -41,8 +41,12 @@ def test_probe_learns_first_token_and_is_seeded():
 
 def test_all_views_augment_while_first_uses_view_zero_only():
     (tr, ytr), (va, yva) = _data(200, 1), _data(100, 2)
-    views = np.stack([np.full_like(tr, 6), tr], 1)  # view 0 is one code for every image: no label information
-    first = partial(code_features, codebook=torch.eye(7), k=1)  # one-hot: any per-code logits are linear
+    views = np.stack(
+        [np.full_like(tr, 6), tr], 1
+    )  # view 0 is one code for every image: no label information
+    first = partial(
+        code_features, codebook=torch.eye(7), k=1
+    )  # one-hot: any per-code logits are linear
     assert train_probe(first, views, ytr, va, yva, 3, {**PCFG, "train_views": "all"})["top1"] > 90
     assert train_probe(first, views, ytr, va, yva, 3, {**PCFG, "train_views": "first"})["top1"] < 70
 
@@ -51,4 +55,6 @@ def test_streamed_moments_equal_the_full_feature_statistics():
     tokens, _ = _data(101, 4)
     full = code_features(tokens, CODEBOOK, None)
     mu, sd = feature_moments(partial(code_features, codebook=CODEBOOK, k=None), tokens, batch=16)
-    assert torch.allclose(mu, full.mean(0), atol=1e-5) and torch.allclose(sd, full.std(0), atol=1e-5)
+    assert torch.allclose(mu, full.mean(0), atol=1e-5) and torch.allclose(
+        sd, full.std(0), atol=1e-5
+    )

@@ -36,8 +36,12 @@ def test_table2_row(kind, kmin, kmax, kbar, bpp, tstar):
 def test_unrounded_means_match_spec():
     got = [
         mean_codebook_size(codebook_sizes(k, a, b))
-        for k, a, b in [("linear", 2, 16384), ("cosine", 2, 16384), ("power", 2, 16384),
-                        ("cosine", 2, 11264)]
+        for k, a, b in [
+            ("linear", 2, 16384),
+            ("cosine", 2, 16384),
+            ("power", 2, 16384),
+            ("cosine", 2, 11264),
+        ]
     ]
     np.testing.assert_allclose(got, [8193.0, 5963.7, 4696.3, 4100.4], atol=0.05)
 

@@ -24,7 +24,18 @@ def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(tmp_path):
     import subprocess
 
     # the default --config, config/default.yaml, is relative to the checkout
-    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--out-dir", tmp_path / "out",
-                          "--set", "report.k=sixteen"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "pipeline_steps/make_tables.py",
+            "--out-dir",
+            tmp_path / "out",
+            "--set",
+            "report.k=sixteen",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and not (tmp_path / "out").exists()
     assert out.stderr.strip().count("\n") == 0 and "report.k" in out.stderr

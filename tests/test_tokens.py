@@ -27,8 +27,17 @@ def _data(n=23, seed=0):
 
 
 def _writer(path, n, rows=None, sha="abc", sizes=SIZES):
-    return TokenWriter(path, num_rows=n, k_sizes=sizes, view_names=NAMES, num_classes=5,
-                       schedule="cosine", tokenizer_sha256=sha, chunk_rows=4, rows=rows)
+    return TokenWriter(
+        path,
+        num_rows=n,
+        k_sizes=sizes,
+        view_names=NAMES,
+        num_classes=5,
+        schedule="cosine",
+        tokenizer_sha256=sha,
+        chunk_rows=4,
+        rows=rows,
+    )
 
 
 def _write_all(path, tokens, labels, batch=5):

@@ -1,4 +1,4 @@
-"""One plotting setup: matplotlib on its file-only backend, and the figure and image-grid writers."""
+"""One plotting setup: matplotlib on its file-only backend; the figure and image-grid writers."""
 
 from __future__ import annotations
 

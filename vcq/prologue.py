@@ -1,4 +1,5 @@
-"""Prologue tokens: P learned discrete tokens in front of the visual tokens, trained only by the AR loss.
+"""Prologue tokens: P learned discrete tokens in front of the visual tokens, trained only by the AR
+loss.
 
 A small non-causal transformer reads an image's frozen visual tokens and P learned queries; each
 query picks one of Kp prologue codes. The AR model then models [class, prologue, visual tokens].
@@ -17,16 +18,27 @@ from vcq.ar import ARModel
 
 
 class PrologueEncoder(nn.Module):
-    """Visual token ids (B, L) -> prologue ids (B, P) and their AR input embeddings (B, P, ar_dim)."""
+    """Visual token ids (B, L) -> prologue ids (B, P) and their AR embeddings (B, P, ar_dim)."""
 
-    def __init__(self, vocab: int, seq_len: int, num_tokens: int, codebook_size: int, width: int,
-                 depth: int, heads: int, ar_dim: int) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        seq_len: int,
+        num_tokens: int,
+        codebook_size: int,
+        width: int,
+        depth: int,
+        heads: int,
+        ar_dim: int,
+    ) -> None:
         super().__init__()
         self.num_tokens, self.codebook_size = num_tokens, codebook_size
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Parameter(0.02 * torch.randn(num_tokens + seq_len, width))
         self.queries = nn.Parameter(0.02 * torch.randn(num_tokens, width))
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.to_code = nn.Linear(width, width)
         self.codebook = nn.Parameter(F.normalize(torch.randn(codebook_size, width), dim=-1))
@@ -52,7 +64,7 @@ class PrologueEncoder(nn.Module):
 
 
 def prologue_from_extra(extra: dict, device: torch.device | str = "cpu") -> PrologueEncoder | None:
-    """The prologue encoder stored in an AR checkpoint's `extra` (eval mode), or None without one."""
+    """The prologue encoder in an AR checkpoint's `extra` (eval mode), or None without one."""
     if "prologue" not in extra:
         return None
     enc = PrologueEncoder(**extra["prologue"]["config"])
@@ -73,19 +85,25 @@ class ARWithPrologue(nn.Module):
     def __init__(self, ar: ARModel, prologue: PrologueEncoder) -> None:
         super().__init__()
         if ar.cfg.head != "softmax":
-            raise ValueError(f"prologue tokens need the softmax AR head (got {ar.cfg.head!r}): "
-                             "their ids are scored by the first Kp output logits")
+            raise ValueError(
+                f"prologue tokens need the softmax AR head (got {ar.cfg.head!r}): "
+                "their ids are scored by the first Kp output logits"
+            )
         if prologue.codebook_size > ar.cfg.vocab_size:
-            raise ValueError(f"prologue codebook {prologue.codebook_size} exceeds the AR vocabulary "
-                             f"{ar.cfg.vocab_size} (prologue ids share the output head)")
+            raise ValueError(
+                f"prologue codebook {prologue.codebook_size} exceeds the AR vocabulary "
+                f"{ar.cfg.vocab_size} (prologue ids share the output head)"
+            )
         self.ar, self.prologue = ar, prologue
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Visual logits (B, L, V), prologue logits (B, P, Kp) and the prologue ids (targets)."""
         ids, emb = self.prologue(tokens)
         x = self.ar.embed(self.ar.drop_labels(labels), tokens[:, :-1], emb)
         logits = self.ar.forward_embeds(x)
         p = ids.shape[1]
-        # position i < P predicts prologue id i (from class + earlier prologue); the rest predict tokens
+        # position i < P predicts prologue id i (from class + earlier prologue); the rest predict
+        # tokens
         return logits[:, p:], logits[:, :p, : self.prologue.codebook_size], ids

@@ -1,4 +1,5 @@
 """Batched KV-cached generation with classifier-free guidance schedules over positions."""
+
 from __future__ import annotations
 
 import math
@@ -25,14 +26,20 @@ def power_cosine_ramp(length: int, power: float) -> np.ndarray:
 
 
 def codebook_weight(k_sizes: np.ndarray) -> np.ndarray:
-    """Eq. 4 weight (log2 K_t - log2 Kmin)/(log2 Kmax - log2 Kmin); all ones for a constant codebook."""
+    """Eq. 4 weight (log2 K_t - log2 Kmin)/(log2 Kmax - log2 Kmin); ones for a constant codebook."""
     lk = np.log2(np.asarray(k_sizes, dtype=np.float64))
     span = lk.max() - lk.min()
     return np.ones_like(lk) if span == 0 else (lk - lk.min()) / span
 
 
-def guidance_scales(guidance: str, scale: float, k_sizes: np.ndarray, power: float | None = None,
-                    ramp_over: str = "position", cfg_start: float = 0.0) -> np.ndarray:
+def guidance_scales(
+    guidance: str,
+    scale: float,
+    k_sizes: np.ndarray,
+    power: float | None = None,
+    ramp_over: str = "position",
+    cfg_start: float = 0.0,
+) -> np.ndarray:
     """Per-position guidance s_t = cfg_start + (scale - cfg_start)·g_t (length L).
 
     g_t is 1 (constant), r(t/L) (power-cosine) or, for codebook-aware, the Eq. 4 weight w_t
@@ -62,8 +69,13 @@ def guidance_scales(guidance: str, scale: float, k_sizes: np.ndarray, power: flo
 
 
 # Table 8/9 columns: codebook-aware is the default (product) reading, the others are named.
-STRATEGIES = ("constant", "power-cosine", "codebook-aware", "codebook-aware/capacity",
-              "codebook-aware/eq4")
+STRATEGIES = (
+    "constant",
+    "power-cosine",
+    "codebook-aware",
+    "codebook-aware/capacity",
+    "codebook-aware/eq4",
+)
 
 
 def guidance_strategy(preset: dict) -> str:
@@ -95,8 +107,14 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 @torch.no_grad()
-def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: dict,
-             generator: torch.Generator | None = None, prologue: PrologueEncoder | None = None) -> torch.Tensor:
+def generate(
+    model: ARModel,
+    labels: torch.Tensor,
+    k_sizes: np.ndarray,
+    preset: dict,
+    generator: torch.Generator | None = None,
+    prologue: PrologueEncoder | None = None,
+) -> torch.Tensor:
     """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided.
 
     With a `prologue` its P tokens are sampled first, restricted to
@@ -104,11 +122,18 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
     codebook; only the L visual tokens are returned.
     """
     model.eval()
-    scales = guidance_scales(preset["guidance"], preset.get("scale", 0.0), k_sizes, preset.get("power"),
-                             preset.get("ramp_over", "position"), preset.get("cfg_start", 0.0))
+    scales = guidance_scales(
+        preset["guidance"],
+        preset.get("scale", 0.0),
+        k_sizes,
+        preset.get("power"),
+        preset.get("ramp_over", "position"),
+        preset.get("cfg_start", 0.0),
+    )
     n_pro = prologue.num_tokens if prologue is not None else 0
     if n_pro:
-        # the prologue is a global summary: one scale for all of it (default: the preset's base scale)
+        # the prologue is a global summary: one scale for all of it (default: the preset's base
+        # scale)
         base = preset.get("prologue_scale")
         base = preset.get("scale", 0.0) if base is None else base
         base = base if preset["guidance"] != "none" else 0.0
@@ -116,7 +141,11 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
         k_sizes = np.concatenate([np.full(n_pro, prologue.codebook_size), k_sizes])
     b, L = labels.shape[0], len(k_sizes)
     guided = preset["guidance"] != "none"
-    temp, top_k, top_p = preset.get("temperature", 1.0), preset.get("top_k", 0), preset.get("top_p", 1.0)
+    temp, top_k, top_p = (
+        preset.get("temperature", 1.0),
+        preset.get("top_k", 0),
+        preset.get("top_p", 1.0),
+    )
     restrict = preset.get("restrict_to_kt", True)
     lab = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
     cache = model.new_cache(lab.shape[0], extra=n_pro)
@@ -126,7 +155,7 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
         if guided:
             logits = cfg_logits(logits[:b], logits[b:], float(scales[t]))
         if restrict or t < n_pro:  # prologue ids beyond Kp have no code to feed back
-            logits[:, int(k_sizes[t]):] = float("-inf")
+            logits[:, int(k_sizes[t]) :] = float("-inf")
         logits = filter_logits(logits / max(temp, 1e-8), top_k, top_p)
         nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
         out[:, t] = nxt[:, 0]
@@ -138,28 +167,43 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
 
 
 def expand_presets(sampling_cfg: dict) -> list[dict]:
-    """Listed presets plus one `{grid}-s{scale}-p{power}` (`{grid}-s{scale}` for a null power) per grid point."""
+    """Listed presets plus one `{grid}-s{scale}-p{power}` per grid point (no -p for null power)."""
     presets = [dict(p) for p in sampling_cfg.get("presets", [])]
     for grid in sampling_cfg.get("grids", []):
         for s in grid["scales"]:
             for p in grid["powers"]:
                 # a null power (codebook-aware: Eq. 4 alone) has no -p part in the name
                 name = f"{grid['name']}-s{s:g}" + ("" if p is None else f"-p{p:g}")
-                presets.append({"name": name, "guidance": grid["guidance"],
-                                "scale": s, "power": p, "temperature": grid.get("temperature", 1.0),
-                                "ramp_over": grid.get("ramp_over", "position"),
-                                "cfg_start": grid.get("cfg_start", 0.0),
-                                "top_k": 0, "top_p": 1.0, "restrict_to_kt": True,
-                                "schedules": list(grid.get("schedules", []))})
+                presets.append(
+                    {
+                        "name": name,
+                        "guidance": grid["guidance"],
+                        "scale": s,
+                        "power": p,
+                        "temperature": grid.get("temperature", 1.0),
+                        "ramp_over": grid.get("ramp_over", "position"),
+                        "cfg_start": grid.get("cfg_start", 0.0),
+                        "top_k": 0,
+                        "top_p": 1.0,
+                        "restrict_to_kt": True,
+                        "schedules": list(grid.get("schedules", [])),
+                    }
+                )
     names = [p["name"] for p in presets]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate preset names: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        raise ValueError(
+            f"duplicate preset names: {sorted(n for n in set(names) if names.count(n) > 1)}"
+        )
     return presets
 
 
 def presets_for(sampling_cfg: dict, schedule: str) -> list[dict]:
     """The expanded presets that apply to `schedule` (an empty `schedules` list means all)."""
-    return [p for p in expand_presets(sampling_cfg) if not p.get("schedules") or schedule in p["schedules"]]
+    return [
+        p
+        for p in expand_presets(sampling_cfg)
+        if not p.get("schedules") or schedule in p["schedules"]
+    ]
 
 
 def find_preset(sampling_cfg: dict, name: str) -> dict:
@@ -167,4 +211,6 @@ def find_preset(sampling_cfg: dict, name: str) -> dict:
     for p in expand_presets(sampling_cfg):
         if p["name"] == name:
             return p
-    raise KeyError(f"no sampling preset {name!r}; have {[p['name'] for p in expand_presets(sampling_cfg)]}")
+    raise KeyError(
+        f"no sampling preset {name!r}; have {[p['name'] for p in expand_presets(sampling_cfg)]}"
+    )

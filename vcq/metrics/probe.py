@@ -8,10 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Featurizer = Callable[[torch.Tensor], torch.Tensor]  # token ids (B, L) int64 -> features (B, F) float
+Featurizer = Callable[
+    [torch.Tensor], torch.Tensor
+]  # token ids (B, L) int64 -> features (B, F) float
 
 
-def code_features(tokens: np.ndarray | torch.Tensor, codebook: torch.Tensor, k: int | None) -> torch.Tensor:
+def code_features(
+    tokens: np.ndarray | torch.Tensor, codebook: torch.Tensor, k: int | None
+) -> torch.Tensor:
     """Map (N, L) token ids to code vectors and flatten the first k of them: (N, k * D)."""
     tokens = torch.as_tensor(tokens).long().to(codebook.device)
     k = tokens.shape[1] if k is None else k
@@ -23,12 +27,13 @@ def _ids(tokens: np.ndarray, device: torch.device | str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_moments(featurize: Featurizer, tokens: np.ndarray, batch: int,
-                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std (clamped at 1e-6) of the features of token rows (N, L), streamed."""
+def feature_moments(
+    featurize: Featurizer, tokens: np.ndarray, batch: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std (clamped at 1e-6) of token rows' (N, L) features, streamed."""
     total = sq = None
     for i in range(0, len(tokens), batch):
-        x = featurize(_ids(tokens[i:i + batch], device)).double()
+        x = featurize(_ids(tokens[i : i + batch], device)).double()
         total = x.sum(0) if total is None else total + x.sum(0)
         sq = x.pow(2).sum(0) if sq is None else sq + x.pow(2).sum(0)
     mu = total / len(tokens)
@@ -37,14 +42,22 @@ def feature_moments(featurize: Featurizer, tokens: np.ndarray, batch: int,
 
 
 def train_probe(
-    featurize: Featurizer, train_tokens: np.ndarray, y_train: np.ndarray, val_tokens: np.ndarray,
-    y_val: np.ndarray, num_classes: int, pcfg: dict, seed: int = 0, device: torch.device | str = "cpu",
+    featurize: Featurizer,
+    train_tokens: np.ndarray,
+    y_train: np.ndarray,
+    val_tokens: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    pcfg: dict,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Train a linear classifier with minibatch AdamW (seeded); return val {top1, top5} in percent.
 
-    `train_tokens` is (N, V, L): every epoch visits each image once through one of its V views, drawn
-    at random when `pcfg["train_views"]` is `all` (augmentation at no extra cost per epoch), else
-    view 0. Features are standardised by the moments of one such draw and never held for the whole set.
+    `train_tokens` is (N, V, L): every epoch visits each image once through one of its V views,
+    drawn at random when `pcfg["train_views"]` is `all` (augmentation at no extra cost per epoch),
+    else view 0. Features are standardised by the moments of one such draw and never held for the
+    whole set.
     """
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     n, n_views, _ = train_tokens.shape
@@ -76,7 +89,10 @@ def train_probe(
     hits = []
     with torch.no_grad():
         for i in range(0, len(val_tokens), bs):
-            top = head(features(val_tokens[i:i + bs])).topk(min(5, num_classes), dim=1).indices
-            hits.append(top.cpu() == torch.as_tensor(y_val[i:i + bs], dtype=torch.int64)[:, None])
+            top = head(features(val_tokens[i : i + bs])).topk(min(5, num_classes), dim=1).indices
+            hits.append(top.cpu() == torch.as_tensor(y_val[i : i + bs], dtype=torch.int64)[:, None])
     hit = torch.cat(hits)
-    return {"top1": 100 * hit[:, 0].float().mean().item(), "top5": 100 * hit.any(1).float().mean().item()}
+    return {
+        "top1": 100 * hit[:, 0].float().mean().item(),
+        "top5": 100 * hit.any(1).float().mean().item(),
+    }

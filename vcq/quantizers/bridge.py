@@ -20,7 +20,13 @@ class VQBridge(nn.Module):
         self.group = group
         self.compress = nn.Sequential(nn.Linear(group * code_dim, width), nn.LayerNorm(width))
         block = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            width,
+            heads,
+            4 * width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
         self.expand = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, group * code_dim))
@@ -34,7 +40,7 @@ class VQBridge(nn.Module):
 
 @register_quantizer("vcq_bridge")
 class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
-    """SharedCodebookQuantizer whose search codebook is VQBridge(embedding); export() drops the bridge."""
+    """Shared-codebook quantizer searching VQBridge(embedding); export() drops the bridge."""
 
     def __init__(
         self,
@@ -49,8 +55,12 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
             raise ValueError("vcq_bridge needs update='loss': the bridge is trained by gradient")
         super().__init__(sizes, **kwargs)
         if self.k_max % bridge_group:
-            raise ValueError(f"K_max={self.k_max} must be a multiple of bridge_group={bridge_group}")
-        self.bridge = VQBridge(self.code_dim, bridge_group, bridge_width, bridge_depth, bridge_heads)
+            raise ValueError(
+                f"K_max={self.k_max} must be a multiple of bridge_group={bridge_group}"
+            )
+        self.bridge = VQBridge(
+            self.code_dim, bridge_group, bridge_width, bridge_depth, bridge_heads
+        )
 
     def codebook_vectors(self) -> torch.Tensor:
         """The projected (Kmax, D) codebook used for search and lookup."""
@@ -59,5 +69,5 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
 
     @torch.no_grad()
     def export(self) -> torch.Tensor:
-        """Projected codebook as a plain tensor, loadable as a SharedCodebookQuantizer's embedding."""
+        """Projected codebook as a plain tensor: a SharedCodebookQuantizer's embedding."""
         return self.codebook_vectors().detach().clone()
