@@ -14,22 +14,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for
 from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
 from vcq.io import file_sha256
 from vcq.tokenizer import load_tokenizer
-from vcq.training import cleanup_distributed, init_distributed, progress
+from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
 
 def checked_sizes(
     cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
 ) -> np.ndarray:
     """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
-    meta = torch.load(tokenizer_path, map_location="cpu", mmap=True, weights_only=False)
-    saved = meta.get("extra", {}).get("schedule", schedule)
+    saved = require_checkpoint(tokenizer_path, ["extra"])["extra"].get("schedule", schedule)
     if saved != schedule:
         sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
     sizes = np.asarray(model_sizes, dtype=np.int64)
@@ -104,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

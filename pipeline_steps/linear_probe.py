@@ -6,13 +6,12 @@ from functools import partial
 
 import h5py
 import numpy as np
-import torch
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.io import write_json
 from vcq.metrics.probe import code_features, train_probe
 from vcq.prologue import prologue_features, prologue_from_extra
-from vcq.training import init_distributed
+from vcq.training import init_distributed, require_checkpoint
 
 
 def _read_tokens(path: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -54,7 +53,7 @@ def main() -> None:
         rows.append({"features": "codes", "k": k_eff, **res})
     prologue = None
     if args.ar:
-        prologue = prologue_from_extra(torch.load(args.ar, map_location="cpu", weights_only=False)["extra"], device)
+        prologue = prologue_from_extra(require_checkpoint(args.ar, ["extra"])["extra"], device)
     if prologue is not None:
         res = probe(partial(prologue_features, prologue))
         log.info("prologue (%d tokens) top1 %.2f top5 %.2f", prologue.num_tokens, res["top1"], res["top5"])
@@ -64,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

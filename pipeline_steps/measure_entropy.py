@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from vcq import entropy, schedules
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.io import atomic_path, write_json
 
 
@@ -64,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

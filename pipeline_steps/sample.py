@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from vcq.ar import load_ar
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path
 from vcq.prologue import prologue_from_extra
@@ -103,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

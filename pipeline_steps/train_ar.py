@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import schedule
 from vcq.io import atomic_path, file_sha256, write_json
 from vcq.prologue import ARWithPrologue, PrologueEncoder
@@ -122,9 +122,9 @@ def main() -> None:
     state = T.load_checkpoint(last, map_location=env.device)
     step, pos_ema = 0, np.zeros(L)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, pos_ema = state["step"], state["pos_ema"]
+        T.restore_module(net, state["model"], last)
+        T.restore_module(opt, state["opt"], last)
+        step, pos_ema = state["step"], np.asarray(state["pos_ema"])
         T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     jlog = T.JsonlLog(out.parent / "train_log.jsonl", resume_step=step if state else None) if env.is_main else None
@@ -210,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)
