@@ -6,11 +6,11 @@ import subprocess
 import sys
 from collections import Counter
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
+from vcq.data.tokens import TokenWriter
 from vcq.entropy import cliff_position, conditional_entropy, measured_cliff, read_token_matrix
 
 IMAGENET = 1281167
@@ -84,11 +84,10 @@ def test_measured_cliff_ignores_an_early_redundant_token():
 
 
 def _write_store(path, tokens, k_sizes):
-    with h5py.File(path, "w") as f:
-        f["tokens"] = tokens
-        f["labels"] = np.zeros(len(tokens), np.int64)
-        f.attrs["k_sizes"] = np.asarray(k_sizes, np.int64)
-        f.attrs["complete"] = True
+    with TokenWriter(path, num_rows=len(tokens), k_sizes=k_sizes, view_names=["a"] * tokens.shape[1],
+                     num_classes=1, schedule="s", tokenizer_sha256="x") as w:
+        w.write(np.arange(len(tokens)), tokens, np.zeros(len(tokens)))
+        w.finalize()
 
 
 def test_reads_one_view_or_all_in_chunks(tmp_path):

@@ -1,4 +1,8 @@
-"""The HDF5 token store: resumable chunked writer, bounded-memory reader, shard merge."""
+"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader, shard merge.
+
+This module is the only reader and writer of token files: every consumer opens them with
+`open_tokens`, which refuses an incomplete, malformed or mismatched file in one line naming it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from vcq.io import atomic_path
+from vcq.io import StepError, atomic_path, disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
+
+REQUIRED_ATTRS = (
+    "schedule", "k_sizes", "k_max", "num_classes", "views", "view_names", "tokenizer_sha256",
+    "complete",
+)
+
+
+class TokenFileError(StepError, ValueError):
+    """A token file that must not be used: incomplete, malformed, or made for other inputs."""
 
 
 def token_dtype(k_max: int) -> np.dtype:
@@ -37,6 +50,17 @@ def check_bounds(tokens: np.ndarray, k_sizes: np.ndarray, rows: np.ndarray | Non
             f"token {int(tokens[where])} at row {row}, position {t} is out of range: "
             f"K_t = {int(k_sizes[t])}"
         )
+
+
+def row_checksums(tokens: np.ndarray) -> np.ndarray:
+    """Per-row int64 checksum of tokens (n, V, L): a weighted sum that a lost write changes."""
+    flat = tokens.reshape(len(tokens), -1).astype(np.int64)
+    # Fixed pseudo-random weights; each term is reduced below 2^31 so a row sum stays in int64.
+    weights = np.random.default_rng(0).integers(1, 2**31, size=flat.shape[1], dtype=np.int64)
+    return ((flat % _MOD) * weights % _MOD).sum(1) % _MOD
+
+
+_MOD = np.int64(2**31 - 1)
 
 
 class TokenWriter:
@@ -92,7 +116,9 @@ class TokenWriter:
                     for k, v in self.attrs.items()
                 )
                 same_rows = self.rows is None or np.array_equal(f["rows"][:], self.rows)
-                return same and same_rows and f["tokens"].shape[0] == self.num_rows
+                # Files without checksums predate write verification: re-encode them.
+                return (same and same_rows and "checksum" in f
+                        and f["tokens"].shape[0] == self.num_rows)
         except (OSError, KeyError):
             return False
 
@@ -107,6 +133,7 @@ class TokenWriter:
             f.create_dataset("tokens", shape=shape, dtype=dtype, chunks=chunk)
             f.create_dataset("labels", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             f.create_dataset("done", shape=(self.num_rows,), dtype=bool, fillvalue=False)
+            f.create_dataset("checksum", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             if self.rows is not None:
                 f.create_dataset("rows", data=self.rows)
             f.attrs.update(self.attrs)
@@ -132,26 +159,56 @@ class TokenWriter:
         check_bounds(tokens, self.k_sizes, rows)
         order = np.argsort(rows)
         rows, tokens, labels = rows[order], tokens[order], np.asarray(labels, dtype=np.int64)[order]
-        for start, stop in _runs(rows):
-            span = slice(rows[start], rows[stop - 1] + 1)
-            self.file["tokens"][span] = tokens[start:stop]
-            self.file["labels"][span] = labels[start:stop]
-        # `done` last: a row is flagged only after its tokens and label were written.
-        for start, stop in _runs(rows):
-            self.file["done"][rows[start] : rows[stop - 1] + 1] = True
-        # Flushed per batch: after a kill, every row flagged done is on disk.
-        self.file.flush()
+        sums = row_checksums(tokens)
+        try:
+            for start, stop in _runs(rows):
+                span = slice(rows[start], rows[stop - 1] + 1)
+                self.file["tokens"][span] = tokens[start:stop]
+                self.file["labels"][span] = labels[start:stop]
+                self.file["checksum"][span] = sums[start:stop]
+            # `done` last: a row is flagged only after its tokens and label were written.
+            for start, stop in _runs(rows):
+                self.file["done"][rows[start] : rows[stop - 1] + 1] = True
+            # Flushed per batch: after a kill, every row flagged done is on disk.
+            self.file.flush()
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise disk_full_error(self.partial) from e
+            raise
 
     def finalize(self) -> Path:
-        """Check every row is done, set `complete`, rename `.partial` to the final path."""
+        """Verify every row as read back from disk, set `complete`, rename `.partial` to the path."""
         if self.file is not None:
             missing = len(self.pending_rows())
             if missing:
                 raise RuntimeError(f"{self.partial}: {missing} rows not written yet")
-            self.file.attrs["complete"] = True
             self.close()
+            bad = self._verify_on_disk()
+            with h5py.File(self.partial, "r+") as f:
+                if bad.size:
+                    f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
+                else:
+                    f.attrs["complete"] = True
+            if bad.size:
+                raise TokenFileError(
+                    f"{self.partial}: {bad.size} rows read back differently from what was written "
+                    f"(first: row {int(bad[0])}); rerun the step to rewrite them"
+                )
             os.replace(self.partial, self.path)
         return self.path
+
+    def _verify_on_disk(self, chunk_rows: int = 4096) -> np.ndarray:
+        """Local rows whose tokens, label or checksum on disk do not agree (file reopened)."""
+        bad = []
+        with h5py.File(self.partial, "r") as f:
+            ds, num_classes = f["tokens"], self.attrs["num_classes"]
+            for a in range(0, self.num_rows, chunk_rows):
+                block = ds[a : a + chunk_rows].astype(np.int64)
+                labels, sums = f["labels"][a : a + chunk_rows], f["checksum"][a : a + chunk_rows]
+                wrong = (row_checksums(block) != sums) | (labels < 0) | (labels >= num_classes)
+                wrong |= ((block < 0) | (block >= self.k_sizes)).any(axis=(1, 2))
+                bad.append(a + np.flatnonzero(wrong))
+        return np.concatenate(bad)
 
     def close(self) -> None:
         """Close the file (the `.partial` stays for a later resume)."""
@@ -174,23 +231,66 @@ def _runs(sorted_rows: np.ndarray) -> Iterator[tuple[int, int]]:
 
 
 class TokenStore:
-    """Read-only view of a complete token file; tokens stay on disk until iterated."""
+    """Read-only, checked view of a complete token file; tokens stay on disk until read.
+
+    Opening checks completeness, the required attributes, dtype, shapes and labels; every read
+    checks 0 <= token < K_t. Each failure is a `TokenFileError` naming the file.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.file = h5py.File(self.path, "r")
-        a = self.file.attrs
-        if not bool(a.get("complete", False)):
+        if not self.path.is_file():
+            raise TokenFileError(f"{self.path}: no such token file; run encode_tokens first")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise TokenFileError(f"{self.path}: not a readable HDF5 token file ({e})") from e
+        try:
+            self._check_and_load()
+        except BaseException:
             self.file.close()
-            raise ValueError(f"{self.path} is not a complete token store (interrupted write?)")
+            raise
+
+    def _fail(self, what: str) -> TokenFileError:
+        return TokenFileError(f"{self.path}: {what}")
+
+    def _check_and_load(self) -> None:
+        a = self.file.attrs
+        missing = [k for k in REQUIRED_ATTRS if k not in a]
+        missing += [k for k in ("tokens", "labels", "done") if k not in self.file]
+        if missing:
+            raise self._fail(f"no '{missing[0]}' entry: not written by encode_tokens (or by an "
+                             "older version); re-encode it")
+        if not bool(a["complete"]):
+            raise self._fail("is not a complete token store (interrupted write?); rerun "
+                             "encode_tokens to finish it")
         self.tokens: h5py.Dataset = self.file["tokens"]
-        self.labels: np.ndarray = self.file["labels"][:]
         self.schedule = str(a["schedule"])
         self.k_sizes = np.asarray(a["k_sizes"], dtype=np.int64)
         self.k_max = int(a["k_max"])
         self.num_classes = int(a["num_classes"])
         self.view_names: list[str] = json.loads(a["view_names"])
         self.tokenizer_sha256 = str(a["tokenizer_sha256"])
+        expected = token_dtype(self.k_max)
+        if self.tokens.dtype != expected:
+            raise self._fail(f"tokens are {self.tokens.dtype}, expected {expected} for "
+                             f"K_max = {self.k_max}; re-encode it")
+        shape = self.tokens.shape
+        if (len(shape) != 3 or shape[1] != len(self.view_names) or shape[2] != len(self.k_sizes)
+                or self.k_max != int(self.k_sizes.max())):
+            raise self._fail(f"tokens {shape} do not match views {len(self.view_names)}, "
+                             f"L = {len(self.k_sizes)}, K_max = {self.k_max}; re-encode it")
+        done = self.file["done"][:]
+        if done.shape != (shape[0],) or not done.all():
+            raise self._fail(f"{int((~done).sum())} rows marked complete but never written; "
+                             "re-encode it")
+        self.labels: np.ndarray = self.file["labels"][:]
+        if self.labels.shape != (shape[0],):
+            raise self._fail(f"labels {self.labels.shape} for {shape[0]} rows; re-encode it")
+        wrong = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
+        if wrong.size:
+            raise self._fail(f"label {int(self.labels[wrong[0]])} of row {int(wrong[0])} is "
+                             f"outside 0..{self.num_classes - 1}; re-encode it")
 
     @property
     def num_rows(self) -> int:
@@ -207,6 +307,16 @@ class TokenStore:
         """Tokens per view L."""
         return self.tokens.shape[2]
 
+    def _checked(self, block: np.ndarray, first_row: int | np.ndarray) -> np.ndarray:
+        """`block` as int64 after the K_t bound check (rows named in file coordinates)."""
+        block = block.astype(np.int64)
+        try:
+            rows = first_row + np.arange(len(block)) if np.isscalar(first_row) else first_row
+            check_bounds(block, self.k_sizes, np.asarray(rows))
+        except ValueError as e:
+            raise self._fail(f"{e}; re-encode it with the tokenizer of this schedule") from e
+        return block
+
     def iter_chunks(
         self, view: int | None = None, chunk_rows: int | None = None
     ) -> Iterator[np.ndarray]:
@@ -214,11 +324,17 @@ class TokenStore:
         step = chunk_rows or self.tokens.chunks[0]
         for a in range(0, self.num_rows, step):
             block = self.tokens[a : a + step] if view is None else self.tokens[a : a + step, view]
-            yield block.astype(np.int64)
+            yield self._checked(block, a)
 
     def read(self, view: int | None = None) -> np.ndarray:
         """All tokens in memory (small stores only)."""
         return np.concatenate(list(self.iter_chunks(view)), axis=0)
+
+    def read_rows(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view each."""
+        uniq, inv = np.unique(rows, return_inverse=True)  # h5py fancy indexing needs increasing rows
+        block = self.tokens[uniq][inv, views]
+        return self._checked(block, uniq[inv]), self.labels[uniq][inv]
 
     def close(self) -> None:
         """Close the file."""
@@ -231,15 +347,25 @@ class TokenStore:
         self.close()
 
 
-def open_tokens(path: str | os.PathLike, k_sizes: Sequence[int] | None = None) -> TokenStore:
-    """Open a complete store; if `k_sizes` is given, refuse a file written for other K_t."""
+def open_tokens(
+    path: str | os.PathLike,
+    k_sizes: Sequence[int] | None = None,
+    tokenizer_sha256: str | None = None,
+) -> TokenStore:
+    """Open a complete, checked store; refuse one written for other K_t or by another tokenizer."""
     store = TokenStore(path)
     if k_sizes is not None and not np.array_equal(store.k_sizes, np.asarray(k_sizes)):
         store.close()
-        raise ValueError(
+        raise TokenFileError(
             f"{path}: k_sizes in the file (schedule '{store.schedule}', L={len(store.k_sizes)}, "
             f"Kmax={store.k_max}) differ from the expected K_t (L={len(k_sizes)}, "
             f"Kmax={int(np.max(k_sizes))}); re-encode with the matching tokenizer"
+        )
+    if tokenizer_sha256 is not None and store.tokenizer_sha256 != tokenizer_sha256:
+        store.close()
+        raise TokenFileError(
+            f"{path}: encoded by another tokenizer (sha256 {store.tokenizer_sha256[:12]}..., "
+            f"expected {tokenizer_sha256[:12]}...); re-encode it with this tokenizer"
         )
     return store
 
