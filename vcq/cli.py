@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from tqdm import tqdm
+
 from vcq.config import ConfigError, load_config
 from vcq.io import StepError, disk_full_error, is_disk_full
 
@@ -62,6 +64,9 @@ def run_step(main: Callable[[], None]) -> None:
         if full and not isinstance(e, StepError):
             e = disk_full_error(getattr(e, "filename", None) or "an output file")
         logging.shutdown()
+        # An interrupted progress bar has no newline yet: close it so the error starts a line.
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
         print(f"error: {e}", file=sys.stderr, flush=True)
         if full:
             # After a failed write HDF5 crashes while Python tears its objects down (exit 139).

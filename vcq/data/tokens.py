@@ -6,6 +6,7 @@ This module is the only reader and writer of token files: every consumer opens t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -99,16 +100,20 @@ class TokenWriter:
         self.num_rows = int(num_rows)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.file: h5py.File | None = None
-        if self.path.exists() and self._matches(self.path):
+        self.datasets: dict[str, h5py.Dataset] = {}
+        if self.path.exists() and self._matches(self.path, complete=True):
             return
-        if self.partial.exists() and not self._matches(self.partial):
+        if self.partial.exists() and not self._matches(self.partial, complete=False):
             log.warning("discarding stale or unreadable %s", self.partial)
             self.partial.unlink()
         if not self.partial.exists():
             self._create(chunk_rows)
         self.file = h5py.File(self.partial, "r+")
+        # Held open: a temporary Dataset's cache is written back in its destructor, where HDF5
+        # write errors are only printed ("Exception ignored"); held ones surface them at flush().
+        self.datasets = {k: self.file[k] for k in ("tokens", "labels", "checksum", "done")}
 
-    def _matches(self, path: Path) -> bool:
+    def _matches(self, path: Path, complete: bool) -> bool:
         try:
             with h5py.File(path, "r") as f:
                 same = all(
@@ -118,6 +123,7 @@ class TokenWriter:
                 same_rows = self.rows is None or np.array_equal(f["rows"][:], self.rows)
                 # Files without checksums predate write verification: re-encode them.
                 return (same and same_rows and "checksum" in f
+                        and bool(f.attrs["complete"]) == complete
                         and f["tokens"].shape[0] == self.num_rows)
         except (OSError, KeyError):
             return False
@@ -163,12 +169,12 @@ class TokenWriter:
         try:
             for start, stop in _runs(rows):
                 span = slice(rows[start], rows[stop - 1] + 1)
-                self.file["tokens"][span] = tokens[start:stop]
-                self.file["labels"][span] = labels[start:stop]
-                self.file["checksum"][span] = sums[start:stop]
+                self.datasets["tokens"][span] = tokens[start:stop]
+                self.datasets["labels"][span] = labels[start:stop]
+                self.datasets["checksum"][span] = sums[start:stop]
             # `done` last: a row is flagged only after its tokens and label were written.
             for start, stop in _runs(rows):
-                self.file["done"][rows[start] : rows[stop - 1] + 1] = True
+                self.datasets["done"][rows[start] : rows[stop - 1] + 1] = True
             # Flushed per batch: after a kill, every row flagged done is on disk.
             self.file.flush()
         except (OSError, RuntimeError) as e:
@@ -184,11 +190,16 @@ class TokenWriter:
                 raise RuntimeError(f"{self.partial}: {missing} rows not written yet")
             self.close()
             bad = self._verify_on_disk()
-            with h5py.File(self.partial, "r+") as f:
-                if bad.size:
-                    f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
-                else:
-                    f.attrs["complete"] = True
+            try:
+                with h5py.File(self.partial, "r+") as f:
+                    if bad.size:
+                        f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
+                    else:
+                        f.attrs["complete"] = True
+            except (OSError, RuntimeError) as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.partial) from e
+                raise
             if bad.size:
                 raise TokenFileError(
                     f"{self.partial}: {bad.size} rows read back differently from what was written "
@@ -213,14 +224,28 @@ class TokenWriter:
     def close(self) -> None:
         """Close the file (the `.partial` stays for a later resume)."""
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            f, self.file, self.datasets = self.file, None, {}
+            try:
+                f.close()
+            except (OSError, RuntimeError) as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.partial) from e
+                raise
 
     def __enter__(self) -> TokenWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        if isinstance(exc[0], StepError) and is_disk_full(exc[0]):
+            # Closing (or dropping) a file whose writes failed makes HDF5 print errors or crash;
+            # the handles stay as they are and the failing process exits (vcq.cli.run_step).
+            return
+        # Already failing: a close that fails too must not replace that error.
+        with contextlib.suppress(StepError, OSError, RuntimeError):
+            self.close()
 
 
 def _runs(sorted_rows: np.ndarray) -> Iterator[tuple[int, int]]:
