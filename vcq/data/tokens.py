@@ -20,6 +20,10 @@ from vcq.io import StepError, atomic_path, disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 
+# Version 2: train views are ten_crop's 10 distinct views. Files without the attribute are version 1
+# (20 views: the ten crops and a duplicate mirror of each) and are refused.
+FORMAT_VERSION = 2
+
 REQUIRED_ATTRS = (
     "schedule", "k_sizes", "k_max", "num_classes", "views", "view_names", "tokenizer_sha256",
     "complete",
@@ -89,6 +93,7 @@ class TokenWriter:
         self.partial = partial_path(path)
         self.k_sizes = np.asarray(k_sizes, dtype=np.int64)
         self.attrs = {
+            "format_version": FORMAT_VERSION,
             "schedule": schedule,
             "k_sizes": self.k_sizes,
             "k_max": int(self.k_sizes.max()),
@@ -281,6 +286,10 @@ class TokenStore:
 
     def _check_and_load(self) -> None:
         a = self.file.attrs
+        version = int(a.get("format_version", 1))
+        if version != FORMAT_VERSION:
+            raise self._fail(f"token file format {version}, this version reads format {FORMAT_VERSION} "
+                             "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)")
         missing = [k for k in REQUIRED_ATTRS if k not in a]
         missing += [k for k in ("tokens", "labels", "done") if k not in self.file]
         if missing:
