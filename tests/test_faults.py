@@ -348,6 +348,34 @@ def test_10_training_step_with_a_truncated_last_pt_exits_with_one_line(tmp_path)
     assert _last_line(r).startswith(f"error: {tmp_path / 'a' / 'last.pt'}: unreadable checkpoint")
 
 
+def test_10_resuming_with_a_checkpoint_of_another_model_config_exits_with_one_line(tmp_path):
+    from test_train_ar import config, write_tokens
+
+    write_tokens(tmp_path / "train.h5", 16, 0)
+    write_tokens(tmp_path / "val.h5", 8, 1)
+    args = ["pipeline_steps/train_ar.py", "--schedule", "c", "--tokens", tmp_path / "train.h5",
+            "--val-tokens", tmp_path / "val.h5", "--out", tmp_path / "a" / "final.pt"]
+    assert _cli(*args, "--config", config(tmp_path, 4), "--stop-after", "1").returncode == 0
+    r = _cli(*args, "--config", config(tmp_path, 4), "--set", "ar.model={name: ar_tiny, dim: 64}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert _last_line(r).startswith(f"error: {tmp_path / 'a' / 'last.pt'} does not fit this configuration's")
+
+
+def test_4_ar_training_refuses_tokens_beyond_k_t_in_one_line(tmp_path):
+    from test_train_ar import config, write_tokens
+
+    write_tokens(tmp_path / "train.h5", 16, 0)
+    write_tokens(tmp_path / "val.h5", 8, 1)
+    with h5py.File(tmp_path / "train.h5", "r+") as f:
+        f["tokens"][:, :, 3] = 16  # K_t = 16 everywhere
+    r = _cli("pipeline_steps/train_ar.py", "--config", config(tmp_path, 2), "--schedule", "c",
+             "--tokens", tmp_path / "train.h5", "--val-tokens", tmp_path / "val.h5",
+             "--out", tmp_path / "a" / "final.pt")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "train.h5: token 16 at row" in _last_line(r) and "position 3 is out of range" in _last_line(r)
+    assert not (tmp_path / "a" / "final.pt").exists()
+
+
 def test_10_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "last.pt", {"step": 1})
 
