@@ -19,7 +19,7 @@ from vcq.config import codebook_sizes_for
 from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
-from vcq.io import file_sha256
+from vcq.io import content_key, file_sha256
 from vcq.tokenizer import load_tokenizer
 from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
@@ -65,6 +65,9 @@ def main() -> None:
         target, num_rows=len(rows), k_sizes=sizes, view_names=names,
         num_classes=dataset.num_classes, schedule=args.schedule,
         tokenizer_sha256=file_sha256(args.tokenizer), chunk_rows=enc["chunk_rows"],
+        # A .partial continues only under the same data and views (batch boundaries included).
+        inputs_sha256=content_key(data=cfg["data"], split=args.split, recipe=recipe, resize=enc["resize"],
+                                  crop=enc["crop"], batch_size=enc["batch_size"]),
         rows=rows if env.world_size > 1 else None,
     )
     pending = writer.pending_rows()

@@ -243,6 +243,20 @@ def test_7_rows_that_read_back_wrong_are_not_finalised_and_are_rewritten(tmp_pat
         assert np.array_equal(s.read(), tokens) and np.array_equal(s.labels, labels)
 
 
+def test_7_a_partial_token_file_from_other_inputs_is_discarded(tmp_path, capfd):
+    def writer(inputs):
+        return TokenWriter(tmp_path / "t.h5", num_rows=8, k_sizes=SIZES, view_names=["v"], num_classes=3,
+                           schedule="s", tokenizer_sha256="x", inputs_sha256=inputs)
+
+    with writer("data seed 0") as w:
+        w.write(np.arange(4), np.zeros((4, 1, 4), int), np.zeros(4, int))
+    with writer("data seed 0") as w:
+        assert w.pending_rows().tolist() == [4, 5, 6, 7]
+    with writer("data seed 1") as w:
+        assert w.pending_rows().tolist() == list(range(8))
+    assert "discarding stale" in capfd.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def encode_setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("encode")

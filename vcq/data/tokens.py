@@ -72,7 +72,7 @@ class TokenWriter:
     """Create or resume `<path>.partial`; rows are marked done as written; `finalize` renames.
 
     `rows` (optional) holds the global row index of each local row, for per-rank shards.
-    A stale `.partial` (other tokenizer, schedule, shape) or an unreadable one is discarded.
+    A stale `.partial` (other tokenizer, inputs, schedule, shape) or an unreadable one is discarded.
     If `<path>` already exists complete with the same attributes, nothing is pending.
     """
 
@@ -88,6 +88,7 @@ class TokenWriter:
         tokenizer_sha256: str,
         chunk_rows: int = 64,
         rows: np.ndarray | None = None,
+        inputs_sha256: str = "",
     ) -> None:
         self.path = Path(path)
         self.partial = partial_path(path)
@@ -101,6 +102,7 @@ class TokenWriter:
             "views": len(view_names),
             "view_names": json.dumps(list(view_names)),
             "tokenizer_sha256": tokenizer_sha256,
+            "inputs_sha256": inputs_sha256,
         }
         self.num_rows = int(num_rows)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
@@ -305,6 +307,7 @@ class TokenStore:
         self.num_classes = int(a["num_classes"])
         self.view_names: list[str] = json.loads(a["view_names"])
         self.tokenizer_sha256 = str(a["tokenizer_sha256"])
+        self.inputs_sha256 = str(a.get("inputs_sha256", ""))
         expected = token_dtype(self.k_max)
         if self.tokens.dtype != expected:
             raise self._fail(f"tokens are {self.tokens.dtype}, expected {expected} for "
@@ -412,8 +415,8 @@ def merge_shards(
     try:
         first = shards[0]
         for s in shards[1:]:
-            same_tokenizer = s.tokenizer_sha256 == first.tokenizer_sha256
-            if not (same_tokenizer and np.array_equal(s.k_sizes, first.k_sizes)):
+            same_inputs = (s.tokenizer_sha256, s.inputs_sha256) == (first.tokenizer_sha256, first.inputs_sha256)
+            if not (same_inputs and np.array_equal(s.k_sizes, first.k_sizes)):
                 raise ValueError(f"{s.path}: other K_t or tokenizer than {first.path}")
         rows = [s.file["rows"][:] for s in shards]
         n = sum(len(r) for r in rows)
@@ -423,6 +426,7 @@ def merge_shards(
             out_path, num_rows=n, k_sizes=first.k_sizes, view_names=first.view_names,
             num_classes=first.num_classes, schedule=first.schedule,
             tokenizer_sha256=first.tokenizer_sha256, chunk_rows=first.tokens.chunks[0],
+            inputs_sha256=first.inputs_sha256,
         )
         with writer:
             for a in range(0, n, chunk_rows):
