@@ -2,16 +2,27 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import yaml
 
+from vcq.data.tokens import TokenWriter
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def snakemake_exe() -> str:
+    """The snakemake command of this environment (tests that need it are skipped without one)."""
+    exe = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    if not Path(exe).exists():
+        pytest.skip("snakemake not installed")
+    return exe
 
 
 @pytest.fixture
@@ -29,28 +40,17 @@ class TrainARStep:
     def __init__(self, tmp: Path):
         self.tmp = tmp
 
-    def write_tokens(self, path: Path, n: int, seed: int) -> None:
-        """Structured tokens: each sequence is a class-dependent arithmetic progression mod K."""
+    def write_tokens(self, path: Path, n: int, seed: int, sha: str = "x") -> None:
+        """Structured tokens (a class-dependent arithmetic progression mod K), encoded by `sha`."""
         L, V, K = self.L, self.V, self.K
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, 4, n)
         start = rng.integers(0, K, (n, V, 1))
         tok = (start + (labels[:, None, None] + 1) * np.arange(L)) % K
-        with h5py.File(path, "w") as f:
-            f["tokens"] = tok.astype(np.uint16)
-            f["labels"] = labels.astype(np.int64)
-            f["done"] = np.ones(n, bool)
-            f.attrs.update(
-                format_version=2,
-                schedule="c",
-                k_sizes=np.full(L, K, np.int64),
-                k_max=K,
-                num_classes=4,
-                views=V,
-                view_names=json.dumps(["a", "b"]),
-                tokenizer_sha256="x",
-                complete=True,
-            )
+        with TokenWriter(path, num_rows=n, k_sizes=np.full(L, K), view_names=["a", "b"],
+                         num_classes=4, schedule="c", tokenizer_sha256=sha) as w:
+            w.write(np.arange(n), tok, labels)
+            w.finalize()
 
     def config(self, steps: int, **train) -> Path:
         """A config of one constant schedule `c` and the `ar_tiny` model trained for `steps`."""

@@ -69,14 +69,18 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, 
     cfg = train_ar_step.config(3)
     cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
                    + "probe: {k: [4], epochs: 2}\n")
-    train_ar_step.run(cfg, tmp_path / "a" / "final.pt")
-    probe_step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "linear_probe.py"
+    from vcq.io import file_sha256
     from vcq.tokenizer import Tokenizer, save_tokenizer
 
     tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
                      "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 16, {"kind": "vcq", "code_dim": 4},
                     [16] * 16)
     save_tokenizer(tmp_path / "tok.pt", tok, {})
+    # The probe checks that the token files were encoded by this tokenizer.
+    train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))
+    train_ar_step.write_tokens(tmp_path / "val.h5", 32, 1, sha=file_sha256(tmp_path / "tok.pt"))
+    train_ar_step.run(cfg, tmp_path / "a" / "final.pt")
+    probe_step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "linear_probe.py"
     out = tmp_path / "probe.json"
     subprocess.run([sys.executable, probe_step, "--config", str(cfg), "--tokenizer",
                     str(tmp_path / "tok.pt"), "--train-tokens", str(tmp_path / "train.h5"), "--val-tokens",

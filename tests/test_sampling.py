@@ -158,7 +158,8 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
     step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "sample.py"
     out = tmp_path / "s" / "p1.npz"
     argv = ["sample.py", "--config", str(tmp_path / "c.yaml"), "--schedule", "c", "--preset", "p1",
-            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", "x", "--out", str(out)]
+            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", str(tmp_path / "tok.pt"), "--out", str(out)]
+    (tmp_path / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(step), run_name="__main__")
     d = np.load(out)

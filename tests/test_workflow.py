@@ -5,9 +5,7 @@ helpers (vcq.sampling.expand_presets / presets_for), so a bug there cannot hide 
 """
 
 import re
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -17,15 +15,18 @@ import pytest
 from vcq.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-pytestmark = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 
 
-@cache
-def dry_run(config: str, profile: str) -> tuple[Counter, list[tuple[str, dict]], str]:
+@pytest.fixture(scope="module")
+def dry_run(snakemake_exe):
+    """`dry_run(config, profile)`, each plan computed once per module."""
+    return cache(lambda config, profile: plan(snakemake_exe, config, profile))
+
+
+def plan(snakemake_exe: str, config: str, profile: str) -> tuple[Counter, list[tuple[str, dict]], str]:
     """A forced dry run (every job planned whether or not outputs exist): rule -> job count,
     (rule, wildcards) per job, and the printed plan."""
-    cmd = [SNAKEMAKE, "-n", "--forceall", "--profile", f"workflow/profiles/{profile}",
+    cmd = [snakemake_exe, "-n", "--forceall", "--profile", f"workflow/profiles/{profile}",
            "--configfile", config]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -50,7 +51,7 @@ def sample_jobs(jobs) -> Counter:
 PER_SCHEDULE = ["train_tokenizer", "eval_recon", "measure_entropy", "linear_probe", "train_ar"]
 
 
-def test_demo_dag_generates_its_data_and_demo_features():
+def test_demo_dag_generates_its_data_and_demo_features(dry_run):
     counts, jobs, _ = dry_run("config/default.yaml", "local")
     # three schedules (constant, linear, cosine); presets nocfg (all), cfg (all), cbcfg (linear, cosine)
     assert counts == Counter(make_dataset=1, train_feature_net=1, theory=1, encode_tokens=6,
@@ -63,21 +64,22 @@ def test_demo_dag_generates_its_data_and_demo_features():
         (s, split) for s in ("constant", "linear", "cosine") for split in ("train", "val")}
 
 
-def test_imagenet_dag_lists_the_whole_paper_pipeline():
+def test_imagenet_dag_lists_the_whole_paper_pipeline(dry_run):
     counts, jobs, _ = dry_run("config/imagenet/base.yaml", "slurm")
     # per schedule: nocfg + its Table 7 preset; cosine also the Table 8 grids vanilla 5x3,
     # cbpos 6x3, cbcap 6x3, cbeq4 6x1; both constants the Table 9 grid cbcfg 7x4
     expected = {"constant16384": 2 + 28, "constant8192": 2 + 28, "linear": 2, "power": 2,
                 "cosine": 2 + 15 + 18 + 18 + 6}
     assert sample_jobs(jobs) == expected
-    assert counts == Counter(theory=1, encode_tokens=10, sample=123, eval_fid=123, tables=1, figures=1,
-                             all=1, **{rule: 5 for rule in PER_SCHEDULE})  # ImageNet is used in place
+    # ImageNet is used in place, after make_dataset has validated the folder into its manifest
+    assert counts == Counter(make_dataset=1, theory=1, encode_tokens=10, sample=123, eval_fid=123,
+                             tables=1, figures=1, all=1, **{rule: 5 for rule in PER_SCHEDULE})
     cosine = {w["preset"] for rule, w in jobs if rule == "sample" and w["schedule"] == "cosine"}
     assert {"nocfg", "t7-cosine", "vanilla-s5-p1", "cbcap-s13-p2", "cbeq4-s3"} <= cosine
     assert not any(p.startswith(("t7-linear", "cbcfg")) for p in cosine)
 
 
-def test_resume_state_is_never_a_rule_output():
+def test_resume_state_is_never_a_rule_output(dry_run):
     # Snakemake deletes the outputs of an interrupted job before rerunning it: checkpoints, metrics
     # logs and partial token files must not be outputs, or a resumed run would lose them
     _, _, plan = dry_run("config/default.yaml", "local")
@@ -88,7 +90,7 @@ def test_resume_state_is_never_a_rule_output():
     assert resume_state == []
 
 
-def test_imagenet_quantizer_family_plans_one_row_per_method():
+def test_imagenet_quantizer_family_plans_one_row_per_method(dry_run):
     counts, jobs, _ = dry_run("config/imagenet/quantizers.yaml", "slurm")
     # nocfg for all five; grid cbcfg 3x3 on the four VCQ-family rows, vanilla 4x3 on bsq18
     assert sample_jobs(jobs) == {"cosine": 10, "bridge_cosine": 10, "leech_cosine": 10,
@@ -102,7 +104,7 @@ SCALING = {"config/imagenet/scaling_b_l.yaml": 1, "config/imagenet/scaling_b_xl.
 
 
 @pytest.mark.parametrize("config", list(SCALING))
-def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(config):
+def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(dry_run, config):
     cfg = load_config(ROOT / config)
     counts, jobs, _ = dry_run(config, "slurm")
     assert [s["name"] for s in cfg["schedules"]] in (["cosine"], ["cosine_large"])
