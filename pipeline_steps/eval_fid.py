@@ -13,11 +13,21 @@ from vcq.sampling import find_preset
 def main() -> None:
     """Parse flags, evaluate the samples, write the generation-metrics JSON atomically."""
     parser = step_parser(__doc__)
-    parser.add_argument("--samples", required=True, help="sample .npz (arr_0 uint8 NHWC) or image folder")
-    parser.add_argument("--reference", default="auto", help="image folder or ADM .npz; auto = eval.reference or data val folder")
-    parser.add_argument("--out", required=True, help="output JSON, e.g. results/EXP/gen/SCHEDULE/PRESET.json")
+    parser.add_argument(
+        "--samples", required=True, help="sample .npz (arr_0 uint8 NHWC) or image folder"
+    )
+    parser.add_argument(
+        "--reference",
+        default="auto",
+        help="image folder or ADM .npz; auto = eval.reference or data val folder",
+    )
+    parser.add_argument(
+        "--out", required=True, help="output JSON, e.g. results/EXP/gen/SCHEDULE/PRESET.json"
+    )
     parser.add_argument("--schedule", default=None, help="schedule name, recorded in the JSON")
-    parser.add_argument("--preset", default=None, help="sampling preset name; its settings are recorded in the JSON")
+    parser.add_argument(
+        "--preset", default=None, help="sampling preset name; its settings are recorded in the JSON"
+    )
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
     log = setup_logging(args.log)
@@ -25,7 +35,12 @@ def main() -> None:
     reference = args.reference
     if reference == "auto":
         reference = cfg["eval"]["reference"] or str(Path(cfg["data"]["root"]) / "val")
-    log.info("evaluating %s against %s with %s features", args.samples, reference, cfg["eval"]["feature_extractor"])
+    log.info(
+        "evaluating %s against %s with %s features",
+        args.samples,
+        reference,
+        cfg["eval"]["feature_extractor"],
+    )
     try:
         res = evaluate(args.samples, reference, cfg)
     except FileNotFoundError as e:
@@ -35,8 +50,15 @@ def main() -> None:
     if args.preset:
         res["preset"] = find_preset(cfg["sampling"], args.preset)
     write_json(args.out, res)
-    log.info("%s %.4f  IS %.2f  precision %s  recall %s -> %s",
-             res["fd_label"], res["fid"], res["is_mean"], res["precision"], res["recall"], args.out)
+    log.info(
+        "%s %.4f  IS %.2f  precision %s  recall %s -> %s",
+        res["fd_label"],
+        res["fid"],
+        res["is_mean"],
+        res["precision"],
+        res["recall"],
+        args.out,
+    )
 
 
 if __name__ == "__main__":

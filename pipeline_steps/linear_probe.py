@@ -15,7 +15,7 @@ from vcq.training import init_distributed, require_checkpoint
 
 
 def _read_tokens(path: str, tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(tokens (N, V, L), labels (N,), num_classes) of a token store, read whole (ids only, not features)."""
+    """(tokens (N, V, L), labels (N,), num_classes) of a token store, read whole (ids only)."""
     with open_tokens(path, tokenizer_sha256=tokenizer_sha256) as store:
         return store.read(), store.labels, store.num_classes
 
@@ -25,29 +25,38 @@ def main() -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--tokenizer", required=True, help="tokenizer final.pt")
     parser.add_argument("--train-tokens", required=True, help="train.h5 token store")
-    parser.add_argument("--val-tokens", required=True, help="val.h5 token store (view 0 = centre crop)")
-    parser.add_argument("--ar", default=None,
-                        help="AR final.pt; if it carries prologue tokens they are probed too (Table 6 row 'prologue')")
+    parser.add_argument(
+        "--val-tokens", required=True, help="val.h5 token store (view 0 = centre crop)"
+    )
+    parser.add_argument(
+        "--ar",
+        default=None,
+        help="AR final.pt; its prologue tokens, if any, are probed too (Table 6 row 'prologue')",
+    )
     parser.add_argument("--out", required=True, help="results/EXP/probe/SCHEDULE.json")
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
     log = setup_logging(args.log)
     cfg = load_step_config(args)
-    pcfg = cfg["probe"]
+    probe_cfg = cfg["probe"]
     device = init_distributed(cfg["device"]).device
     from vcq.tokenizer import load_tokenizer
 
-    codebook = load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().float().to(device)
+    codebook = (
+        load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().float().to(device)
+    )
     sha = file_sha256(args.tokenizer)
     tr, ytr, num_classes = _read_tokens(args.train_tokens, sha)
     va, yva, _ = _read_tokens(args.val_tokens, sha)
     va = va[:, 0]
 
     def probe(featurize) -> dict:
-        return train_probe(featurize, tr, ytr, va, yva, num_classes, pcfg, seed=cfg["seed"], device=device)
+        return train_probe(
+            featurize, tr, ytr, va, yva, num_classes, probe_cfg, seed=cfg["seed"], device=device
+        )
 
     rows = []
-    for k in pcfg["k"]:
+    for k in probe_cfg["k"]:
         k_eff = tr.shape[2] if k is None else k
         res = probe(partial(code_features, codebook=codebook, k=k_eff))
         log.info("k=%d top1 %.2f top5 %.2f", k_eff, res["top1"], res["top5"])
@@ -57,10 +66,21 @@ def main() -> None:
         prologue = prologue_from_extra(require_checkpoint(args.ar, ["extra"])["extra"], device)
     if prologue is not None:
         res = probe(partial(prologue_features, prologue))
-        log.info("prologue (%d tokens) top1 %.2f top5 %.2f", prologue.num_tokens, res["top1"], res["top5"])
+        log.info(
+            "prologue (%d tokens) top1 %.2f top5 %.2f",
+            prologue.num_tokens,
+            res["top1"],
+            res["top5"],
+        )
         rows.append({"features": "prologue", "k": prologue.num_tokens, **res})
-    write_json(args.out, {"rows": rows, "features": "codes: quantized code vectors of the first k tokens; "
-                                                    "prologue: prologue code vectors; standardised"})
+    write_json(
+        args.out,
+        {
+            "rows": rows,
+            "features": "codes: quantized code vectors of the first k tokens; "
+            "prologue: prologue code vectors; standardised",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ def validate_folder(root: Path) -> dict:
 def main() -> None:
     """CLI entry point."""
     parser = step_parser(__doc__)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="manifest path (default <data.root>/manifest.json; synthetic data only there)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="manifest path (default <data.root>/manifest.json; synthetic data only there)",
+    )
     args = parser.parse_args()
     cfg = load_step_config(args)
     log = setup_logging()
@@ -46,16 +50,26 @@ def main() -> None:
     if data["source"] == "synthetic":
         if out != root / "manifest.json":
             raise StepError(f"--out {out}: the synthetic generator writes {root / 'manifest.json'}")
-        manifest = generate(root, data["num_classes"], data["train_per_class"],
-                            data["val_per_class"], data["image_size"], data["seed"])
+        manifest = generate(
+            root,
+            data["num_classes"],
+            data["train_per_class"],
+            data["val_per_class"],
+            data["image_size"],
+            data["seed"],
+        )
     else:
         out.unlink(missing_ok=True)
         manifest = validate_folder(root)
         write_json(out, manifest)
     for split in ("train", "val"):
-        log.info("%s: %d images, %d classes, %d corrupt images skipped", split,
-                 manifest["counts"][split], manifest["num_classes"],
-                 len(manifest["skipped"][split]))
+        log.info(
+            "%s: %d images, %d classes, %d corrupt images skipped",
+            split,
+            manifest["counts"][split],
+            manifest["num_classes"],
+            len(manifest["skipped"][split]),
+        )
     log.info("wrote %s", out)
 
 

@@ -1,4 +1,4 @@
-"""Measure the entropy cliff of an encoded token set: per-position H(x_t | x_<t) vs theory (Fig. 2a)."""
+"""Measure the entropy cliff of a token set: per-position H(x_t | x_<t) vs theory (Fig. 2a)."""
 
 from __future__ import annotations
 
@@ -17,29 +17,47 @@ def main() -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--tokens", required=True, help="HDF5 token store (train split)")
     parser.add_argument("--schedule", required=True, help="schedule name, recorded in the JSON")
-    parser.add_argument("--tokenizer", type=Path, default=None,
-                        help="tokenizer final.pt; if given, the token file must have been encoded by it")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tokenizer final.pt; if given, the token file must have been encoded by it",
+    )
     parser.add_argument("--out-csv", required=True, type=Path, help="per-position CSV")
-    parser.add_argument("--out-json", required=True, type=Path, help="summary JSON (t* measured and theory)")
+    parser.add_argument(
+        "--out-json", required=True, type=Path, help="summary JSON (t* measured and theory)"
+    )
     parser.add_argument("--plot", type=Path, default=None, help="PNG (default: beside the CSV)")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
-    ecfg = cfg["entropy"]
+    entropy_cfg = cfg["entropy"]
     start = time.perf_counter()
     sha = file_sha256(args.tokenizer) if args.tokenizer else None
-    tokens, k_sizes = entropy.read_token_matrix(args.tokens, ecfg["view"], ecfg["max_rows"],
-                                                tokenizer_sha256=sha)
-    log.info("read %s tokens from %s in %.1f s", tokens.shape, args.tokens, time.perf_counter() - start)
+    tokens, k_sizes = entropy.read_token_matrix(
+        args.tokens, entropy_cfg["view"], entropy_cfg["max_rows"], tokenizer_sha256=sha
+    )
+    log.info(
+        "read %s tokens from %s in %.1f s", tokens.shape, args.tokens, time.perf_counter() - start
+    )
     result = entropy.conditional_entropy(tokens)
     rows = entropy.entropy_table(result, k_sizes)
-    summary = {"schedule": args.schedule, **entropy.summarize(result, k_sizes, ecfg["threshold_bits"]),
-               "seconds": round(time.perf_counter() - start, 2)}
+    summary = {
+        "schedule": args.schedule,
+        **entropy.summarize(result, k_sizes, entropy_cfg["threshold_bits"]),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     with atomic_path(args.out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     write_json(args.out_json, summary)
     entropy.plot_entropy(rows, args.schedule, args.plot or args.out_csv.with_suffix(".png"))
-    log.info("%s: t* measured %d (H < %.2g bits from there on), theory %d, N = %d", args.schedule,
-             summary["t_star_measured"], ecfg["threshold_bits"], summary["t_star_theory"], result.n_sequences)
+    log.info(
+        "%s: t* measured %d (H < %.2g bits from there on), theory %d, N = %d",
+        args.schedule,
+        summary["t_star_measured"],
+        entropy_cfg["threshold_bits"],
+        summary["t_star_theory"],
+        result.n_sequences,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Print the parameter breakdown of an experiment's tokenizer and AR model next to the paper's Table 3."""
+"""Print the parameter breakdown of an experiment's tokenizer and AR model beside Table 3."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from vcq.tokenizer import build_tokenizer, format_breakdown, parameter_breakdown
 def main() -> None:
     """CLI entry point."""
     parser = step_parser(__doc__)
-    parser.add_argument("--num-classes", type=int, default=1000, help="AR class embeddings (ImageNet: 1000)")
+    parser.add_argument(
+        "--num-classes", type=int, default=1000, help="AR class embeddings (ImageNet: 1000)"
+    )
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     paper = yaml.safe_load(Path(cfg["report"]["paper_numbers"]).read_text()).get("table3", {})
@@ -25,15 +27,35 @@ def main() -> None:
     sizes = codebook_sizes_for(cfg, name)
     with torch.device("meta"):
         tok = parameter_breakdown(build_tokenizer(tokenizer_config(cfg, name), sizes))
-    ar_cfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": int(sizes.max()),
-                                 "seq_len": len(sizes), "num_classes": args.num_classes})
+    ar_cfg = ARConfig.from_dict(
+        {
+            **cfg["ar"]["model"],
+            "vocab_size": int(sizes.max()),
+            "seq_len": len(sizes),
+            "num_classes": args.num_classes,
+        }
+    )
     ar = count_params(ar_cfg)
-    for label, model_name, parts, fmt in (("tokenizer", cfg["tokenizer"]["model"]["name"], tok, format_breakdown),
-                                          ("AR", cfg["ar"]["model"]["name"], ar, format_ar)):
+    for label, model_name, parts, fmt in (
+        ("tokenizer", cfg["tokenizer"]["model"]["name"], tok, format_breakdown),
+        ("AR", cfg["ar"]["model"]["name"], ar, format_ar),
+    ):
         ref = paper.get(model_name)
-        versus = f"paper {ref / 1e6:.0f}M, {100 * (parts['total'] / ref - 1):+.1f}%" if ref else "no paper figure"
-        log.info("%s %s (Kmax %d, L %d): %.2fM (%s)\n%s", label, model_name, int(sizes.max()), len(sizes),
-                 parts["total"] / 1e6, versus, fmt(parts))
+        versus = (
+            f"paper {ref / 1e6:.0f}M, {100 * (parts['total'] / ref - 1):+.1f}%"
+            if ref
+            else "no paper figure"
+        )
+        log.info(
+            "%s %s (Kmax %d, L %d): %.2fM (%s)\n%s",
+            label,
+            model_name,
+            int(sizes.max()),
+            len(sizes),
+            parts["total"] / 1e6,
+            versus,
+            fmt(parts),
+        )
 
 
 if __name__ == "__main__":

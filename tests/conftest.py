@@ -47,8 +47,15 @@ class TrainARStep:
         labels = rng.integers(0, 4, n)
         start = rng.integers(0, K, (n, V, 1))
         tok = (start + (labels[:, None, None] + 1) * np.arange(L)) % K
-        with TokenWriter(path, num_rows=n, k_sizes=np.full(L, K), view_names=["a", "b"],
-                         num_classes=4, schedule="c", tokenizer_sha256=sha) as w:
+        with TokenWriter(
+            path,
+            num_rows=n,
+            k_sizes=np.full(L, K),
+            view_names=["a", "b"],
+            num_classes=4,
+            schedule="c",
+            tokenizer_sha256=sha,
+        ) as w:
             w.write(np.arange(n), tok, labels)
             w.finalize()
 

@@ -15,8 +15,20 @@ SIZES = np.array([4, 8, 16, 16])
 
 def tiny(p=2, kp=4):
     torch.manual_seed(0)
-    ar = ARModel(ARConfig(vocab_size=16, seq_len=4, num_classes=3, n_layer=1, n_head=2, dim=16,
-                          ffn_multiple=8, dropout=0.0, token_dropout=0.0, class_dropout=0.0))
+    ar = ARModel(
+        ARConfig(
+            vocab_size=16,
+            seq_len=4,
+            num_classes=3,
+            n_layer=1,
+            n_head=2,
+            dim=16,
+            ffn_multiple=8,
+            dropout=0.0,
+            token_dropout=0.0,
+            class_dropout=0.0,
+        )
+    )
     return ARWithPrologue(ar, PrologueEncoder(16, 4, p, kp, width=16, depth=1, heads=2, ar_dim=16))
 
 
@@ -34,8 +46,21 @@ def test_prologue_is_not_part_of_the_tokenizer():
     # reconstruction never reaches it: the tokenizer has no prologue parameters at all
     from vcq.tokenizer import Tokenizer
 
-    tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
-                     "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 4, {"kind": "vcq", "code_dim": 4}, SIZES)
+    tok = Tokenizer(
+        {
+            "image_size": 16,
+            "patch_size": 8,
+            "enc_width": 16,
+            "enc_depth": 1,
+            "enc_heads": 2,
+            "dec_width": 16,
+            "dec_depth": 1,
+            "dec_heads": 2,
+        },
+        4,
+        {"kind": "vcq", "code_dim": 4},
+        SIZES,
+    )
     assert not any("prologue" in n for n, _ in tok.named_parameters())
 
 
@@ -43,8 +68,12 @@ def test_generation_samples_the_prologue_first_and_returns_visual_tokens_within_
     net = tiny().eval()
     labels = torch.arange(3)
     preset = {"guidance": "codebook-aware", "scale": 2.0, "power": None, "temperature": 1.0}
-    a = generate(net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue)
-    b = generate(net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue)
+    a = generate(
+        net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue
+    )
+    b = generate(
+        net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue
+    )
     assert a.shape == (3, 4) and torch.equal(a, b)
     assert bool((a < torch.as_tensor(SIZES)).all())
 
@@ -52,13 +81,18 @@ def test_generation_samples_the_prologue_first_and_returns_visual_tokens_within_
 def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(train_ar_step, tmp_path):
     step = train_ar_step
     cfg = step.config(4)
-    cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n"))
+    cfg.write_text(
+        cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
+    )
     step.run(cfg, tmp_path / "a" / "final.pt")
     step.run(cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
     step.run(cfg, tmp_path / "b" / "final.pt")
     assert step.losses(tmp_path / "a" / "final.pt") == step.losses(tmp_path / "b" / "final.pt")
     _, extra = load_ar(tmp_path / "a" / "final.pt")
-    assert extra["prologue"]["config"]["num_tokens"] == 2 and "codebook" in extra["prologue"]["state_dict"]
+    assert (
+        extra["prologue"]["config"]["num_tokens"] == 2
+        and "codebook" in extra["prologue"]["state_dict"]
+    )
 
 
 def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, tmp_path):
@@ -67,14 +101,28 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, 
     import sys
 
     cfg = train_ar_step.config(3)
-    cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
-                   + "probe: {k: [4], epochs: 2}\n")
+    cfg.write_text(
+        cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
+        + "probe: {k: [4], epochs: 2}\n"
+    )
     from vcq.io import file_sha256
     from vcq.tokenizer import Tokenizer, save_tokenizer
 
-    tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
-                     "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 16, {"kind": "vcq", "code_dim": 4},
-                    [16] * 16)
+    tok = Tokenizer(
+        {
+            "image_size": 16,
+            "patch_size": 8,
+            "enc_width": 16,
+            "enc_depth": 1,
+            "enc_heads": 2,
+            "dec_width": 16,
+            "dec_depth": 1,
+            "dec_heads": 2,
+        },
+        16,
+        {"kind": "vcq", "code_dim": 4},
+        [16] * 16,
+    )
     save_tokenizer(tmp_path / "tok.pt", tok, {})
     # The probe checks that the token files were encoded by this tokenizer.
     train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))
@@ -82,10 +130,26 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, 
     train_ar_step.run(cfg, tmp_path / "a" / "final.pt")
     probe_step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "linear_probe.py"
     out = tmp_path / "probe.json"
-    subprocess.run([sys.executable, probe_step, "--config", str(cfg), "--tokenizer",
-                    str(tmp_path / "tok.pt"), "--train-tokens", str(tmp_path / "train.h5"), "--val-tokens",
-                    str(tmp_path / "val.h5"), "--ar", str(tmp_path / "a" / "final.pt"), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            probe_step,
+            "--config",
+            str(cfg),
+            "--tokenizer",
+            str(tmp_path / "tok.pt"),
+            "--train-tokens",
+            str(tmp_path / "train.h5"),
+            "--val-tokens",
+            str(tmp_path / "val.h5"),
+            "--ar",
+            str(tmp_path / "a" / "final.pt"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [r["features"] for r in rows] == ["codes", "prologue"] and rows[1]["k"] == 2
 
@@ -98,7 +162,9 @@ def test_prologue_tokens_get_their_own_guidance_scale(monkeypatch):
     monkeypatch.setattr(sampling, "cfg_logits", lambda c, u, s: used.append(s) or real(c, u, s))
     net = tiny(p=2).eval()
     preset = {"guidance": "constant", "scale": 3.0, "temperature": 1.0}
-    generate(net.ar, torch.arange(3), SIZES, {**preset, "prologue_scale": 0.5}, prologue=net.prologue)
+    generate(
+        net.ar, torch.arange(3), SIZES, {**preset, "prologue_scale": 0.5}, prologue=net.prologue
+    )
     assert used == [0.5, 0.5, 3.0, 3.0, 3.0, 3.0]
     used.clear()
     generate(net.ar, torch.arange(3), SIZES, preset, prologue=net.prologue)

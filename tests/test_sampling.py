@@ -21,12 +21,23 @@ K_CONST = np.full(16, 32)
 
 def model():
     torch.manual_seed(0)
-    return ARModel(ARConfig(vocab_size=32, seq_len=16, num_classes=4, n_layer=2, n_head=2, dim=32)).eval()
+    return ARModel(
+        ARConfig(vocab_size=32, seq_len=16, num_classes=4, n_layer=2, n_head=2, dim=32)
+    ).eval()
 
 
 def preset(**kw):
-    return {"name": "p", "guidance": "constant", "scale": 2.0, "power": None, "temperature": 1.0,
-            "top_k": 0, "top_p": 1.0, "restrict_to_kt": True, **kw}
+    return {
+        "name": "p",
+        "guidance": "constant",
+        "scale": 2.0,
+        "power": None,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "restrict_to_kt": True,
+        **kw,
+    }
 
 
 def test_schedules():
@@ -34,7 +45,7 @@ def test_schedules():
     assert (guidance_scales("constant", 5, K_VAR) == 5).all()
     pc = guidance_scales("power-cosine", 10, K_VAR, 1.5)
     t = np.arange(16) / 16
-    assert np.allclose(pc, 10 * (1 - np.cos(np.pi * t ** 1.5)) / 2)
+    assert np.allclose(pc, 10 * (1 - np.cos(np.pi * t**1.5)) / 2)
     ca = guidance_scales("codebook-aware", 4, K_VAR)
     assert np.allclose(ca, 4 * (np.log2(K_VAR) - 2) / 3)
     assert np.allclose(guidance_scales("codebook-aware", 4, K_VAR, 1.5), ca * pc / 10)
@@ -54,7 +65,9 @@ def test_codebook_aware_readings_hand_computed():
     assert np.allclose(capacity, [0, 0.0990311, 0.7774790, 2.0], atol=1e-6)
     assert np.allclose(guidance_scales("codebook-aware", 2, K4), [0, 2 / 7, 6 / 7, 2])
     # cfg_start is s_t where the shape is 0: Eq. 4 from 1 to 2
-    assert np.allclose(guidance_scales("codebook-aware", 2, K4, cfg_start=1.0), [1, 8 / 7, 10 / 7, 2])
+    assert np.allclose(
+        guidance_scales("codebook-aware", 2, K4, cfg_start=1.0), [1, 8 / 7, 10 / 7, 2]
+    )
     with pytest.raises(ValueError, match="ramp_over"):
         guidance_scales("codebook-aware", 2, K4, 1.0, "sideways")
 
@@ -74,16 +87,28 @@ def test_table7_cosine_preset_readings_differ_early():
 def test_codebook_aware_on_constant_codebook_is_position_ramp_or_constant():
     # Table 9: on a constant codebook w_t = 1, so the product reading is vanilla power-cosine CFG
     # and the capacity reading is constant CFG
-    assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST, 1.5, "position"),
-                       guidance_scales("power-cosine", 3, K_CONST, 1.5))
+    assert np.allclose(
+        guidance_scales("codebook-aware", 3, K_CONST, 1.5, "position"),
+        guidance_scales("power-cosine", 3, K_CONST, 1.5),
+    )
     assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST, 1.5, "capacity"), 3)
 
 
 def test_codebook_aware_equals_constant_for_constant_codebook():
-    assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST), guidance_scales("constant", 3, K_CONST))
+    assert np.allclose(
+        guidance_scales("codebook-aware", 3, K_CONST), guidance_scales("constant", 3, K_CONST)
+    )
     m, lab = model(), torch.tensor([0, 1, 2])
-    a = generate(m, lab, K_CONST, preset(guidance="codebook-aware", scale=3.0), torch.Generator().manual_seed(1))
-    b = generate(m, lab, K_CONST, preset(guidance="constant", scale=3.0), torch.Generator().manual_seed(1))
+    a = generate(
+        m,
+        lab,
+        K_CONST,
+        preset(guidance="codebook-aware", scale=3.0),
+        torch.Generator().manual_seed(1),
+    )
+    b = generate(
+        m, lab, K_CONST, preset(guidance="constant", scale=3.0), torch.Generator().manual_seed(1)
+    )
     assert torch.equal(a, b)
 
 
@@ -110,9 +135,19 @@ def test_samples_respect_kt_and_seed(g):
 
 
 def test_expand_presets_grids_and_schedule_restriction():
-    cfg = {"presets": [preset(name="a"), preset(name="b", schedules=["cosine"])],
-           "grids": [{"name": "g", "guidance": "power-cosine", "scales": [1, 2.5], "powers": [1.5],
-                      "temperature": 1.0, "schedules": ["constant"]}]}
+    cfg = {
+        "presets": [preset(name="a"), preset(name="b", schedules=["cosine"])],
+        "grids": [
+            {
+                "name": "g",
+                "guidance": "power-cosine",
+                "scales": [1, 2.5],
+                "powers": [1.5],
+                "temperature": 1.0,
+                "schedules": ["constant"],
+            }
+        ],
+    }
     names = [p["name"] for p in expand_presets(cfg)]
     assert names == ["a", "b", "g-s1-p1.5", "g-s2.5-p1.5"]
     assert [p["name"] for p in presets_for(cfg, "cosine")] == ["a", "b"]
@@ -122,14 +157,23 @@ def test_expand_presets_grids_and_schedule_restriction():
 
 
 def test_grid_points_carry_the_reading_and_strategy_column():
-    grid = {"name": "cap", "guidance": "codebook-aware", "scales": [3], "powers": [1.0], "ramp_over": "capacity",
-            "cfg_start": 0.5}
+    grid = {
+        "name": "cap",
+        "guidance": "codebook-aware",
+        "scales": [3],
+        "powers": [1.0],
+        "ramp_over": "capacity",
+        "cfg_start": 0.5,
+    }
     (p,) = expand_presets({"grids": [grid]})
     assert (p["ramp_over"], p["cfg_start"]) == ("capacity", 0.5)
     assert guidance_strategy(p) == "codebook-aware/capacity"
     assert guidance_strategy({**p, "ramp_over": "position"}) == "codebook-aware"
     assert guidance_strategy({**p, "power": None}) == "codebook-aware/eq4"
-    assert [q["name"] for q in expand_presets({"grids": [{**grid, "powers": [None, 2]}]})] == ["cap-s3", "cap-s3-p2"]
+    assert [q["name"] for q in expand_presets({"grids": [{**grid, "powers": [None, 2]}]})] == [
+        "cap-s3",
+        "cap-s3-p2",
+    ]
     m, lab = model(), torch.tensor([0, 1])
     a = generate(m, lab, K_VAR, {**preset(), **p}, torch.Generator().manual_seed(0))
     assert (a < torch.as_tensor(K_VAR)).all()
@@ -149,16 +193,40 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
         def decode_indices(self, idx):
             return (idx.float()[:, None, :, None] / 16 - 1).expand(-1, 3, -1, 4)
 
-    monkeypatch.setattr(vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer())
+    monkeypatch.setattr(
+        vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer()
+    )
     m = model()
     save_ar(tmp_path / "ar.pt", m, m.cfg, {"k_sizes": K_VAR.tolist()})
-    cfg = {"experiment": "t", "device": "cpu", "schedules": [{"name": "c", "kind": "constant", "k_max": 32}],
-           "sampling": {"presets": [preset(name="p1")], "samples_per_class": 3, "batch_size": 4, "chunk_size": 5}}
+    cfg = {
+        "experiment": "t",
+        "device": "cpu",
+        "schedules": [{"name": "c", "kind": "constant", "k_max": 32}],
+        "sampling": {
+            "presets": [preset(name="p1")],
+            "samples_per_class": 3,
+            "batch_size": 4,
+            "chunk_size": 5,
+        },
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "sample.py"
     out = tmp_path / "s" / "p1.npz"
-    argv = ["sample.py", "--config", str(tmp_path / "c.yaml"), "--schedule", "c", "--preset", "p1",
-            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", str(tmp_path / "tok.pt"), "--out", str(out)]
+    argv = [
+        "sample.py",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--schedule",
+        "c",
+        "--preset",
+        "p1",
+        "--ar",
+        str(tmp_path / "ar.pt"),
+        "--tokenizer",
+        str(tmp_path / "tok.pt"),
+        "--out",
+        str(out),
+    ]
     (tmp_path / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(step), run_name="__main__")

@@ -1,4 +1,4 @@
-"""The AR training step: bit-identical resume, learning, heads and inputs that need the tokenizer."""
+"""The AR training step: bit-identical resume, learning; heads and inputs needing the tokenizer."""
 
 import subprocess
 
@@ -43,7 +43,9 @@ def write_tokenizer(step, quantizer):
     from vcq.tokenizer import Tokenizer, save_tokenizer
 
     torch.manual_seed(0)
-    tok = Tokenizer(resolve_model("tokenizer", "tokenizer_tiny"), step.L, quantizer, [step.K] * step.L)
+    tok = Tokenizer(
+        resolve_model("tokenizer", "tokenizer_tiny"), step.L, quantizer, [step.K] * step.L
+    )
     path = step.tmp / "tok.pt"
     save_tokenizer(path, tok, {})
     for name, seed, n in (("train.h5", 0, 64), ("val.h5", 1, 32)):
@@ -65,7 +67,9 @@ def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(train_ar_s
 
     step = train_ar_step
     leech = {"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}
-    cfg = with_schedule_and_model(step.config(4), {"quantizer": leech, "ar_head": "leech_factorized"})
+    cfg = with_schedule_and_model(
+        step.config(4), {"quantizer": leech, "ar_head": "leech_factorized"}
+    )
     tok, codes = write_tokenizer(step, leech)
     step.run(cfg, tmp_path / "a" / "final.pt", "--tokenizer", str(tok))
     step.run(cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok), "--stop-after", "2")

@@ -23,16 +23,29 @@ def dry_run(snakemake_exe):
     return cache(lambda config, profile: plan(snakemake_exe, config, profile))
 
 
-def plan(snakemake_exe: str, config: str, profile: str) -> tuple[Counter, list[tuple[str, dict]], str]:
+def plan(
+    snakemake_exe: str, config: str, profile: str
+) -> tuple[Counter, list[tuple[str, dict]], str]:
     """A forced dry run (every job planned whether or not outputs exist): rule -> job count,
     (rule, wildcards) per job, and the printed plan."""
-    cmd = [snakemake_exe, "-n", "--forceall", "--profile", f"workflow/profiles/{profile}",
-           "--configfile", config]
+    cmd = [
+        snakemake_exe,
+        "-n",
+        "--forceall",
+        "--profile",
+        f"workflow/profiles/{profile}",
+        "--configfile",
+        config,
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     stats = out.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    counts = Counter({m.group(1): int(m.group(2))
-                      for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)})
+    counts = Counter(
+        {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)
+        }
+    )
     del counts["total"]
     jobs = []
     for block in re.split(r"^(?:local)?rule (?=\w+:)", out.stdout, flags=re.MULTILINE)[1:]:
@@ -53,27 +66,60 @@ PER_SCHEDULE = ["train_tokenizer", "eval_recon", "measure_entropy", "linear_prob
 
 def test_demo_dag_generates_its_data_and_demo_features(dry_run):
     counts, jobs, _ = dry_run("config/default.yaml", "local")
-    # three schedules (constant, linear, cosine); presets nocfg (all), cfg (all), cbcfg (linear, cosine)
-    assert counts == Counter(make_dataset=1, train_feature_net=1, theory=1, encode_tokens=6,
-                             sample=8, eval_fid=8, tables=1, figures=1, all=1,
-                             **{rule: 3 for rule in PER_SCHEDULE})
+    # three schedules (constant, linear, cosine); presets nocfg (all), cfg (all), cbcfg (linear,
+    # cosine)
+    assert counts == Counter(
+        make_dataset=1,
+        train_feature_net=1,
+        theory=1,
+        encode_tokens=6,
+        sample=8,
+        eval_fid=8,
+        tables=1,
+        figures=1,
+        all=1,
+        **{rule: 3 for rule in PER_SCHEDULE},
+    )
     pairs = {(w["schedule"], w["preset"]) for rule, w in jobs if rule == "sample"}
-    assert pairs == {("constant", "nocfg"), ("constant", "cfg"), ("linear", "nocfg"), ("linear", "cfg"),
-                     ("linear", "cbcfg"), ("cosine", "nocfg"), ("cosine", "cfg"), ("cosine", "cbcfg")}
+    assert pairs == {
+        ("constant", "nocfg"),
+        ("constant", "cfg"),
+        ("linear", "nocfg"),
+        ("linear", "cfg"),
+        ("linear", "cbcfg"),
+        ("cosine", "nocfg"),
+        ("cosine", "cfg"),
+        ("cosine", "cbcfg"),
+    }
     assert {(w["schedule"], w["split"]) for rule, w in jobs if rule == "encode_tokens"} == {
-        (s, split) for s in ("constant", "linear", "cosine") for split in ("train", "val")}
+        (s, split) for s in ("constant", "linear", "cosine") for split in ("train", "val")
+    }
 
 
 def test_imagenet_dag_lists_the_whole_paper_pipeline(dry_run):
     counts, jobs, _ = dry_run("config/imagenet/base.yaml", "slurm")
     # per schedule: nocfg + its Table 7 preset; cosine also the Table 8 grids vanilla 5x3,
     # cbpos 6x3, cbcap 6x3, cbeq4 6x1; both constants the Table 9 grid cbcfg 7x4
-    expected = {"constant16384": 2 + 28, "constant8192": 2 + 28, "linear": 2, "power": 2,
-                "cosine": 2 + 15 + 18 + 18 + 6}
+    expected = {
+        "constant16384": 2 + 28,
+        "constant8192": 2 + 28,
+        "linear": 2,
+        "power": 2,
+        "cosine": 2 + 15 + 18 + 18 + 6,
+    }
     assert sample_jobs(jobs) == expected
     # ImageNet is used in place, after make_dataset has validated the folder into its manifest
-    assert counts == Counter(make_dataset=1, theory=1, encode_tokens=10, sample=123, eval_fid=123,
-                             tables=1, figures=1, all=1, **{rule: 5 for rule in PER_SCHEDULE})
+    assert counts == Counter(
+        make_dataset=1,
+        theory=1,
+        encode_tokens=10,
+        sample=123,
+        eval_fid=123,
+        tables=1,
+        figures=1,
+        all=1,
+        **{rule: 5 for rule in PER_SCHEDULE},
+    )
     cosine = {w["preset"] for rule, w in jobs if rule == "sample" and w["schedule"] == "cosine"}
     assert {"nocfg", "t7-cosine", "vanilla-s5-p1", "cbcap-s13-p2", "cbeq4-s3"} <= cosine
     assert not any(p.startswith(("t7-linear", "cbcfg")) for p in cosine)
@@ -83,8 +129,12 @@ def test_resume_state_is_never_a_rule_output(dry_run):
     # Snakemake deletes the outputs of an interrupted job before rerunning it: checkpoints, metrics
     # logs and partial token files must not be outputs, or a resumed run would lose them
     _, _, plan = dry_run("config/default.yaml", "local")
-    outputs = [p.strip() for line in plan.splitlines() if line.strip().startswith("output:")
-               for p in line.split(":", 1)[1].split(",")]
+    outputs = [
+        p.strip()
+        for line in plan.splitlines()
+        if line.strip().startswith("output:")
+        for p in line.split(":", 1)[1].split(",")
+    ]
     assert any(p.endswith("/ar/cosine/final.pt") for p in outputs)
     resume_state = [p for p in outputs if re.search(r"(last\.pt|\.jsonl|\.partial|\.chunks)$", p)]
     assert resume_state == []
@@ -93,14 +143,23 @@ def test_resume_state_is_never_a_rule_output(dry_run):
 def test_imagenet_quantizer_family_plans_one_row_per_method(dry_run):
     counts, jobs, _ = dry_run("config/imagenet/quantizers.yaml", "slurm")
     # nocfg for all five; grid cbcfg 3x3 on the four VCQ-family rows, vanilla 4x3 on bsq18
-    assert sample_jobs(jobs) == {"cosine": 10, "bridge_cosine": 10, "leech_cosine": 10,
-                                 "leech_cosine_fact": 10, "bsq18": 13}
+    assert sample_jobs(jobs) == {
+        "cosine": 10,
+        "bridge_cosine": 10,
+        "leech_cosine": 10,
+        "leech_cosine_fact": 10,
+        "bsq18": 13,
+    }
     assert counts["train_tokenizer"] == counts["train_ar"] == 5 and counts["sample"] == 53
 
 
-SCALING = {"config/imagenet/scaling_b_l.yaml": 1, "config/imagenet/scaling_b_xl.yaml": 2,
-           "config/imagenet/large.yaml": 2, "config/imagenet/scaling_l_l.yaml": 2,
-           "config/imagenet/scaling_l_xl.yaml": 4}  # train_ar nodes of 8 GPUs (App. A: 8/16/16/16/32 GPUs)
+SCALING = {
+    "config/imagenet/scaling_b_l.yaml": 1,
+    "config/imagenet/scaling_b_xl.yaml": 2,
+    "config/imagenet/large.yaml": 2,
+    "config/imagenet/scaling_l_l.yaml": 2,
+    "config/imagenet/scaling_l_xl.yaml": 4,
+}  # train_ar nodes of 8 GPUs (App. A: 8/16/16/16/32 GPUs)
 
 
 @pytest.mark.parametrize("config", list(SCALING))
@@ -114,4 +173,7 @@ def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(dry_run,
     presets = sorted(w["preset"] for rule, w in jobs if rule == "sample")
     assert counts["eval_fid"] == 2 and len(presets) == 2 and presets[0] == "nocfg"
     assert presets[1].startswith("t7-")
-    assert cfg["resources"]["train_ar"]["gpus"] * cfg["resources"]["train_ar"].get("nodes", 1) == 8 * SCALING[config]
+    assert (
+        cfg["resources"]["train_ar"]["gpus"] * cfg["resources"]["train_ar"].get("nodes", 1)
+        == 8 * SCALING[config]
+    )

@@ -24,7 +24,7 @@ from vcq import schedules
 
 
 def cliff_position(n_images: int, k: int) -> int:
-    """Prop. 1: t* = ceil(log2 N / log2 K), the first position whose entropy a constant K-codebook loses."""
+    """Prop. 1: t* = ceil(log2 N / log2 K), the first position a constant K-codebook loses."""
     t = 0
     while k**t < n_images:  # integer form of the ceiling: exact even where log2 N rounds (N ~ 1e17)
         t += 1
@@ -52,7 +52,7 @@ def _entropy_of_counts(counts: np.ndarray, n: int) -> float:
 
 
 def conditional_entropy(tokens: np.ndarray) -> EntropyResult:
-    """Plug-in H(x_t | x_<t), H(x_t), distinct values and distinct prefixes x_<=t for tokens (N, L)."""
+    """Plug-in H(x_t | x_<t), H(x_t), distinct values and prefixes x_<=t of tokens (N, L)."""
     tokens = np.asarray(tokens)
     n, length = tokens.shape
     cond, marg = np.zeros(length), np.zeros(length)
@@ -88,9 +88,13 @@ def measured_cliff(result: EntropyResult, threshold_bits: float) -> int:
     return int(above[-1]) + 1 if above.size else 0
 
 
-def read_token_matrix(path: str | Path, view: int | str = 0, max_rows: int | None = None,
-                      chunk_rows: int = 65536,
-                      tokenizer_sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_token_matrix(
+    path: str | Path,
+    view: int | str = 0,
+    max_rows: int | None = None,
+    chunk_rows: int = 65536,
+    tokenizer_sha256: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokens (N, L) in the file's compact dtype and K_t from an HDF5 token store, read in chunks.
 
     `view` is a view index, or "all" to treat every (image, view) pair as a sequence. The store
@@ -106,14 +110,16 @@ def read_token_matrix(path: str | Path, view: int | str = 0, max_rows: int | Non
             row = 0
             for block in store.iter_chunks(v, chunk_rows):
                 block = block[: n - row]
-                out[i * n + row:i * n + row + len(block)] = block
+                out[i * n + row : i * n + row + len(block)] = block
                 row += len(block)
                 if row == n:
                     break
         return out, store.k_sizes
 
 
-def entropy_table(result: EntropyResult, k_sizes: np.ndarray, n_images: int | None = None) -> list[dict]:
+def entropy_table(
+    result: EntropyResult, k_sizes: np.ndarray, n_images: int | None = None
+) -> list[dict]:
     """Rows of the per-position entropy CSV with the theory of Fig. 2(a) alongside.
 
     `theory_remaining_bits` is log2 N - I(t) clipped at 0 (information left for x_t and later when
@@ -122,21 +128,30 @@ def entropy_table(result: EntropyResult, k_sizes: np.ndarray, n_images: int | No
     the number of sequences measured.
     """
     k_sizes = np.asarray(k_sizes, np.int64)
-    budget = np.maximum(schedules.remaining_budget(k_sizes, n_images or result.n_sequences)[:-1], 0.0)
+    budget = np.maximum(
+        schedules.remaining_budget(k_sizes, n_images or result.n_sequences)[:-1], 0.0
+    )
     bound = np.minimum(np.log2(k_sizes), budget)
     util = result.utilization(k_sizes)
     return [
-        {"t": t, "k_t": int(k_sizes[t]), "cond_entropy_bits": float(result.cond_entropy[t]),
-         "marginal_entropy_bits": float(result.marginal_entropy[t]), "utilization": float(util[t]),
-         "distinct_prefixes": int(result.distinct_prefixes[t]),
-         "theory_remaining_bits": float(budget[t]), "theory_bound_bits": float(bound[t])}
+        {
+            "t": t,
+            "k_t": int(k_sizes[t]),
+            "cond_entropy_bits": float(result.cond_entropy[t]),
+            "marginal_entropy_bits": float(result.marginal_entropy[t]),
+            "utilization": float(util[t]),
+            "distinct_prefixes": int(result.distinct_prefixes[t]),
+            "theory_remaining_bits": float(budget[t]),
+            "theory_bound_bits": float(bound[t]),
+        }
         for t in range(len(k_sizes))
     ]
 
 
-def summarize(result: EntropyResult, k_sizes: np.ndarray, threshold_bits: float,
-              n_images: int | None = None) -> dict:
-    """The cliff in numbers: measured t* (H stays below the threshold from there on) and Eq. 2's t*."""
+def summarize(
+    result: EntropyResult, k_sizes: np.ndarray, threshold_bits: float, n_images: int | None = None
+) -> dict:
+    """The cliff in numbers: measured t* (H below the threshold from there on) and Eq. 2's t*."""
     n = n_images or result.n_sequences
     return {
         "n_sequences": result.n_sequences,
@@ -172,7 +187,8 @@ class InputError(ValueError):
 def load_tokens(
     path: str | Path, key: str | None = None, view: int | str = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, L) token ids and K_t (None unless the file records them) from .npy, .npz, .pt or a token store.
+    """(N, L) token ids and K_t (None unless the file records them) from .npy, .npz, .pt or a token
+    store.
 
     A (N, V, L) array is read like a token store: one view, or every (image, view) pair with "all".
     """
@@ -192,7 +208,9 @@ def load_tokens(
 
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict):
-            obj = obj[_pick_key(path, [k for k, v in obj.items() if isinstance(v, torch.Tensor)], key)]
+            obj = obj[
+                _pick_key(path, [k for k, v in obj.items() if isinstance(v, torch.Tensor)], key)
+            ]
         if not isinstance(obj, torch.Tensor):
             raise InputError(f"{path}: holds a {type(obj).__name__}, not a tensor of token ids")
         arr = obj.numpy()
@@ -201,8 +219,10 @@ def load_tokens(
     if arr.ndim == 3:
         arr = arr.reshape(-1, arr.shape[2]) if view == "all" else arr[:, int(view)]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"{path}: expected integer token ids of shape (N, L) or (N, V, L), "
-                         f"got {arr.dtype} {arr.shape}")
+        raise InputError(
+            f"{path}: expected integer token ids of shape (N, L) or (N, V, L), "
+            f"got {arr.dtype} {arr.shape}"
+        )
     if arr.size and arr.min() < 0:
         raise InputError(f"{path}: negative token id {int(arr.min())}")
     return arr, None
@@ -222,7 +242,7 @@ def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
 
 
 def parse_k_sizes(spec: str, length: int) -> np.ndarray:
-    """K_t from `K` (constant), `K0,K1,...` (L values) or `kind:kmin:kmax[:alpha]` (Eq. 3 schedule)."""
+    """K_t from `K` (constant), `K0,K1,...` (L values) or `kind:kmin:kmax[:alpha]` (Eq. 3)."""
     try:
         if ":" in spec:
             kind, *nums = spec.split(":")
@@ -234,7 +254,9 @@ def parse_k_sizes(spec: str, length: int) -> np.ndarray:
     if len(values) == 1:
         values = values * length
     if len(values) != length or min(values) < 1:
-        raise InputError(f"--k-sizes {spec!r}: need 1 or L = {length} positive sizes, got {len(values)}")
+        raise InputError(
+            f"--k-sizes {spec!r}: need 1 or L = {length} positive sizes, got {len(values)}"
+        )
     return np.asarray(values, np.int64)
 
 
@@ -245,30 +267,51 @@ def main(argv: list[str] | None = None) -> int:
         prog="vcq-entropy" if script else "python -m vcq.entropy",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Measure H(x_t | x_<t) per position (exact plug-in over full prefixes), the "
-                    "measured cliff t* and the theoretical curve log2 N - sum_{s<t} log2 K_s (Prop. 1, "
-                    "Eq. 2) of an (N, L) array of token ids. Writes PREFIX.csv, PREFIX.json, PREFIX.png.")
-    parser.add_argument("tokens", help="token ids: .npy, .npz, .pt (a tensor, or a dict of tensors; "
-                        "loaded with weights_only) of shape (N, L) or (N, V, L), or a vcq HDF5 token store")
-    parser.add_argument("--k-sizes", default=None, help="codebook size per position: K, K0,K1,..., or "
-                        "kind:kmin:kmax[:alpha] (constant, linear, cosine, power); default: from a token "
-                        "store, else inferred as max id + 1 per position (a lower bound of the true K_t)")
-    parser.add_argument("--key", default=None, help="array name inside a .npz or .pt dict (default: tokens, "
-                        "arr_0, or the only one)")
-    parser.add_argument("--view", default="0",
-                        help="view of an (N, V, L) input, or 'all' (every image-view pair)")
-    parser.add_argument("--n-images", type=int, default=None,
-                        help="N for the theoretical curve (default: the number of sequences)")
-    parser.add_argument("--threshold", type=float, default=0.1,
-                        help="measured t*: first t from which H(x_s | x_<s) stays below this many bits")
+        "measured cliff t* and the theoretical curve log2 N - sum_{s<t} log2 K_s (Prop. 1, "
+        "Eq. 2) of an (N, L) array of token ids. Writes PREFIX.csv, PREFIX.json, PREFIX.png.",
+    )
+    parser.add_argument(
+        "tokens",
+        help="token ids: .npy, .npz, .pt (a tensor, or a dict of tensors; "
+        "loaded with weights_only) of shape (N, L) or (N, V, L), or a vcq HDF5 token store",
+    )
+    parser.add_argument(
+        "--k-sizes",
+        default=None,
+        help="codebook size per position: K, K0,K1,..., or "
+        "kind:kmin:kmax[:alpha] (constant, linear, cosine, power); default: from a token "
+        "store, else inferred as max id + 1 per position (a lower bound of the true K_t)",
+    )
+    parser.add_argument(
+        "--key",
+        default=None,
+        help="array name inside a .npz or .pt dict (default: tokens, arr_0, or the only one)",
+    )
+    parser.add_argument(
+        "--view", default="0", help="view of an (N, V, L) input, or 'all' (every image-view pair)"
+    )
+    parser.add_argument(
+        "--n-images",
+        type=int,
+        default=None,
+        help="N for the theoretical curve (default: the number of sequences)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.1,
+        help="measured t*: first t from which H(x_s | x_<s) stays below this many bits",
+    )
     parser.add_argument("--max-rows", type=int, default=None, help="use only the first rows")
-    parser.add_argument("--out", default=None,
-                        help="output prefix (default: TOKENS without suffix + _entropy)")
+    parser.add_argument(
+        "--out", default=None, help="output prefix (default: TOKENS without suffix + _entropy)"
+    )
     args = parser.parse_args(argv)
     try:
         start = time.perf_counter()
         view = args.view if args.view == "all" else int(args.view)
         tokens, k_file = load_tokens(args.tokens, args.key, view)
-        tokens = tokens[:args.max_rows] if args.max_rows else tokens
+        tokens = tokens[: args.max_rows] if args.max_rows else tokens
         if len(tokens) == 0:
             raise InputError(f"{args.tokens}: no token rows")
         length = tokens.shape[1]
@@ -277,25 +320,35 @@ def main(argv: list[str] | None = None) -> int:
         elif k_file is not None:
             k_sizes, source = k_file, "token store"
         else:
-            k_sizes, source = tokens.max(axis=0).astype(np.int64) + 1, "inferred: max id + 1 per position"
+            k_sizes, source = (
+                tokens.max(axis=0).astype(np.int64) + 1,
+                "inferred: max id + 1 per position",
+            )
         over = np.nonzero(tokens.max(axis=0) >= k_sizes)[0]
         if over.size:
             t = int(over[0])
-            raise InputError(f"{args.tokens}: token id {int(tokens[:, t].max())} at position {t} is not "
-                             f"below K_t = {int(k_sizes[t])}")
+            raise InputError(
+                f"{args.tokens}: token id {int(tokens[:, t].max())} at position {t} is not "
+                f"below K_t = {int(k_sizes[t])}"
+            )
     except (InputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = conditional_entropy(tokens)
     rows = entropy_table(result, k_sizes, args.n_images)
-    summary = {"tokens": str(args.tokens), "k_sizes_source": source,
-               **summarize(result, k_sizes, args.threshold, args.n_images),
-               "seconds": round(time.perf_counter() - start, 2)}
+    summary = {
+        "tokens": str(args.tokens),
+        "k_sizes_source": source,
+        **summarize(result, k_sizes, args.threshold, args.n_images),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     prefix = args.out or str(Path(args.tokens).with_suffix("")) + "_entropy"
     _write_outputs(prefix, rows, summary)
-    print(f"N = {summary['n_sequences']}, L = {length}, K_t {source}: "
-          f"t* measured {summary['t_star_measured']} (H < {args.threshold:g} bits from there on), "
-          f"theory {summary['t_star_theory']} -> {prefix}.{{csv,json,png}}")
+    print(
+        f"N = {summary['n_sequences']}, L = {length}, K_t {source}: "
+        f"t* measured {summary['t_star_measured']} (H < {args.threshold:g} bits from there on), "
+        f"theory {summary['t_star_theory']} -> {prefix}.{{csv,json,png}}"
+    )
     return 0
 
 

@@ -90,7 +90,7 @@ def content_key(**parts: Any) -> str:
 
 
 def keyed_dir(path: str | os.PathLike, key: str) -> Path:
-    """Create `path` for resume state made under `key`; state made under another key is discarded."""
+    """Create `path` for resume state made under `key`; state of another key is discarded."""
     path = Path(path)
     stamp = path / "key.txt"
     if path.exists() and (not stamp.is_file() or stamp.read_text().strip() != key):

@@ -51,9 +51,7 @@ class ViT(nn.Module):
 class Tokenizer(nn.Module):
     """1D tokenizer; images are in [-1, 1] both at the input and at the output."""
 
-    def __init__(
-        self, model: dict, num_tokens: int, quantizer: dict, sizes: Sequence[int]
-    ) -> None:
+    def __init__(self, model: dict, num_tokens: int, quantizer: dict, sizes: Sequence[int]) -> None:
         super().__init__()
         self.model_cfg, self.quantizer_cfg = dict(model), dict(quantizer)
         self.sizes = [int(k) for k in sizes]
@@ -130,6 +128,7 @@ def build_tokenizer(tokenizer_cfg: dict, sizes: Sequence[int]) -> Tokenizer:
 
 def parameter_breakdown(model: Tokenizer) -> dict[str, int]:
     """Parameter (and buffer-codebook) counts per part of the tokenizer."""
+
     def count(*mods: nn.Module | nn.Parameter) -> int:
         total = 0
         for m in mods:
@@ -158,14 +157,18 @@ def export_for_inference(model: Tokenizer) -> Tokenizer:
     if not hasattr(model.quantizer, "export"):
         return model
     plain_cfg = {**model.quantizer_cfg, "kind": "vcq"}
-    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.sizes).to(next(model.parameters()).device)
+    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.sizes).to(
+        next(model.parameters()).device
+    )
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
     plain.load_state_dict(state, strict=False)
     plain.quantizer.embedding.data.copy_(model.quantizer.export())
     return plain.train(model.training)
 
 
-def save_tokenizer(path: str | os.PathLike, model: Tokenizer, cfg: dict, extra: dict | None = None) -> None:
+def save_tokenizer(
+    path: str | os.PathLike, model: Tokenizer, cfg: dict, extra: dict | None = None
+) -> None:
     """Save weights and everything needed to rebuild the model (atomic)."""
     from vcq.training import save_checkpoint
 

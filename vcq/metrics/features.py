@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -19,15 +20,21 @@ class DemoNet(nn.Module):
         super().__init__()
         self.image_size = image_size
         chans = [3, width, 2 * width, 4 * width, 4 * width]
-        self.body = nn.Sequential(*[
-            nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(8, b), nn.SiLU())
-            for a, b in zip(chans[:-1], chans[1:])
-        ])
+        self.body = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(8, b), nn.SiLU()
+                )
+                for a, b in itertools.pairwise(chans)
+            ]
+        )
         self.head = nn.Linear(chans[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [-1, 1] (B,3,H,W) → (pool (B,D), logits (B,C))."""
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
         pool = self.body(x).mean((2, 3))
         return pool, self.head(pool)
 
@@ -35,7 +42,13 @@ class DemoNet(nn.Module):
 class DemoFeatureExtractor(FeatureExtractorBase):
     """torch-fidelity wrapper around a trained DemoNet: uint8 images in, ("pool", "logits") out."""
 
-    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kw):
+    def __init__(
+        self,
+        name: str,
+        features_list: list[str],
+        feature_extractor_weights_path: str | None = None,
+        **kw,
+    ):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise ValueError("the demo feature extractor needs feature_extractor_weights_path")
@@ -71,7 +84,7 @@ class DemoFeatureExtractor(FeatureExtractorBase):
 
 
 def register() -> None:
-    """Register the demo extractor with torch-fidelity (idempotent), for `calculate_metrics` users."""
+    """Register the demo extractor with torch-fidelity (idempotent), for `calculate_metrics`."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
     if NAME not in FEATURE_EXTRACTORS_REGISTRY:
@@ -90,14 +103,20 @@ def load_demo_extractor(path: str | Path) -> DemoFeatureExtractor:
 
 
 def train_demo_net(
-    loader: torch.utils.data.DataLoader, num_classes: int, ncfg: dict, seed: int = 0
+    loader: torch.utils.data.DataLoader, num_classes: int, demo_net_cfg: dict, seed: int = 0
 ) -> tuple[DemoNet, dict]:
     """Train a DemoNet with AdamW on (uint8 CHW image, label) batches; returns (net, checkpoint)."""
     torch.manual_seed(seed)
-    config = {"num_classes": num_classes, "width": ncfg["width"], "image_size": ncfg["image_size"]}
+    config = {
+        "num_classes": num_classes,
+        "width": demo_net_cfg["width"],
+        "image_size": demo_net_cfg["image_size"],
+    }
     net = DemoNet(**config)
-    opt = torch.optim.AdamW(net.parameters(), lr=ncfg["lr"], weight_decay=ncfg["weight_decay"])
-    for _ in range(ncfg["epochs"]):
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=demo_net_cfg["lr"], weight_decay=demo_net_cfg["weight_decay"]
+    )
+    for _ in range(demo_net_cfg["epochs"]):
         for x, y in loader:
             _, logits = net(x.float() / 127.5 - 1)
             loss = F.cross_entropy(logits, y)

@@ -48,20 +48,20 @@ def train_probe(
     val_tokens: np.ndarray,
     y_val: np.ndarray,
     num_classes: int,
-    pcfg: dict,
+    probe_cfg: dict,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict:
     """Train a linear classifier with minibatch AdamW (seeded); return val {top1, top5} in percent.
 
     `train_tokens` is (N, V, L): every epoch visits each image once through one of its V views,
-    drawn at random when `pcfg["train_views"]` is `all` (augmentation at no extra cost per epoch),
-    else view 0. Features are standardised by the moments of one such draw and never held for the
-    whole set.
+    drawn at random when `probe_cfg["train_views"]` is `all` (augmentation at no extra cost per
+    epoch), else view 0. Features are standardised by the moments of one such draw and never held
+    for the whole set.
     """
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     n, n_views, _ = train_tokens.shape
-    bs, all_views = pcfg["batch_size"], pcfg.get("train_views", "all") == "all"
+    bs, all_views = probe_cfg["batch_size"], probe_cfg.get("train_views", "all") == "all"
 
     def pick_views() -> np.ndarray:
         return rng.integers(n_views, size=n) if all_views else np.zeros(n, dtype=np.int64)
@@ -74,9 +74,11 @@ def train_probe(
     head = torch.nn.Linear(mu.numel(), num_classes).to(device)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.AdamW(head.parameters(), lr=pcfg["lr"], weight_decay=pcfg["weight_decay"])
+    opt = torch.optim.AdamW(
+        head.parameters(), lr=probe_cfg["lr"], weight_decay=probe_cfg["weight_decay"]
+    )
     y_train_t = torch.as_tensor(y_train, dtype=torch.int64, device=device)
-    for _ in range(pcfg["epochs"]):
+    for _ in range(probe_cfg["epochs"]):
         views = pick_views()
         for idx in torch.randperm(n, generator=gen).split(bs):
             idx = idx.numpy()
