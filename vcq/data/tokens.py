@@ -1,15 +1,18 @@
-"""The HDF5 token store: resumable chunked writer, bounded-memory reader, shard merge."""
+"""The HDF5 token store: resumable chunked writer, bounded-memory reader, shard merge, and the
+AR training batches read from it."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from vcq.io import atomic_path
 
@@ -279,3 +282,73 @@ def merge_shards(
     finally:
         for s in shards:
             s.close()
+
+
+def read_pairs(tokens: h5py.Dataset | np.ndarray, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Tokens (B, L) of the (row, view) pairs, in order (repeats allowed), reading only those views.
+
+    From an h5py dataset this is one read per distinct view, each touching only the chunks of its
+    rows; reading whole rows would move all V views to keep one.
+    """
+    rows, views = np.asarray(rows, dtype=np.int64), np.asarray(views, dtype=np.int64)
+    if isinstance(tokens, np.ndarray):
+        return tokens[rows, views]
+    out = np.empty((len(rows), tokens.shape[2]), dtype=tokens.dtype)
+    for v in np.unique(views):
+        sel = views == v
+        # h5py fancy indexing needs increasing, unique indices
+        uniq, inv = np.unique(rows[sel], return_inverse=True)
+        out[sel] = tokens[uniq, int(v)][inv]
+    return out
+
+
+def fits_in_memory(nbytes: int, share: float = 0.25, processes: int = 1) -> bool:
+    """Whether `nbytes` is at most `share` of the available memory divided among `processes`."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return nbytes <= share * available / max(1, processes)
+
+
+class TokenBatches:
+    """(tokens, labels) training batches of (row, view) pairs from a token store.
+
+    The token array is read into RAM once when `in_memory` is true, or with "auto" when it fits
+    (`fits_in_memory`); otherwise each batch reads only its pairs (`read_pairs`). `batches` builds
+    the next batch in a background thread while the current one trains, in pinned memory if asked.
+    """
+
+    def __init__(self, store: TokenStore, in_memory: bool | str = "auto", pin_memory: bool = False,
+                 processes: int = 1) -> None:
+        self.store, self.pin_memory = store, pin_memory
+        tokens = store.tokens
+        nbytes = int(np.prod(tokens.shape)) * tokens.dtype.itemsize
+        if in_memory == "auto":
+            in_memory = fits_in_memory(nbytes, processes=processes)
+        self.in_memory = bool(in_memory)
+        if self.in_memory:
+            log.info("%s: holding %.2f GiB of tokens in memory", store.path, nbytes / 2**30)
+        self.source: h5py.Dataset | np.ndarray = tokens[:] if self.in_memory else tokens
+
+    def batch(self, rows: np.ndarray, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """int64 tokens (B, L) and labels (B,) of the pairs, as CPU tensors (pinned if asked)."""
+        tok = torch.from_numpy(read_pairs(self.source, rows, views).astype(np.int64))
+        lab = torch.from_numpy(self.store.labels[np.asarray(rows)])
+        if self.pin_memory:
+            tok, lab = tok.pin_memory(), lab.pin_memory()
+        return tok, lab
+
+    def batches(
+        self, keys: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `keys` ((rows, views) pairs) in order, each read while the previous trains."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for key in keys:
+                nxt = pool.submit(self.batch, *key)
+                if pending is not None:
+                    yield pending.result()
+                pending = nxt
+            if pending is not None:
+                yield pending.result()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcq.numerics import full_precision
 from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
 
 
@@ -67,8 +68,15 @@ class SharedCodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Exact masked nearest-code indices (B, L): cost ∝ Σ_groups |group|·max K in group."""
-        codes = self.codebook_vectors().to(z.dtype)
+        """Exact masked nearest-code indices (B, L): cost ∝ Σ_groups |group|·max K in group.
+
+        Always in fp32, also under bf16 autocast: bf16 distances reassign a few % of the codes.
+        """
+        with full_precision(z.device):
+            return self._nearest_fp32(z.float())
+
+    def _nearest_fp32(self, z: torch.Tensor) -> torch.Tensor:
+        codes = self.codebook_vectors().float()
         sizes = self.codebook_sizes.to(z.device)
         indices = torch.empty(z.shape[:2], dtype=torch.long, device=z.device)
         for positions, k in self._groups:
@@ -86,7 +94,7 @@ class SharedCodebookQuantizer(Quantizer):
         """Quantize z (B, L, D) with a straight-through gradient to z."""
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
-        indices = self.nearest(z.detach().float())
+        indices = self.nearest(z.detach())
         q = self.lookup(indices).to(z.dtype)
         commit = F.mse_loss(z, q.detach())
         if self.update == "loss":
