@@ -170,7 +170,9 @@ def encoding(cfg: dict, device: torch.device, batch: int, views: int, tiny: bool
 
 
 def fid_time(device: torch.device, n: int, size: int, weights: Path | None) -> None:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as Inception
+    from torch_fidelity.feature_extractor_inceptionv3 import (
+        FeatureExtractorInceptionV3 as Inception,
+    )
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     from vcq.metrics.fid import ImageSource, _stats, extract_features

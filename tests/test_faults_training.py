@@ -47,7 +47,7 @@ def config(tmp: Path, **train) -> Path:
 
 def step(name: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, f"pipeline_steps/{name}.py", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=ENV)
+                          capture_output=True, text=True, env=ENV, check=False)
 
 
 def test_guard_names_the_first_non_finite_step_and_term():
@@ -74,7 +74,8 @@ def test_diverging_tokenizer_stops_with_one_line_and_no_non_finite_checkpoint(tm
 
 
 def test_diverging_ar_stops_with_one_line(tmp_path):
-    from test_train_ar import config as ar_config, write_tokens
+    from test_train_ar import config as ar_config
+    from test_train_ar import write_tokens
 
     write_tokens(tmp_path / "train.h5", 64, 0)
     write_tokens(tmp_path / "val.h5", 32, 1)

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 import yaml
 
 from vcq.config import resolve_model, validate
@@ -29,6 +28,7 @@ def _cfg(**train) -> dict:
     cfg = {
         "experiment": "t",
         "device": "cpu",
+        "data": {"crop_scale": 1.125},
         "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}], "seed": 0,
         "tokenizer": {"num_tokens": 32, "quantizer": {"code_dim": 8},
                       "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2,

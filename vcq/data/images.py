@@ -37,18 +37,6 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def train_transform(size: int, crop_scale: float = 1.125) -> Callable[[Image.Image], torch.Tensor]:
-    """Random crop + horizontal flip (paper App. A): shorter side to crop_scale*size, crop size."""
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.Resize(round(size * crop_scale)),
-        transforms.RandomCrop(size),
-        transforms.RandomHorizontalFlip(),
-        to_tensor_pm1,
-    ])
-
-
 def eval_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the shorter side to `size`, centre crop, tensor in [-1, 1]."""
     from torchvision import transforms
@@ -156,15 +144,16 @@ def crop_seed(seed: int, step: int, slot: int) -> int:
 class TrainCrops(torch.utils.data.Dataset):
     """Training view of an ImageFolderDataset: (index, crop seed) -> uint8 (3, size, size) crop.
 
-    Decoding, the shorter-side resize to 9/8 of `size`, the square centre crop, the random crop
-    and the horizontal flip all run in the DataLoader worker; the result stays uint8 so a batch
+    Decoding, the shorter-side resize to `crop_scale`·`size`, the square centre crop, the random
+    crop and the horizontal flip ("random cropping and horizontal flipping", App. A) all run in the
+    DataLoader worker; the result stays uint8 so a batch
     crosses to the device at a quarter of the float size and is normalised there. The third item
     is the requested index when its file was unreadable (and replaced by the next one), else -1;
     skips are counted from it in the main process, since each worker has its own `skipped`.
     """
 
-    def __init__(self, images: ImageFolderDataset, size: int) -> None:
-        self.images, self.size, self.pad = images, size, size * 9 // 8
+    def __init__(self, images: ImageFolderDataset, size: int, crop_scale: float = 1.125) -> None:
+        self.images, self.size, self.pad = images, size, round(size * crop_scale)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -139,7 +139,7 @@ def train(cfg: dict, schedule: str, data: ARData, out: Path, stop_at: int | None
     cuda = env.device.type == "cuda"
     # every rank of a node holds its own copy of the tokens
     batches = TokenBatches(data.train, tc["tokens_in_memory"], pin_memory=cuda,
-                           processes=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+                           processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
     # resume: weights, optimiser, step, per-position EMA and every RNG from last.pt
     last = out.parent / "last.pt"

@@ -19,14 +19,14 @@ from vcq.train.common import METRICS_LOG, adamw, use_compile
 log = logging.getLogger(__name__)
 
 
-def image_loader(data: ImageFolderDataset, tcfg: dict, size: int, seed: int, start: int, stop: int,
-                 env: T.DistEnv) -> torch.utils.data.DataLoader:
+def image_loader(data: ImageFolderDataset, tcfg: dict, size: int, crop_scale: float, seed: int,
+                 start: int, stop: int, env: T.DistEnv) -> torch.utils.data.DataLoader:
     """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
     workers = tcfg["num_workers"]
     sampler = StepBatchSampler(len(data), tcfg["batch_size"] // env.world_size, seed, start, stop,
                                env.rank, env.world_size)
     return torch.utils.data.DataLoader(
-        TrainCrops(data, size), batch_sampler=sampler, num_workers=workers,
+        TrainCrops(data, size, crop_scale), batch_sampler=sampler, num_workers=workers,
         pin_memory=tcfg["pin_memory"] and env.device.type == "cuda",
         persistent_workers=workers > 0, prefetch_factor=tcfg["prefetch_factor"] if workers else None,
         # its own generator: the loader's base-seed draw must not advance the checkpointed global RNG
@@ -74,7 +74,7 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
     net = DistributedDataParallel(model) if env.world_size > 1 else model
     if env.world_size > 1:
         loss_fn.discriminator = DistributedDataParallel(disc)
-    loader = image_loader(data, tcfg, size, seed, start, stop, env)
+    loader = image_loader(data, tcfg, size, cfg["data"]["crop_scale"], seed, start, stop, env)
     guard = FiniteGuard()
 
     def checkpoint(done: int) -> None:
