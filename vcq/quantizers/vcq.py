@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcq.numerics import full_precision
-from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+from vcq.quantizers.base import Quantizer, QuantizerOutput, code_counts, register_quantizer
 
 
 def position_groups(sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
@@ -79,8 +79,9 @@ class SharedCodebookQuantizer(Quantizer):
         codes = self.codebook_vectors().float()
         sizes = self.codebook_sizes.to(z.device)
         indices = torch.empty(z.shape[:2], dtype=torch.long, device=z.device)
+        if self._groups[0][0].device != z.device:  # moved once: a copy per call would sync the host
+            self._groups = [(positions.to(z.device), k) for positions, k in self._groups]
         for positions, k in self._groups:
-            positions = positions.to(z.device)
             zg = z[:, positions]  # (B, G, D)
             cb = codes[:k]
             # ||z||² is constant per row, so it is left out of the argmin
@@ -111,7 +112,7 @@ class SharedCodebookQuantizer(Quantizer):
     @torch.no_grad()
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         flat_idx, flat_z = indices.reshape(-1), z.reshape(-1, z.shape[-1])
-        counts = torch.bincount(flat_idx, minlength=self.k_max).float()
+        counts = code_counts(flat_idx, self.k_max)
         sums = torch.zeros_like(self.embed_sum).index_add_(0, flat_idx, flat_z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
@@ -155,7 +156,7 @@ class SharedCodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def _batch_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = torch.bincount(indices.reshape(-1), minlength=self.k_max).float()
+        counts = code_counts(indices, self.k_max)
         p = counts / counts.sum()
         perplexity = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
         return {"perplexity": perplexity, "used_fraction": (counts > 0).float().mean()}
