@@ -1,4 +1,4 @@
-"""View recipes for encoding: one centre crop, or LlamaGen-style ten-crop x flip (20 views)."""
+"""View recipes for encoding: one centre crop, or LlamaGen-style ten-crop (10 distinct views)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from vcq.data.images import normalize_uint8
 
-RECIPES = ("center", "tencrop_flip")
+RECIPES = ("center", "tencrop")
 # torchvision's five_crop order.
 _FIVE = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
 
@@ -19,9 +19,8 @@ def view_names(recipe: str) -> list[str]:
     """Names of the views of `recipe`, in the order of the view axis."""
     if recipe == "center":
         return ["center"]
-    if recipe == "tencrop_flip":
-        ten = list(_FIVE) + [f"flipimg_{c}" for c in _FIVE]
-        return ten + [f"{n}_hflip" for n in ten]
+    if recipe == "tencrop":
+        return list(_FIVE) + [f"flipimg_{c}" for c in _FIVE]
     raise ValueError(f"unknown view recipe '{recipe}' (have: {list(RECIPES)})")
 
 
@@ -48,9 +47,9 @@ def make_views(
     if recipe == "center":
         views = F.center_crop(x, [crop, crop]).unsqueeze(0)
     else:
-        ten = torch.stack(F.ten_crop(x, [crop, crop]))
-        # LlamaGen also encodes the mirror image of every crop; views 10..19 mirror views 0..9.
-        views = torch.cat([ten, ten.flip(-1)])
+        # ten_crop already holds the five crops of the mirrored image, as LlamaGen's extract_codes
+        # stores them; flipping again would only duplicate views.
+        views = torch.stack(F.ten_crop(x, [crop, crop]))
     return views.contiguous() if uint8 else normalize_uint8(views)
 
 
