@@ -26,6 +26,7 @@ import torch
 from vcq.ar import ARConfig, ARModel
 from vcq.config import codebook_sizes_for, load_config, tokenizer_config
 from vcq.data.images import normalize_uint8
+from vcq.data.views import view_names
 from vcq.losses import TokenizerLoss
 from vcq.numerics import enable_tf32, inference_autocast
 from vcq.sampling import generate
@@ -223,7 +224,7 @@ def main() -> None:
     if "sample" in args.only:
         ar_sampling(cfg, device, 4 if small else 256, small)
     if "encode" in args.only:
-        encoding(cfg, device, 8 if small else 256, 20, small)
+        encoding(cfg, device, 8 if small else 256, len(view_names(cfg["encode"]["views"])), small)
     if "fid" in args.only:
         fid_time(device, 16 if small else 10_000, 32 if small else 256, args.inception_weights)
     print("gpu check done")
