@@ -77,3 +77,13 @@ def test_sampling_under_bf16_autocast_keeps_a_matching_kv_cache():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = generate(m, torch.tensor([0, 1]), np.full(6, 16), preset, torch.Generator().manual_seed(0))
     assert out.shape == (2, 6) and int(out.max()) < 16
+
+
+def test_step_sampler_splits_each_global_batch_across_ranks_with_the_same_crops():
+    from vcq.data.images import StepBatchSampler
+
+    one = list(StepBatchSampler(50, 8, seed=3, start=2, stop=9))
+    ranks = [list(StepBatchSampler(50, 4, seed=3, start=2, stop=9, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(one) == 7 and all(a + b == c for a, b, c in zip(*ranks, one, strict=True))
+    resumed = list(StepBatchSampler(50, 8, seed=3, start=5, stop=9))
+    assert resumed == one[3:]
