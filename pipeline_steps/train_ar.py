@@ -1,11 +1,11 @@
 """Train the class-conditional AR transformer on pre-encoded tokens (next-token CE)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
+from vcq.io import StepError, file_sha256
 from vcq.numerics import NonFiniteError
 from vcq.train.ar import ARData, needs_codebook, tokenizer_codebook, train
 from vcq.training import init_distributed
@@ -28,13 +28,15 @@ def main() -> None:
     setup_logging(str(out.parent / "train.log") if env.is_main else None)
     pos_csv = Path(args.position_loss or Path(cfg["paths"]["results_dir"]) / cfg["experiment"] / "ar"
                    / f"{args.schedule}_position_loss.csv")
-    with open_tokens(args.tokens) as train_store, open_tokens(args.val_tokens) as val_store:
-        codebook = tokenizer_codebook(args.tokenizer, train_store) if needs_codebook(cfg, args.schedule) else None
+    sha = file_sha256(args.tokenizer) if args.tokenizer else None
+    with open_tokens(args.tokens, tokenizer_sha256=sha) as train_store, \
+            open_tokens(args.val_tokens, train_store.k_sizes, train_store.tokenizer_sha256) as val_store:
+        codebook = tokenizer_codebook(args.tokenizer) if needs_codebook(cfg, args.schedule) else None
         try:
             train(cfg, args.schedule, ARData(train_store, val_store, codebook), out, args.stop_after, pos_csv)
         except NonFiniteError as e:
-            sys.exit(f"ar {args.schedule}: training diverged: {e}; no checkpoint was written after it")
+            raise StepError(f"ar {args.schedule}: training diverged: {e}; no checkpoint was written after it") from e
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

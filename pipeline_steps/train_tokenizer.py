@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
+from vcq.io import StepError
 from vcq.numerics import NonFiniteError
 from vcq.train.tokenizer import train
 from vcq.training import init_distributed
@@ -28,9 +28,9 @@ def main() -> None:
     try:
         train(cfg, args.schedule, dataset, args.out, args.stop_after)
     except NonFiniteError as e:
-        sys.exit(f"tokenizer {args.schedule}: training diverged: {e}; no checkpoint was written after it")
+        raise StepError(f"tokenizer {args.schedule}: training diverged: {e}; no checkpoint was written after it") from e
     log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -1,14 +1,13 @@
 """The fast paths give the results of the plain ones: fp32 code search under autocast, flattened
 cross-entropy, uint8 views, (row, view) batch reads, bf16 sampling."""
 
-import h5py
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vcq.ar import ARConfig, ARModel
-from vcq.data.tokens import FORMAT_VERSION, TokenBatches, TokenStore, read_pairs
+from vcq.data.tokens import TokenBatches, TokenStore, TokenWriter, read_pairs
 from vcq.data.views import make_views
 from vcq.quantizers import build_quantizer
 from vcq.sampling import generate
@@ -48,11 +47,10 @@ def test_uint8_views_normalised_equal_the_float_views():
 
 def _store(path, n=50, v=4, length=8):
     tok = np.random.default_rng(0).integers(0, 100, (n, v, length)).astype(np.uint16)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("tokens", data=tok, chunks=(4, 1, length))
-        f["labels"] = np.arange(n)
-        f.attrs.update(format_version=FORMAT_VERSION, schedule="c", k_sizes=np.full(length, 100), k_max=100, num_classes=n, views=v,
-                       view_names='["a","b","c","d"]', tokenizer_sha256="x", complete=True)
+    with TokenWriter(path, num_rows=n, k_sizes=np.full(length, 100), view_names=list("abcd"), num_classes=n,
+                     schedule="c", tokenizer_sha256="x", chunk_rows=4) as w:
+        w.write(np.arange(n), tok, np.arange(n))
+        w.finalize()
     return tok
 
 

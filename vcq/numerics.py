@@ -7,9 +7,11 @@ import contextlib
 import torch
 from torch import nn
 
+from vcq.io import StepError
 
-class NonFiniteError(RuntimeError):
-    """A loss, gradient norm or weight is NaN or infinite."""
+
+class NonFiniteError(StepError, RuntimeError):
+    """A loss, gradient norm or weight is NaN or infinite (a step reports it in one line)."""
 
 
 def enable_tf32() -> None:

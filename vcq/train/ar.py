@@ -19,7 +19,7 @@ from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenBatches, TokenStore
-from vcq.io import atomic_path, file_sha256, write_json
+from vcq.io import atomic_path, write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.tokenizer import load_tokenizer
@@ -28,14 +28,11 @@ from vcq.train.common import METRICS_LOG, adamw, use_compile
 log = logging.getLogger(__name__)
 
 
-def tokenizer_codebook(path: str | os.PathLike | None, store: TokenStore) -> torch.Tensor:
-    """The (K_max, D) code vectors of the tokenizer that encoded `store` (checked by its hash)."""
+def tokenizer_codebook(path: str | os.PathLike | None) -> torch.Tensor:
+    """The (K_max, D) code vectors of the tokenizer (the token files are checked against its hash)."""
     if path is None:
         raise SystemExit("this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
                          "ar_head: leech_factorized): pass --tokenizer work/<experiment>/tokenizer/<schedule>/final.pt")
-    want = store.tokenizer_sha256
-    if want and file_sha256(path) != want:
-        raise SystemExit(f"--tokenizer {path} did not encode these tokens (their tokenizer sha256 is {want[:16]}...)")
     return load_tokenizer(path).quantizer.codebook_vectors().detach().float().cpu()
 
 
@@ -146,8 +143,8 @@ def train(cfg: dict, schedule: str, data: ARData, out: Path, stop_at: int | None
     state = T.load_checkpoint(last, map_location=env.device)
     step, pos_ema = 0, torch.zeros(L, device=env.device)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
+        T.restore_module(net, state["model"], last)
+        T.restore_module(opt, state["opt"], last)
         step, pos_ema = state["step"], torch.as_tensor(state["pos_ema"], dtype=torch.float32).to(env.device)
         T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
