@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from vcq.config import load_schema, resolve_model, validate
 from vcq.data.tokens import TokenWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +130,29 @@ class TrainARStep:
 def train_ar_step(tmp_path) -> TrainARStep:
     """The AR training step on tiny token files in `tmp_path`."""
     return TrainARStep(tmp_path)
+
+
+def _tokenizer_cfg(**train) -> dict:
+    cfg = {
+        "experiment": "t",
+        "device": "cpu",
+        "seed": 0,
+        "data": {"crop_scale": 1.125},
+        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}],
+        "tokenizer": {
+            "num_tokens": 32,
+            "quantizer": {"code_dim": 8},
+            "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2, "ckpt_every": 1,
+                      "log_every": 1, "warmup_steps": 2, "peak_steps": 3, **train},
+        },
+    }
+    cfg["tokenizer"] = validate(cfg["tokenizer"], load_schema()["properties"]["tokenizer"])
+    cfg["tokenizer"]["model"] = resolve_model("tokenizer", cfg["tokenizer"]["model"])
+    return cfg
+
+
+@pytest.fixture
+def tokenizer_cfg():
+    """`tokenizer_cfg(**train)`: a config for in-process tokenizer training (tiny model, 6 steps,
+    cosine schedule of 32 tokens); keyword arguments override `tokenizer.train`."""
+    return _tokenizer_cfg

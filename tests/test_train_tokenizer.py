@@ -5,12 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import yaml
-
-from vcq.config import resolve_model, validate
 from vcq.losses import (
     PatchDiscriminator,
     TokenizerLoss,
@@ -21,41 +19,26 @@ from vcq.losses import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "pipeline_steps"))
 
 
-def _cfg(**train) -> dict:
-    cfg = {
-        "experiment": "t",
-        "device": "cpu",
-        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}], "seed": 0,
-        "tokenizer": {"num_tokens": 32, "quantizer": {"code_dim": 8},
-                      "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2,
-                                "ckpt_every": 1, "log_every": 1, "warmup_steps": 2,
-                                "peak_steps": 3, **train}},
-    }
-    schema = yaml.safe_load((ROOT / "workflow/schemas/sections/tokenizer.schema.yaml").read_text())
-    cfg["tokenizer"] = validate(cfg["tokenizer"], schema)
-    cfg["tokenizer"]["model"] = resolve_model("tokenizer", cfg["tokenizer"]["model"])
-    return cfg
-
-
-def test_paper_loss_weights_are_defaults():
-    t = _cfg()["tokenizer"]["train"]
+def test_paper_loss_weights_are_defaults(tokenizer_cfg):
+    t = tokenizer_cfg()["tokenizer"]["train"]
     assert (t["l1_weight"], t["lpips_weight"], t["commitment_weight"]) == (1.0, 1.0, 1.0)
     assert (t["disc_weight"], t["gen_adv_weight"]) == (1.0, 0.1)
 
 
-def test_generator_loss_is_weighted_sum_and_gan_starts_late():
+def test_generator_loss_is_weighted_sum_and_gan_starts_late(tokenizer_cfg):
     torch.manual_seed(0)
-    t = _cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"]["train"]
+    t = tokenizer_cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"]["train"]
     loss_fn = TokenizerLoss(t)
     x, recon = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     q = torch.tensor(0.7)
     total, terms = loss_fn.generator(x, recon, q, step=0)
+    terms = {k: float(v) for k, v in terms.items()}
     assert "gen_adv" not in terms and total.item() == pytest.approx(2 * terms["l1"] + 0.35, rel=1e-5)
     torch.manual_seed(1)
     total, terms = loss_fn.generator(x, recon, q, step=2)
+    terms = {k: float(v) for k, v in terms.items()}
     expected = 2 * terms["l1"] + 0.35 + 0.3 * terms["gen_adv"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
 
@@ -88,23 +71,43 @@ def test_lpips_loads_local_vgg_trunk(tmp_path):
     assert model(x, -x).item() > 0
 
 
+def image_folder(root: Path, n: int = 10) -> Path:
+    """n random 40x36 PNGs in two class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(123)
+    for i in range(n):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / f"c{i % 2}" / f"{i}.png")
+    return root
+
+
 def _run(cfg, out, stop_at=None):
-    from train_tokenizer import train
+    from vcq.data.images import ImageFolderDataset
+    from vcq.train.tokenizer import train
 
-    torch.manual_seed(123)
-    data = [(torch.rand(3, 36, 36) * 2 - 1, 0) for _ in range(10)]
-    train(cfg, "cosine", data, out, stop_at=stop_at)
-    return [json.loads(line) for line in (out.parent / "log.jsonl").read_text().splitlines()]
+    root = out.parents[1] / "images"
+    if not root.exists():
+        image_folder(root)
+    train(cfg, "cosine", ImageFolderDataset(root), out, stop_at=stop_at)
+    return [json.loads(line) for line in (out.parent / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    cfg = _cfg()
+def test_resume_continues_bit_for_bit(tokenizer_cfg, tmp_path):
+    cfg = tokenizer_cfg()
     straight = _run(cfg, tmp_path / "a" / "final.pt")
     _run(cfg, tmp_path / "b" / "final.pt", stop_at=3)
     resumed = _run(cfg, tmp_path / "b" / "final.pt")
     assert len(straight) == 6 and "disc" in straight[-1]
     assert resumed == straight
     assert (tmp_path / "b" / "final.pt").exists() and (tmp_path / "b" / "loss.png").exists()
+
+
+def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, tmp_path):
+    straight = _run(tokenizer_cfg(), tmp_path / "a" / "final.pt")
+    workers = tokenizer_cfg(num_workers=2, prefetch_factor=1)
+    _run(workers, tmp_path / "b" / "final.pt", stop_at=2)
+    assert _run(workers, tmp_path / "b" / "final.pt") == straight
 
 
 def test_cli_help():
