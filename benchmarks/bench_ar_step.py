@@ -34,7 +34,9 @@ class RefBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.n1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.n1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )
 
         def rope(u: torch.Tensor) -> torch.Tensor:
             u1, u2 = u.chunk(2, dim=-1)
@@ -49,14 +51,17 @@ class RefBlock(nn.Module):
 class RefGPT(nn.Module):
     """Class-conditional decoder-only transformer, written as plainly as possible."""
 
-    def __init__(self, vocab: int, classes: int, length: int, dim: int, layers: int, heads: int,
-                 hidden: int) -> None:
+    def __init__(
+        self, vocab: int, classes: int, length: int, dim: int, layers: int, heads: int, hidden: int
+    ) -> None:
         super().__init__()
         self.cls, self.tok = nn.Embedding(classes + 1, dim), nn.Embedding(vocab, dim)
         self.blocks = nn.ModuleList(RefBlock(dim, heads, hidden) for _ in range(layers))
         self.norm, self.head = nn.RMSNorm(dim, eps=1e-5), nn.Linear(dim, vocab, bias=False)
         hd = dim // heads
-        ang = torch.outer(torch.arange(length).float(), 1.0 / 10000 ** (torch.arange(0, hd, 2).float() / hd))
+        ang = torch.outer(
+            torch.arange(length).float(), 1.0 / 10000 ** (torch.arange(0, hd, 2).float() / hd)
+        )
         self.register_buffer("cos", torch.cat([ang.cos()] * 2, -1), persistent=False)
         self.register_buffer("sin", torch.cat([ang.sin()] * 2, -1), persistent=False)
 
@@ -67,8 +72,14 @@ class RefGPT(nn.Module):
         return self.head(self.norm(x))
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, tok: torch.Tensor, lab: torch.Tensor,
-               project: bool, device: torch.device) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    tok: torch.Tensor,
+    lab: torch.Tensor,
+    project: bool,
+    device: torch.device,
+) -> torch.Tensor:
     """One optimiser step; the loss stays on the device."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(tok, lab)
@@ -84,7 +95,9 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, tok: torch.Tensor, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -97,17 +110,33 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = ARConfig(vocab_size=args.vocab, seq_len=args.length, num_classes=1000, n_layer=args.layers,
-                   n_head=args.heads, dim=args.dim, dropout=0.0, token_dropout=0.0, class_dropout=0.0)
+    cfg = ARConfig(
+        vocab_size=args.vocab,
+        seq_len=args.length,
+        num_classes=1000,
+        n_layer=args.layers,
+        n_head=args.heads,
+        dim=args.dim,
+        dropout=0.0,
+        token_dropout=0.0,
+        class_dropout=0.0,
+    )
     project = ARModel(cfg).to(device)
     hidden = project.layers[0].feed_forward.w1.out_features
-    ref = RefGPT(args.vocab, 1000, args.length, args.dim, args.layers, args.heads, hidden).to(device)
+    ref = RefGPT(args.vocab, 1000, args.length, args.dim, args.layers, args.heads, hidden).to(
+        device
+    )
     n_proj = sum(q.numel() for q in project.parameters())
     n_ref = sum(q.numel() for q in ref.parameters())
-    print(f"parameters: project {n_proj / 1e6:.2f}M, reference {n_ref / 1e6:.2f}M; "
-          f"B={args.batch} L={args.length} V={args.vocab} on {device}")
+    print(
+        f"parameters: project {n_proj / 1e6:.2f}M, reference {n_ref / 1e6:.2f}M; "
+        f"B={args.batch} L={args.length} V={args.vocab} on {device}"
+    )
     models = {"project": project, "reference": ref}
-    opts = {k: adamw(list(m.parameters()), device, lr=1e-4, betas=(0.9, 0.96)) for k, m in models.items()}
+    opts = {
+        k: adamw(list(m.parameters()), device, lr=1e-4, betas=(0.9, 0.96))
+        for k, m in models.items()
+    }
     tok = torch.randint(0, args.vocab, (args.batch, args.length), device=device)
     lab = torch.randint(0, 1000, (args.batch,), device=device)
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -125,7 +154,10 @@ def main() -> None:
     for name, t in med.items():
         print(f"{name:>10s}: {t * 1e3:8.1f} ms/step  {args.batch * args.length / t:9.0f} tokens/s")
     assert math.isclose(n_proj, n_ref, rel_tol=1e-6), "the two models must have the same parameters"
-    print(f"AR step time ratio project/reference: {med['project'] / med['reference']:.3f} (target <= 1.05)")
+    print(
+        f"AR step time ratio project/reference: {med['project'] / med['reference']:.3f} "
+        "(target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

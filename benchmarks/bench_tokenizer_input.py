@@ -31,7 +31,9 @@ def make_jpegs(root: Path, n: int) -> None:
         small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
         img = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
         noise = rng.integers(-20, 20, (375, 500, 3))
-        img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int64) + noise, 0, 255).astype(np.uint8))
+        img = Image.fromarray(
+            np.clip(np.asarray(img, dtype=np.int64) + noise, 0, 255).astype(np.uint8)
+        )
         (root / f"c{i % 10}").mkdir(parents=True, exist_ok=True)
         img.save(root / f"c{i % 10}" / f"{i}.JPEG", quality=90)
 
@@ -43,12 +45,19 @@ def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> floa
     tcfg = {"num_workers": workers, "batch_size": batch, "pin_memory": False, "prefetch_factor": 2}
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     t0 = time.perf_counter()
-    n = sum(len(x) for x, _, _ in image_loader(data, tcfg, SIZE, crop_scale=1.125, seed=0, start=0, stop=steps, env=env))
+    n = sum(
+        len(x)
+        for x, _, _ in image_loader(
+            data, tcfg, SIZE, crop_scale=1.125, seed=0, start=0, stop=steps, env=env
+        )
+    )
     return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=12)
@@ -60,9 +69,15 @@ def main() -> None:
         rates = {w: rate(data, w, args.batch, args.steps) for w in (0, 2)}
     for w, r in rates.items():
         print(f"{w} workers: {r:7.1f} images/s")
-    print(f"one GPU needs {need:.0f} images/s (batch {PAPER_BATCH} on {GPUS} GPUs, {STEP_S * 1e3:.0f} ms step): "
-          f"about {need / rates[0]:.0f} workers at this machine's per-core rate")
-    print(f"tokenizer input: {rates[2]:.0f} images/s with 2 workers ({rates[0]:.0f} with 0); one GPU needs {need:.0f}")
+    print(
+        f"one GPU needs {need:.0f} images/s "
+        f"(batch {PAPER_BATCH} on {GPUS} GPUs, {STEP_S * 1e3:.0f} ms step): "
+        f"about {need / rates[0]:.0f} workers at this machine's per-core rate"
+    )
+    print(
+        f"tokenizer input: {rates[2]:.0f} images/s with 2 workers ({rates[0]:.0f} with 0); "
+        f"one GPU needs {need:.0f}"
+    )
 
 
 if __name__ == "__main__":

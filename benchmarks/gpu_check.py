@@ -64,21 +64,31 @@ def matmul_params(module: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
-def tokenizer_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: bool) -> None:
+def tokenizer_training(
+    cfg: dict, device: torch.device, batch: int, peak: float, tiny: bool
+) -> None:
     tcfg = {**cfg["tokenizer"]["train"], "disc_start": 0, "lpips_weights": None}
-    model = build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine")).to(device)
+    model = build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine")).to(
+        device
+    )
     loss_fn = TokenizerLoss(tcfg).to(device)
     if not tiny:  # LPIPS with a random VGG trunk: same cost as the real one, no weight file needed
         import lpips
 
-        loss_fn.lpips = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).to(device).eval()
+        loss_fn.lpips = (
+            lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).to(device).eval()
+        )
         model.encoder.compile()
         model.decoder.compile()
     opt_g = adamw(list(model.parameters()), device, lr=1e-4)
     opt_d = adamw(list(loss_fn.discriminator.parameters()), device, lr=1e-4)
     size = model.image_size
     x_u8 = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    amp = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
 
     def step() -> None:
         x = normalize_uint8(x_u8)
@@ -101,14 +111,25 @@ def tokenizer_training(cfg: dict, device: torch.device, batch: int, peak: float,
     flops += 12 * layers * model.encoder.blocks[0].qkv.in_features * n_tok * n_tok
     ips = batch / t
     extras = "GAN" if tiny else "GAN + LPIPS"
-    print(f"tokenizer training ({precision(device)}, batch {batch}, {size}px, {extras} on): {ips:8.1f} images/s, "
-          f"{t * 1e3:.0f} ms/step, MFU {ips * flops / peak:.1%} (encoder + decoder FLOPs only)")
+    print(
+        f"tokenizer training ({precision(device)}, batch {batch}, {size}px, {extras} on): "
+        f"{ips:8.1f} images/s, "
+        f"{t * 1e3:.0f} ms/step, MFU {ips * flops / peak:.1%} (encoder + decoder FLOPs only)"
+    )
 
 
 def ar_model(cfg: dict, device: torch.device) -> ARModel:
-    mcfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": int(max(codebook_sizes_for(cfg, "cosine"))),
-                               "seq_len": cfg["tokenizer"]["num_tokens"], "num_classes": 1000,
-                               "dropout": 0.1, "token_dropout": 0.1, "class_dropout": 0.1})
+    mcfg = ARConfig.from_dict(
+        {
+            **cfg["ar"]["model"],
+            "vocab_size": int(max(codebook_sizes_for(cfg, "cosine"))),
+            "seq_len": cfg["tokenizer"]["num_tokens"],
+            "num_classes": 1000,
+            "dropout": 0.1,
+            "token_dropout": 0.1,
+            "class_dropout": 0.1,
+        }
+    )
     return ARModel(mcfg).to(device)
 
 
@@ -119,7 +140,11 @@ def ar_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: 
     L = model.cfg.seq_len
     tok = torch.randint(0, model.cfg.vocab_size, (batch, L), device=device)
     lab = torch.randint(0, 1000, (batch,), device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    amp = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
 
     def step() -> None:
         with amp:
@@ -133,8 +158,11 @@ def ar_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: 
     c = model.cfg
     flops_per_token = 6 * matmul_params(model) + 12 * c.n_layer * c.dim * L
     tps = batch * L / t
-    print(f"AR training ({precision(device)}, batch {batch}, L {L}, V {c.vocab_size}): {tps:10.0f} tokens/s, "
-          f"{t * 1e3:.0f} ms/step, MFU {tps * flops_per_token / peak:.1%} (6N + 12 n_layer d T per token)")
+    print(
+        f"AR training ({precision(device)}, batch {batch}, L {L}, V {c.vocab_size}): "
+        f"{tps:10.0f} tokens/s, {t * 1e3:.0f} ms/step, "
+        f"MFU {tps * flops_per_token / peak:.1%} (6N + 12 n_layer d T per token)"
+    )
 
 
 def ar_sampling(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None:
@@ -150,14 +178,22 @@ def ar_sampling(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None
 
     eager = batch / timed(run, device, 1, 1 if tiny else 3)
     # decode steps change the cached length: dynamic shapes, one compiled graph
-    model.forward_embeds = torch.compile(model.forward_embeds, dynamic=True, backend="eager" if tiny else "inductor")
+    model.forward_embeds = torch.compile(
+        model.forward_embeds, dynamic=True, backend="eager" if tiny else "inductor"
+    )
     compiled = batch / timed(run, device, 1, 1 if tiny else 3)
-    print(f"AR sampling (batch {batch}, CFG, L {len(k_sizes)}): eager {eager:.1f} images/s, "
-          f"compiled {compiled:.1f} images/s")
+    print(
+        f"AR sampling (batch {batch}, CFG, L {len(k_sizes)}): eager {eager:.1f} images/s, "
+        f"compiled {compiled:.1f} images/s"
+    )
 
 
 def encoding(cfg: dict, device: torch.device, batch: int, views: int, tiny: bool) -> None:
-    model = build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine")).to(device).eval()
+    model = (
+        build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine"))
+        .to(device)
+        .eval()
+    )
     size = model.image_size
     x_u8 = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
 
@@ -166,8 +202,11 @@ def encoding(cfg: dict, device: torch.device, batch: int, views: int, tiny: bool
             model.encode(normalize_uint8(x_u8))
 
     vps = batch / timed(run, device, 1 if tiny else 3, 2 if tiny else 10)
-    print(f"encoding ({precision(device)}, batch {batch} views of {size}px): {vps:.0f} views/s = {vps / views:.1f} images/s "
-          f"at {views} views per image")
+    print(
+        f"encoding ({precision(device)}, batch {batch} views of {size}px): "
+        f"{vps:.0f} views/s = {vps / views:.1f} images/s "
+        f"at {views} views per image"
+    )
 
 
 def fid_time(device: torch.device, n: int, size: int, weights: Path | None) -> None:
@@ -183,35 +222,61 @@ def fid_time(device: torch.device, n: int, size: int, weights: Path | None) -> N
             # random weights time the same network; patch out the load of the missing file
             empty = Path(tmp) / "empty.pt"
             torch.save({}, empty)
-            load, Inception.load_state_dict = Inception.load_state_dict, lambda self, sd, *a, **k: None
+            load, Inception.load_state_dict = (
+                Inception.load_state_dict,
+                lambda self, sd, *a, **k: None,
+            )
             try:
-                net = Inception("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(empty))
+                net = Inception(
+                    "inception-v3-compat",
+                    ["2048", "logits_unbiased"],
+                    feature_extractor_weights_path=str(empty),
+                )
             finally:
                 Inception.load_state_dict = load
         else:
-            net = Inception("inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights))
+            net = Inception(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=str(weights),
+            )
         net = net.to(device).eval()
         path = Path(tmp) / "samples.npy"
         np.save(path, np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8))
         ref = {"mu": np.zeros(2048), "sigma": np.eye(2048)}
         t0 = time.perf_counter()
-        feats = extract_features(net, ImageSource(path), 250 if device.type == "cuda" else 16, desc="fid")
+        feats = extract_features(
+            net, ImageSource(path), 250 if device.type == "cuda" else 16, desc="fid"
+        )
         fid_statistics_to_metric(_stats(feats["pool"]), ref, False)
         sync(device)
-        print(f"FID (torch-fidelity Inception, {n} images of {size}px, "
-              f"{'given' if weights and weights.is_file() else 'random'} weights): {time.perf_counter() - t0:.1f} s")
+        print(
+            f"FID (torch-fidelity Inception, {n} images of {size}px, "
+            f"{'given' if weights and weights.is_file() else 'random'} weights): "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tiny", action="store_true", help="demo-size models on the CPU (smoke test)")
     p.add_argument("--only", nargs="*", default=["tokenizer", "ar", "sample", "encode", "fid"])
-    p.add_argument("--inception-weights", type=Path, default=Path("weights/weights-inception-2015-12-05-6726825d.pth"))
+    p.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=Path("weights/weights-inception-2015-12-05-6726825d.pth"),
+    )
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     cfg = load_config("config/default.yaml" if args.tiny else "config/imagenet/base.yaml")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    peak = next((v for k, v in PEAK_BF16.items() if k in name), 989e12) if device.type == "cuda" else 1e12
+    peak = (
+        next((v for k, v in PEAK_BF16.items() if k in name), 989e12)
+        if device.type == "cuda"
+        else 1e12
+    )
     print(f"device: {name}; torch {torch.__version__}; peak for MFU {peak / 1e12:.0f} TFLOP/s")
     if device.type == "cuda":
         enable_tf32()

@@ -7,11 +7,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from vcq.ar import ARConfig, count_params
-from vcq.ar import format_breakdown as format_ar
+from vcq.ar import ARConfig, count_params, format_breakdown
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, tokenizer_config
-from vcq.tokenizer import build_tokenizer, format_breakdown, parameter_breakdown
+from vcq.tokenizer import build_tokenizer, parameter_breakdown
 
 
 def main() -> None:
@@ -36,9 +35,9 @@ def main() -> None:
         }
     )
     ar = count_params(ar_cfg)
-    for label, model_name, parts, fmt in (
-        ("tokenizer", cfg["tokenizer"]["model"]["name"], tok, format_breakdown),
-        ("AR", cfg["ar"]["model"]["name"], ar, format_ar),
+    for label, model_name, parts in (
+        ("tokenizer", cfg["tokenizer"]["model"]["name"], tok),
+        ("AR", cfg["ar"]["model"]["name"], ar),
     ):
         ref = paper.get(model_name)
         versus = (
@@ -54,7 +53,7 @@ def main() -> None:
             len(sizes),
             parts["total"] / 1e6,
             versus,
-            fmt(parts),
+            format_breakdown(parts),
         )
 
 

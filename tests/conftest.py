@@ -142,8 +142,17 @@ def _tokenizer_cfg(**train) -> dict:
         "tokenizer": {
             "num_tokens": 32,
             "quantizer": {"code_dim": 8},
-            "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2, "ckpt_every": 1,
-                      "log_every": 1, "warmup_steps": 2, "peak_steps": 3, **train},
+            "train": {
+                "steps": 6,
+                "batch_size": 4,
+                "grad_accum": 2,
+                "disc_start": 2,
+                "ckpt_every": 1,
+                "log_every": 1,
+                "warmup_steps": 2,
+                "peak_steps": 3,
+                **train,
+            },
         },
     }
     cfg["tokenizer"] = validate(cfg["tokenizer"], load_schema()["properties"]["tokenizer"])

@@ -19,7 +19,10 @@ def test_code_indices_are_identical_under_bf16_autocast(kind):
     if kind == "leech":
         q, dim = build_quantizer({"kind": "leech", "shapes": ["4^2"]}, torch.full((16,), 1104)), 24
     else:
-        q, dim = build_quantizer({"kind": "vcq", "code_dim": 8}, torch.linspace(2, 4096, 16).long()), 8
+        q, dim = (
+            build_quantizer({"kind": "vcq", "code_dim": 8}, torch.linspace(2, 4096, 16).long()),
+            8,
+        )
     z = torch.randn(64, 16, dim)
     plain = q(z).indices
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -47,8 +50,16 @@ def test_uint8_views_normalised_equal_the_float_views():
 
 def _store(path, n=50, v=4, length=8):
     tok = np.random.default_rng(0).integers(0, 100, (n, v, length)).astype(np.uint16)
-    with TokenWriter(path, num_rows=n, k_sizes=np.full(length, 100), view_names=list("abcd"), num_classes=n,
-                     schedule="c", tokenizer_sha256="x", chunk_rows=4) as w:
+    with TokenWriter(
+        path,
+        num_rows=n,
+        k_sizes=np.full(length, 100),
+        view_names=list("abcd"),
+        num_classes=n,
+        schedule="c",
+        tokenizer_sha256="x",
+        chunk_rows=4,
+    ) as w:
         w.write(np.arange(n), tok, np.arange(n))
         w.finalize()
     return tok
@@ -70,10 +81,14 @@ def test_token_batches_read_exactly_the_requested_pairs(tmp_path, in_memory):
 
 def test_sampling_under_bf16_autocast_keeps_a_matching_kv_cache():
     torch.manual_seed(0)
-    m = ARModel(ARConfig(vocab_size=16, seq_len=6, num_classes=2, n_layer=1, n_head=2, dim=16)).eval()
+    m = ARModel(
+        ARConfig(vocab_size=16, seq_len=6, num_classes=2, n_layer=1, n_head=2, dim=16)
+    ).eval()
     preset = {"guidance": "constant", "scale": 1.0}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = generate(m, torch.tensor([0, 1]), np.full(6, 16), preset, torch.Generator().manual_seed(0))
+        out = generate(
+            m, torch.tensor([0, 1]), np.full(6, 16), preset, torch.Generator().manual_seed(0)
+        )
     assert out.shape == (2, 6) and int(out.max()) < 16
 
 
@@ -81,7 +96,9 @@ def test_step_sampler_splits_each_global_batch_across_ranks_with_the_same_crops(
     from vcq.data.images import StepBatchSampler
 
     one = list(StepBatchSampler(50, 8, seed=3, start=2, stop=9))
-    ranks = [list(StepBatchSampler(50, 4, seed=3, start=2, stop=9, rank=r, world_size=2)) for r in (0, 1)]
+    ranks = [
+        list(StepBatchSampler(50, 4, seed=3, start=2, stop=9, rank=r, world_size=2)) for r in (0, 1)
+    ]
     assert len(one) == 7 and all(a + b == c for a, b, c in zip(*ranks, one, strict=True))
     resumed = list(StepBatchSampler(50, 8, seed=3, start=5, stop=9))
     assert resumed == one[3:]

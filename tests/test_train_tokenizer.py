@@ -1,4 +1,4 @@
-"""Tests for tokenizer losses and the training step: loss weights, LPIPS loading, resume equality."""
+"""Tokenizer losses and the training step: loss weights, LPIPS loading, resume equality."""
 
 import json
 import subprocess
@@ -29,13 +29,17 @@ def test_paper_loss_weights_are_defaults(tokenizer_cfg):
 
 def test_generator_loss_is_weighted_sum_and_gan_starts_late(tokenizer_cfg):
     torch.manual_seed(0)
-    t = tokenizer_cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"]["train"]
+    t = tokenizer_cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"][
+        "train"
+    ]
     loss_fn = TokenizerLoss(t)
     x, recon = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     q = torch.tensor(0.7)
     total, terms = loss_fn.generator(x, recon, q, step=0)
     terms = {k: float(v) for k, v in terms.items()}
-    assert "gen_adv" not in terms and total.item() == pytest.approx(2 * terms["l1"] + 0.35, rel=1e-5)
+    assert "gen_adv" not in terms and total.item() == pytest.approx(
+        2 * terms["l1"] + 0.35, rel=1e-5
+    )
     torch.manual_seed(1)
     total, terms = loss_fn.generator(x, recon, q, step=2)
     terms = {k: float(v) for k, v in terms.items()}
@@ -78,7 +82,9 @@ def image_folder(root: Path, n: int = 10) -> Path:
     rng = np.random.default_rng(123)
     for i in range(n):
         (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / f"c{i % 2}" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(
+            root / f"c{i % 2}" / f"{i}.png"
+        )
     return root
 
 
@@ -111,6 +117,10 @@ def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, tm
 
 
 def test_cli_help():
-    r = subprocess.run([sys.executable, str(ROOT / "pipeline_steps/train_tokenizer.py"), "--help"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline_steps/train_tokenizer.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0 and "--schedule" in r.stdout

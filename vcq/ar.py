@@ -1,4 +1,5 @@
 """Class-conditional decoder-only transformer over token sequences (LlamaGen-style)."""
+
 from __future__ import annotations
 
 import math
@@ -39,19 +40,24 @@ class ARConfig:
         if self.head not in HEADS:
             raise ValueError(f"unknown AR head {self.head!r}; expected one of {HEADS}")
         if self.token_input not in TOKEN_INPUTS:
-            raise ValueError(f"unknown token_input {self.token_input!r}; expected one of {TOKEN_INPUTS}")
+            raise ValueError(
+                f"unknown token_input {self.token_input!r}; expected one of {TOKEN_INPUTS}"
+            )
         if self.token_input == "codes" and self.code_dim <= 0:
-            raise ValueError("token_input codes needs code_dim > 0 (the tokenizer's code vector size)")
+            raise ValueError(
+                "token_input codes needs code_dim > 0 (the tokenizer's code vector size)"
+            )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ARConfig":
+    def from_dict(cls, d: dict) -> ARConfig:
         """Build from a mapping, ignoring keys that are not model hyper-parameters (e.g. `name`)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class FactorizedLeechHead(nn.Module):
-    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq. 12).
+    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq.
+    12).
 
     The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
     keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
@@ -69,9 +75,12 @@ class FactorizedLeechHead(nn.Module):
         return leech.lattice_coordinates(codes[indices]) + leech.COORDINATES // 2
 
     def set_codes(self, codes: torch.Tensor) -> None:
-        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook the tokens index."""
+        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook of the tokens."""
         if codes.shape != (self.code_labels.shape[0], leech.DIM):
-            raise ValueError(f"codebook {tuple(codes.shape)} does not match vocab {self.code_labels.shape[0]} x 24")
+            raise ValueError(
+                f"codebook {tuple(codes.shape)} does not match "
+                f"vocab {self.code_labels.shape[0]} x {leech.DIM}"
+            )
         self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -84,10 +93,12 @@ class FactorizedLeechHead(nn.Module):
         return -logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Joint log-probability (..., vocab_size) of every code from coordinate logits (..., 24, 9)."""
+        """Joint log-probability (..., vocab_size) of every code from logits (..., 24, 9)."""
         lead = logits.shape[:-2]
         flat = logits.float().log_softmax(-1).reshape(-1, leech.DIM * leech.COORDINATES)
-        cols = self.code_labels.long() + leech.COORDINATES * torch.arange(leech.DIM, device=logits.device)
+        cols = self.code_labels.long() + leech.COORDINATES * torch.arange(
+            leech.DIM, device=logits.device
+        )
         # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
         joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
         return joint.T.reshape(*lead, -1)
@@ -103,7 +114,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(
+            x
+        ) * self.weight
 
 
 def rope_tables(head_dim: int, length: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,18 +136,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class KVCache:
     """Pre-allocated per-layer key/value buffers for incremental decoding."""
 
-    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
-                 device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
         shape = (batch, n_head, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.pos = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store new keys/values at the current position; return everything cached so far."""
         end = self.pos + k.shape[2]
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
@@ -163,8 +186,14 @@ class Attention(nn.Module):
             # new queries sit at positions past..past+t-1 and see every cached key up to themselves
             qi = torch.arange(past, past + t, device=x.device)[:, None]
             mask, causal = qi >= torch.arange(k.shape[2], device=x.device)[None, :], False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.p if self.training and self.p else 0.0)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.p if self.training and self.p else 0.0,
+        )
         return self.resid_drop(self.wo(y.transpose(1, 2).reshape(b, t, -1)))
 
 
@@ -198,7 +227,7 @@ class Block(nn.Module):
 
 
 class ARModel(nn.Module):
-    """Sequence = [class token, optional prefix embeddings, image tokens]; predicts the next token."""
+    """Sequence = [class token, optional prefix embeddings, image tokens]; predicts the next."""
 
     def __init__(self, cfg: ARConfig):
         super().__init__()
@@ -241,12 +270,21 @@ class ARModel(nn.Module):
 
     def _rope(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if start + length > self.rope_cos.shape[0]:
-            cos, sin = rope_tables(self.cfg.dim // self.cfg.n_head, start + length, self.cfg.rope_base)
-            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
-        return self.rope_cos[start:start + length], self.rope_sin[start:start + length]
+            cos, sin = rope_tables(
+                self.cfg.dim // self.cfg.n_head, start + length, self.cfg.rope_base
+            )
+            self.rope_cos, self.rope_sin = (
+                cos.to(self.rope_cos.device),
+                sin.to(self.rope_sin.device),
+            )
+        return self.rope_cos[start : start + length], self.rope_sin[start : start + length]
 
-    def embed(self, labels: torch.Tensor | None, tokens: torch.Tensor | None,
-              prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self,
+        labels: torch.Tensor | None,
+        tokens: torch.Tensor | None,
+        prefix_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Input embeddings of [class, prefix, tokens]; any part may be None."""
         parts = []
         if labels is not None:
@@ -259,7 +297,8 @@ class ARModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward_embeds(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Run the trunk on input embeddings (continuing `cache` if given); return the head's logits.
+        """Run the trunk on input embeddings (continuing `cache` if given); return the head's
+        logits.
 
         Those are (B, T, V) for the softmax head and (B, T, 24, 9) for the factorised Leech head.
         """
@@ -271,8 +310,9 @@ class ARModel(nn.Module):
             cache.pos += x.shape[1]
         return self.output(self.norm(x)).float()
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor,
-                prefix_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, labels: torch.Tensor, prefix_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits (B, L, V): position t predicts tokens[:, t] from tokens[:, :t]."""
         labels = self.drop_labels(labels)
         x = self.embed(labels, tokens[:, :-1], prefix_embeds)
@@ -280,29 +320,28 @@ class ARModel(nn.Module):
         p = 0 if prefix_embeds is None else prefix_embeds.shape[1]
         return logits[:, p:]
 
-    @property
-    def needs_codebook(self) -> bool:
-        """Whether the tokenizer's code vectors must be given (set_codebook) before training."""
-        return self.cfg.token_input == "codes" or self.cfg.head == "leech_factorized"
-
     def set_codebook(self, codes: torch.Tensor) -> None:
-        """Store what the model needs of the tokenizer's (vocab_size, D) codebook; saved with the weights."""
+        """Store what the model needs of the tokenizer's (vocab_size, D) codebook (saved too)."""
         if codes.shape[0] != self.cfg.vocab_size:
-            raise ValueError(f"codebook has {codes.shape[0]} codes, the AR vocabulary {self.cfg.vocab_size}")
+            raise ValueError(
+                f"codebook has {codes.shape[0]} codes, the AR vocabulary {self.cfg.vocab_size}"
+            )
         if self.cfg.token_input == "codes":
             self.input_codes.copy_(codes)
         if self.cfg.head == "leech_factorized":
             self.output.set_codes(codes)
 
     def vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Next-token scores over the vocabulary: the head's logits, or the factorised joint log-probs."""
+        """Next-token scores: the head's logits, or the factorised joint log-probs."""
         return logits if self.cfg.head == "softmax" else self.output.log_probs(logits)
 
     def position_ce(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token cross-entropy (B, L) in nats of the head's logits against `tokens`."""
         if self.cfg.head == "softmax":
             # (B·L, V) rows: 2.5-3x faster than cross-entropy over the transposed (B, V, L) layout
-            flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none")
+            flat = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none"
+            )
             return flat.view_as(tokens)
         return self.output.cross_entropy(logits, tokens)
 
@@ -313,18 +352,25 @@ class ARModel(nn.Module):
         # under autocast keys and values come out of the projections in the autocast dtype
         kind = p.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
-        return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.cfg.seq_len + 1 + extra, hd,
-                       p.device, dtype)
+        return KVCache(
+            self.cfg.n_layer,
+            batch,
+            self.cfg.n_head,
+            self.cfg.seq_len + 1 + extra,
+            hd,
+            p.device,
+            dtype,
+        )
 
 
 def z_loss(logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """Auxiliary z-loss weight·mean(logsumexp(logits)²) that keeps large-vocabulary logits bounded."""
+    """Auxiliary z-loss weight·mean(logsumexp(logits)²): keeps large-vocabulary logits bounded."""
     if weight == 0:
         return logits.new_zeros(())
     return weight * torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
 
-def param_breakdown(model: nn.Module) -> dict[str, int]:
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     """Parameter counts by top-level component plus `total`."""
     out: dict[str, int] = {}
     for name, p in model.named_parameters():
@@ -337,7 +383,7 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
 def count_params(cfg: ARConfig) -> dict[str, int]:
     """Parameter breakdown of a model built on the `meta` device (no memory used)."""
     with torch.device("meta"):
-        return param_breakdown(ARModel(cfg))
+        return parameter_breakdown(ARModel(cfg))
 
 
 def format_breakdown(breakdown: dict[str, int]) -> str:
@@ -345,13 +391,17 @@ def format_breakdown(breakdown: dict[str, int]) -> str:
     return "\n".join(f"{k:>16s}: {v / 1e6:9.2f}M" for k, v in breakdown.items())
 
 
-def save_ar(path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None) -> None:
+def save_ar(
+    path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None
+) -> None:
     """Atomically save weights, model config and extra metadata."""
     from vcq.training import save_checkpoint
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
-    save_checkpoint(path, {"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}})
+    save_checkpoint(
+        path, {"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}}
+    )
 
 
 def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]:
@@ -361,4 +411,6 @@ def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]
     blob = require_checkpoint(path, ["config", "state_dict", "extra"], map_location)
     model = ARModel(ARConfig.from_dict(blob["config"]))
     restore_module(model, blob["state_dict"], path)
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), blob["extra"]
+    return model.to(
+        map_location if isinstance(map_location, (str, torch.device)) else "cpu"
+    ).eval(), blob["extra"]

@@ -107,7 +107,7 @@ class TokenizerLoss(nn.Module):
     def generator(
         self, x: torch.Tensor, recon: torch.Tensor, quant_loss: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss for the tokenizer and its unweighted terms (detached; read them only when logging)."""
+        """Tokenizer loss and its unweighted terms (detached; read them only when logging)."""
         c = self.cfg
         terms = {"l1": F.l1_loss(recon, x), "quant": quant_loss}
         weights = {"l1": c["l1_weight"], "quant": c["commitment_weight"]}
@@ -116,14 +116,16 @@ class TokenizerLoss(nn.Module):
             weights["lpips"] = c["lpips_weight"]
         if self.gan_active(step):
             self.discriminator.requires_grad_(False)
-            terms["gen_adv"] = generator_adv_loss(self.discriminator(diff_augment(recon)), c["disc_loss"])
+            terms["gen_adv"] = generator_adv_loss(
+                self.discriminator(diff_augment(recon)), c["disc_loss"]
+            )
             self.discriminator.requires_grad_(True)
             weights["gen_adv"] = c["gen_adv_weight"]
         total = sum(weights[k] * v for k, v in terms.items())
         return total, {k: v.detach() for k, v in terms.items()}
 
     def discriminator_step_loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        """Weighted discriminator loss; both real and fake go through the same augmentation family."""
+        """Weighted discriminator loss; real and fake go through the same augmentation family."""
         real = self.discriminator(diff_augment(x))
         fake = self.discriminator(diff_augment(recon.detach()))
         return self.cfg["disc_weight"] * discriminator_loss(real, fake, self.cfg["disc_loss"])

@@ -75,7 +75,9 @@ class FiniteGuard:
 
 
 def check_finite_weights(model: nn.Module, what: str) -> None:
-    """Raise NonFiniteError naming `what` if any floating-point weight or buffer is NaN or infinite."""
+    """Raise NonFiniteError naming `what` if a floating-point weight or buffer is not finite."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point() and t.numel()]
     if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-        raise NonFiniteError(f"{what}: the model has NaN or infinite weights (training diverged); retrain it")
+        raise NonFiniteError(
+            f"{what}: the model has NaN or infinite weights (training diverged); retrain it"
+        )

@@ -147,11 +147,6 @@ def parameter_breakdown(model: Tokenizer) -> dict[str, int]:
     return parts
 
 
-def format_breakdown(parts: dict[str, int]) -> str:
-    """One line per part, in millions."""
-    return "\n".join(f"{k:>10s}: {v / 1e6:8.2f}M" for k, v in parts.items())
-
-
 def export_for_inference(model: Tokenizer) -> Tokenizer:
     """The model with training-only quantizer parts dropped (VQBridge -> its projected codebook)."""
     if not hasattr(model.quantizer, "export"):

@@ -27,7 +27,7 @@ def to_tensor_pm1(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tenso
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) on any device to float in [-1, 1] (the device-side half of to_tensor_pm1)."""
+    """uint8 (..., 3, H, W) on any device to float in [-1, 1] (to_tensor_pm1's device half)."""
     return images.float().div_(127.5).sub_(1.0)
 
 
@@ -81,7 +81,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             for p in sorted((self.root / c).iterdir())
             # one level deep and never through a link out of the root: a symlink loop or a link to
             # another tree cannot multiply or import images
-            if p.is_file() and p.name.endswith(extensions)
+            if p.is_file()
+            and p.name.endswith(extensions)
             and (not p.is_symlink() or _within(p, inside))
         ]
         if not self.samples:
@@ -180,8 +181,16 @@ class StepBatchSampler(torch.utils.data.Sampler):
     ranks), so a resumed run, any worker count and any world size see the same global order.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
 
@@ -192,6 +201,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
         from vcq.training import batch_indices
 
         for step in range(self.start, self.stop):
-            idx = batch_indices(self.n, self.batch_size, step, self.seed, self.rank, self.world_size)
+            idx = batch_indices(
+                self.n, self.batch_size, step, self.seed, self.rank, self.world_size
+            )
             base = self.rank * self.batch_size
             yield [(int(i), crop_seed(self.seed, step, base + j)) for j, i in enumerate(idx)]

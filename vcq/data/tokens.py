@@ -8,6 +8,7 @@ This module is the only reader and writer of token files: every consumer opens t
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -28,7 +29,13 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 
 REQUIRED_ATTRS = (
-    "schedule", "k_sizes", "k_max", "num_classes", "views", "view_names", "tokenizer_sha256",
+    "schedule",
+    "k_sizes",
+    "k_max",
+    "num_classes",
+    "views",
+    "view_names",
+    "tokenizer_sha256",
     "complete",
 )
 
@@ -132,9 +139,13 @@ class TokenWriter:
                 )
                 same_rows = self.rows is None or np.array_equal(f["rows"][:], self.rows)
                 # Files without checksums predate write verification: re-encode them.
-                return (same and same_rows and "checksum" in f
-                        and bool(f.attrs["complete"]) == complete
-                        and f["tokens"].shape[0] == self.num_rows)
+                return (
+                    same
+                    and same_rows
+                    and "checksum" in f
+                    and bool(f.attrs["complete"]) == complete
+                    and f["tokens"].shape[0] == self.num_rows
+                )
         except (OSError, KeyError):
             return False
 
@@ -193,7 +204,7 @@ class TokenWriter:
             raise
 
     def finalize(self) -> Path:
-        """Verify every row as read back from disk, set `complete`, rename `.partial` to the path."""
+        """Verify every row as read back from disk, set `complete`, rename `.partial` to path."""
         if self.file is not None:
             missing = len(self.pending_rows())
             if missing:
@@ -262,7 +273,7 @@ def _runs(sorted_rows: np.ndarray) -> Iterator[tuple[int, int]]:
     """(start, stop) positions of maximal runs of consecutive integers."""
     breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
     edges = np.concatenate([[0], breaks, [len(sorted_rows)]])
-    yield from zip(edges[:-1].tolist(), edges[1:].tolist())
+    yield from itertools.pairwise(edges.tolist())
 
 
 class TokenStore:
@@ -293,16 +304,22 @@ class TokenStore:
         a = self.file.attrs
         version = int(a.get("format_version", 1))
         if version != FORMAT_VERSION:
-            raise self._fail(f"token file format {version}, this version reads format {FORMAT_VERSION} "
-                             "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)")
+            raise self._fail(
+                f"token file format {version}, this version reads format {FORMAT_VERSION} "
+                "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)"
+            )
         missing = [k for k in REQUIRED_ATTRS if k not in a]
         missing += [k for k in ("tokens", "labels", "done") if k not in self.file]
         if missing:
-            raise self._fail(f"no '{missing[0]}' entry: not written by encode_tokens (or by an "
-                             "older version); re-encode it")
+            raise self._fail(
+                f"no '{missing[0]}' entry: not written by encode_tokens (or by an "
+                "older version); re-encode it"
+            )
         if not bool(a["complete"]):
-            raise self._fail("is not a complete token store (interrupted write?); rerun "
-                             "encode_tokens to finish it")
+            raise self._fail(
+                "is not a complete token store (interrupted write?); rerun "
+                "encode_tokens to finish it"
+            )
         self.tokens: h5py.Dataset = self.file["tokens"]
         self.schedule = str(a["schedule"])
         self.k_sizes = np.asarray(a["k_sizes"], dtype=np.int64)
@@ -313,24 +330,35 @@ class TokenStore:
         self.inputs_sha256 = str(a.get("inputs_sha256", ""))
         expected = token_dtype(self.k_max)
         if self.tokens.dtype != expected:
-            raise self._fail(f"tokens are {self.tokens.dtype}, expected {expected} for "
-                             f"K_max = {self.k_max}; re-encode it")
+            raise self._fail(
+                f"tokens are {self.tokens.dtype}, expected {expected} for "
+                f"K_max = {self.k_max}; re-encode it"
+            )
         shape = self.tokens.shape
-        if (len(shape) != 3 or shape[1] != len(self.view_names) or shape[2] != len(self.k_sizes)
-                or self.k_max != int(self.k_sizes.max())):
-            raise self._fail(f"tokens {shape} do not match views {len(self.view_names)}, "
-                             f"L = {len(self.k_sizes)}, K_max = {self.k_max}; re-encode it")
+        if (
+            len(shape) != 3
+            or shape[1] != len(self.view_names)
+            or shape[2] != len(self.k_sizes)
+            or self.k_max != int(self.k_sizes.max())
+        ):
+            raise self._fail(
+                f"tokens {shape} do not match views {len(self.view_names)}, "
+                f"L = {len(self.k_sizes)}, K_max = {self.k_max}; re-encode it"
+            )
         done = self.file["done"][:]
         if done.shape != (shape[0],) or not done.all():
-            raise self._fail(f"{int((~done).sum())} rows marked complete but never written; "
-                             "re-encode it")
+            raise self._fail(
+                f"{int((~done).sum())} rows marked complete but never written; re-encode it"
+            )
         self.labels: np.ndarray = self.file["labels"][:]
         if self.labels.shape != (shape[0],):
             raise self._fail(f"labels {self.labels.shape} for {shape[0]} rows; re-encode it")
         wrong = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
         if wrong.size:
-            raise self._fail(f"label {int(self.labels[wrong[0]])} of row {int(wrong[0])} is "
-                             f"outside 0..{self.num_classes - 1}; re-encode it")
+            raise self._fail(
+                f"label {int(self.labels[wrong[0]])} of row {int(wrong[0])} is "
+                f"outside 0..{self.num_classes - 1}; re-encode it"
+            )
 
     @property
     def num_rows(self) -> int:
@@ -371,7 +399,8 @@ class TokenStore:
         return np.concatenate(list(self.iter_chunks(view)), axis=0)
 
     def read_rows(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view each.
+        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view
+        each.
 
         Only the requested views are read (`read_pairs`), not every view of each row.
         """
@@ -379,7 +408,7 @@ class TokenStore:
         return self._checked(read_pairs(self.tokens, rows, views), rows), self.labels[rows]
 
     def read_stored(self, chunk_rows: int = 4096) -> np.ndarray:
-        """All tokens (N, V, L) in their stored dtype, bound-checked block by block (to hold in RAM)."""
+        """All tokens (N, V, L) in their stored dtype, bound-checked block by block (RAM-sized)."""
         out = self.tokens[:]
         for a in range(0, self.num_rows, chunk_rows):
             self._checked(out[a : a + chunk_rows], a)
@@ -427,7 +456,10 @@ def merge_shards(
     try:
         first = shards[0]
         for s in shards[1:]:
-            same_inputs = (s.tokenizer_sha256, s.inputs_sha256) == (first.tokenizer_sha256, first.inputs_sha256)
+            same_inputs = (s.tokenizer_sha256, s.inputs_sha256) == (
+                first.tokenizer_sha256,
+                first.inputs_sha256,
+            )
             if not (same_inputs and np.array_equal(s.k_sizes, first.k_sizes)):
                 raise ValueError(f"{s.path}: other K_t or tokenizer than {first.path}")
         rows = [s.file["rows"][:] for s in shards]
@@ -435,9 +467,14 @@ def merge_shards(
         if not np.array_equal(np.sort(np.concatenate(rows)), np.arange(n)):
             raise ValueError("shards do not cover rows 0..N-1 exactly once")
         writer = TokenWriter(
-            out_path, num_rows=n, k_sizes=first.k_sizes, view_names=first.view_names,
-            num_classes=first.num_classes, schedule=first.schedule,
-            tokenizer_sha256=first.tokenizer_sha256, chunk_rows=first.tokens.chunks[0],
+            out_path,
+            num_rows=n,
+            k_sizes=first.k_sizes,
+            view_names=first.view_names,
+            num_classes=first.num_classes,
+            schedule=first.schedule,
+            tokenizer_sha256=first.tokenizer_sha256,
+            chunk_rows=first.tokens.chunks[0],
             inputs_sha256=first.inputs_sha256,
         )
         with writer:
@@ -445,7 +482,7 @@ def merge_shards(
                 b = min(a + chunk_rows, n)
                 block = np.zeros((b - a, first.num_views, first.seq_len), dtype=first.tokens.dtype)
                 labels = np.zeros(b - a, dtype=np.int64)
-                for r, s in zip(rows, shards):
+                for r, s in zip(rows, shards, strict=True):
                     # Shard rows are ascending, so the rows of [a, b) are one contiguous slice.
                     lo, hi = np.searchsorted(r, [a, b])
                     block[r[lo:hi] - a] = s.tokens[lo:hi]
@@ -491,8 +528,13 @@ class TokenBatches:
     current one trains, in pinned memory if asked.
     """
 
-    def __init__(self, store: TokenStore, in_memory: bool | str = "auto", pin_memory: bool = False,
-                 processes: int = 1) -> None:
+    def __init__(
+        self,
+        store: TokenStore,
+        in_memory: bool | str = "auto",
+        pin_memory: bool = False,
+        processes: int = 1,
+    ) -> None:
         self.store, self.pin_memory = store, pin_memory
         tokens = store.tokens
         nbytes = int(np.prod(tokens.shape)) * tokens.dtype.itemsize
@@ -522,7 +564,7 @@ class TokenBatches:
     def batches(
         self, keys: Iterable[tuple[np.ndarray, np.ndarray]]
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of `keys` ((rows, views) pairs) in order, each read while the previous trains."""
+        """The batches of `keys` ((rows, views) pairs) in order, each read while the last trains."""
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for key in keys:

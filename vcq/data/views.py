@@ -25,7 +25,10 @@ def view_names(recipe: str) -> list[str]:
 
 
 def make_views(
-    image: Image.Image | np.ndarray | torch.Tensor, recipe: str, resize: int, crop: int,
+    image: Image.Image | np.ndarray | torch.Tensor,
+    recipe: str,
+    resize: int,
+    crop: int,
     uint8: bool = False,
 ) -> torch.Tensor:
     """(V, 3, crop, crop) views of an RGB image (PIL or uint8 HWC): uint8, or float in [-1, 1].

@@ -78,13 +78,17 @@ def build_quantizer(cfg_quantizer: dict, sizes: Sequence[int] | torch.Tensor) ->
     cls = _REGISTRY[kind]
     # The config section holds schema defaults for every kind; pass each kind only the keys its
     # constructor (or, through **kwargs, a base class constructor) accepts.
-    accepted = {name for c in cls.__mro__ if "__init__" in vars(c)
-                for name in inspect.signature(c.__init__).parameters}
+    accepted = {
+        name
+        for c in cls.__mro__
+        if "__init__" in vars(c)
+        for name in inspect.signature(c.__init__).parameters
+    }
     return cls(sizes=sizes, **{k: v for k, v in cfg.items() if k in accepted})
 
 
 def code_counts(indices: torch.Tensor, k_max: int) -> torch.Tensor:
-    """How often each of k_max codes occurs in `indices` (float); unlike bincount, no host sync on CUDA."""
+    """Counts of each of k_max codes in `indices` (float); unlike bincount, no host sync on CUDA."""
     flat = indices.reshape(-1)
     ones = torch.ones(flat.shape, device=flat.device)
     return torch.zeros(k_max, device=flat.device).index_add_(0, flat, ones)

@@ -102,15 +102,20 @@ def nearest_code(
 
 @register_quantizer("leech")
 class LeechQuantizer(Quantizer):
-    """Λ24-SQ: l2-normalise z (D=24), snap to the nearest Leech code; position t uses codes[:K_t]."""
+    """Λ24-SQ: l2-normalise z (D=24), snap to the nearest Leech code among codes[:K_t]."""
 
     def __init__(
-        self, sizes: Sequence[int] | torch.Tensor, shapes: Sequence[str] = SHAPES, chunk: int = 16384
+        self,
+        sizes: Sequence[int] | torch.Tensor,
+        shapes: Sequence[str] = SHAPES,
+        chunk: int = 16384,
     ) -> None:
         super().__init__(sizes)
         codes = leech_codebook(shapes)
         if self.k_max > len(codes):
-            raise ValueError(f"K_max={self.k_max} exceeds the {len(codes)} codes of shapes {shapes}")
+            raise ValueError(
+                f"K_max={self.k_max} exceeds the {len(codes)} codes of shapes {shapes}"
+            )
         self.register_buffer("codes", codes[: self.k_max], persistent=False)
         self.chunk = chunk
 

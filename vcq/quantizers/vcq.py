@@ -99,7 +99,9 @@ class SharedCodebookQuantizer(Quantizer):
         q = self.lookup(indices).to(z.dtype)
         commit = F.mse_loss(z, q.detach())
         if self.update == "loss":
-            loss = self.codebook_weight * F.mse_loss(q, z.detach()) + self.commitment_weight * commit
+            loss = (
+                self.codebook_weight * F.mse_loss(q, z.detach()) + self.commitment_weight * commit
+            )
         else:
             loss = self.commitment_weight * commit
             if self.training:
@@ -128,7 +130,8 @@ class SharedCodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def _restart_dead_codes(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        """Move codes unused for `restart_after` steps onto random current latents that may use them.
+        """Move codes unused for `restart_after` steps onto random current latents that may use
+        them.
 
         A code j is only reachable from positions with K_t > j, so its new value is drawn from those
         positions. Rank 0 draws and broadcasts, keeping the codebook identical across DDP ranks.

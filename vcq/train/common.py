@@ -15,10 +15,13 @@ METRICS_LOG = "train_log.jsonl"
 
 
 def use_compile(setting: bool | str, device: torch.device) -> bool:
-    """torch.compile on when asked, or with "auto" on CUDA only (on CPU compiling costs more than it saves)."""
+    """torch.compile on when asked, or with "auto" on CUDA only (on CPU compiling costs more than
+    it saves)."""
     return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
-def adamw(groups: list[dict] | list[torch.nn.Parameter], device: torch.device, **kwargs) -> torch.optim.AdamW:
+def adamw(
+    groups: list[dict] | list[torch.nn.Parameter], device: torch.device, **kwargs
+) -> torch.optim.AdamW:
     """AdamW, with the fused CUDA kernel on CUDA."""
     return torch.optim.AdamW(groups, fused=device.type == "cuda", **kwargs)

@@ -1,4 +1,4 @@
-"""Tokenizer training: L1 + LPIPS + quantizer + PatchGAN losses on random crops of an image folder."""
+"""Tokenizer training: L1 + LPIPS + quantizer + PatchGAN losses on random image crops."""
 
 from __future__ import annotations
 
@@ -19,22 +19,37 @@ from vcq.train.common import METRICS_LOG, adamw, use_compile
 log = logging.getLogger(__name__)
 
 
-def image_loader(data: ImageFolderDataset, tcfg: dict, size: int, crop_scale: float, seed: int,
-                 start: int, stop: int, env: T.DistEnv) -> torch.utils.data.DataLoader:
+def image_loader(
+    data: ImageFolderDataset,
+    tcfg: dict,
+    size: int,
+    crop_scale: float,
+    seed: int,
+    start: int,
+    stop: int,
+    env: T.DistEnv,
+) -> torch.utils.data.DataLoader:
     """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
     workers = tcfg["num_workers"]
-    sampler = StepBatchSampler(len(data), tcfg["batch_size"] // env.world_size, seed, start, stop,
-                               env.rank, env.world_size)
+    sampler = StepBatchSampler(
+        len(data), tcfg["batch_size"] // env.world_size, seed, start, stop, env.rank, env.world_size
+    )
     return torch.utils.data.DataLoader(
-        TrainCrops(data, size, crop_scale), batch_sampler=sampler, num_workers=workers,
+        TrainCrops(data, size, crop_scale),
+        batch_sampler=sampler,
+        num_workers=workers,
         pin_memory=tcfg["pin_memory"] and env.device.type == "cuda",
-        persistent_workers=workers > 0, prefetch_factor=tcfg["prefetch_factor"] if workers else None,
-        # its own generator: the loader's base-seed draw must not advance the checkpointed global RNG
+        persistent_workers=workers > 0,
+        prefetch_factor=tcfg["prefetch_factor"] if workers else None,
+        # its own generator: the loader's base-seed draw must not advance the checkpointed global
+        # RNG
         generator=torch.Generator().manual_seed(seed),
     )
 
 
-def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at: int | None = None) -> Tokenizer:
+def train(
+    cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at: int | None = None
+) -> Tokenizer:
     """Train (or resume from `<out dir>/last.pt`); write the inference model to `out` at the end."""
     tcfg, seed = cfg["tokenizer"]["train"], cfg["seed"]
     steps, accum = tcfg["steps"], tcfg["grad_accum"]
@@ -46,7 +61,9 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
     if env.device.type == "cuda":
         enable_tf32()
     torch.manual_seed(seed)
-    model = build_tokenizer(tokenizer_config(cfg, schedule), codebook_sizes_for(cfg, schedule)).to(env.device)
+    model = build_tokenizer(tokenizer_config(cfg, schedule), codebook_sizes_for(cfg, schedule)).to(
+        env.device
+    )
     loss_fn = TokenizerLoss(tcfg).to(env.device)
     disc = loss_fn.discriminator
     betas = tuple(tcfg["betas"])
@@ -66,7 +83,11 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
         T.restore_rng(state["rng"])
         start, skipped = state["step"], set(state.get("skipped", []))
         log.info("resumed from %s at step %d", ckpt_path, start)
-    jlog = T.JsonlLog(outdir / METRICS_LOG, resume_step=start if state is not None else None) if env.is_main else None
+    jlog = (
+        T.JsonlLog(outdir / METRICS_LOG, resume_step=start if state is not None else None)
+        if env.is_main
+        else None
+    )
     if use_compile(tcfg["compile"], env.device):
         # in place, so state-dict keys stay those of the plain modules
         model.encoder.compile()
@@ -81,15 +102,25 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
         guard.check()
         check_finite_weights(model, str(ckpt_path))
         if env.is_main:
-            T.save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "rng": T.capture_rng(), "step": done, "skipped": sorted(skipped),
-            })
+            T.save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "disc": disc.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "rng": T.capture_rng(),
+                    "step": done,
+                    "skipped": sorted(skipped),
+                },
+            )
 
     bar = T.progress(steps, initial=start, desc=f"tokenizer {schedule}", enabled=env.is_main)
     for step, (images, _, replaced) in enumerate(loader, start):
         # step: learning rate, generator forward/backward per micro-batch, then the discriminator
-        lr = T.lr_at(step, tcfg["lr"], tcfg["lr_end"], tcfg["warmup_steps"], tcfg["peak_steps"], steps)
+        lr = T.lr_at(
+            step, tcfg["lr"], tcfg["lr_end"], tcfg["warmup_steps"], tcfg["peak_steps"], steps
+        )
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -104,7 +135,9 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
             pairs.append((x, recon.detach()))
             for k, v in parts.items():
                 terms[k] = terms.get(k, 0) + v / accum
-        terms["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        terms["grad_norm"] = torch.nn.utils.get_total_norm(
+            [p.grad for p in model.parameters() if p.grad is not None]
+        )
         guard.observe(step + 1, terms)
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
@@ -119,32 +152,46 @@ def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at
             opt_d.zero_grad(set_to_none=True)
         done = step + 1
         bar.update(1)
-        if bool(replaced.ne(-1).any()):  # the flags come from the workers: a CPU tensor, no device sync
+        if bool(
+            replaced.ne(-1).any()
+        ):  # the flags come from the workers: a CPU tensor, no device sync
             skipped.update(int(i) for i in replaced[replaced.ne(-1)])
 
         # evaluate: metrics of this step (the only host syncs) at logging intervals
         if done % tcfg["log_every"] == 0 or done == steps:
             guard.check()
-            record = {"step": done, "lr": lr, **{k: float(v) for k, v in terms.items()},
-                      **{k: float(v) for k, v in q.stats.items()}, "skipped_images": len(skipped)}
+            record = {
+                "step": done,
+                "lr": lr,
+                **{k: float(v) for k, v in terms.items()},
+                **{k: float(v) for k, v in q.stats.items()},
+                "skipped_images": len(skipped),
+            }
             bar.set_postfix(loss=f"{record['l1']:.4f}")
             if jlog:
                 jlog.write(record)
 
         # checkpoint: last.pt every ckpt_every steps and at the early stop
-        if done % tcfg["ckpt_every"] == 0 or done == steps or done == stop_at:
+        if done % tcfg["ckpt_every"] == 0 or done in (steps, stop_at):
             checkpoint(done)
     bar.close()
     if skipped and env.is_main:
         paths = [str(data.samples[i][0]) for i in sorted(skipped)]
-        log.warning("%d unreadable images skipped (each replaced by the next readable one): %s",
-                    len(paths), paths[:10])
+        log.warning(
+            "%d unreadable images skipped (each replaced by the next readable one): %s",
+            len(paths),
+            paths[:10],
+        )
 
     # finish: the inference model (a VQBridge folded into its codebook; last.pt keeps it) and plots
     if env.is_main and stop == steps:
         guard.check()
         check_finite_weights(model, str(out))
-        save_tokenizer(out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps})
-        T.plot_log(outdir / METRICS_LOG, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"])
+        save_tokenizer(
+            out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps}
+        )
+        T.plot_log(
+            outdir / METRICS_LOG, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"]
+        )
     T.cleanup_distributed()
     return model
