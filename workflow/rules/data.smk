@@ -6,7 +6,10 @@ rule make_dataset:
         f"{CFG['data']['root']}/manifest.json",
     log:
         f"{W}/logs/make_dataset.log",
+    params:
+        config=config_hash("seed", "data"),
     resources:
         **rule_resources("make_dataset"),
+    retries: rule_retries("make_dataset")
     shell:
         "{STEP}/make_dataset.py {CONF} > {log} 2>&1"
