@@ -100,6 +100,16 @@ AutoDetect=off
 NodeName=gpu[1-2] Name=gpu Count=8
 CONF
 export SLURM_CONF="$T/etc/slurm.conf"
+# The plugin's job step drops SLURM_CONF from the environment of its srun, so srun inside a job
+# reads the default /etc/slurm/slurm.conf (as on any real cluster): link it there while we run.
+if [ ! -e /etc/slurm/slurm.conf ]; then
+  mkdir -p /etc/slurm
+  ln -s "$SLURM_CONF" /etc/slurm/slurm.conf
+  echo /etc/slurm/slurm.conf > "$T/created"
+elif [ "$(readlink /etc/slurm/slurm.conf)" != "$SLURM_CONF" ]; then
+  echo "slurm cluster: /etc/slurm/slurm.conf exists (a real cluster?); not starting a test cluster here" >&2
+  exit 1
+fi
 
 if [ "$MODE" = accounting ]; then
   cat > "$T/etc/slurmdbd.conf" <<CONF

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the daemons that start_cluster.sh DIR started, by their PIDs (newest first).
+# Stop the daemons that start_cluster.sh DIR started, by their PIDs (newest first), and remove the
+# /etc/slurm/slurm.conf link it made.
 T=${1:?usage: stop_cluster.sh DIR}
 [ -f "$T/pids" ] || exit 0
 for pid in $(tac "$T/pids"); do
@@ -8,3 +9,7 @@ for pid in $(tac "$T/pids"); do
   kill -9 "$pid" 2>/dev/null || true
 done
 : > "$T/pids"
+if [ -f "$T/created" ]; then
+  rm -f "$(cat "$T/created")"
+  rm -f "$T/created"
+fi
