@@ -17,9 +17,8 @@ rule train_ar:
     retries: rule_retries("train_ar")
     params:
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
-        launch=launcher("train_ar"),
     shell:
-        "{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
+        "{LAUNCH[train_ar]} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
         "--tokens {input.train} --val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
         "--position-loss {output.position_loss} > {log} 2>&1"
 

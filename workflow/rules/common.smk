@@ -129,6 +129,11 @@ def launcher(rule_name):
     )
 
 
+# Launchers of the DDP steps, used in their shell commands rather than as params, so that moving
+# a run to more or fewer GPUs does not rerun finished jobs (the global batch size is the config's).
+LAUNCH = {rule: launcher(rule) for rule in ("train_tokenizer", "encode_tokens", "train_ar")}
+
+
 def dataset_ready():
     """The dataset marker when the workflow generates the data itself, else nothing to track."""
     if CFG["data"]["source"] == "synthetic":

@@ -15,9 +15,8 @@ rule train_tokenizer:
     retries: rule_retries("train_tokenizer")
     params:
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
-        launch=launcher("train_tokenizer"),
     shell:
-        "{params.launch} pipeline_steps/train_tokenizer.py {CONF} "
+        "{LAUNCH[train_tokenizer]} pipeline_steps/train_tokenizer.py {CONF} "
         "--schedule {wildcards.schedule} --out {output.model} > {log} 2>&1"
 
 
@@ -52,9 +51,8 @@ rule encode_tokens:
     retries: rule_retries("encode_tokens")
     params:
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
-        launch=launcher("encode_tokens"),
     shell:
-        "{params.launch} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
+        "{LAUNCH[encode_tokens]} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
         "--tokenizer {input} --split {wildcards.split} --out {output} > {log} 2>&1"
 
 
