@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-slurm`: the workflow against a real single-node SLURM 22.05 cluster started here from
 # Debian's packages (needs root and apt-get; skips otherwise). All cluster state lives in a temp
-# folder; every daemon started is stopped by PID on exit, also on failure. See cluster_test.py.
+# folder; every daemon started is stopped by PID on exit, also on failure. See cluster_checks.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,9 +16,9 @@ T=$(mktemp -d /tmp/vcq-slurm-cluster.XXXXXX)
 trap 'tests/slurm/stop_cluster.sh "$T"' EXIT
 export SLURM_CONF="$T/etc/slurm.conf"
 tests/slurm/start_cluster.sh "$T" accounting
-"$PY" tests/slurm/cluster_test.py accounting
+"$PY" tests/slurm/cluster_checks.py accounting
 # the same cluster without slurmdbd: the plugin's squeue status command must see jobs finish
 tests/slurm/stop_cluster.sh "$T"
 tests/slurm/start_cluster.sh "$T" noaccounting
-"$PY" tests/slurm/cluster_test.py noaccounting
+"$PY" tests/slurm/cluster_checks.py noaccounting
 echo "test-slurm: passed"

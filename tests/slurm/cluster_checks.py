@@ -34,7 +34,7 @@ def log(msg: str) -> None:
     print(f"[test-slurm {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def test_only(tmp: Path) -> None:
+def check_test_only(tmp: Path) -> None:
     """Every paper-scale rule's sbatch line is satisfiable by the declared GPU nodes."""
     no_grids = tmp / "no_grids.yaml"  # the CFG grids only add jobs of rules that are already there
     no_grids.write_text("sampling: {grids: []}\n")
@@ -86,7 +86,7 @@ def main() -> None:
     os.environ["PYTHONPATH"] = str(REPO)
     tmp = Path(tempfile.mkdtemp(prefix="vcq-slurm-runs-"))
     if args.part == "accounting":
-        test_only(tmp)
+        check_test_only(tmp)
         on_slurm = workflow(tmp, "slurm", "--profile", "workflow/profiles/slurm", *FAST_STATUS,
                             "--slurm-keep-successful-logs", config=("slurm={account: vcq}",), timeout=600)
         local = workflow(tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=600)
