@@ -14,22 +14,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for
 from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
-from vcq.io import file_sha256
+from vcq.io import content_key, file_sha256
 from vcq.tokenizer import load_tokenizer
-from vcq.training import cleanup_distributed, init_distributed, progress
+from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
 
 def checked_sizes(
     cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
 ) -> np.ndarray:
     """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
-    meta = torch.load(tokenizer_path, map_location="cpu", mmap=True, weights_only=False)
-    saved = meta.get("extra", {}).get("schedule", schedule)
+    saved = require_checkpoint(tokenizer_path, ["extra"])["extra"].get("schedule", schedule)
     if saved != schedule:
         sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
     sizes = np.asarray(model_sizes, dtype=np.int64)
@@ -66,6 +65,9 @@ def main() -> None:
         target, num_rows=len(rows), k_sizes=sizes, view_names=names,
         num_classes=dataset.num_classes, schedule=args.schedule,
         tokenizer_sha256=file_sha256(args.tokenizer), chunk_rows=enc["chunk_rows"],
+        # A .partial continues only under the same data and views (batch boundaries included).
+        inputs_sha256=content_key(data=cfg["data"], split=args.split, recipe=recipe, resize=enc["resize"],
+                                  crop=enc["crop"], batch_size=enc["batch_size"]),
         rows=rows if env.world_size > 1 else None,
     )
     pending = writer.pending_rows()
@@ -104,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -1,11 +1,11 @@
-"""Write the paper's Tables 1, 2 and 4 (CSV + Markdown + LaTeX) from the config and metric files."""
+"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the config and metric files."""
 
 from pathlib import Path
 
 import yaml
 
 from vcq import report
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, load_config
 
 
@@ -25,9 +25,21 @@ def main() -> None:
     parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
     parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
     parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only Table 5 (table5.*), from the results of the experiments listed in report.scaling")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     rep, out = cfg["report"], Path(args.out_dir)
+
+    if args.scaling:
+        if not rep["scaling"]:
+            parser.exit(1, f"error: {args.config}: report.scaling lists no rows for Table 5\n")
+        t5 = report.table5(rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None)
+        how = ("gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
+               "w/o CFG: best unguided preset")
+        report.write_table(t5, out / "table5", [*report.footnotes(t5), how])
+        log.info("Table 5 written to %s", out)
+        return
 
     if args.only_theory:
         report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
@@ -39,14 +51,16 @@ def main() -> None:
             t2r = report.add_paper_columns(t2r, _paper(rep)["table2"],
                                            {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
             t2r = t2r.drop(columns="t_star_measured")  # nothing is measured for a reference config
+            paper = _paper(rep)
             report.write_table(t2r, out / "table2_reference", [
-                f"schedules of {', '.join(rep['reference_configs'])}",
-                f"t_star_theory: Eq. 2 for N = {ref['report']['n_images']:,}; the paper's t* (~4/~5/~6) is empirical"])
+                f"schedules of {', '.join(rep['reference_configs'])}; t_star_measured (paper) is the paper's printed t*",
+                *report.table2_notes(ref, None, paper["table2"], paper.get("fig2a_budget_bits"))])
         log.info("theory tables written to %s", out)
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
-    notes = report.footnotes(t2)
+    notes = report.footnotes(t2) + report.table2_notes(
+        cfg, cfg["entropy"]["threshold_bits"], paper and paper["table2"], paper and paper.get("fig2a_budget_bits"))
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)
@@ -68,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from vcq.ar import load_ar
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
-from vcq.io import atomic_path
+from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
 from vcq.prologue import prologue_from_extra
 from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
@@ -61,8 +61,10 @@ def main() -> None:
     k_sizes = np.asarray(extra["k_sizes"])
     prologue = prologue_from_extra(extra, device)
     out = Path(args.out)
-    chunk_dir = out.with_suffix(".chunks")
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+    # Finished chunks are reused only if the same models, preset and settings made them.
+    key = content_key(ar=file_sha256(args.ar), tokenizer=file_sha256(args.tokenizer), preset=preset,
+                      sampling={k: v for k, v in sc.items() if k not in ("presets", "grids")})
+    chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
     labels = np.repeat(np.arange(model.cfg.num_classes), sc["samples_per_class"])
     n, cs = len(labels), sc["chunk_size"]
     n_chunks = -(-n // cs)
@@ -103,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -6,24 +6,18 @@ import csv
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import schedule
+from vcq.data.tokens import TokenStore, open_tokens
 from vcq.io import atomic_path, file_sha256, write_json
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.tokenizer import load_tokenizer
-
-
-def read_batch(f: h5py.File, idx: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens (B, L) and labels (B,) of rows idx (any order, repeats allowed), one view per row."""
-    uniq, inv = np.unique(idx, return_inverse=True)  # h5py fancy indexing needs increasing indices
-    return f["tokens"][uniq][inv, views].astype(np.int64), f["labels"][uniq][inv]
 
 
 def token_loss(model: ARModel, logits: torch.Tensor, tokens: torch.Tensor,
@@ -33,36 +27,34 @@ def token_loss(model: ARModel, logits: torch.Tensor, tokens: torch.Tensor,
     return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
 
 
-def tokenizer_codebook(path: str | None, attrs: h5py.AttributeManager) -> torch.Tensor:
-    """The (K_max, D) code vectors of the tokenizer that encoded the token file (checked by hash)."""
+def tokenizer_codebook(path: str | None) -> torch.Tensor:
+    """The (K_max, D) code vectors of the tokenizer (the token files were checked against its hash)."""
     if path is None:
         raise SystemExit("this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
                          "ar_head: leech_factorized): pass --tokenizer work/<experiment>/tokenizer/<schedule>/final.pt")
-    want = str(attrs.get("tokenizer_sha256", ""))
-    if want and file_sha256(path) != want:
-        raise SystemExit(f"--tokenizer {path} did not encode these tokens (their tokenizer sha256 is {want[:16]}...)")
     return load_tokenizer(path).quantizer.codebook_vectors().detach().float().cpu()
 
 
-def unigram_entropy_nats(ds: h5py.Dataset, vocab: int, chunk: int = 4096) -> float:
+def unigram_entropy_nats(store: TokenStore, vocab: int, chunk: int = 4096) -> float:
     """Entropy of the pooled token distribution of view 0 (the no-context baseline of val loss)."""
     counts = np.zeros(vocab, dtype=np.int64)
-    for i in range(0, ds.shape[0], chunk):
-        counts += np.bincount(ds[i:i + chunk, 0].ravel().astype(np.int64), minlength=vocab)
+    for block in store.iter_chunks(view=0, chunk_rows=chunk):
+        counts += np.bincount(block.ravel(), minlength=vocab)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
 
 @torch.no_grad()
-def validate(net: torch.nn.Module, model: ARModel, f: h5py.File, batch: int, max_batches: int,
+def validate(net: torch.nn.Module, model: ARModel, store: TokenStore, batch: int, max_batches: int,
              device) -> np.ndarray:
     """Per-position val CE (L,) of `net` (the AR model, or it wrapped with a prologue) over view 0."""
     net.eval()
-    n = f["tokens"].shape[0]
     tot, count = None, 0
-    for s in range(0, min(n, batch * max_batches), batch):
-        tok = torch.from_numpy(f["tokens"][s:s + batch, 0].astype(np.int64)).to(device)
-        lab = torch.from_numpy(f["labels"][s:s + batch]).to(device)
+    for b, block in enumerate(store.iter_chunks(view=0, chunk_rows=batch)):
+        if b == max_batches:
+            break
+        tok = torch.from_numpy(block).to(device)
+        lab = torch.from_numpy(store.labels[b * batch:b * batch + len(block)]).to(device)
         logits = net(tok, lab)
         logits = logits[0] if isinstance(logits, tuple) else logits  # (visual, prologue, ids) with a prologue
         ce = model.position_ce(logits, tok).sum(0)
@@ -91,14 +83,15 @@ def main() -> None:
     pos_csv = Path(args.position_loss or Path(cfg["paths"]["results_dir"]) / cfg["experiment"] / "ar"
                    / f"{args.schedule}_position_loss.csv")
 
-    ftr, fva = h5py.File(args.tokens, "r"), h5py.File(args.val_tokens, "r")
-    n, n_views, L = ftr["tokens"].shape
+    ftr = open_tokens(args.tokens, tokenizer_sha256=file_sha256(args.tokenizer) if args.tokenizer else None)
+    fva = open_tokens(args.val_tokens, ftr.k_sizes, ftr.tokenizer_sha256)
+    n, n_views, L = ftr.num_rows, ftr.num_views, ftr.seq_len
     head = schedule(cfg, args.schedule)["ar_head"]
     codebook = None
     if cfg["ar"]["model"]["token_input"] == "codes" or head == "leech_factorized":
-        codebook = tokenizer_codebook(args.tokenizer, ftr.attrs)
-    mcfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": int(ftr.attrs["k_max"]), "seq_len": L,
-                               "num_classes": int(ftr.attrs["num_classes"]), "dropout": tc["dropout"],
+        codebook = tokenizer_codebook(args.tokenizer)
+    mcfg = ARConfig.from_dict({**cfg["ar"]["model"], "vocab_size": ftr.k_max, "seq_len": L,
+                               "num_classes": ftr.num_classes, "dropout": tc["dropout"],
                                "token_dropout": tc["token_dropout"], "class_dropout": tc["class_dropout"],
                                "head": head, "code_dim": 0 if codebook is None else codebook.shape[1]})
     micro, rem = divmod(tc["batch_size"], env.world_size * tc["grad_accum"])
@@ -122,9 +115,9 @@ def main() -> None:
     state = T.load_checkpoint(last, map_location=env.device)
     step, pos_ema = 0, np.zeros(L)
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, pos_ema = state["step"], state["pos_ema"]
+        T.restore_module(net, state["model"], last)
+        T.restore_module(opt, state["opt"], last)
+        step, pos_ema = state["step"], np.asarray(state["pos_ema"])
         T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     jlog = T.JsonlLog(out.parent / "train_log.jsonl", resume_step=step if state else None) if env.is_main else None
@@ -150,7 +143,7 @@ def main() -> None:
             gstep = step * tc["grad_accum"] + m
             idx = T.batch_indices(n, micro, gstep, cfg["seed"], env.rank, env.world_size)
             views = np.random.default_rng([cfg["seed"], gstep, env.rank]).integers(n_views, size=len(idx))
-            tok, lab = (torch.from_numpy(a).to(env.device) for a in read_batch(ftr, idx, views))
+            tok, lab = (torch.from_numpy(a).to(env.device) for a in ftr.read_rows(idx, views))
             last_micro = m == tc["grad_accum"] - 1
             sync = last_micro or env.world_size == 1
             ctx = fwd.no_sync() if not sync and hasattr(fwd, "no_sync") else contextlib.nullcontext()
@@ -190,12 +183,12 @@ def main() -> None:
 
     if env.is_main:
         val_pos = validate(net, model, fva, micro, tc["val_batches"], env.device)
-        val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(fva["tokens"], mcfg.vocab_size)
+        val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(fva, mcfg.vocab_size)
         log.info("val loss %.4f nats (%.4f bits) vs unigram entropy %.4f nats (%.4f bits)",
                  val_loss, val_loss / math.log(2), h_uni, h_uni / math.log(2))
-        extra = {"schedule": args.schedule, "k_sizes": [int(k) for k in ftr.attrs["k_sizes"]], "steps": step,
+        extra = {"schedule": args.schedule, "k_sizes": [int(k) for k in ftr.k_sizes], "steps": step,
                  "val_loss_nats": val_loss, "unigram_entropy_nats": h_uni,
-                 "tokenizer_sha256": str(ftr.attrs.get("tokenizer_sha256", ""))}
+                 "tokenizer_sha256": ftr.tokenizer_sha256}
         pos_csv.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(pos_csv) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
@@ -210,4 +203,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, tokenizer_config
 from vcq.losses import TokenizerLoss
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
@@ -23,6 +23,7 @@ from vcq.training import (
     param_groups,
     plot_log,
     progress,
+    restore_module,
     restore_rng,
     save_checkpoint,
 )
@@ -67,10 +68,10 @@ def train(cfg: dict, schedule: str, dataset, out: Path, stop_at: int | None = No
     state = load_checkpoint(ckpt_path, map_location=env.device)
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        loss_fn.discriminator.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        restore_module(model, state["model"], ckpt_path)
+        restore_module(loss_fn.discriminator, state["disc"], ckpt_path)
+        restore_module(opt_g, state["opt_g"], ckpt_path)
+        restore_module(opt_d, state["opt_d"], ckpt_path)
         restore_rng(state["rng"])
         start = state["step"]
     log = JsonlLog(log_path, resume_step=start if state is not None else None) if env.is_main else None
@@ -144,4 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

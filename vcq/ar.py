@@ -298,17 +298,18 @@ def format_breakdown(breakdown: dict[str, int]) -> str:
 
 def save_ar(path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None) -> None:
     """Atomically save weights, model config and extra metadata."""
-    from vcq.io import atomic_path
+    from vcq.training import save_checkpoint
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
-    with atomic_path(path) as tmp:
-        torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    save_checkpoint(path, {"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}})
 
 
 def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]:
     """Load a model saved by save_ar (in eval mode); returns (model, extra)."""
-    blob = torch.load(path, map_location=map_location, weights_only=False)
+    from vcq.training import require_checkpoint, restore_module
+
+    blob = require_checkpoint(path, ["config", "state_dict", "extra"], map_location)
     model = ARModel(ARConfig.from_dict(blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+    restore_module(model, blob["state_dict"], path)
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), blob["extra"]

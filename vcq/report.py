@@ -1,4 +1,4 @@
-"""Paper tables (1, 2, 4) and schedule figures built from the config and the runs' metric files."""
+"""Paper tables (1, 2, 4, 5, 6, 8/9) and schedule figures built from the config and the runs' metric files."""
 
 from __future__ import annotations
 
@@ -48,6 +48,37 @@ def table2(cfg: dict, entropy_jsons: dict[str, str] | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None = None,
+                 fig2a_bits: float | None = None) -> list[str]:
+    """Table 2 footnotes: how t* is defined, and each schedule whose printed t* contradicts Eq. 2.
+
+    A printed t* below Eq. 2's t*_vcq is impossible for the full set: the first t tokens have at
+    most prod K_s = 2^I(t) distinct prefixes, fewer than N, so x_t cannot be determined by them.
+    """
+    from vcq.config import codebook_sizes_for
+
+    n = cfg["report"]["n_images"]
+    notes = [f"t_star_theory: Eq. 2, the first t with sum_(s<t) log2 K_s >= log2 N, N = {n:,}"]
+    if threshold_bits is not None:
+        notes.append(f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
+                     f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)")
+    for name in schedule_names(cfg):
+        printed = (paper_t2 or {}).get(name, {}).get("t_star")
+        sizes = codebook_sizes_for(cfg, name)
+        theory = schedules.cliff_position_vcq(sizes, n)
+        if printed is None or printed >= theory:
+            continue
+        bits = schedules.cumulative_information(sizes)[printed]
+        note = (f"{name}: the paper's t* ~{printed} contradicts Eq. 2: the first {printed} tokens have at "
+                f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}")
+        if fig2a_bits is not None:
+            small = round(2 ** fig2a_bits)
+            note += (f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's "
+                     f"~{fig2a_bits:g}-bit budget, N = {small:,}")
+        notes.append(note + ")")
+    return notes
+
+
 def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
     """The generation-metrics record with the lowest FID among guided (or unguided) presets."""
     records = [read_json(p) for p in gen_jsons if Path(p).exists()]
@@ -76,6 +107,46 @@ def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
     return df.rename(columns={"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"})
 
 
+TABLE5_METRICS = {"rfid": "r", "psnr": "psnr", "gfid": "g", "gfid_nocfg": "g_nocfg", "is": "is",
+                  "precision": "precision", "recall": "recall"}
+
+
+def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
+    """Table 5 (scaling): per Tok-AR row (`report.scaling`) the run's recon and best generation metrics.
+
+    Each row reads `results/<experiment>/recon/<schedule>.json` and `gen/<schedule>/*.json` of its
+    own config; gFID is the best guided preset (IS, precision, recall from that preset), gFID w/o
+    CFG the best unguided one. With `paper` (paper_numbers table5) a `(paper)` column follows each.
+    """
+    from vcq.config import load_config
+
+    out, label = [], "FID"
+    for spec in rows:
+        cfg = load_config(spec["config"])
+        res = Path(cfg["paths"]["results_dir"]) / cfg["experiment"]
+        name = spec["schedule"]
+        rec_path = res / "recon" / f"{name}.json"
+        rec = read_json(rec_path) if rec_path.exists() else {}
+        gens = sorted(str(p) for p in (res / "gen" / name).glob("*.json"))
+        best, plain = best_preset(gens, guided=True), best_preset(gens, guided=False)
+        label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
+        best = best or {}
+        out.append({
+            "row": spec["row"], "experiment": cfg["experiment"], "ar_model": cfg["ar"]["model"]["name"],
+            "r": rec.get("rfid", np.nan), "psnr": rec.get("psnr", np.nan),
+            "g": best.get("fid", np.nan), "g_nocfg": plain["fid"] if plain else np.nan,
+            "is": best.get("is_mean", np.nan), "precision": best.get("precision", np.nan),
+            "recall": best.get("recall", np.nan), "best_preset": best.get("preset", {}).get("name", ""),
+        })
+    df = pd.DataFrame(out, columns=["row", "experiment", "ar_model", *TABLE5_METRICS.values(), "best_preset"])
+    if paper is not None:
+        for key, col in TABLE5_METRICS.items():
+            values = [paper.get(r, {}).get(key, np.nan) for r in df["row"]]
+            df.insert(df.columns.get_loc(col) + 1, f"{col} (paper)", values)
+    names = {"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"}
+    return df.rename(columns=names | {f"{k} (paper)": f"{v} (paper)" for k, v in names.items()})
+
+
 def table6(probe: dict[str, str]) -> pd.DataFrame:
     """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
     rows = [{"schedule": name, "features": "codes", **r} for name, path in probe.items() if Path(path).exists()
@@ -94,17 +165,18 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
 
 
 def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
-    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware)."""
-    strategies = ("constant", "power-cosine", "codebook-aware")
+    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware readings)."""
+    from vcq.sampling import STRATEGIES, guidance_strategy
+
     rows = []
     for name in names:
         records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
         row = {"schedule": name}
-        for g in strategies:
-            fids = [r["fid"] for r in records if r.get("preset", {}).get("guidance") == g]
+        for g in STRATEGIES:
+            fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["schedule", *strategies])
+    df = pd.DataFrame(rows, columns=["schedule", *STRATEGIES])
     return df.dropna(axis=1, how="all")  # a strategy no preset uses is not a missing result
 
 

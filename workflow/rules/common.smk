@@ -135,10 +135,8 @@ LAUNCH = {rule: launcher(rule) for rule in ("train_tokenizer", "encode_tokens", 
 
 
 def dataset_ready():
-    """The dataset marker when the workflow generates the data itself, else nothing to track."""
-    if CFG["data"]["source"] == "synthetic":
-        return [f"{CFG['data']['root']}/manifest.json"]
-    return []
+    """The data set's manifest (DATA_MANIFEST, rules/data.smk): generated or validated data."""
+    return [DATA_MANIFEST]
 
 
 def feature_net():

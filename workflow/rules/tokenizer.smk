@@ -58,7 +58,8 @@ rule encode_tokens:
 
 rule measure_entropy:
     input:
-        f"{W}/tokens/{{schedule}}/train.h5",
+        tokens=f"{W}/tokens/{{schedule}}/train.h5",
+        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
     output:
         csv=f"{R}/entropy/{{schedule}}.csv",
         json=f"{R}/entropy/{{schedule}}.json",
@@ -70,5 +71,6 @@ rule measure_entropy:
         **rule_resources("measure_entropy"),
     retries: rule_retries("measure_entropy")
     shell:
-        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input} "
+        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input.tokens} "
+        "--tokenizer {input.tok} "
         "--out-csv {output.csv} --out-json {output.json} > {log} 2>&1"
