@@ -50,7 +50,8 @@ STUB_SILENT = "#!/bin/sh\nexit 0\n"
 
 def job_outputs(cmd: list[str], env: dict) -> dict[str, list[str]]:
     """`rule:wildcards` (as in --target-jobs, sorted) -> output files, from a forced dry run."""
-    out = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    out = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+                         check=False)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     jobs, rule, outputs, wildcards = {}, None, [], ""
     for line in out.stdout.splitlines() + ["rule end:"]:
@@ -87,7 +88,7 @@ def submit_all(tmp_path: Path, *configfiles: str, extra: tuple[str, ...] = ()) -
         {k: [str(wd / p) for p in v] for k, v in jobs.items()}))
     out = subprocess.run([*cmd, "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "0",
                           "--scheduler", "greedy"],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO, check=False)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     calls: dict[str, list[list[str]]] = {}
     for line in (state / "sbatch.jsonl").read_text().splitlines():

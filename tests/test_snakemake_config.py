@@ -55,7 +55,7 @@ def test_multi_node_without_gpus_is_refused(tmp_path):
 def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([SNAKEMAKE, "--profile", "workflow/profiles/local", *args], capture_output=True,
-                         text=True, timeout=600, cwd=REPO, env=env)
+                         text=True, timeout=600, cwd=REPO, env=env, check=False)
     assert out.returncode == 0 or not check, (out.stdout + out.stderr)[-3000:]
     return out
 
