@@ -141,8 +141,8 @@ def expected(cfg: dict, rule: str, gpu_model: str | None = None) -> dict:
             "nodes": r["nodes"], "mem_mb_per_node": r["mem_mb"], "minutes": r["runtime"]}
 
 
-PAPER_RULES = {"theory", "train_tokenizer", "eval_recon", "encode_tokens", "measure_entropy", "train_ar",
-               "sample", "eval_fid", "linear_probe", "tables", "figures"}
+PAPER_RULES = {"make_dataset", "theory", "train_tokenizer", "eval_recon", "encode_tokens",
+               "measure_entropy", "train_ar", "sample", "eval_fid", "linear_probe", "tables", "figures"}
 
 
 @pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
