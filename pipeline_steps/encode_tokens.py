@@ -16,10 +16,11 @@ import torch.distributed as dist
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for
-from vcq.data.images import ImageFolderDataset
+from vcq.data.images import ImageFolderDataset, normalize_uint8
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
 from vcq.io import content_key, file_sha256
+from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.tokenizer import load_tokenizer
 from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
@@ -54,10 +55,12 @@ def main() -> None:
     enc = cfg["encode"]
 
     model = load_tokenizer(args.tokenizer, env.device)
+    check_finite_weights(model, str(args.tokenizer))
     sizes = checked_sizes(cfg, args.schedule, args.tokenizer, model.sizes)
     recipe = enc["views"] if args.split == "train" else "center"
     names = view_names(recipe)
-    transform = views_transform(recipe, enc["resize"], enc["crop"])
+    # uint8 views through the loader (a quarter of float32's bytes), normalised on the device
+    transform = views_transform(recipe, enc["resize"], enc["crop"], uint8=True)
     dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / args.split, transform=transform)
     rows = np.arange(env.rank, len(dataset), env.world_size)
     target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
@@ -76,15 +79,16 @@ def main() -> None:
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, rows[pending].tolist()),
         batch_size=enc["batch_size"], num_workers=enc["num_workers"],
+        pin_memory=env.device.type == "cuda",
     )
     bar = progress(len(pending), desc=f"encode {args.split}", enabled=env.is_main)
-    with writer, torch.inference_mode():
+    with writer, torch.inference_mode(), inference_autocast(env.device):
         for b, (views, labels) in enumerate(loader):
             if b == args.stop_after_batches:
                 log.info("stopping after %d batches (test hook)", b)
                 return
             n, v = views.shape[:2]
-            indices, _ = model.encode(views.flatten(0, 1).to(env.device))
+            indices, _ = model.encode(normalize_uint8(views.flatten(0, 1).to(env.device, non_blocking=True)))
             local = pending[b * enc["batch_size"] : b * enc["batch_size"] + n]
             writer.write(local, indices.view(n, v, -1).cpu().numpy(), labels.numpy())
             bar.update(n)

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--samples", nargs="*", default=[],
                         help="work/{exp}/samples/<schedule>/<preset>.npz (one grid per file)")
     parser.add_argument("--tokenizer-log", nargs="*", default=[],
-                        help="work/{exp}/tokenizer/<schedule>/log.jsonl (named by parent folder)")
+                        help="work/{exp}/tokenizer/<schedule>/train_log.jsonl (named by parent folder)")
     parser.add_argument("--ar-log", nargs="*", default=[],
                         help="work/{exp}/ar/<schedule>/train_log.jsonl (named by parent folder)")
     parser.add_argument("--recon", nargs="*", default=[],

@@ -1,4 +1,5 @@
-"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader, shard merge.
+"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader, shard merge, and
+the AR training batches read from it.
 
 This module is the only reader and writer of token files: every consumer opens them with
 `open_tokens`, which refuses an incomplete, malformed or mismatched file in one line naming it.
@@ -10,11 +11,13 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from vcq.io import StepError, atomic_path, disk_full_error, is_disk_full
 
@@ -368,10 +371,19 @@ class TokenStore:
         return np.concatenate(list(self.iter_chunks(view)), axis=0)
 
     def read_rows(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view each."""
-        uniq, inv = np.unique(rows, return_inverse=True)  # h5py fancy indexing needs increasing rows
-        block = self.tokens[uniq][inv, views]
-        return self._checked(block, uniq[inv]), self.labels[uniq][inv]
+        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view each.
+
+        Only the requested views are read (`read_pairs`), not every view of each row.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._checked(read_pairs(self.tokens, rows, views), rows), self.labels[rows]
+
+    def read_stored(self, chunk_rows: int = 4096) -> np.ndarray:
+        """All tokens (N, V, L) in their stored dtype, bound-checked block by block (to hold in RAM)."""
+        out = self.tokens[:]
+        for a in range(0, self.num_rows, chunk_rows):
+            self._checked(out[a : a + chunk_rows], a)
+        return out
 
     def close(self) -> None:
         """Close the file."""
@@ -443,3 +455,80 @@ def merge_shards(
     finally:
         for s in shards:
             s.close()
+
+
+def read_pairs(tokens: h5py.Dataset, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Tokens (B, L) of the (row, view) pairs, in order (repeats allowed), unchecked and as stored.
+
+    One read per distinct view, each touching only the chunks of its rows; reading whole rows
+    would move all V views to keep one.
+    """
+    rows, views = np.asarray(rows, dtype=np.int64), np.asarray(views, dtype=np.int64)
+    out = np.empty((len(rows), tokens.shape[2]), dtype=tokens.dtype)
+    for v in np.unique(views):
+        sel = views == v
+        # h5py fancy indexing needs increasing, unique indices
+        uniq, inv = np.unique(rows[sel], return_inverse=True)
+        out[sel] = tokens[uniq, int(v)][inv]
+    return out
+
+
+def fits_in_memory(nbytes: int, share: float = 0.25, processes: int = 1) -> bool:
+    """Whether `nbytes` is at most `share` of the available memory divided among `processes`."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return nbytes <= share * available / max(1, processes)
+
+
+class TokenBatches:
+    """(tokens, labels) training batches of (row, view) pairs from a token store.
+
+    The token array is read into RAM once (bound-checked) when `in_memory` is true, or with "auto"
+    when it fits (`fits_in_memory`); otherwise each batch reads only its pairs
+    (`TokenStore.read_rows`). `batches` builds the next batch in a background thread while the
+    current one trains, in pinned memory if asked.
+    """
+
+    def __init__(self, store: TokenStore, in_memory: bool | str = "auto", pin_memory: bool = False,
+                 processes: int = 1) -> None:
+        self.store, self.pin_memory = store, pin_memory
+        tokens = store.tokens
+        nbytes = int(np.prod(tokens.shape)) * tokens.dtype.itemsize
+        if in_memory == "auto":
+            in_memory = fits_in_memory(nbytes, processes=processes)
+        self.array = store.read_stored() if in_memory else None
+        if self.array is not None:
+            log.info("%s: holding %.2f GiB of tokens in memory", store.path, nbytes / 2**30)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the tokens are held in RAM."""
+        return self.array is not None
+
+    def batch(self, rows: np.ndarray, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """int64 tokens (B, L) and labels (B,) of the pairs, as CPU tensors (pinned if asked)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.array is not None:
+            tok, lab = self.array[rows, views].astype(np.int64), self.store.labels[rows]
+        else:
+            tok, lab = self.store.read_rows(rows, views)
+        tok, lab = torch.from_numpy(tok), torch.from_numpy(lab)
+        if self.pin_memory:
+            tok, lab = tok.pin_memory(), lab.pin_memory()
+        return tok, lab
+
+    def batches(
+        self, keys: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `keys` ((rows, views) pairs) in order, each read while the previous trains."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for key in keys:
+                nxt = pool.submit(self.batch, *key)
+                if pending is not None:
+                    yield pending.result()
+                pending = nxt
+            if pending is not None:
+                yield pending.result()

@@ -43,7 +43,7 @@ rule figures:
     params:
         config=config_hash(*RESULT_SECTIONS),
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
-        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
+        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/train_log.jsonl"),
         ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
     resources:
         **rule_resources("figures"),

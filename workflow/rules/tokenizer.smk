@@ -6,7 +6,7 @@ rule train_tokenizer:
         dataset_ready(),
     output:
         # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
-        # (log.jsonl beside it) must survive so a resumed run continues it from last.pt
+        # (train_log.jsonl beside it) must survive so a resumed run continues it from last.pt
         model=f"{W}/tokenizer/{{schedule}}/final.pt",
     log:
         f"{W}/logs/train_tokenizer_{{schedule}}.log",
