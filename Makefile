@@ -8,7 +8,7 @@ CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench dryrun-imagenet report unlock clean
+.PHONY: setup demo test test-all test-slurm lint bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint (versions pi
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint --profile workflow/profiles/local --configfile $(CONFIG)
+
+test-slurm: $(STAMP)  ## the workflow on a real one-node SLURM cluster started here (root + apt-get; skips otherwise)
+	PYTHON=$(BIN)/python tests/slurm/run_cluster_test.sh
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
