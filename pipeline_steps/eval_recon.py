@@ -27,9 +27,9 @@ def main() -> None:
     parser.add_argument("--schedule", required=True)
     parser.add_argument("--tokenizer", required=True, type=Path, help="final.pt")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON")
-    parser.add_argument("--npz", required=True, type=Path,
+    parser.add_argument("--out-images", required=True, type=Path,
                         help="reconstructions .npy (uint8 NHWC); the centre-cropped originals go beside it (_orig.npy)")
-    parser.add_argument("--grid", type=Path, default=None, help="PNG grid (default: beside --out)")
+    parser.add_argument("--out-grid", type=Path, default=None, help="PNG grid (default: beside --out)")
     parser.add_argument("--no-rfid", action="store_true", help="skip rFID (PSNR and usage only)")
     args = parser.parse_args()
     cfg = load_step_config(args)
@@ -38,18 +38,18 @@ def main() -> None:
     model = load_tokenizer(args.tokenizer, device)
     dataset = val_images(Path(cfg["data"]["root"]) / "val", model.image_size)
     shape = (len(dataset), model.image_size, model.image_size, 3)
-    orig_path = args.npz.with_name(args.npz.stem + "_orig.npy")
-    args.npz.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.npz) as rtmp, atomic_path(orig_path) as otmp:
+    orig_path = args.out_images.with_name(args.out_images.stem + "_orig.npy")
+    args.out_images.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out_images) as rtmp, atomic_path(orig_path) as otmp:
         recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
         orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
         # originals in the first row, their reconstructions below
-        save_image_grid(args.grid or args.out.with_suffix(".png"), np.concatenate([orig[:8], recon[:8]]),
+        save_image_grid(args.out_grid or args.out.with_suffix(".png"), np.concatenate([orig[:8], recon[:8]]),
                         ncol=min(8, len(dataset)))
         recon.flush(), orig.flush()
         del recon, orig
-    rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.npz, orig_path, cfg)
+    rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.out_images, orig_path, cfg)
     result = {"schedule": args.schedule, "rfid": rfid, "fd_label": label, **result}
     write_json(args.out, result)
     log.info("%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s", args.schedule,

@@ -23,6 +23,7 @@ def _read_tokens(path: str, tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarr
 def main() -> None:
     """Parse flags, train one probe per feature set, write the JSON atomically."""
     parser = step_parser(__doc__)
+    parser.add_argument("--schedule", required=True, help="schedule name, recorded in the JSON")
     parser.add_argument("--tokenizer", required=True, help="tokenizer final.pt")
     parser.add_argument("--train-tokens", required=True, help="train.h5 token store")
     parser.add_argument(
@@ -76,6 +77,7 @@ def main() -> None:
     write_json(
         args.out,
         {
+            "schedule": args.schedule,
             "rows": rows,
             "features": "codes: quantized code vectors of the first k tokens; "
             "prologue: prologue code vectors; standardised",

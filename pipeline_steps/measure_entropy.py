@@ -23,11 +23,13 @@ def main() -> None:
         default=None,
         help="tokenizer final.pt; if given, the token file must have been encoded by it",
     )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="summary JSON (t* measured and theory)"
+    )
     parser.add_argument("--out-csv", required=True, type=Path, help="per-position CSV")
     parser.add_argument(
-        "--out-json", required=True, type=Path, help="summary JSON (t* measured and theory)"
+        "--out-plot", type=Path, default=None, help="PNG (default: beside the CSV)"
     )
-    parser.add_argument("--plot", type=Path, default=None, help="PNG (default: beside the CSV)")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     entropy_cfg = cfg["entropy"]
@@ -48,8 +50,8 @@ def main() -> None:
     }
     with atomic_path(args.out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    write_json(args.out_json, summary)
-    entropy.plot_entropy(rows, args.schedule, args.plot or args.out_csv.with_suffix(".png"))
+    write_json(args.out, summary)
+    entropy.plot_entropy(rows, args.schedule, args.out_plot or args.out_csv.with_suffix(".png"))
     log.info(
         "%s: t* measured %d (H < %.2g bits from there on), theory %d, N = %d",
         args.schedule,

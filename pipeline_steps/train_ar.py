@@ -7,6 +7,7 @@ from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
 from vcq.io import StepError, file_sha256
 from vcq.numerics import NonFiniteError
+from vcq.paths import Layout
 from vcq.train.ar import ARData, needs_codebook, tokenizer_codebook, train
 from vcq.training import init_distributed
 
@@ -18,7 +19,7 @@ def main() -> None:
     p.add_argument("--val-tokens", required=True, help="val token HDF5")
     p.add_argument("--out", required=True, help="final model path (last.pt goes beside it)")
     p.add_argument("--tokenizer", help="tokenizer final.pt; read only by models that need its code vectors")
-    p.add_argument("--position-loss", help="CSV t,train_loss,val_loss (default results/{exp}/ar/)")
+    p.add_argument("--out-position-loss", help="CSV t,train_loss,val_loss (default: the layout's)")
     p.add_argument("--stop-after", type=int, help="checkpoint and exit after this step (for tests)")
     args = p.parse_args()
     cfg = load_step_config(args)
@@ -26,8 +27,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
     setup_logging(str(out.parent / "train.log") if env.is_main else None)
-    pos_csv = Path(args.position_loss or Path(cfg["paths"]["results_dir"]) / cfg["experiment"] / "ar"
-                   / f"{args.schedule}_position_loss.csv")
+    pos_csv = Path(args.out_position_loss or Layout.of(cfg).position_loss(args.schedule))
     sha = file_sha256(args.tokenizer) if args.tokenizer else None
     with open_tokens(args.tokens, tokenizer_sha256=sha) as train_store, \
             open_tokens(args.val_tokens, train_store.k_sizes, train_store.tokenizer_sha256) as val_store:

@@ -215,7 +215,7 @@ def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions
         tmp / "final.pt",
         "--out",
         out,
-        "--npz",
+        "--out-images",
         tmp / "recon" / "cosine.npy",
         "--no-rfid",
     )

@@ -139,7 +139,7 @@ def test_measure_entropy_step_end_to_end(tmp_path):
             "s",
             "--out-csv",
             str(csv),
-            "--out-json",
+            "--out",
             str(js),
         ],
         check=True,

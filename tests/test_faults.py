@@ -218,7 +218,7 @@ def test_4_measure_entropy_step_refuses_an_incomplete_file_in_one_line(tmp_path)
         "s",
         "--out-csv",
         tmp_path / "e.csv",
-        "--out-json",
+        "--out",
         tmp_path / "e.json",
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -11,6 +11,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from vcq.paths import Layout
 from vcq.schedules import codebook_sizes
 
 # package data, so that a plain (non-editable) install validates configs too; the checkout's
@@ -231,12 +232,11 @@ def validate_config(cfg: dict, where: str) -> dict:
 
 def _derive_experiment_paths(cfg: dict) -> None:
     """Fill the per-experiment paths left null, so an extending config never shares its parent's files."""
-    exp_dir = Path(cfg["paths"]["work_dir"]) / cfg["experiment"]
-    ecfg = cfg["eval"]
-    if ecfg["demo_weights"] is None:
-        ecfg["demo_weights"] = str(exp_dir / "features" / "demo_net.pt")
-    if ecfg["cache_dir"] is None:
-        ecfg["cache_dir"] = str(exp_dir / "cache" / "eval")
+    layout, eval_cfg = Layout.of(cfg), cfg["eval"]
+    if eval_cfg["demo_weights"] is None:
+        eval_cfg["demo_weights"] = layout.demo_features()
+    if eval_cfg["cache_dir"] is None:
+        eval_cfg["cache_dir"] = layout.eval_cache()
 
 
 def _check_divisibility(cfg: dict, path: str | Path) -> None:

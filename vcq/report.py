@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 from vcq import schedules
 from vcq.entropy import cliff_position
 from vcq.io import atomic_path, read_json
+from vcq.paths import Layout
 
 MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
@@ -123,11 +125,10 @@ def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
     out, label = [], "FID"
     for spec in rows:
         cfg = load_config(spec["config"])
-        res = Path(cfg["paths"]["results_dir"]) / cfg["experiment"]
-        name = spec["schedule"]
-        rec_path = res / "recon" / f"{name}.json"
+        layout, name = Layout.of(cfg), spec["schedule"]
+        rec_path = Path(layout.recon(name))
         rec = read_json(rec_path) if rec_path.exists() else {}
-        gens = sorted(str(p) for p in (res / "gen" / name).glob("*.json"))
+        gens = sorted(glob.glob(layout.gen(name, "*")))
         best, plain = best_preset(gens, guided=True), best_preset(gens, guided=False)
         label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
         best = best or {}

@@ -3,39 +3,47 @@
 
 rule train_ar:
     input:
-        train=f"{W}/tokens/{{schedule}}/train.h5",
-        val=f"{W}/tokens/{{schedule}}/val.h5",
-        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+        train=PATHS.tokens(split="train"),
+        val=PATHS.tokens(split="val"),
+        tok=rules.train_tokenizer.output.model,
     output:
         # train_log.jsonl beside final.pt is not an output, so a rerun of a killed job keeps it
-        model=f"{W}/ar/{{schedule}}/final.pt",
-        position_loss=f"{R}/ar/{{schedule}}_position_loss.csv",
+        model=PATHS.ar(),
+        position_loss=PATHS.position_loss(),
     log:
-        f"{W}/logs/train_ar_{{schedule}}.log",
+        PATHS.log("train_ar_{schedule}"),
     resources:
         **rule_resources("train_ar"),
     retries: rule_retries("train_ar")
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
+    conda:
+        "../../environment.yml"
     shell:
-        "{LAUNCH[train_ar]} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
-        "--tokens {input.train} --val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
-        "--position-loss {output.position_loss} > {log} 2>&1"
+        'eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --tokens {input.train} --val-tokens {input.val} "
+        "--tokenizer {input.tok} --out {output.model} "
+        "--out-position-loss {output.position_loss} > {log} 2>&1"
 
 
 rule sample:
     input:
-        ar=f"{W}/ar/{{schedule}}/final.pt",
-        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+        ar=rules.train_ar.output.model,
+        tok=rules.train_tokenizer.output.model,
     output:
-        f"{W}/samples/{{schedule}}/{{preset}}.npz",
+        samples=PATHS.samples(),
     log:
-        f"{W}/logs/sample_{{schedule}}_{{preset}}.log",
+        PATHS.log("sample_{schedule}_{preset}"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True),
     resources:
         **rule_resources("sample"),
     retries: rule_retries("sample")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/sample.py {CONF} --schedule {wildcards.schedule} --preset {wildcards.preset} "
-        "--ar {input.ar} --tokenizer {input.tok} --out {output} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --preset {wildcards.preset} "
+        "--ar {input.ar} --tokenizer {input.tok} --out {output.samples} > {log} 2>&1"

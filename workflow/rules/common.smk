@@ -2,12 +2,14 @@
 # launchers and the config hashes that rerun a rule when a section it reads changes.
 import hashlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from vcq.config import ConfigError, dump_config, extends_dir, resolve_config, schedule
 from vcq.io import atomic_path
+from vcq.paths import Layout
 from vcq.sampling import expand_presets, presets_for
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -22,34 +24,26 @@ try:
 except ConfigError as e:
     sys.exit(f"config error: {e}")
 
-EXP = CFG["experiment"]
-W = f"{CFG['paths']['work_dir']}/{EXP}"
-R = f"{CFG['paths']['results_dir']}/{EXP}"
+# every path of the experiment (vcq.paths, which the steps and the report use too)
+PATHS = Layout.of(CFG)
 SCHEDULES = [s["name"] for s in CFG["schedules"]]
 PRESETS = {p["name"]: p for p in expand_presets(CFG["sampling"])}
 # (schedule, preset) pairs to sample and evaluate: a preset may be restricted to some schedules.
 PAIRS = [(s, p["name"]) for s in SCHEDULES for p in presets_for(CFG["sampling"], s)]
-PY = shlex.quote(sys.executable)
-STEP = f"{PY} pipeline_steps"
 DEMO_FEATURES = CFG["eval"]["feature_extractor"] == "demo"
 
 # Every step reads this resolved config, so the steps and the workflow cannot disagree. It is
 # rewritten only when its content changes (a job's own parse finds it equal), and it is not a rule
 # input: reruns follow the per-rule config hashes below, not its mtime.
-RESOLVED_CONFIG = f"{W}/config.yaml"
+RESOLVED_CONFIG = PATHS.resolved_config()
 _resolved_text = dump_config(CFG)
 if not workflow.dryrun and (
     not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _resolved_text
 ):
     with atomic_path(RESOLVED_CONFIG) as _tmp:
         _tmp.write_text(_resolved_text)
-CONF = f"--config {shlex.quote(RESOLVED_CONFIG)}"
 
 
-wildcard_constraints:
-    schedule="|".join(SCHEDULES),
-    preset="|".join(PRESETS) if PRESETS else "^$",
-    split="train|val",
 
 
 # The sections that decide results; `resources`, `slurm`, `paths` and `device` only say where and
@@ -115,9 +109,10 @@ def launcher(rule_name):
     """`python`, or torchrun with one rank per GPU of the job (on every node, through srun)."""
     r = _rule_spec(rule_name)
     gpus, nodes = r["gpus"], r["nodes"]
+    python = shlex.quote(sys.executable)
     if gpus * nodes <= 1:
-        return PY
-    torchrun = f"{PY} -m torch.distributed.run --nproc_per_node={gpus}"
+        return python
+    torchrun = f"{python} -m torch.distributed.run --nproc_per_node={gpus}"
     if nodes == 1:
         return f"{torchrun} --standalone"
     # One torchrun per node. --overlap: the plugin runs this command inside its own job step,
@@ -129,9 +124,21 @@ def launcher(rule_name):
     )
 
 
-# Launchers of the DDP steps, used in their shell commands rather than as params, so that moving
-# a run to more or fewer GPUs does not rerun finished jobs (the global batch size is the config's).
-LAUNCH = {rule: launcher(rule) for rule in ("train_tokenizer", "encode_tokens", "train_ar")}
+# How a step runs -- the interpreter and the DDP launchers -- reaches the shell commands as
+# environment variables, not as params: moving a run to another virtualenv or to more or fewer
+# GPUs reruns no finished job (the global batch size is the config's). The commands `eval` a
+# launcher, whose multi-node form finds the head node when the job starts.
+os.environ["VCQ_PYTHON"] = sys.executable
+os.environ["VCQ_LAUNCH_TRAIN_TOKENIZER"] = launcher("train_tokenizer")
+os.environ["VCQ_LAUNCH_ENCODE_TOKENS"] = launcher("encode_tokens")
+os.environ["VCQ_LAUNCH_TRAIN_AR"] = launcher("train_ar")
+
+
+envvars:
+    "VCQ_PYTHON",
+    "VCQ_LAUNCH_TRAIN_TOKENIZER",
+    "VCQ_LAUNCH_ENCODE_TOKENS",
+    "VCQ_LAUNCH_TRAIN_AR",
 
 
 def dataset_ready():
@@ -146,7 +153,7 @@ def feature_net():
 
 def prologue_ar():
     """The AR model, for probing its prologue tokens (only when the config uses them)."""
-    return [f"{W}/ar/{{schedule}}/final.pt"] if CFG["ar"]["prologue"]["num_tokens"] else []
+    return [PATHS.ar()] if CFG["ar"]["prologue"]["num_tokens"] else []
 
 
 def per_pair(pattern):
@@ -166,8 +173,9 @@ FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "
 
 
 def final_outputs():
+    """Every table and figure (the default target, `all`)."""
     return (
-        [f"{R}/tables/{t}.md" for t in THEORY_TABLES + TABLES]
-        + [f"{R}/figures/{f}.png" for f in THEORY_FIGURES + FIGURES]
-        + per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png")
+        [PATHS.table(t) for t in THEORY_TABLES + TABLES]
+        + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
+        + per_pair(PATHS.sample_grid())
     )

@@ -3,22 +3,21 @@
 
 # The generator writes its manifest into its root; a folder's manifest goes to work/ instead, since
 # the folder may be read-only or shared between experiments.
-DATA_MANIFEST = (
-    f"{CFG['data']['root']}/manifest.json"
-    if CFG["data"]["source"] == "synthetic"
-    else f"{CFG['paths']['work_dir']}/manifests/{CFG['data']['root'].strip('/').replace('/', '_')}.json"
-)
+DATA_MANIFEST = PATHS.data_manifest(CFG["data"])
 
 
 rule make_dataset:
     output:
         DATA_MANIFEST,
     log:
-        f"{W}/logs/make_dataset.log",
+        PATHS.log("make_dataset"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data"),
     resources:
         **rule_resources("make_dataset"),
     retries: rule_retries("make_dataset")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/make_dataset.py {CONF} --out {output} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {params.resolved} --out {output} > {log} 2>&1'

@@ -9,51 +9,63 @@ if DEMO_FEATURES:
         output:
             feature_net(),
         log:
-            f"{W}/logs/train_feature_net.log",
+            PATHS.log("train_feature_net"),
         params:
+            resolved=RESOLVED_CONFIG,
             config=config_hash("seed", "data", "eval"),
         resources:
             **rule_resources("train_feature_net"),
         retries: rule_retries("train_feature_net")
+        conda:
+            "../../environment.yml"
         shell:
-            "{STEP}/train_feature_net.py {CONF} --out {output} > {log} 2>&1"
+            '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {params.resolved} '
+            "--out {output} > {log} 2>&1"
 
 
 rule eval_fid:
     input:
-        samples=f"{W}/samples/{{schedule}}/{{preset}}.npz",
+        samples=rules.sample.output.samples,
         features=feature_net(),
         data=dataset_ready(),
     output:
-        f"{R}/gen/{{schedule}}/{{preset}}.json",
+        metrics=PATHS.gen(),
     log:
-        f"{W}/logs/eval_fid_{{schedule}}_{{preset}}.log",
+        PATHS.log("eval_fid_{schedule}_{preset}"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True),
     resources:
         **rule_resources("eval_fid"),
     retries: rule_retries("eval_fid")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/eval_fid.py {CONF} --samples {input.samples} --schedule {wildcards.schedule} "
-        "--preset {wildcards.preset} --out {output} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved} '
+        "--samples {input.samples} --schedule {wildcards.schedule} "
+        "--preset {wildcards.preset} --out {output.metrics} > {log} 2>&1"
 
 
 rule linear_probe:
     input:
-        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
-        train=f"{W}/tokens/{{schedule}}/train.h5",
-        val=f"{W}/tokens/{{schedule}}/val.h5",
+        tok=rules.train_tokenizer.output.model,
+        train=PATHS.tokens(split="train"),
+        val=PATHS.tokens(split="val"),
         ar=prologue_ar(),
     output:
-        f"{R}/probe/{{schedule}}.json",
+        metrics=PATHS.probe(),
     log:
-        f"{W}/logs/probe_{{schedule}}.log",
+        PATHS.log("probe_{schedule}"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
         ar=lambda wc, input: f"--ar {input.ar}" if input.ar else "",
     resources:
         **rule_resources("linear_probe"),
     retries: rule_retries("linear_probe")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/linear_probe.py {CONF} --tokenizer {input.tok} --train-tokens {input.train} "
-        "--val-tokens {input.val} {params.ar} --out {output} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --tokenizer {input.tok} --train-tokens {input.train} "
+        "--val-tokens {input.val} {params.ar} --out {output.metrics} > {log} 2>&1"

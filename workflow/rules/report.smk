@@ -3,52 +3,62 @@
 
 rule tables:
     input:
-        recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
-        entropy=per_schedule(f"{R}/entropy/{{schedule}}.json"),
-        gen=per_pair(f"{R}/gen/{{schedule}}/{{preset}}.json"),
-        probe=per_schedule(f"{R}/probe/{{schedule}}.json"),
+        recon=per_schedule(rules.eval_recon.output.metrics),
+        entropy=per_schedule(rules.measure_entropy.output.json),
+        gen=per_pair(rules.eval_fid.output.metrics),
+        probe=per_schedule(rules.linear_probe.output.metrics),
     output:
         report(
-            expand(f"{R}/tables/{{t}}.{{ext}}", t=TABLES, ext=["md", "csv", "tex"]),
+            [PATHS.table(t, ext) for t in TABLES for ext in ("md", "csv", "tex")],
             category="Tables",
         ),
     log:
-        f"{W}/logs/tables.log",
+        PATHS.log("tables"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash(*RESULT_SECTIONS),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
     resources:
         **rule_resources("tables"),
     retries: rule_retries("tables")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/make_tables.py {CONF} --out-dir {R}/tables --recon {input.recon} "
-        "--entropy-json {input.entropy} --gen {input.gen} --probe {input.probe} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} '
+        "--out-dir {params.out_dir} --recon {input.recon} --entropy-json {input.entropy} "
+        "--gen {input.gen} --probe {input.probe} > {log} 2>&1"
 
 
 rule figures:
     input:
-        entropy=per_schedule(f"{R}/entropy/{{schedule}}.csv"),
-        position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
-        recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
-        tokenizer=per_schedule(f"{W}/tokenizer/{{schedule}}/final.pt"),
-        ar=per_schedule(f"{W}/ar/{{schedule}}/final.pt"),
-        samples=per_pair(f"{W}/samples/{{schedule}}/{{preset}}.npz"),
+        entropy=per_schedule(rules.measure_entropy.output.csv),
+        position_loss=per_schedule(rules.train_ar.output.position_loss),
+        recon=per_schedule(rules.eval_recon.output.metrics),
+        tokenizer=per_schedule(rules.train_tokenizer.output.model),
+        ar=per_schedule(rules.train_ar.output.model),
+        samples=per_pair(rules.sample.output.samples),
     output:
         curves=report(
-            expand(f"{R}/figures/{{f}}.{{ext}}", f=FIGURES, ext=["png", "pdf"]),
+            [PATHS.figure(f, ext) for f in FIGURES for ext in ("png", "pdf")],
             category="Figures",
         ),
-        samples=report(per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png"), category="Samples"),
+        samples=report(per_pair(PATHS.sample_grid()), category="Samples"),
     log:
-        f"{W}/logs/figures.log",
+        PATHS.log("figures"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash(*RESULT_SECTIONS),
+        out_dir=lambda wildcards, output: Path(output.curves[0]).parent,
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
-        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/train_log.jsonl"),
-        ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
+        tokenizer_log=per_schedule(PATHS.tokenizer_log()),
+        ar_log=per_schedule(PATHS.ar_log()),
     resources:
         **rule_resources("figures"),
     retries: rule_retries("figures")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} '
+        "--out-dir {params.out_dir} --entropy-csv {input.entropy} "
         "--position-loss {input.position_loss} --recon {input.recon} --samples {input.samples} "
         "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} > {log} 2>&1"

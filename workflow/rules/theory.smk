@@ -7,20 +7,27 @@ rule theory:
         CFG["report"]["reference_configs"],
     output:
         tables=report(
-            expand(f"{R}/tables/{{t}}.{{ext}}", t=THEORY_TABLES, ext=["md", "csv", "tex"]),
+            [PATHS.table(t, ext) for t in THEORY_TABLES for ext in ("md", "csv", "tex")],
             category="Theory",
         ),
         figures=report(
-            expand(f"{R}/figures/{{f}}.{{ext}}", f=THEORY_FIGURES, ext=["png", "pdf"]),
+            [PATHS.figure(f, ext) for f in THEORY_FIGURES for ext in ("png", "pdf")],
             category="Theory",
         ),
     log:
-        f"{W}/logs/theory.log",
+        PATHS.log("theory"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("report", "schedules", "tokenizer", "data"),
+        tables=lambda wildcards, output: Path(output.tables[0]).parent,
+        figures=lambda wildcards, output: Path(output.figures[0]).parent,
     resources:
         **rule_resources("theory"),
     retries: rule_retries("theory")
+    conda:
+        "../../environment.yml"
     shell:
-        "({STEP}/make_tables.py {CONF} --only-theory --out-dir {R}/tables && "
-        "{STEP}/plot_figures.py {CONF} --only-theory --out-dir {R}/figures) > {log} 2>&1"
+        '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} --only-theory '
+        "--out-dir {params.tables} && "
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} --only-theory '
+        "--out-dir {params.figures}) > {log} 2>&1"

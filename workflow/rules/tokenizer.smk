@@ -7,70 +7,84 @@ rule train_tokenizer:
     output:
         # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
         # (train_log.jsonl beside it) must survive so a resumed run continues it from last.pt
-        model=f"{W}/tokenizer/{{schedule}}/final.pt",
+        model=PATHS.tokenizer(),
     log:
-        f"{W}/logs/train_tokenizer_{{schedule}}.log",
+        PATHS.log("train_tokenizer_{schedule}"),
     resources:
         **rule_resources("train_tokenizer"),
     retries: rule_retries("train_tokenizer")
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
+    conda:
+        "../../environment.yml"
     shell:
-        "{LAUNCH[train_tokenizer]} pipeline_steps/train_tokenizer.py {CONF} "
+        'eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py --config {params.resolved} '
         "--schedule {wildcards.schedule} --out {output.model} > {log} 2>&1"
 
 
 rule eval_recon:
     input:
-        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+        tok=rules.train_tokenizer.output.model,
         features=feature_net(),
     output:
-        metrics=f"{R}/recon/{{schedule}}.json",
-        recon=f"{W}/recon/{{schedule}}.npy",
+        metrics=PATHS.recon(),
+        images=PATHS.recon_images(),
     log:
-        f"{W}/logs/eval_recon_{{schedule}}.log",
+        PATHS.log("eval_recon_{schedule}"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
     resources:
         **rule_resources("eval_recon"),
     retries: rule_retries("eval_recon")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/eval_recon.py {CONF} --schedule {wildcards.schedule} --tokenizer {input.tok} "
-        "--out {output.metrics} --npz {output.recon} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --tokenizer {input.tok} "
+        "--out {output.metrics} --out-images {output.images} > {log} 2>&1"
 
 
 rule encode_tokens:
     input:
-        f"{W}/tokenizer/{{schedule}}/final.pt",
+        tok=rules.train_tokenizer.output.model,
     output:
-        f"{W}/tokens/{{schedule}}/{{split}}.h5",
+        tokens=PATHS.tokens(),
     log:
-        f"{W}/logs/encode_{{schedule}}_{{split}}.log",
+        PATHS.log("encode_{schedule}_{split}"),
     resources:
         **rule_resources("encode_tokens"),
     retries: rule_retries("encode_tokens")
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
+    conda:
+        "../../environment.yml"
     shell:
-        "{LAUNCH[encode_tokens]} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
-        "--tokenizer {input} --split {wildcards.split} --out {output} > {log} 2>&1"
+        'eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --tokenizer {input.tok} --split {wildcards.split} "
+        "--out {output.tokens} > {log} 2>&1"
 
 
 rule measure_entropy:
     input:
-        tokens=f"{W}/tokens/{{schedule}}/train.h5",
-        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
+        tokens=PATHS.tokens(split="train"),
+        tok=rules.train_tokenizer.output.model,
     output:
-        csv=f"{R}/entropy/{{schedule}}.csv",
-        json=f"{R}/entropy/{{schedule}}.json",
+        csv=PATHS.entropy(ext="csv"),
+        json=PATHS.entropy(ext="json"),
     log:
-        f"{W}/logs/entropy_{{schedule}}.log",
+        PATHS.log("entropy_{schedule}"),
     params:
+        resolved=RESOLVED_CONFIG,
         config=config_hash("entropy", "tokenizer", per_schedule=True),
     resources:
         **rule_resources("measure_entropy"),
     retries: rule_retries("measure_entropy")
+    conda:
+        "../../environment.yml"
     shell:
-        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input.tokens} "
-        "--tokenizer {input.tok} "
-        "--out-csv {output.csv} --out-json {output.json} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --tokens {input.tokens} --tokenizer {input.tok} "
+        "--out {output.json} --out-csv {output.csv} > {log} 2>&1"

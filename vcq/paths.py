@@ -1,0 +1,124 @@
+"""The file layout of an experiment, defined once: the workflow, the steps and the report use it.
+
+Every method takes the wildcard values and returns a path string; called with the defaults it
+returns the Snakemake pattern (`{schedule}`, `{preset}`, `{split}` left in place).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under `work_dir/<experiment>` (intermediate, resume state) and `results_dir/<experiment>`."""
+
+    work_dir: str
+    results_dir: str
+    experiment: str
+
+    @classmethod
+    def of(cls, cfg: dict) -> Layout:
+        """The layout of a loaded config (`paths.work_dir`, `paths.results_dir`, `experiment`)."""
+        return cls(cfg["paths"]["work_dir"], cfg["paths"]["results_dir"], cfg["experiment"])
+
+    @property
+    def work(self) -> str:
+        """The experiment's intermediate files."""
+        return f"{self.work_dir}/{self.experiment}"
+
+    @property
+    def results(self) -> str:
+        """The experiment's reported files (tables, figures, metrics)."""
+        return f"{self.results_dir}/{self.experiment}"
+
+    def resolved_config(self) -> str:
+        """The validated config every step of the workflow reads."""
+        return f"{self.work}/config.yaml"
+
+    def data_manifest(self, data: dict) -> str:
+        """The data set's manifest: inside a generated set; for an image folder, which may be
+        read-only or shared between experiments, under `work_dir/manifests/`."""
+        if data["source"] == "synthetic":
+            return f"{data['root']}/manifest.json"
+        return f"{self.work_dir}/manifests/{data['root'].strip('/').replace('/', '_')}.json"
+
+    def log(self, job: str) -> str:
+        """The stdout/stderr log of one job."""
+        return f"{self.work}/logs/{job}.log"
+
+    def demo_features(self) -> str:
+        """The demo feature network's weights (the default of `eval.demo_weights`)."""
+        return f"{self.work}/features/demo_net.pt"
+
+    def eval_cache(self) -> str:
+        """Cached reference statistics for FID (the default of `eval.cache_dir`)."""
+        return f"{self.work}/cache/eval"
+
+    def tokenizer(self, schedule: str = "{schedule}") -> str:
+        """The trained tokenizer (its `last.pt` and metrics log sit beside it)."""
+        return f"{self.work}/tokenizer/{schedule}/final.pt"
+
+    def tokenizer_log(self, schedule: str = "{schedule}") -> str:
+        """The tokenizer's training metrics (JSONL), kept across resumes."""
+        return f"{self.work}/tokenizer/{schedule}/train_log.jsonl"
+
+    def recon(self, schedule: str = "{schedule}") -> str:
+        """Reconstruction metrics of the val split (JSON)."""
+        return f"{self.results}/recon/{schedule}.json"
+
+    def recon_images(self, schedule: str = "{schedule}") -> str:
+        """The val reconstructions (uint8 NHWC .npy; the originals go beside it)."""
+        return f"{self.work}/recon/{schedule}.npy"
+
+    def tokens(self, schedule: str = "{schedule}", split: str = "{split}") -> str:
+        """The HDF5 token store of one split."""
+        return f"{self.work}/tokens/{schedule}/{split}.h5"
+
+    def entropy(self, schedule: str = "{schedule}", ext: str = "json") -> str:
+        """The measured entropy cliff: summary `json` and per-position `csv`."""
+        return f"{self.results}/entropy/{schedule}.{ext}"
+
+    def probe(self, schedule: str = "{schedule}") -> str:
+        """Linear-probe accuracies (JSON)."""
+        return f"{self.results}/probe/{schedule}.json"
+
+    def ar(self, schedule: str = "{schedule}") -> str:
+        """The trained AR model (its `last.pt` and metrics log sit beside it)."""
+        return f"{self.work}/ar/{schedule}/final.pt"
+
+    def ar_log(self, schedule: str = "{schedule}") -> str:
+        """The AR model's training metrics (JSONL), kept across resumes."""
+        return f"{self.work}/ar/{schedule}/train_log.jsonl"
+
+    def position_loss(self, schedule: str = "{schedule}") -> str:
+        """Per-position train/val cross-entropy of the final AR model (CSV)."""
+        return f"{self.results}/ar/{schedule}_position_loss.csv"
+
+    def samples(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
+        """Generated images of one inference preset (ADM-style .npz)."""
+        return f"{self.work}/samples/{schedule}/{preset}.npz"
+
+    def gen(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
+        """Generation metrics of one inference preset (JSON)."""
+        return f"{self.results}/gen/{schedule}/{preset}.json"
+
+    def tables_dir(self) -> str:
+        """The paper's tables (md, csv, tex)."""
+        return f"{self.results}/tables"
+
+    def table(self, name: str, ext: str = "md") -> str:
+        """One table."""
+        return f"{self.tables_dir()}/{name}.{ext}"
+
+    def figures_dir(self) -> str:
+        """The figures (png, pdf)."""
+        return f"{self.results}/figures"
+
+    def figure(self, name: str, ext: str = "png") -> str:
+        """One figure."""
+        return f"{self.figures_dir()}/{name}.{ext}"
+
+    def sample_grid(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
+        """The figure of one preset's samples."""
+        return self.figure(f"samples_{schedule}_{preset}")
