@@ -177,3 +177,33 @@ def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(dry_run,
         cfg["resources"]["train_ar"]["gpus"] * cfg["resources"]["train_ar"].get("nodes", 1)
         == 8 * SCALING[config]
     )
+
+
+def test_every_job_writes_where_the_layout_says(dry_run):
+    # vcq.paths.Layout is the one place the file layout is written down; the steps' own defaults
+    # and the report read it too, so a path renamed there moves everywhere
+    from vcq.paths import Layout
+
+    paths = Layout.of(load_config(ROOT / "config/default.yaml"))
+    expected = {
+        "train_tokenizer": lambda w: [paths.tokenizer(w["schedule"])],
+        "eval_recon": lambda w: [paths.recon(w["schedule"]), paths.recon_images(w["schedule"])],
+        "encode_tokens": lambda w: [paths.tokens(w["schedule"], w["split"])],
+        "measure_entropy": lambda w: [paths.entropy(w["schedule"], e) for e in ("csv", "json")],
+        "linear_probe": lambda w: [paths.probe(w["schedule"])],
+        "train_ar": lambda w: [paths.ar(w["schedule"]), paths.position_loss(w["schedule"])],
+        "sample": lambda w: [paths.samples(w["schedule"], w["preset"])],
+        "eval_fid": lambda w: [paths.gen(w["schedule"], w["preset"])],
+    }
+    _, _, text = dry_run("config/default.yaml", "local")
+    checked = 0
+    for block in re.split(r"^(?:local)?rule (?=\w+:)", text, flags=re.MULTILINE)[1:]:
+        rule = block.split(":", 1)[0]
+        if rule not in expected:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE).group(1)
+        w = dict(p.split("=", 1) for p in wildcards.split(", "))
+        outputs = re.search(r"^\s+output: (.*)$", block, re.MULTILINE).group(1).split(", ")
+        assert sorted(outputs) == sorted(expected[rule](w)), rule
+        checked += 1
+    assert checked == 3 * 5 + 6 + 8 + 8  # per-schedule rules, encode jobs, samples, FIDs
