@@ -27,9 +27,7 @@ def main() -> None:
         "--out", required=True, type=Path, help="summary JSON (t* measured and theory)"
     )
     parser.add_argument("--out-csv", required=True, type=Path, help="per-position CSV")
-    parser.add_argument(
-        "--out-plot", type=Path, default=None, help="PNG (default: beside the CSV)"
-    )
+    parser.add_argument("--out-plot", type=Path, default=None, help="PNG (default: beside the CSV)")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     entropy_cfg = cfg["entropy"]

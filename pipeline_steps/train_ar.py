@@ -1,4 +1,5 @@
 """Train the class-conditional AR transformer on pre-encoded tokens (next-token CE)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ def main() -> None:
     p.add_argument("--tokens", required=True, help="train token HDF5")
     p.add_argument("--val-tokens", required=True, help="val token HDF5")
     p.add_argument("--out", required=True, help="final model path (last.pt goes beside it)")
-    p.add_argument("--tokenizer", help="tokenizer final.pt; read only by models that need its code vectors")
+    p.add_argument(
+        "--tokenizer", help="tokenizer final.pt; read only by models that need its code vectors"
+    )
     p.add_argument("--out-position-loss", help="CSV t,train_loss,val_loss (default: the layout's)")
     p.add_argument("--stop-after", type=int, help="checkpoint and exit after this step (for tests)")
     args = p.parse_args()
@@ -29,13 +32,28 @@ def main() -> None:
     setup_logging(str(out.parent / "train.log") if env.is_main else None)
     pos_csv = Path(args.out_position_loss or Layout.of(cfg).position_loss(args.schedule))
     sha = file_sha256(args.tokenizer) if args.tokenizer else None
-    with open_tokens(args.tokens, tokenizer_sha256=sha) as train_store, \
-            open_tokens(args.val_tokens, train_store.k_sizes, train_store.tokenizer_sha256) as val_store:
-        codebook = tokenizer_codebook(args.tokenizer) if needs_codebook(cfg, args.schedule) else None
+    with (
+        open_tokens(args.tokens, tokenizer_sha256=sha) as train_store,
+        open_tokens(
+            args.val_tokens, train_store.k_sizes, train_store.tokenizer_sha256
+        ) as val_store,
+    ):
+        codebook = (
+            tokenizer_codebook(args.tokenizer) if needs_codebook(cfg, args.schedule) else None
+        )
         try:
-            train(cfg, args.schedule, ARData(train_store, val_store, codebook), out, args.stop_after, pos_csv)
+            train(
+                cfg,
+                args.schedule,
+                ARData(train_store, val_store, codebook),
+                out,
+                args.stop_after,
+                pos_csv,
+            )
         except NonFiniteError as e:
-            raise StepError(f"ar {args.schedule}: training diverged: {e}; no checkpoint was written after it") from e
+            raise StepError(
+                f"ar {args.schedule}: training diverged: {e}; no checkpoint was written after it"
+            ) from e
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ def main() -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--schedule", required=True, help="schedule name from the config")
     parser.add_argument("--out", required=True, type=Path, help="final checkpoint path (final.pt)")
-    parser.add_argument("--stop-after", type=int, help="checkpoint and exit after this step (for tests)")
+    parser.add_argument(
+        "--stop-after", type=int, help="checkpoint and exit after this step (for tests)"
+    )
     args = parser.parse_args()
     cfg = load_step_config(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +30,9 @@ def main() -> None:
     try:
         train(cfg, args.schedule, dataset, args.out, args.stop_after)
     except NonFiniteError as e:
-        raise StepError(f"tokenizer {args.schedule}: training diverged: {e}; no checkpoint was written after it") from e
+        raise StepError(
+            f"tokenizer {args.schedule}: training diverged: {e}; no checkpoint was written after it"
+        ) from e
     log.info("wrote %s", args.out)
 
 

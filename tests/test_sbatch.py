@@ -50,8 +50,9 @@ STUB_SILENT = "#!/bin/sh\nexit 0\n"
 
 def job_outputs(cmd: list[str], env: dict) -> dict[str, list[str]]:
     """`rule:wildcards` (as in --target-jobs, sorted) -> output files, from a forced dry run."""
-    out = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
-                         check=False)
+    out = subprocess.run(
+        [*cmd, "-n"], capture_output=True, text=True, timeout=300, env=env, cwd=REPO, check=False
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     jobs, rule, outputs, wildcards = {}, None, [], ""
     for line in out.stdout.splitlines() + ["rule end:"]:
@@ -66,7 +67,9 @@ def job_outputs(cmd: list[str], env: dict) -> dict[str, list[str]]:
     return jobs
 
 
-def submit_all(tmp_path: Path, *configfiles: str, extra: tuple[str, ...] = ()) -> dict[str, list[list[str]]]:
+def submit_all(
+    tmp_path: Path, *configfiles: str, extra: tuple[str, ...] = ()
+) -> dict[str, list[list[str]]]:
     """Rule name -> the sbatch argument lists of its jobs, for a forced run of the whole DAG."""
     bin_dir, state, wd = tmp_path / "bin", tmp_path / "state", tmp_path / "wd"
     for d in (bin_dir, state, wd):
@@ -77,23 +80,54 @@ def submit_all(tmp_path: Path, *configfiles: str, extra: tuple[str, ...] = ()) -
     for name, text in stubs.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VCQ_STUB_STATE": str(state),
-           "PYTHONPATH": str(REPO)}
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow/Snakefile"), "--profile",
-           str(REPO / "workflow/profiles/slurm"), "--configfile", *(str(REPO / c) for c in configfiles),
-           "--directory", str(wd), "--forceall", *extra]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "VCQ_STUB_STATE": str(state),
+        "PYTHONPATH": str(REPO),
+    }
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "workflow/Snakefile"),
+        "--profile",
+        str(REPO / "workflow/profiles/slurm"),
+        "--configfile",
+        *(str(REPO / c) for c in configfiles),
+        "--directory",
+        str(wd),
+        "--forceall",
+        *extra,
+    ]
     jobs = job_outputs(cmd, env)
     # outputs are relative to the working directory, where the stub sbatch runs
-    (state / "outputs.json").write_text(json.dumps(
-        {k: [str(wd / p) for p in v] for k, v in jobs.items()}))
-    out = subprocess.run([*cmd, "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "0",
-                          "--scheduler", "greedy"],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO, check=False)
+    (state / "outputs.json").write_text(
+        json.dumps({k: [str(wd / p) for p in v] for k, v in jobs.items()})
+    )
+    out = subprocess.run(
+        [
+            *cmd,
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--latency-wait",
+            "0",
+            "--scheduler",
+            "greedy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     calls: dict[str, list[list[str]]] = {}
     for line in (state / "sbatch.jsonl").read_text().splitlines():
         args = json.loads(line)
-        rule = re.match(r"rule_([a-z_]+?)(_wildcards_|$)", args[args.index("--comment") + 1]).group(1)
+        rule = re.match(r"rule_([a-z_]+?)(_wildcards_|$)", args[args.index("--comment") + 1]).group(
+            1
+        )
         calls.setdefault(rule, []).append(args)
     assert sum(map(len, calls.values())) == len(jobs) - 1  # every job but the local `all`
     return calls
@@ -137,12 +171,30 @@ def expected(cfg: dict, rule: str, gpu_model: str | None = None) -> dict:
     gres = None
     if r["gpus"]:
         gres = f"gpu:{gpu_model}:{r['gpus']}" if gpu_model else f"gpu:{r['gpus']}"
-    return {"cpus": r["cpus_per_task"] * r["nodes"], "gpus": r["gpus"] * r["nodes"], "gres": gres,
-            "nodes": r["nodes"], "mem_mb_per_node": r["mem_mb"], "minutes": r["runtime"]}
+    return {
+        "cpus": r["cpus_per_task"] * r["nodes"],
+        "gpus": r["gpus"] * r["nodes"],
+        "gres": gres,
+        "nodes": r["nodes"],
+        "mem_mb_per_node": r["mem_mb"],
+        "minutes": r["runtime"],
+    }
 
 
-PAPER_RULES = {"make_dataset", "theory", "train_tokenizer", "eval_recon", "encode_tokens",
-               "measure_entropy", "train_ar", "sample", "eval_fid", "linear_probe", "tables", "figures"}
+PAPER_RULES = {
+    "make_dataset",
+    "theory",
+    "train_tokenizer",
+    "eval_recon",
+    "encode_tokens",
+    "measure_entropy",
+    "train_ar",
+    "sample",
+    "eval_fid",
+    "linear_probe",
+    "tables",
+    "figures",
+}
 
 
 @pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
@@ -151,14 +203,21 @@ def test_base_sbatch_lines_with_account_partition_and_gpu_model_overrides(tmp_pa
     # a second config file merges over the first: without the CFG grids the DAG keeps every rule
     # in a quarter of the jobs
     (tmp_path / "no_grids.yaml").write_text("sampling: {grids: []}\n")
-    calls = submit_all(tmp_path, "config/imagenet/base.yaml", str(tmp_path / "no_grids.yaml"),
-                       extra=("--config", "slurm={account: vcq, partition: gpu, gpu_model: a100}"))
+    calls = submit_all(
+        tmp_path,
+        "config/imagenet/base.yaml",
+        str(tmp_path / "no_grids.yaml"),
+        extra=("--config", "slurm={account: vcq, partition: gpu, gpu_model: a100}"),
+    )
     assert set(calls) == PAPER_RULES
     for rule, jobs in calls.items():
         for args in jobs:
             got = request(args)
-            assert got == expected(cfg, rule, "a100") | {"partition": "gpu", "account": "vcq",
-                                                         "requeue": True}, rule
+            assert got == expected(cfg, rule, "a100") | {
+                "partition": "gpu",
+                "account": "vcq",
+                "requeue": True,
+            }, rule
     # the paper's 8-GPU jobs: 64 or 32 CPUs in all, not 8 x that
     assert request(calls["train_tokenizer"][0])["cpus"] == 64
     assert request(calls["train_ar"][0])["gres"] == "gpu:a100:8"
@@ -173,7 +232,10 @@ def test_large_sbatch_lines_multi_node_ar(tmp_path):
     assert set(calls) == PAPER_RULES
     for rule, jobs in calls.items():
         for args in jobs:
-            assert request(args) == expected(cfg, rule) | {"partition": None, "account": None,
-                                                           "requeue": True}, rule
+            assert request(args) == expected(cfg, rule) | {
+                "partition": None,
+                "account": None,
+                "requeue": True,
+            }, rule
     ar = request(calls["train_ar"][0])
     assert (ar["nodes"], ar["gpus"], ar["cpus"], ar["gres"]) == (2, 16, 64, "gpu:8")

@@ -25,8 +25,11 @@ def test_in_memory_config_resolves_extends_like_a_file(tmp_path):
     as_file = tmp_path / "mine.yaml"
     as_file.write_text(yaml.safe_dump({**raw, "extends": str(REPO / "config/default.yaml")}))
     assert {k: v for k, v in cfg.items() if k != "_config_path"} == {
-        k: v for k, v in load_config(as_file).items() if k != "_config_path"}
-    assert cfg["slurm"]["account"] == "abc" and cfg["tokenizer"]["model"]["name"] == "tokenizer_tiny"
+        k: v for k, v in load_config(as_file).items() if k != "_config_path"
+    }
+    assert (
+        cfg["slurm"]["account"] == "abc" and cfg["tokenizer"]["model"]["name"] == "tokenizer_tiny"
+    )
 
 
 def test_resolved_config_reads_back_to_itself(tmp_path):
@@ -54,21 +57,36 @@ def test_multi_node_without_gpus_is_refused(tmp_path):
 
 def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([SNAKEMAKE, "--profile", "workflow/profiles/local", *args], capture_output=True,
-                         text=True, timeout=600, cwd=REPO, env=env, check=False)
+    out = subprocess.run(
+        [SNAKEMAKE, "--profile", "workflow/profiles/local", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0 or not check, (out.stdout + out.stderr)[-3000:]
     return out
 
 
 def planned(out: subprocess.CompletedProcess) -> Counter:
-    return Counter({m.group(1): int(m.group(2)) for line in out.stdout.splitlines()
-                    if (m := re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)) and m.group(1) != "total"})
+    return Counter(
+        {
+            m.group(1): int(m.group(2))
+            for line in out.stdout.splitlines()
+            if (m := re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)) and m.group(1) != "total"
+        }
+    )
 
 
 @needs_snakemake
 def test_command_line_config_reaches_every_path():
     out = snakemake("-n", "--forceall", "--config", "experiment=other")
-    assert "work/other/features/demo_net.pt" in out.stdout and "results/other/tables/table4.md" in out.stdout
+    assert (
+        "work/other/features/demo_net.pt" in out.stdout
+        and "results/other/tables/table4.md" in out.stdout
+    )
     assert "work/demo/" not in out.stdout and "--config work/other/config.yaml" in out.stdout
 
 
@@ -82,8 +100,10 @@ def test_bad_command_line_config_is_one_line():
 
 @needs_snakemake
 def test_config_edit_reruns_only_the_rules_that_read_it(tmp_path):
-    paths = [f"paths={{work_dir: {tmp_path}/work, results_dir: {tmp_path}/results}}",
-             f"data={{root: {tmp_path}/data}}"]
+    paths = [
+        f"paths={{work_dir: {tmp_path}/work, results_dir: {tmp_path}/results}}",
+        f"data={{root: {tmp_path}/data}}",
+    ]
     edited = tmp_path / "edited.yaml"
     edited.write_text("report: {n_images: 500}\n")
     run = ["--until", "theory", "make_dataset", "--config", *paths]

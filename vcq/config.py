@@ -122,8 +122,9 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 
 def resolve_model(section: str, model: str | dict) -> dict:
-    """A model entry, validated: a name of `config/models/NAME.yaml`, an inline mapping, or a mapping
-    whose `name` is a model file and whose other keys override it (e.g. `{name: ar_b, token_input: codes}`)."""
+    """A model entry, validated: a name of `config/models/NAME.yaml`, an inline mapping, or a
+    mapping whose `name` is a model file and whose other keys override it (e.g. `{name: ar_b,
+    token_input: codes}`)."""
     if isinstance(model, str):
         path = MODELS_DIR / f"{model}.yaml"
         if not path.exists():
@@ -143,7 +144,9 @@ def _deep_merge(base: dict, update: dict) -> dict:
     """`base` updated by `update`, recursing into mappings (lists and scalars are replaced)."""
     out = copy.deepcopy(base)
     for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -162,7 +165,7 @@ def _read_config_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dict:
-    """Read (following `extends`), override, validate and fill an experiment config; resolve models."""
+    """Read (following `extends`), override, validate and fill an experiment config (models too)."""
     cfg = _read_config_yaml(Path(path))
     apply_overrides(cfg, overrides or [])
     return validate_config(cfg, where=str(path))
@@ -198,9 +201,14 @@ def validate_config(cfg: dict, where: str) -> dict:
     validate(cfg, load_schema(), where=where)
     _derive_experiment_paths(cfg)
     for rule, res in cfg["resources"].items():
-        if res.get("nodes", 1) > 1 and res.get("gpus", cfg["resources"].get("default", {}).get("gpus", 0)) < 1:
-            raise ConfigError(f"{where}: resources.{rule}.nodes: more than one node needs gpus >= 1 "
-                              "(nodes only spread torchrun's GPU ranks)")
+        if (
+            res.get("nodes", 1) > 1
+            and res.get("gpus", cfg["resources"].get("default", {}).get("gpus", 0)) < 1
+        ):
+            raise ConfigError(
+                f"{where}: resources.{rule}.nodes: more than one node needs gpus >= 1 "
+                "(nodes only spread torchrun's GPU ranks)"
+            )
     for section in MODEL_SECTIONS:
         if section in cfg and "model" in cfg[section]:
             cfg[section]["model"] = resolve_model(section, cfg[section]["model"])
@@ -215,23 +223,30 @@ def validate_config(cfg: dict, where: str) -> dict:
     quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
-            validate(tokenizer_config(cfg, s["name"])["quantizer"], quantizer_schema,
-                     where=f"{where}: schedules.{i}.quantizer")
+            validate(
+                tokenizer_config(cfg, s["name"])["quantizer"],
+                quantizer_schema,
+                where=f"{where}: schedules.{i}.quantizer",
+            )
     for i, s in enumerate(cfg["schedules"]):
         if s["ar_head"] == "leech_factorized":
             kind = tokenizer_config(cfg, s["name"])["quantizer"]["kind"]
             if kind != "leech":
-                raise ConfigError(f"{where}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
-                                  f"leech (schedule '{s['name']}' uses {kind})")
+                raise ConfigError(
+                    f"{where}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
+                    f"leech (schedule '{s['name']}' uses {kind})"
+                )
             if cfg["ar"]["prologue"]["num_tokens"]:
-                raise ConfigError(f"{where}: schedules.{i}.ar_head: prologue tokens need the softmax head "
-                                  "(set ar.prologue.num_tokens: 0 or ar_head: softmax)")
+                raise ConfigError(
+                    f"{where}: schedules.{i}.ar_head: prologue tokens need the softmax head "
+                    "(set ar.prologue.num_tokens: 0 or ar_head: softmax)"
+                )
     cfg["_config_path"] = where
     return cfg
 
 
 def _derive_experiment_paths(cfg: dict) -> None:
-    """Fill the per-experiment paths left null, so an extending config never shares its parent's files."""
+    """Fill the per-experiment paths left null: an extending config never shares its parent's."""
     layout, eval_cfg = Layout.of(cfg), cfg["eval"]
     if eval_cfg["demo_weights"] is None:
         eval_cfg["demo_weights"] = layout.demo_features()
@@ -244,9 +259,11 @@ def _check_divisibility(cfg: dict, path: str | Path) -> None:
     pairs = []
     if "model" in cfg.get("tokenizer", {}):
         m = cfg["tokenizer"]["model"]
-        pairs += [("tokenizer.model.image_size", m["image_size"], "patch_size", m["patch_size"]),
-                  ("tokenizer.model.enc_width", m["enc_width"], "enc_heads", m["enc_heads"]),
-                  ("tokenizer.model.dec_width", m["dec_width"], "dec_heads", m["dec_heads"])]
+        pairs += [
+            ("tokenizer.model.image_size", m["image_size"], "patch_size", m["patch_size"]),
+            ("tokenizer.model.enc_width", m["enc_width"], "enc_heads", m["enc_heads"]),
+            ("tokenizer.model.dec_width", m["dec_width"], "dec_heads", m["dec_heads"]),
+        ]
     if "model" in cfg.get("ar", {}):
         m = cfg["ar"]["model"]
         pairs.append(("ar.model.dim", m["dim"], "n_head", m["n_head"]))
@@ -255,8 +272,9 @@ def _check_divisibility(cfg: dict, path: str | Path) -> None:
         pairs.append(("ar.prologue.width", p["width"], "heads", p["heads"]))
     for key, value, other, divisor in pairs:
         if value % divisor:
-            raise ConfigError(f"{path}: bad value at '{key}': {value} is not divisible by "
-                              f"{other} = {divisor}")
+            raise ConfigError(
+                f"{path}: bad value at '{key}': {value} is not divisible by {other} = {divisor}"
+            )
 
 
 def _check_preset_schedules(cfg: dict, names: set[str], path: str | Path) -> None:
@@ -266,8 +284,10 @@ def _check_preset_schedules(cfg: dict, names: set[str], path: str | Path) -> Non
         for i, item in enumerate(sampling.get(kind, [])):
             unknown = sorted(set(item.get("schedules", [])) - names)
             if unknown:
-                raise ConfigError(f"{path}: sampling.{kind}.{i}.schedules: unknown schedule(s) {unknown} "
-                                  f"(have: {sorted(names)})")
+                raise ConfigError(
+                    f"{path}: sampling.{kind}.{i}.schedules: unknown schedule(s) {unknown} "
+                    f"(have: {sorted(names)})"
+                )
 
 
 def schedule(cfg: dict, name: str) -> dict:

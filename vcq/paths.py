@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths under `work_dir/<experiment>` (intermediate, resume state) and `results_dir/<experiment>`."""
+    """Paths under `work_dir/<experiment>` (intermediate) and `results_dir/<experiment>`."""
 
     work_dir: str
     results_dir: str

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from test_sbatch import submit_all
+from test_sbatch import submit_all  # noqa: E402 (importable once the path is set above)
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = "config/test_slurm.yaml"
@@ -41,12 +41,21 @@ def check_test_only(tmp: Path) -> None:
     for config in PAPER_CONFIGS:
         stub_dir = tmp / ("stub_" + Path(config).stem)
         stub_dir.mkdir()
-        calls = submit_all(stub_dir, config, str(no_grids),
-                           extra=("--config", "slurm={account: vcq, partition: gpu}"))
+        calls = submit_all(
+            stub_dir,
+            config,
+            str(no_grids),
+            extra=("--config", "slurm={account: vcq, partition: gpu}"),
+        )
         for rule, jobs in sorted(calls.items()):
             args = [a for a in jobs[0] if not a.startswith("--wrap=")]
-            out = subprocess.run(["sbatch", "--test-only", *args, "--wrap=true"], capture_output=True,
-                                 text=True, timeout=60, check=False)
+            out = subprocess.run(
+                ["sbatch", "--test-only", *args, "--wrap=true"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             answer = (out.stdout + out.stderr).strip()
             if out.returncode != 0 or "to start at" not in answer:
                 raise SystemExit(f"{config} {rule}: sbatch --test-only refused {args}: {answer}")
@@ -56,16 +65,22 @@ def check_test_only(tmp: Path) -> None:
 def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), timeout: int) -> Path:
     """Run config/test_slurm.yaml with its outputs under tmp/name; the results folder."""
     root = tmp / name
-    overrides = [f"paths={{work_dir: {root}/work, results_dir: {root}/results}}", f"data={{root: {root}/data}}"]
+    overrides = [
+        f"paths={{work_dir: {root}/work, results_dir: {root}/results}}",
+        f"data={{root: {root}/data}}",
+    ]
     cmd = [SNAKEMAKE, "--configfile", CONFIG, "--config", *overrides, *config, *args]
     log(" ".join(cmd))
     start = time.time()
     with open(tmp / f"{name}.log", "w") as f:
-        out = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
-                             check=False)
+        out = subprocess.run(
+            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
     if out.returncode != 0:
-        raise SystemExit(f"{name} run failed (log: {tmp / f'{name}.log'}):\n"
-                         + (tmp / f"{name}.log").read_text()[-3000:])
+        raise SystemExit(
+            f"{name} run failed (log: {tmp / f'{name}.log'}):\n"
+            + (tmp / f"{name}.log").read_text()[-3000:]
+        )
     log(f"{name} run finished in {time.time() - start:.0f} s")
     return root / "results" / "test_slurm"
 
@@ -79,23 +94,48 @@ def same_tables(a: Path, b: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["accounting", "noaccounting"],
-                        help="accounting: checks 1 and 2; noaccounting: check 3")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "part",
+        choices=["accounting", "noaccounting"],
+        help="accounting: checks 1 and 2; noaccounting: check 3",
+    )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # same arithmetic in SLURM jobs and local jobs
     os.environ["PYTHONPATH"] = str(REPO)
     tmp = Path(tempfile.mkdtemp(prefix="vcq-slurm-runs-"))
     if args.part == "accounting":
         check_test_only(tmp)
-        on_slurm = workflow(tmp, "slurm", "--profile", "workflow/profiles/slurm", *FAST_STATUS,
-                            "--slurm-keep-successful-logs", config=("slurm={account: vcq}",), timeout=600)
-        local = workflow(tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=600)
+        on_slurm = workflow(
+            tmp,
+            "slurm",
+            "--profile",
+            "workflow/profiles/slurm",
+            *FAST_STATUS,
+            "--slurm-keep-successful-logs",
+            config=("slurm={account: vcq}",),
+            timeout=600,
+        )
+        local = workflow(
+            tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=600
+        )
         same_tables(on_slurm, local)
     else:
         # no slurmdbd: sacct fails, so the status must come from squeue (MinJobAge 300 s >= 120 s)
-        workflow(tmp, "squeue", "--profile", "workflow/profiles/slurm", *FAST_STATUS,
-                 "--slurm-status-command", "squeue", "--until", "theory", timeout=300)
+        workflow(
+            tmp,
+            "squeue",
+            "--profile",
+            "workflow/profiles/slurm",
+            *FAST_STATUS,
+            "--slurm-status-command",
+            "squeue",
+            "--until",
+            "theory",
+            timeout=300,
+        )
     log(f"{args.part}: passed")
 
 
