@@ -7,6 +7,8 @@
 # foreground of a background job and its PID goes to DIR/pids; stop_cluster.sh DIR kills them.
 #   usage: start_cluster.sh DIR [accounting|noaccounting]
 set -euo pipefail
+# the daemons live in sbin, which a minimal PATH (CI, cron, env -i) leaves out
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 T=$(realpath "$1")
 MODE=${2:-accounting}
 mkdir -p "$T"/{etc,munge,mysql,state,spool,log,run}
