@@ -17,16 +17,16 @@ from collections import Counter
 import numpy as np
 
 from vcq.entropy import conditional_entropy
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 
 def markov_tokens(n: int, length: int, k_max: int, seed: int = 0) -> np.ndarray:
     """Cosine-schedule tokens, x_t a noisy function of x_{t-1}: prefixes split gradually."""
     rng = np.random.default_rng(seed)
-    sizes = codebook_sizes("cosine", 2, k_max, length)
+    k_sizes = schedule_k_sizes("cosine", 2, k_max, length)
     out = np.empty((n, length), dtype=np.uint16)
     prev = np.zeros(n, dtype=np.int64)
-    for t, k in enumerate(sizes):
+    for t, k in enumerate(k_sizes):
         noise = rng.integers(0, max(2, int(k) // 4), size=n)
         prev = (prev * 31 + noise) % int(k)
         out[:, t] = prev

@@ -6,7 +6,7 @@ import time
 import torch
 
 from vcq.quantizers import SharedCodebookQuantizer
-from vcq.schedules import codebook_sizes, mean_codebook_size
+from vcq.schedules import mean_codebook_size, schedule_k_sizes
 
 
 def _time(q: SharedCodebookQuantizer, z: torch.Tensor, repeats: int) -> float:
@@ -34,13 +34,13 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
     torch.manual_seed(0)
-    sizes = codebook_sizes("cosine", a.k_min, a.k_max, length=a.length)
+    k_sizes = schedule_k_sizes("cosine", a.k_min, a.k_max, length=a.length)
     z = torch.randn(a.batch, a.length, a.dim, device=a.device)
-    cos = SharedCodebookQuantizer(sizes, code_dim=a.dim, search_groups=a.groups).to(a.device)
+    cos = SharedCodebookQuantizer(k_sizes, code_dim=a.dim, search_groups=a.groups).to(a.device)
     const = SharedCodebookQuantizer([a.k_max] * a.length, code_dim=a.dim).to(a.device)
     const.embedding.data.copy_(cos.embedding.data)
     t_cos, t_const = _time(cos, z, a.repeats), _time(const, z, a.repeats)
-    print(f"K̄/Kmax = {mean_codebook_size(sizes) / a.k_max:.3f}  device={a.device}")
+    print(f"K̄/Kmax = {mean_codebook_size(k_sizes) / a.k_max:.3f}  device={a.device}")
     print(f"constant {t_const * 1e3:.1f} ms  cosine {t_cos * 1e3:.1f} ms")
     print(f"ratio cosine/constant = {t_cos / t_const:.3f} (target <= 0.5)")
 

@@ -9,7 +9,7 @@ import yaml
 
 from vcq.ar import ARConfig, count_params, format_breakdown
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.config import codebook_sizes_for, tokenizer_config
+from vcq.config import k_sizes_for, tokenizer_config
 from vcq.tokenizer import build_tokenizer, parameter_breakdown
 
 
@@ -23,14 +23,14 @@ def main() -> None:
     cfg, log = load_step_config(args), setup_logging()
     paper = yaml.safe_load(Path(cfg["report"]["paper_numbers"]).read_text()).get("table3", {})
     name = max(cfg["schedules"], key=lambda s: s["k_max"])["name"]  # the largest codebook
-    sizes = codebook_sizes_for(cfg, name)
+    k_sizes = k_sizes_for(cfg, name)
     with torch.device("meta"):
-        tok = parameter_breakdown(build_tokenizer(tokenizer_config(cfg, name), sizes))
+        tok = parameter_breakdown(build_tokenizer(tokenizer_config(cfg, name), k_sizes))
     ar_cfg = ARConfig.from_dict(
         {
             **cfg["ar"]["model"],
-            "vocab_size": int(sizes.max()),
-            "seq_len": len(sizes),
+            "vocab_size": int(k_sizes.max()),
+            "seq_len": len(k_sizes),
             "num_classes": args.num_classes,
         }
     )
@@ -49,8 +49,8 @@ def main() -> None:
             "%s %s (Kmax %d, L %d): %.2fM (%s)\n%s",
             label,
             model_name,
-            int(sizes.max()),
-            len(sizes),
+            int(k_sizes.max()),
+            len(k_sizes),
             parts["total"] / 1e6,
             versus,
             format_breakdown(parts),

@@ -100,11 +100,11 @@ def test_factorized_leech_head_trains_saves_and_samples_within_k_t(tmp_path):
     save_ar(tmp_path / "m.pt", m, m.cfg)
     m2, _ = load_ar(tmp_path / "m.pt")
     assert torch.equal(m2.output.code_labels, m.output.code_labels)
-    sizes = np.linspace(2, 1104, 16).astype(int)
+    k_sizes = np.linspace(2, 1104, 16).astype(int)
     preset = {"guidance": "codebook-aware", "scale": 2.0, "power": 1.0}
-    a = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
-    b = generate(m2, lab, sizes, preset, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b) and bool((a < torch.as_tensor(sizes)).all())
+    a = generate(m2, lab, k_sizes, preset, torch.Generator().manual_seed(3))
+    b = generate(m2, lab, k_sizes, preset, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and bool((a < torch.as_tensor(k_sizes)).all())
 
 
 def test_code_vector_input_is_a_linear_map_of_the_stored_codes():

@@ -13,8 +13,8 @@ CFG = {
 
 def test_gradients_reach_bridge_and_export_loads():
     torch.manual_seed(0)
-    sizes = [16, 32, 64]
-    q = build_quantizer(CFG, sizes)
+    k_sizes = [16, 32, 64]
+    q = build_quantizer(CFG, k_sizes)
     z = torch.randn(4, 3, 8)
     out = q(z)
     out.loss.backward()
@@ -22,12 +22,12 @@ def test_gradients_reach_bridge_and_export_loads():
         p.grad is not None and p.grad.abs().sum() > 0 for p in q.bridge.compress.parameters()
     )
     assert q.embedding.grad.abs().sum() > 0
-    assert bool((out.indices < torch.tensor(sizes)).all())
-    plain = build_quantizer({"kind": "vcq", "code_dim": 8}, sizes)
+    assert bool((out.indices < torch.tensor(k_sizes)).all())
+    plain = build_quantizer({"kind": "vcq", "code_dim": 8}, k_sizes)
     plain.embedding.data.copy_(q.export())
     assert torch.allclose(plain.codebook_vectors(), q.codebook_vectors(), atol=1e-6)
     assert torch.equal(plain(z).indices, out.indices)
-    stats = usage_stats(usage_histogram(out.indices, q.k_max), q.codebook_sizes)
+    stats = usage_stats(usage_histogram(out.indices, q.k_max), q.k_sizes)
     assert stats["utilization"].shape == (3,)
 
 

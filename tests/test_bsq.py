@@ -5,7 +5,7 @@ import torch
 
 from vcq.quantizers.base import build_quantizer
 from vcq.quantizers.bsq import bsq_entropy_terms
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 
 def make(d=18):
@@ -51,15 +51,15 @@ def test_entropy_limits():
 def test_vcq_schedule_indices_below_k_t_and_equal_brute_force():
     # cosine schedule Kmin 2 -> Kmax 64 over 32 positions: K_t is rounded down to a power of two
     d = 6
-    sizes = codebook_sizes("cosine", 2, 2**d, length=32)
-    q = build_quantizer({"kind": "bsq", "dim": d}, sizes)
-    bits = torch.tensor([int(k).bit_length() - 1 for k in sizes])
-    assert bits[0] == 1 and bits[-1] == d and bool((2**bits <= torch.as_tensor(sizes)).all())
-    assert bool((2 ** (bits + 1) > torch.as_tensor(sizes)).all())
+    k_sizes = schedule_k_sizes("cosine", 2, 2**d, length=32)
+    q = build_quantizer({"kind": "bsq", "dim": d}, k_sizes)
+    bits = torch.tensor([int(k).bit_length() - 1 for k in k_sizes])
+    assert bits[0] == 1 and bits[-1] == d and bool((2**bits <= torch.as_tensor(k_sizes)).all())
+    assert bool((2 ** (bits + 1) > torch.as_tensor(k_sizes)).all())
     torch.manual_seed(0)
     z = torch.randn(50, 32, d)
     out = q(z)
-    assert bool((out.indices < torch.as_tensor(sizes)).all())
+    assert bool((out.indices < torch.as_tensor(k_sizes)).all())
     assert bool((out.indices < 2**bits).all()) and bool((out.indices >= 2 ** (bits - 1)).any())
     # nearest among the first 2^b_t codes, by brute force over the whole 2^d codebook
     u = torch.nn.functional.normalize(z, dim=-1)

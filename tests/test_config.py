@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vcq.config import ConfigError, codebook_sizes_for, load_config, tokenizer_config
+from vcq.config import ConfigError, k_sizes_for, load_config, tokenizer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(
@@ -29,7 +29,7 @@ def test_shipped_configs_validate(path):
     cfg = load_config(ROOT / path)
     assert cfg["schedules"] and isinstance(cfg["tokenizer"]["model"], dict)
     for s in cfg["schedules"]:
-        assert len(codebook_sizes_for(cfg, s["name"])) == cfg["tokenizer"]["num_tokens"]
+        assert len(k_sizes_for(cfg, s["name"])) == cfg["tokenizer"]["num_tokens"]
 
 
 def test_imagenet_config_holds_the_papers_settings():

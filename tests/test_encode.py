@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from vcq.config import codebook_sizes_for, load_config
+from vcq.config import k_sizes_for, load_config
 from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import open_tokens, partial_path
 from vcq.data.views import make_views
@@ -59,7 +59,7 @@ def setup(tmp_path_factory):
     cfg = load_config(cfg_path)
     _run("make_dataset", "--config", cfg_path)
     torch.manual_seed(0)
-    model = build_tokenizer(cfg["tokenizer"], codebook_sizes_for(cfg, "cosine"))
+    model = build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine"))
     save_tokenizer(tmp / "final.pt", model, cfg, {"schedule": "cosine"})
     return tmp, cfg_path, cfg
 
@@ -94,7 +94,7 @@ def test_encode_train_views_match_direct_encoding(setup):
     _encode(setup, out)
     model = load_tokenizer(tmp / "final.pt")
     data = ImageFolderDataset(tmp / "data" / "train")
-    with open_tokens(out, codebook_sizes_for(cfg, "cosine")) as s:
+    with open_tokens(out, k_sizes_for(cfg, "cosine")) as s:
         assert (s.num_rows, s.num_views, s.seq_len) == (12, 10, 32)
         assert s.tokenizer_sha256 == file_sha256(tmp / "final.pt") and s.schedule == "cosine"
         assert np.array_equal(s.labels, data.labels) and s.num_classes == 3

@@ -13,7 +13,7 @@ import pytest
 
 from vcq.data.tokens import TokenWriter
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,7 +207,7 @@ def test_cli_infers_sizes_as_max_plus_one_and_reads_schedules(tmp_path, capsys):
     df, summary = _cli(
         tmp_path, capsys, tmp_path / "bits.npy", "--k-sizes", "cosine:2:16", "--n-images", "1024"
     )
-    assert list(df.k_t) == list(codebook_sizes("cosine", 2, 16, 5)) and summary["log2_n"] == 10
+    assert list(df.k_t) == list(schedule_k_sizes("cosine", 2, 16, 5)) and summary["log2_n"] == 10
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from vcq.ar import ARConfig, ARModel, load_ar, save_ar
-from vcq.config import ConfigError, codebook_sizes_for, load_config
+from vcq.config import ConfigError, k_sizes_for, load_config
 from vcq.data.tokens import TokenFileError, TokenWriter, open_tokens, partial_path
 from vcq.entropy import read_token_matrix
 from vcq.io import StepError, file_sha256
@@ -53,14 +53,14 @@ def _last_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
 
 
-def _tokens(path, n=40, sizes=SIZES, sha="tok", seed=0, views=2):
+def _tokens(path, n=40, k_sizes=SIZES, sha="tok", seed=0, views=2):
     rng = np.random.default_rng(seed)
-    tokens = (rng.random((n, views, len(sizes))) * sizes).astype(np.int64)
+    tokens = (rng.random((n, views, len(k_sizes))) * k_sizes).astype(np.int64)
     Path(path).unlink(missing_ok=True)
     with TokenWriter(
         path,
         num_rows=n,
-        k_sizes=sizes,
+        k_sizes=k_sizes,
         view_names=[f"v{i}" for i in range(views)],
         num_classes=3,
         schedule="s",
@@ -391,7 +391,7 @@ def encode_setup(tmp_path_factory):
     torch.manual_seed(0)
     save_tokenizer(
         tmp / "final.pt",
-        build_tokenizer(cfg["tokenizer"], codebook_sizes_for(cfg, "cosine")),
+        build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine")),
         cfg,
         {"schedule": "cosine"},
     )

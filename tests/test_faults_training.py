@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from vcq.ar import ARConfig, ARModel, save_ar
-from vcq.config import codebook_sizes_for, load_config
+from vcq.config import k_sizes_for, load_config
 from vcq.data.images import ImageFolderDataset
 from vcq.numerics import FiniteGuard, NonFiniteError, check_finite_weights
 from vcq.tokenizer import build_tokenizer, save_tokenizer
@@ -144,7 +144,7 @@ def test_non_finite_weights_are_refused_by_encoding_and_sampling(tmp_path):
     cfg_path = config(tmp_path)
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
-    tok = build_tokenizer(cfg["tokenizer"], codebook_sizes_for(cfg, "cosine"))
+    tok = build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine"))
     save_tokenizer(tmp_path / "good.pt", tok, cfg, {"schedule": "cosine"})
     with pytest.raises(NonFiniteError):
         check_finite_weights(
@@ -179,7 +179,7 @@ def test_non_finite_weights_are_refused_by_encoding_and_sampling(tmp_path):
     ar_cfg = ARConfig(vocab_size=16, seq_len=8, num_classes=2, n_layer=1, n_head=2, dim=16)
     ar = ARModel(ar_cfg)
     ar.output.weight.data[0, 0] = float("inf")
-    save_ar(tmp_path / "ar.pt", ar, ar_cfg, {"k_sizes": codebook_sizes_for(cfg, "cosine").tolist()})
+    save_ar(tmp_path / "ar.pt", ar, ar_cfg, {"k_sizes": k_sizes_for(cfg, "cosine").tolist()})
     r = step(
         "sample",
         "--config",

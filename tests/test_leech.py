@@ -70,12 +70,12 @@ def test_subsets():
 
 def test_quantizer_prefix_and_straight_through():
     torch.manual_seed(0)
-    sizes = [1104, 4096, 1104]
-    q = build_quantizer({"kind": "leech"}, sizes)
+    k_sizes = [1104, 4096, 1104]
+    q = build_quantizer({"kind": "leech"}, k_sizes)
     z = torch.randn(3, 3, 24, requires_grad=True)
     out = q(z)
     assert out.indices.shape == (3, 3) and float(out.loss) == 0.0
-    assert bool((out.indices < torch.tensor(sizes)).all())
+    assert bool((out.indices < torch.tensor(k_sizes)).all())
     assert torch.allclose(out.quantized, q.lookup(out.indices))
     out.quantized.sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0

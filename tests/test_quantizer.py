@@ -10,26 +10,26 @@ from vcq.quantizers import (
     usage_histogram,
     usage_stats,
 )
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 
 def _sizes():
-    return torch.as_tensor(codebook_sizes("cosine", 4, 64, length=32))
+    return torch.as_tensor(schedule_k_sizes("cosine", 4, 64, length=32))
 
 
 @pytest.mark.parametrize("l2_norm", [True, False])
 @pytest.mark.parametrize("groups", [1, 3, 8, 32])
 def test_indices_below_k_t_and_equal_brute_force(l2_norm, groups):
     torch.manual_seed(0)
-    sizes = _sizes()
-    q = SharedCodebookQuantizer(sizes, code_dim=8, l2_norm=l2_norm, search_groups=groups)
+    k_sizes = _sizes()
+    q = SharedCodebookQuantizer(k_sizes, code_dim=8, l2_norm=l2_norm, search_groups=groups)
     z = torch.randn(5, 32, 8)
     out = q(z)
     assert out.indices.dtype == torch.long and out.indices.shape == (5, 32)
-    assert bool((out.indices < sizes).all())
+    assert bool((out.indices < k_sizes).all())
     zz = torch.nn.functional.normalize(z, dim=-1) if l2_norm else z
     dist = torch.cdist(zz, q.codebook_vectors()[None].expand(5, -1, -1))
-    dist = dist.masked_fill(torch.arange(64) >= sizes[:, None], float("inf"))
+    dist = dist.masked_fill(torch.arange(64) >= k_sizes[:, None], float("inf"))
     assert torch.equal(out.indices, dist.argmin(-1))
     assert torch.allclose(out.quantized, q.lookup(out.indices), atol=1e-6)
 

@@ -74,7 +74,7 @@ def test_codebook_aware_readings_hand_computed():
 
 def test_table7_cosine_preset_readings_differ_early():
     # Issue 15: VCQ-Cosine (Kmin 2, Kmax 16384, L 256), Table 7 "scale=10, p=1.5" -> s = 9
-    k = schedules.codebook_sizes("cosine", 2, 16384, 256)
+    k = schedules.schedule_k_sizes("cosine", 2, 16384, 256)
     product = guidance_scales("codebook-aware", 9, k, 1.5, "position")
     capacity = guidance_scales("codebook-aware", 9, k, 1.5, "capacity")
     eq4 = guidance_scales("codebook-aware", 9, k)

@@ -6,10 +6,10 @@ import pytest
 from vcq.schedules import (
     bits_per_pixel,
     cliff_position_vcq,
-    codebook_sizes,
     cumulative_information,
     mean_codebook_size,
     remaining_budget,
+    schedule_k_sizes,
 )
 
 IMAGENET = 1_281_167
@@ -27,15 +27,15 @@ TABLE2 = [
 
 @pytest.mark.parametrize("kind,kmin,kmax,kbar,bpp,tstar", TABLE2)
 def test_table2_row(kind, kmin, kmax, kbar, bpp, tstar):
-    sizes = codebook_sizes(kind, kmin, kmax, length=256, alpha=2.5)
-    assert round(mean_codebook_size(sizes)) == kbar
-    assert round(bits_per_pixel(sizes, 256), 3) == bpp
-    assert cliff_position_vcq(sizes, IMAGENET) == tstar
+    k_sizes = schedule_k_sizes(kind, kmin, kmax, length=256, alpha=2.5)
+    assert round(mean_codebook_size(k_sizes)) == kbar
+    assert round(bits_per_pixel(k_sizes, 256), 3) == bpp
+    assert cliff_position_vcq(k_sizes, IMAGENET) == tstar
 
 
 def test_unrounded_means_match_spec():
     got = [
-        mean_codebook_size(codebook_sizes(k, a, b))
+        mean_codebook_size(schedule_k_sizes(k, a, b))
         for k, a, b in [
             ("linear", 2, 16384),
             ("cosine", 2, 16384),
@@ -48,7 +48,7 @@ def test_unrounded_means_match_spec():
 
 def test_schedule_endpoints_and_monotone():
     for kind in ("linear", "cosine", "power"):
-        s = codebook_sizes(kind, 2, 16384, 256)
+        s = schedule_k_sizes(kind, 2, 16384, 256)
         assert s[0] == 2 and s[-1] == 16384
         assert np.all(np.diff(s) >= 0)
         assert s.dtype == np.int64
@@ -56,21 +56,21 @@ def test_schedule_endpoints_and_monotone():
 
 def test_eq3_early_values_not_prose():
     # The paper's prose quotes cosine K1=3, K2=6; Eq. 3 (which Table 2 follows) gives 2, 3.
-    s = codebook_sizes("cosine", 2, 16384, 256)
+    s = schedule_k_sizes("cosine", 2, 16384, 256)
     assert s[:3].tolist() == [2, 2, 3]
-    assert codebook_sizes("linear", 2, 16384, 256)[1:3].tolist() == [66, 130]
+    assert schedule_k_sizes("linear", 2, 16384, 256)[1:3].tolist() == [66, 130]
 
 
 def test_information_budget():
-    sizes = codebook_sizes("constant", 16384, 16384, 4)
-    np.testing.assert_allclose(cumulative_information(sizes), [0, 14, 28, 42, 56])
-    rem = remaining_budget(sizes, IMAGENET)
+    k_sizes = schedule_k_sizes("constant", 16384, 16384, 4)
+    np.testing.assert_allclose(cumulative_information(k_sizes), [0, 14, 28, 42, 56])
+    rem = remaining_budget(k_sizes, IMAGENET)
     assert rem[0] == pytest.approx(np.log2(IMAGENET))
     assert rem[1] > 0 > rem[2]
 
 
 def test_bad_bounds_rejected():
     with pytest.raises(ValueError, match="k_min"):
-        codebook_sizes("linear", 10, 5)
+        schedule_k_sizes("linear", 10, 5)
     with pytest.raises(ValueError, match="unknown schedule"):
-        codebook_sizes("exp", 2, 16)
+        schedule_k_sizes("exp", 2, 16)

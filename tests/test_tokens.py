@@ -14,9 +14,9 @@ from vcq.data.tokens import (
     partial_path,
     token_dtype,
 )
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
-SIZES = codebook_sizes("cosine", 4, 64, length=8)
+SIZES = schedule_k_sizes("cosine", 4, 64, length=8)
 NAMES = ["v0", "v1", "v2"]
 
 
@@ -26,11 +26,11 @@ def _data(n=23, seed=0):
     return tokens, rng.integers(0, 5, n)
 
 
-def _writer(path, n, rows=None, sha="abc", sizes=SIZES):
+def _writer(path, n, rows=None, sha="abc", k_sizes=SIZES):
     return TokenWriter(
         path,
         num_rows=n,
-        k_sizes=sizes,
+        k_sizes=k_sizes,
         view_names=NAMES,
         num_classes=5,
         schedule="cosine",

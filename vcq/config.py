@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from vcq.paths import Layout
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 # package data, so that a plain (non-editable) install validates configs too; the checkout's
 # workflow/schemas and config/models are links to these folders
@@ -298,10 +298,10 @@ def schedule(cfg: dict, name: str) -> dict:
     raise ConfigError(f"no schedule named '{name}' (have: {[s['name'] for s in cfg['schedules']]})")
 
 
-def codebook_sizes_for(cfg: dict, name: str) -> np.ndarray:
+def k_sizes_for(cfg: dict, name: str) -> np.ndarray:
     """K_t of schedule `name` at the tokenizer's sequence length."""
     s = schedule(cfg, name)
-    return codebook_sizes(
+    return schedule_k_sizes(
         s["kind"], s["k_min"], s["k_max"], cfg["tokenizer"]["num_tokens"], s["alpha"]
     )
 

@@ -247,7 +247,7 @@ def parse_k_sizes(spec: str, length: int) -> np.ndarray:
         if ":" in spec:
             kind, *nums = spec.split(":")
             alpha = float(nums[2]) if len(nums) == 3 else 2.5
-            return schedules.codebook_sizes(kind, int(nums[0]), int(nums[1]), length, alpha)
+            return schedules.schedule_k_sizes(kind, int(nums[0]), int(nums[1]), length, alpha)
         values = [int(v) for v in spec.split(",")]
     except (ValueError, IndexError, KeyError) as e:
         raise InputError(f"--k-sizes {spec!r}: {e}") from None

@@ -22,7 +22,7 @@ def schedule_shape(schedule: str, tau: np.ndarray, alpha: float = 2.5) -> np.nda
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
 
 
-def codebook_sizes(
+def schedule_k_sizes(
     schedule: str, k_min: int, k_max: int, length: int = 256, alpha: float = 2.5
 ) -> np.ndarray:
     """Integer K_t for t = 0..L-1: K_min + (K_max - K_min)·f(t/(L-1)), rounded to nearest."""
@@ -33,32 +33,32 @@ def codebook_sizes(
     tau = np.arange(length, dtype=np.float64) / max(length - 1, 1)
     # np.rint rounds half to even; Eq. 3 asks for the nearest integer, ties never occur in Table 2
     # but floor(x + 0.5) keeps the rule explicit.
-    sizes = np.floor(k_min + (k_max - k_min) * schedule_shape(schedule, tau, alpha) + 0.5)
-    return np.clip(sizes, k_min, k_max).astype(np.int64)
+    k_sizes = np.floor(k_min + (k_max - k_min) * schedule_shape(schedule, tau, alpha) + 0.5)
+    return np.clip(k_sizes, k_min, k_max).astype(np.int64)
 
 
-def mean_codebook_size(sizes: np.ndarray) -> float:
+def mean_codebook_size(k_sizes: np.ndarray) -> float:
     """K̄, the mean codebook size over positions."""
-    return float(np.mean(sizes))
+    return float(np.mean(k_sizes))
 
 
-def bits_per_pixel(sizes: np.ndarray, image_size: int = 256) -> float:
+def bits_per_pixel(k_sizes: np.ndarray, image_size: int = 256) -> float:
     """BPP = Σ_t log2 K_t / (image_size²)."""
-    return float(np.sum(np.log2(sizes)) / (image_size * image_size))
+    return float(np.sum(np.log2(k_sizes)) / (image_size * image_size))
 
 
-def cumulative_information(sizes: np.ndarray) -> np.ndarray:
+def cumulative_information(k_sizes: np.ndarray) -> np.ndarray:
     """I(t) = Σ_{i<t} log2 K_i for t = 0..L (Eq. 2); I(0) = 0."""
-    return np.concatenate([[0.0], np.cumsum(np.log2(sizes.astype(np.float64)))])
+    return np.concatenate([[0.0], np.cumsum(np.log2(k_sizes.astype(np.float64)))])
 
 
-def remaining_budget(sizes: np.ndarray, n_images: int) -> np.ndarray:
+def remaining_budget(k_sizes: np.ndarray, n_images: int) -> np.ndarray:
     """log2 N − I(t) for t = 0..L, the theoretical curve of Fig. 2(a)."""
-    return math.log2(n_images) - cumulative_information(sizes)
+    return math.log2(n_images) - cumulative_information(k_sizes)
 
 
-def cliff_position_vcq(sizes: np.ndarray, n_images: int) -> int:
+def cliff_position_vcq(k_sizes: np.ndarray, n_images: int) -> int:
     """t*_vcq: the smallest t with I(t) >= log2 N (L+1 if the sequence never reaches it)."""
-    info = cumulative_information(sizes)
+    info = cumulative_information(k_sizes)
     hits = np.nonzero(info >= math.log2(n_images) - 1e-12)[0]
-    return int(hits[0]) if hits.size else len(sizes) + 1
+    return int(hits[0]) if hits.size else len(k_sizes) + 1

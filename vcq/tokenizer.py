@@ -51,11 +51,13 @@ class ViT(nn.Module):
 class Tokenizer(nn.Module):
     """1D tokenizer; images are in [-1, 1] both at the input and at the output."""
 
-    def __init__(self, model: dict, num_tokens: int, quantizer: dict, sizes: Sequence[int]) -> None:
+    def __init__(
+        self, model: dict, num_tokens: int, quantizer: dict, k_sizes: Sequence[int]
+    ) -> None:
         super().__init__()
         self.model_cfg, self.quantizer_cfg = dict(model), dict(quantizer)
-        self.sizes = [int(k) for k in sizes]
-        if len(self.sizes) != num_tokens:
+        self.k_sizes = [int(k) for k in k_sizes]
+        if len(self.k_sizes) != num_tokens:
             raise ValueError(f"{len(self.sizes)} codebook sizes for {num_tokens} tokens")
         self.num_tokens = num_tokens
         self.image_size, self.patch = model["image_size"], model["patch_size"]
@@ -69,7 +71,7 @@ class Tokenizer(nn.Module):
         self.latents = nn.Parameter(scale * torch.randn(num_tokens, ew))
         self.encoder = ViT(ew, model["enc_depth"], model["enc_heads"], mlp)
         self.to_code = nn.Linear(ew, code_dim)
-        self.quantizer = build_quantizer(quantizer, self.sizes)
+        self.quantizer = build_quantizer(quantizer, self.k_sizes)
         self.from_code = nn.Linear(code_dim, dw)
         self.mask_token = nn.Parameter(scale * torch.randn(dw))
         self.dec_pos = nn.Parameter(scale * torch.randn(num_tokens + n_patches, dw))
@@ -119,10 +121,10 @@ class Tokenizer(nn.Module):
         return self.decode(out.quantized), out
 
 
-def build_tokenizer(tokenizer_cfg: dict, sizes: Sequence[int]) -> Tokenizer:
+def build_tokenizer(tokenizer_cfg: dict, k_sizes: Sequence[int]) -> Tokenizer:
     """A tokenizer from the resolved `tokenizer` config section and the schedule's K_t."""
     return Tokenizer(
-        tokenizer_cfg["model"], tokenizer_cfg["num_tokens"], tokenizer_cfg["quantizer"], sizes
+        tokenizer_cfg["model"], tokenizer_cfg["num_tokens"], tokenizer_cfg["quantizer"], k_sizes
     )
 
 
@@ -152,7 +154,7 @@ def export_for_inference(model: Tokenizer) -> Tokenizer:
     if not hasattr(model.quantizer, "export"):
         return model
     plain_cfg = {**model.quantizer_cfg, "kind": "vcq"}
-    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.sizes).to(
+    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.k_sizes).to(
         next(model.parameters()).device
     )
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
@@ -171,7 +173,7 @@ def save_tokenizer(
         "model": model.model_cfg,
         "num_tokens": model.num_tokens,
         "quantizer": model.quantizer_cfg,
-        "sizes": model.sizes,
+        "k_sizes": model.k_sizes,
     }
     # Loader-private keys (`_config_path`) would make the file, and so its hash, depend on where
     # the checkout lives.
@@ -186,6 +188,8 @@ def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "
 
     state = require_checkpoint(path, ["spec", "state_dict"], map_location)
     spec = state["spec"]
-    model = Tokenizer(spec["model"], spec["num_tokens"], spec["quantizer"], spec["sizes"])
+    # checkpoints written before K_t was `k_sizes` everywhere call it `sizes`
+    k_sizes = spec["k_sizes"] if "k_sizes" in spec else spec["sizes"]
+    model = Tokenizer(spec["model"], spec["num_tokens"], spec["quantizer"], k_sizes)
     restore_module(model, state["state_dict"], path)
     return model.to(map_location).eval()

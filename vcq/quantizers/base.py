@@ -24,22 +24,22 @@ class QuantizerOutput:
 class Quantizer(nn.Module, ABC):
     """Maps latents (B, L, D) to codes; position t may use only its first K_t codes."""
 
-    def __init__(self, sizes: Sequence[int] | torch.Tensor) -> None:
+    def __init__(self, k_sizes: Sequence[int] | torch.Tensor) -> None:
         super().__init__()
-        sizes = torch.as_tensor(sizes, dtype=torch.long, device="cpu")
-        if sizes.ndim != 1 or bool((sizes < 1).any()):
-            raise ValueError(f"codebook sizes must be a 1-D tensor of positive ints, got {sizes}")
-        self.register_buffer("codebook_sizes", sizes, persistent=False)
+        k_sizes = torch.as_tensor(k_sizes, dtype=torch.long, device="cpu")
+        if k_sizes.ndim != 1 or bool((k_sizes < 1).any()):
+            raise ValueError(f"codebook sizes must be a 1-D tensor of positive ints, got {k_sizes}")
+        self.register_buffer("k_sizes", k_sizes, persistent=False)
 
     @property
     def num_tokens(self) -> int:
         """Sequence length L."""
-        return int(self.codebook_sizes.numel())
+        return int(self.k_sizes.numel())
 
     @property
     def k_max(self) -> int:
         """Largest codebook size over positions."""
-        return int(self.codebook_sizes.max())
+        return int(self.k_sizes.max())
 
     @abstractmethod
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
@@ -69,7 +69,7 @@ def register_quantizer(name: str) -> Callable[[type], type]:
     return wrap
 
 
-def build_quantizer(cfg_quantizer: dict, sizes: Sequence[int] | torch.Tensor) -> Quantizer:
+def build_quantizer(cfg_quantizer: dict, k_sizes: Sequence[int] | torch.Tensor) -> Quantizer:
     """Build the quantizer named by `cfg_quantizer["kind"]`; other keys go to its constructor."""
     cfg = dict(cfg_quantizer)
     kind = cfg.pop("kind", "vcq")
@@ -84,7 +84,7 @@ def build_quantizer(cfg_quantizer: dict, sizes: Sequence[int] | torch.Tensor) ->
         if "__init__" in vars(c)
         for name in inspect.signature(c.__init__).parameters
     }
-    return cls(sizes=sizes, **{k: v for k, v in cfg.items() if k in accepted})
+    return cls(k_sizes=k_sizes, **{k: v for k, v in cfg.items() if k in accepted})
 
 
 def code_counts(indices: torch.Tensor, k_max: int) -> torch.Tensor:
@@ -102,10 +102,14 @@ def usage_histogram(indices: torch.Tensor, k_max: int) -> torch.Tensor:
     return torch.bincount(flat, minlength=length * k_max).reshape(length, k_max)
 
 
-def usage_stats(hist: torch.Tensor, sizes: torch.Tensor) -> dict[str, torch.Tensor]:
+def usage_stats(hist: torch.Tensor, k_sizes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-position utilization (used codes / K_t) and perplexity from a usage histogram."""
-    sizes = sizes.to(hist.device)
+    k_sizes = k_sizes.to(hist.device)
     used = (hist > 0).sum(dim=1)
     p = hist.float() / hist.sum(dim=1, keepdim=True).clamp_min(1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
-    return {"utilization": used.float() / sizes.float(), "perplexity": entropy.exp(), "used": used}
+    return {
+        "utilization": used.float() / k_sizes.float(),
+        "perplexity": entropy.exp(),
+        "used": used,
+    }

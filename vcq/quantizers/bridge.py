@@ -44,7 +44,7 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
 
     def __init__(
         self,
-        sizes: Sequence[int] | torch.Tensor,
+        k_sizes: Sequence[int] | torch.Tensor,
         bridge_group: int = 8,
         bridge_width: int = 256,
         bridge_depth: int = 2,
@@ -53,7 +53,7 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
     ) -> None:
         if kwargs.get("update", "loss") != "loss":
             raise ValueError("vcq_bridge needs update='loss': the bridge is trained by gradient")
-        super().__init__(sizes, **kwargs)
+        super().__init__(k_sizes, **kwargs)
         if self.k_max % bridge_group:
             raise ValueError(
                 f"K_max={self.k_max} must be a multiple of bridge_group={bridge_group}"

@@ -33,10 +33,10 @@ def bsq_entropy_terms(
     return (_binary_entropy(p) * w).sum(-1).mean(), h_codebook
 
 
-def live_bits(sizes: torch.Tensor) -> torch.Tensor:
+def live_bits(k_sizes: torch.Tensor) -> torch.Tensor:
     """Bits b_t = floor(log2 K_t) position t may choose: K_t rounded down to a power of two."""
     # integer floor(log2): exact where float log2 of a power of two could round below it
-    return torch.tensor([int(k).bit_length() - 1 for k in sizes.tolist()], dtype=torch.long)
+    return torch.tensor([int(k).bit_length() - 1 for k in k_sizes.tolist()], dtype=torch.long)
 
 
 @register_quantizer("bsq")
@@ -50,20 +50,20 @@ class BinarySphericalQuantizer(Quantizer):
 
     def __init__(
         self,
-        sizes: Sequence[int] | torch.Tensor,
+        k_sizes: Sequence[int] | torch.Tensor,
         dim: int = 18,
         tau: float = 1.0,
         sample_entropy_weight: float = 0.1,
         codebook_entropy_weight: float = 0.1,
     ) -> None:
-        super().__init__(sizes)
+        super().__init__(k_sizes)
         if self.k_max > 2**dim:
             raise ValueError(f"K_max={self.k_max} exceeds the 2^{dim} BSQ codes")
         self.dim, self.tau = dim, tau
         self.w_sample, self.w_codebook = sample_entropy_weight, codebook_entropy_weight
         self.register_buffer("bit_weights", 2 ** torch.arange(dim), persistent=False)
         # (L, d): coordinate i is chosen at position t iff i < b_t
-        live = torch.arange(dim) < live_bits(self.codebook_sizes)[:, None]
+        live = torch.arange(dim) < live_bits(self.k_sizes)[:, None]
         self.register_buffer("live", live, persistent=False)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:

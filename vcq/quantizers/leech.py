@@ -106,11 +106,11 @@ class LeechQuantizer(Quantizer):
 
     def __init__(
         self,
-        sizes: Sequence[int] | torch.Tensor,
+        k_sizes: Sequence[int] | torch.Tensor,
         shapes: Sequence[str] = SHAPES,
         chunk: int = 16384,
     ) -> None:
-        super().__init__(sizes)
+        super().__init__(k_sizes)
         codes = leech_codebook(shapes)
         if self.k_max > len(codes):
             raise ValueError(
@@ -125,7 +125,7 @@ class LeechQuantizer(Quantizer):
             raise ValueError(f"Leech quantizer needs code_dim 24, got {z.shape[-1]}")
         zn = F.normalize(z, dim=-1)
         b, length, _ = z.shape
-        limit = self.codebook_sizes.to(z.device).repeat(b)
+        limit = self.k_sizes.to(z.device).repeat(b)
         with torch.no_grad(), full_precision(z.device):  # bf16 inner products reassign codes
             idx = nearest_code(zn.reshape(-1, 24).detach().float(), self.codes, limit, self.chunk)
         idx = idx.reshape(b, length)

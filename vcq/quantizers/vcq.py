@@ -12,13 +12,13 @@ from vcq.numerics import full_precision
 from vcq.quantizers.base import Quantizer, QuantizerOutput, code_counts, register_quantizer
 
 
-def position_groups(sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
+def position_groups(k_sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
     """Split positions, sorted by K_t, into equal-count groups; each searches its own max K_t."""
-    order = torch.argsort(sizes, stable=True)
+    order = torch.argsort(k_sizes, stable=True)
     groups = []
     for chunk in torch.tensor_split(order, min(num_groups, len(order))):
         if len(chunk):
-            groups.append((chunk, int(sizes[chunk].max())))
+            groups.append((chunk, int(k_sizes[chunk].max())))
     return groups
 
 
@@ -28,7 +28,7 @@ class SharedCodebookQuantizer(Quantizer):
 
     def __init__(
         self,
-        sizes: Sequence[int] | torch.Tensor,
+        k_sizes: Sequence[int] | torch.Tensor,
         code_dim: int = 16,
         l2_norm: bool = True,
         update: str = "loss",
@@ -39,7 +39,7 @@ class SharedCodebookQuantizer(Quantizer):
         search_groups: int = 8,
         restart_after: int = 0,
     ) -> None:
-        super().__init__(sizes)
+        super().__init__(k_sizes)
         if update not in ("loss", "ema"):
             raise ValueError(f"update must be 'loss' or 'ema', got {update!r}")
         self.code_dim, self.l2_norm, self.update = code_dim, l2_norm, update
@@ -54,7 +54,7 @@ class SharedCodebookQuantizer(Quantizer):
             self.register_buffer("embed_sum", init.clone())
         else:
             self.embedding = nn.Parameter(init)
-        self._groups = position_groups(self.codebook_sizes, search_groups)
+        self._groups = position_groups(self.k_sizes, search_groups)
         self.restart_after = restart_after
         self.register_buffer("unused_steps", torch.zeros(self.k_max, dtype=torch.long))
 
@@ -77,7 +77,7 @@ class SharedCodebookQuantizer(Quantizer):
 
     def _nearest_fp32(self, z: torch.Tensor) -> torch.Tensor:
         codes = self.codebook_vectors().float()
-        sizes = self.codebook_sizes.to(z.device)
+        k_sizes = self.k_sizes.to(z.device)
         indices = torch.empty(z.shape[:2], dtype=torch.long, device=z.device)
         if self._groups[0][0].device != z.device:  # moved once: a copy per call would sync the host
             self._groups = [(positions.to(z.device), k) for positions, k in self._groups]
@@ -86,7 +86,7 @@ class SharedCodebookQuantizer(Quantizer):
             cb = codes[:k]
             # ||z||² is constant per row, so it is left out of the argmin
             dist = (cb * cb).sum(-1) - 2 * zg @ cb.T  # (B, G, k)
-            invalid = torch.arange(k, device=z.device) >= sizes[positions, None]
+            invalid = torch.arange(k, device=z.device) >= k_sizes[positions, None]
             dist = dist.masked_fill(invalid, float("inf"))
             indices[:, positions] = dist.argmin(-1)
         return indices
@@ -144,8 +144,8 @@ class SharedCodebookQuantizer(Quantizer):
         dead = torch.nonzero(self.unused_steps >= self.restart_after).flatten()
         if dead.numel() == 0:
             return
-        sizes = self.codebook_sizes.to(z.device)
-        reachable = (sizes[None, :] > dead[:, None]).float()  # (n_dead, L)
+        k_sizes = self.k_sizes.to(z.device)
+        reachable = (k_sizes[None, :] > dead[:, None]).float()  # (n_dead, L)
         t = torch.multinomial(reachable, 1).flatten()
         b = torch.randint(z.shape[0], (dead.numel(),), device=z.device)
         fresh = z[b, t]
