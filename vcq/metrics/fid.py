@@ -182,7 +182,36 @@ def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
             kid_kernel_poly_coef0=1, rng_seed=2020,
         )
         out["kid_mean"] = kid["kernel_inception_distance_mean"]
+    if ecfg["feature_extractor"] == "demo":
+        # The demo net is a classifier of the data set's own classes: report how often it
+        # recognises the class a sample was conditioned on, beside its accuracy on real images.
+        out["class_accuracy"] = class_accuracy(feats["logits"], _sample_labels(Path(samples), len(src)))
+        out["class_accuracy_reference"] = class_accuracy(ref.get("logits"), _folder_labels(Path(reference)))
     return out
+
+
+def class_accuracy(logits: torch.Tensor | None, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy of `logits` against the first len(logits) `labels` (None if either is unknown)."""
+    if logits is None or labels is None or len(labels) < len(logits):
+        return None
+    return float((logits.argmax(1).numpy() == labels[: len(logits)]).mean())
+
+
+def _sample_labels(path: Path, n: int) -> np.ndarray | None:
+    """Class labels stored beside `arr_0` in a sample .npz (the conditioning classes)."""
+    if path.suffix != ".npz":
+        return None
+    with np.load(path) as z:
+        return z["labels"][:n] if "labels" in z else None
+
+
+def _folder_labels(path: Path) -> np.ndarray | None:
+    """Labels of an image folder's files in ImageSource order: sorted class folder index."""
+    if not path.is_dir():
+        return None
+    files = ImageSource(path).files
+    classes = sorted({p.parent.name for p in files})
+    return np.array([classes.index(p.parent.name) for p in files])
 
 
 def rfid(recon_npz: str | Path, reference: str | Path, cfg: dict) -> tuple[float, str]:
