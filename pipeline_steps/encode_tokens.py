@@ -75,7 +75,7 @@ def main() -> None:
         torch.utils.data.Subset(dataset, rows[pending].tolist()),
         batch_size=enc["batch_size"], num_workers=enc["num_workers"],
     )
-    bar = progress(len(pending), desc=f"encode {args.split}", enabled=env.is_main)
+    bar = progress(len(pending), desc=f"encode {args.schedule} {args.split}", enabled=env.is_main)
     with writer, torch.inference_mode():
         for b, (views, labels) in enumerate(loader):
             if b == args.stop_after_batches:

@@ -21,7 +21,7 @@ def val_images(root: Path, size: int) -> ImageFolderDataset:
 
 
 def save_grid(path: Path, originals: np.ndarray, recons: np.ndarray) -> None:
-    """Two rows per group: originals above reconstructions."""
+    """Originals (top row) above their reconstructions (bottom row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +55,10 @@ def main() -> None:
         recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
         orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
-        save_grid(args.grid or args.out.with_suffix(".png"), orig[:8], recon[:8])
+        # one val image of each of the first ten classes (the val split is sorted by class)
+        labels = dataset.labels
+        picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:10]]
+        save_grid(args.grid or args.out.with_suffix(".png"), orig[picks], recon[picks])
         recon.flush(), orig.flush()
         del recon, orig
     rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.npz, orig_path, cfg)

@@ -139,7 +139,7 @@ def main() -> None:
             T.save_checkpoint(last, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
                                      "pos_ema": pos_ema, "rng": T.capture_rng()})
 
-    bar = T.progress(tc["steps"], initial=step, desc=f"ar {args.schedule}", enabled=env.is_main)
+    bar = T.progress(tc["steps"], initial=step, desc=f"train_ar {args.schedule}", enabled=env.is_main)
     net.train()
     while step < tc["steps"]:
         lr = T.lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], tc["steps"])

@@ -80,7 +80,7 @@ def train(cfg: dict, schedule: str, dataset, out: Path, stop_at: int | None = No
         loss_fn.discriminator = DistributedDataParallel(disc)
     steps, accum = tcfg["steps"], tcfg["grad_accum"]
     per_rank = tcfg["batch_size"] // env.world_size
-    bar = progress(steps, initial=start, desc=f"tokenizer {schedule}", enabled=env.is_main)
+    bar = progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
     for step in range(start, stop_at if stop_at is not None else steps):
         lr = lr_at(step, tcfg["lr"], tcfg["lr_end"], tcfg["warmup_steps"], tcfg["peak_steps"], steps)
         for opt in (opt_g, opt_d):

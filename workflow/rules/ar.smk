@@ -17,9 +17,9 @@ rule train_ar:
     params:
         launch=launcher("train_ar"),
     shell:
-        "{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
+        "{HEARTBEAT}{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
         "--tokens {input.train} --val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
-        "--position-loss {output.position_loss} > {log} 2>&1"
+        "--position-loss {output.position_loss} {TERMINAL_PROGRESS} > {log} 2>&1"
 
 
 rule sample:
@@ -33,5 +33,5 @@ rule sample:
     resources:
         **rule_resources("sample"),
     shell:
-        "{STEP}/sample.py {CONF} --schedule {wildcards.schedule} --preset {wildcards.preset} "
-        "--ar {input.ar} --tokenizer {input.tok} --out {output} > {log} 2>&1"
+        "{HEARTBEAT}{STEP}/sample.py {CONF} --schedule {wildcards.schedule} --preset {wildcards.preset} "
+        "--ar {input.ar} --tokenizer {input.tok} --out {output} {TERMINAL_PROGRESS} > {log} 2>&1"

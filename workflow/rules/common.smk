@@ -109,3 +109,9 @@ def final_outputs():
         + [f"{R}/figures/{f}.png" for f in THEORY_FIGURES + FIGURES]
         + per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png")
     )
+
+
+# Long steps log to a file, so their progress bar never reaches the terminal: they also get the
+# terminal as fd 3 and write a step/rate/ETA line there every $VCQ_PROGRESS_EVERY s (vcq.training).
+HEARTBEAT = "VCQ_PROGRESS_FD=3 "
+TERMINAL_PROGRESS = "3>&2"

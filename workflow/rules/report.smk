@@ -7,18 +7,24 @@ rule tables:
         entropy=per_schedule(f"{R}/entropy/{{schedule}}.json"),
         gen=per_pair(f"{R}/gen/{{schedule}}/{{preset}}.json"),
         probe=per_schedule(f"{R}/probe/{{schedule}}.json"),
+        position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
+        data=dataset_ready(),
     output:
-        report(
+        tables=report(
             expand(f"{R}/tables/{{t}}.{{ext}}", t=TABLES, ext=["md", "csv", "tex"]),
             category="Tables",
         ),
+        summary=report(f"{R}/summary.md", category="Tables"),
     log:
         f"{W}/logs/tables.log",
+    params:
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:
         **rule_resources("tables"),
     shell:
         "{STEP}/make_tables.py {CONF} --out-dir {R}/tables --recon {input.recon} "
-        "--entropy-json {input.entropy} --gen {input.gen} --probe {input.probe} > {log} 2>&1"
+        "--entropy-json {input.entropy} --gen {input.gen} --probe {input.probe} "
+        "--position-loss {input.position_loss} --summary {output.summary} {params.manifest} > {log} 2>&1"
 
 
 rule figures:
@@ -26,6 +32,8 @@ rule figures:
         entropy=per_schedule(f"{R}/entropy/{{schedule}}.csv"),
         position_loss=per_schedule(f"{R}/ar/{{schedule}}_position_loss.csv"),
         recon=per_schedule(f"{R}/recon/{{schedule}}.json"),
+        recon_images=per_schedule(f"{W}/recon/{{schedule}}.npy"),
+        data=dataset_ready(),
         tokenizer=per_schedule(f"{W}/tokenizer/{{schedule}}/final.pt"),
         ar=per_schedule(f"{W}/ar/{{schedule}}/final.pt"),
         samples=per_pair(f"{W}/samples/{{schedule}}/{{preset}}.npz"),
@@ -35,15 +43,18 @@ rule figures:
             category="Figures",
         ),
         samples=report(per_pair(f"{R}/figures/samples_{{schedule}}_{{preset}}.png"), category="Samples"),
+        reconstructions=report(f"{R}/figures/reconstructions.png", category="Figures"),
     log:
         f"{W}/logs/figures.log",
     params:
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
         tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
         ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:
         **rule_resources("figures"),
     shell:
         "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
-        "--position-loss {input.position_loss} --recon {input.recon} --samples {input.samples} "
-        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} > {log} 2>&1"
+        "--position-loss {input.position_loss} --recon {input.recon} --recon-images {input.recon_images} "
+        "--samples {input.samples} "
+        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} {params.manifest} > {log} 2>&1"

@@ -1,7 +1,10 @@
-# Table 1, the theoretical Table 2 and Fig. 2 from the config alone (nothing trained yet).
+# Table 1, the theoretical Table 2 and Fig. 2 from the config alone (nothing trained yet), and
+# the data manifest's train count where the config leaves report.n_images to the data.
 
 
 rule theory:
+    input:
+        data=dataset_ready() if CFG["report"]["n_images"] is None else [],
     output:
         tables=report(
             expand(f"{R}/tables/{{t}}.{{ext}}", t=THEORY_TABLES, ext=["md", "csv", "tex"]),
@@ -13,8 +16,10 @@ rule theory:
         ),
     log:
         f"{W}/logs/theory.log",
+    params:
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:
         **rule_resources("theory"),
     shell:
-        "({STEP}/make_tables.py {CONF} --only-theory --out-dir {R}/tables && "
-        "{STEP}/plot_figures.py {CONF} --only-theory --out-dir {R}/figures) > {log} 2>&1"
+        "({STEP}/make_tables.py {CONF} --only-theory --out-dir {R}/tables {params.manifest} && "
+        "{STEP}/plot_figures.py {CONF} --only-theory --out-dir {R}/figures {params.manifest}) > {log} 2>&1"

@@ -15,8 +15,8 @@ rule train_tokenizer:
     params:
         launch=launcher("train_tokenizer"),
     shell:
-        "{params.launch} pipeline_steps/train_tokenizer.py {CONF} "
-        "--schedule {wildcards.schedule} --out {output.model} > {log} 2>&1"
+        "{HEARTBEAT}{params.launch} pipeline_steps/train_tokenizer.py {CONF} "
+        "--schedule {wildcards.schedule} --out {output.model} {TERMINAL_PROGRESS} > {log} 2>&1"
 
 
 rule eval_recon:
@@ -47,8 +47,8 @@ rule encode_tokens:
     params:
         launch=launcher("encode_tokens"),
     shell:
-        "{params.launch} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
-        "--tokenizer {input} --split {wildcards.split} --out {output} > {log} 2>&1"
+        "{HEARTBEAT}{params.launch} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
+        "--tokenizer {input} --split {wildcards.split} --out {output} {TERMINAL_PROGRESS} > {log} 2>&1"
 
 
 rule measure_entropy:
