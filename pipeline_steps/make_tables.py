@@ -35,16 +35,18 @@ def main() -> None:
     parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
+    source = "report.n_images" if cfg["report"]["n_images"] else "the data manifest's train count"
     try:
         cfg, _ = report.with_data_manifest(cfg, args.manifest)
     except ValueError as e:
         parser.exit(1, f"error: {e}\n")
     rep, out = cfg["report"], Path(args.out_dir)
+    n_note = f"t_star_theory: Eq. 2 for N = {rep['n_images']:,} training images ({source})"
 
     if args.only_theory:
         report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
         t2 = report.table2(cfg).drop(columns="t_star_measured")
-        report.write_table(t2, out / "table2_theory", [])
+        report.write_table(t2, out / "table2_theory", [n_note])
         if rep["reference_configs"]:
             ref = report.merge_schedules([load_config(c) for c in rep["reference_configs"]])
             t2r = report.table2(ref)
@@ -58,7 +60,7 @@ def main() -> None:
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
-    notes = report.footnotes(t2)
+    notes = report.footnotes(t2) + [n_note]
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)

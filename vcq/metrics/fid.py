@@ -43,10 +43,14 @@ def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
 
 
 class ImageSource(Dataset):
-    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW."""
+    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW.
 
-    def __init__(self, path: str | Path, limit: int | None = None):
-        self.path = Path(path)
+    A folder's images may have any size: with `size` set, each is resized (shorter side) and
+    centre-cropped to size × size, so a folder of photos compares with samples at that resolution.
+    """
+
+    def __init__(self, path: str | Path, limit: int | None = None, size: int | None = None):
+        self.path, self.size = Path(path), size
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             self.array = None
@@ -66,7 +70,12 @@ class ImageSource(Dataset):
         if self.array is not None:
             img = np.asarray(self.array[i])
         else:
-            img = np.asarray(Image.open(self.files[i]).convert("RGB"))
+            img = Image.open(self.files[i]).convert("RGB")
+            if self.size and img.size != (self.size, self.size):
+                from torchvision.transforms import CenterCrop, Resize
+
+                img = CenterCrop(self.size)(Resize(self.size)(img))
+            img = np.asarray(img)
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
@@ -110,11 +119,17 @@ def _stats(pool: torch.Tensor) -> dict:
     return {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
 
 
-def _cache_key(ref: Path, extractor: str, limit: int | None) -> str:
-    """Key a reference's cached features by path, size, mtime, extractor and image count."""
+def _cache_key(ref: Path, extractor: str, limit: int | None, size: int | None = None) -> str:
+    """Key a reference's cached features by path, size, mtime, extractor, image count and side."""
     st = ref.stat()
-    raw = f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{extractor}|{limit}"
+    raw = f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{extractor}|{limit}|{size}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def sample_size(cfg: dict) -> int | None:
+    """Side of the generated images (the tokenizer's input), to which folder references are brought."""
+    model = cfg.get("tokenizer", {}).get("model")
+    return int(model["image_size"]) if isinstance(model, dict) and "image_size" in model else None
 
 
 def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extractor: str) -> dict:
@@ -125,10 +140,11 @@ def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extract
     """
     ref = Path(ref)
     ecfg = cfg["eval"]
-    cache = Path(ecfg["cache_dir"]) / f"ref_{_cache_key(ref, extractor, ecfg['num_samples'])}.pt"
+    size = sample_size(cfg)
+    cache = Path(ecfg["cache_dir"]) / f"ref_{_cache_key(ref, extractor, ecfg['num_samples'], size)}.pt"
     if cache.is_file():
         return torch.load(cache, weights_only=False)
-    src = ImageSource(ref, ecfg["num_samples"]) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
+    src = ImageSource(ref, ecfg["num_samples"], size) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
     out: dict = {}
     if src is not None:
         out = extract_features(net, src, ecfg["batch_size"], desc="reference")
