@@ -1,5 +1,5 @@
-"""Write the paper's tables (CSV + Markdown + LaTeX) from the config and metric files, and
-results/<exp>/summary.md with the key figures of every table."""
+"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the
+config and metric files, and results/<exp>/summary.md with the key figures of every table."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from vcq import report
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, load_config
 from vcq.io import atomic_path
-from vcq.sampling import presets_for
+from vcq.sampling import guidance_strategy, presets_for
 
 
 def _by_stem(paths: list[str]) -> dict[str, str]:
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--manifest", default=None,
                         help="the data set's manifest.json (its train count is N where report.n_images is null)")
     parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only Table 5 (table5.*), from the results of the experiments listed in report.scaling")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     source = "report.n_images" if cfg["report"]["n_images"] else "the data manifest's train count"
@@ -41,26 +43,39 @@ def main() -> None:
     except ValueError as e:
         parser.exit(1, f"error: {e}\n")
     rep, out = cfg["report"], Path(args.out_dir)
-    n_note = f"t_star_theory: Eq. 2 for N = {rep['n_images']:,} training images ({source})"
+    n_source = f"N = {rep['n_images']:,} training images ({source})"
+
+    if args.scaling:
+        if not rep["scaling"]:
+            parser.exit(1, f"error: {args.config}: report.scaling lists no rows for Table 5\n")
+        t5 = report.table5(rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None)
+        how = ("gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
+               "w/o CFG: best unguided preset")
+        report.write_table(t5, out / "table5", [*report.footnotes(t5), how])
+        log.info("Table 5 written to %s", out)
+        return
 
     if args.only_theory:
         report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
         t2 = report.table2(cfg).drop(columns="t_star_measured")
-        report.write_table(t2, out / "table2_theory", [n_note])
+        report.write_table(t2, out / "table2_theory", [*report.table2_notes(cfg, None), n_source])
         if rep["reference_configs"]:
             ref = report.merge_schedules([load_config(c) for c in rep["reference_configs"]])
             t2r = report.table2(ref)
             t2r = report.add_paper_columns(t2r, _paper(rep)["table2"],
                                            {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
             t2r = t2r.drop(columns="t_star_measured")  # nothing is measured for a reference config
+            paper = _paper(rep)
             report.write_table(t2r, out / "table2_reference", [
-                f"schedules of {', '.join(rep['reference_configs'])}",
-                f"t_star_theory: Eq. 2 for N = {ref['report']['n_images']:,}; the paper's t* (~4/~5/~6) is empirical"])
+                f"schedules of {', '.join(rep['reference_configs'])}; t_star_measured (paper) is the paper's printed t*",
+                *report.table2_notes(ref, None, paper["table2"], paper.get("fig2a_budget_bits"))])
         log.info("theory tables written to %s", out)
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
-    notes = report.footnotes(t2) + [n_note]
+    notes = report.footnotes(t2) + report.table2_notes(
+        cfg, cfg["entropy"]["threshold_bits"], paper and paper["table2"], paper and paper.get("fig2a_budget_bits"))
+    notes += [n_source]
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)
@@ -68,7 +83,7 @@ def main() -> None:
     gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
     sizes = {n: codebook_sizes_for(cfg, n) for n in names}
     t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
-    configured = {n: {p.get("guidance", "none") for p in presets_for(cfg["sampling"], n)} for n in names}
+    configured = {n: {guidance_strategy(p) for p in presets_for(cfg["sampling"], n)} for n in names}
     t89, notes89 = report.table_guidance(names, gen, configured)
     notes4 = report.footnotes(t4) + report.table4_notes(t4)
     if paper:

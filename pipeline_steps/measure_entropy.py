@@ -7,28 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from vcq import entropy, schedules
+from vcq import entropy
 from vcq.cli import load_step_config, setup_logging, step_parser
 from vcq.io import atomic_path, write_json
-
-
-def plot(rows: list[dict], schedule: str, png: Path) -> None:
-    """Measured conditional entropy against the theoretical bound, per position."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    df = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    ax.plot(df.t, df.theory_bound_bits, label="theory: min(log2 K_t, log2 N - I(t))")
-    ax.plot(df.t, df.cond_entropy_bits, "o-", ms=3, label="measured H(x_t | x_<t)")
-    ax.plot(df.t, df.marginal_entropy_bits, ":", label="measured H(x_t)")
-    ax.set(xlabel="position t", ylabel="bits", title=f"entropy cliff: {schedule}")
-    ax.legend(fontsize=8)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -43,23 +24,20 @@ def main() -> None:
     cfg, log = load_step_config(args), setup_logging()
     ecfg = cfg["entropy"]
     start = time.perf_counter()
-    tokens, k_sizes = entropy.read_token_matrix(args.tokens, ecfg["view"], ecfg["max_rows"])
+    try:
+        tokens, k_sizes = entropy.read_token_matrix(args.tokens, ecfg["view"], ecfg["max_rows"])
+    except (ValueError, OSError) as e:
+        parser.exit(1, f"error: {e}\n")
     log.info("read %s tokens from %s in %.1f s", tokens.shape, args.tokens, time.perf_counter() - start)
     result = entropy.conditional_entropy(tokens)
     rows = entropy.entropy_table(result, k_sizes)
-    summary = {
-        "schedule": args.schedule,
-        "n_sequences": result.n_sequences,
-        "threshold_bits": ecfg["threshold_bits"],
-        "t_star_measured": entropy.measured_cliff(result, ecfg["threshold_bits"]),
-        "t_star_theory": schedules.cliff_position_vcq(k_sizes, result.n_sequences),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    summary = {"schedule": args.schedule, **entropy.summarize(result, k_sizes, ecfg["threshold_bits"]),
+               "seconds": round(time.perf_counter() - start, 2)}
     with atomic_path(args.out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     write_json(args.out_json, summary)
-    plot(rows, args.schedule, args.plot or args.out_csv.with_suffix(".png"))
-    log.info("%s: t* measured %d (H < %.2g bits), theory %d, N = %d", args.schedule,
+    entropy.plot_entropy(rows, args.schedule, args.plot or args.out_csv.with_suffix(".png"))
+    log.info("%s: t* measured %d (H < %.2g bits from there on), theory %d, N = %d", args.schedule,
              summary["t_star_measured"], ecfg["threshold_bits"], summary["t_star_theory"], result.n_sequences)
 
 

@@ -5,6 +5,7 @@ import torch
 
 from vcq.quantizers.base import build_quantizer
 from vcq.quantizers.bsq import bsq_entropy_terms
+from vcq.schedules import codebook_sizes
 
 
 def make(d=18):
@@ -45,3 +46,34 @@ def test_entropy_limits():
     # huge temperature: both maximal
     h_s, h_c = bsq_entropy_terms(u, tau=1e6)
     assert math.isclose(float(h_s), d * math.log(2), rel_tol=1e-4)
+
+
+def test_vcq_schedule_indices_below_k_t_and_equal_brute_force():
+    # cosine schedule Kmin 2 -> Kmax 64 over 32 positions: K_t is rounded down to a power of two
+    d = 6
+    sizes = codebook_sizes("cosine", 2, 2**d, length=32)
+    q = build_quantizer({"kind": "bsq", "dim": d}, sizes)
+    bits = torch.tensor([int(k).bit_length() - 1 for k in sizes])
+    assert bits[0] == 1 and bits[-1] == d and bool((2**bits <= torch.as_tensor(sizes)).all())
+    assert bool((2 ** (bits + 1) > torch.as_tensor(sizes)).all())
+    torch.manual_seed(0)
+    z = torch.randn(50, 32, d)
+    out = q(z)
+    assert bool((out.indices < torch.as_tensor(sizes)).all())
+    assert bool((out.indices < 2**bits).all()) and bool((out.indices >= 2 ** (bits - 1)).any())
+    # nearest among the first 2^b_t codes, by brute force over the whole 2^d codebook
+    u = torch.nn.functional.normalize(z, dim=-1)
+    dist = torch.cdist(u, q.codebook_vectors()[None].expand(50, -1, -1))
+    dist = dist.masked_fill(torch.arange(2**d) >= (2**bits)[:, None], float("inf"))
+    assert torch.equal(out.indices, dist.argmin(-1))
+    assert torch.allclose(q.lookup(out.indices), out.quantized, atol=1e-6)
+    assert torch.allclose(out.quantized.norm(dim=-1), torch.ones(50, 32))
+
+
+def test_fixed_bits_carry_no_entropy():
+    # position 0 keeps 1 of 4 bits, position 1 all 4: per-sample entropy is their mean (1 + 4)/2 bits
+    # (at maximal temperature), and the codebook entropy counts each coordinate once
+    q = build_quantizer({"kind": "bsq", "dim": 4, "tau": 1e6}, [2, 16])
+    out = q(torch.randn(3, 2, 4))
+    assert math.isclose(float(out.stats["entropy_sample"]), 2.5 * math.log(2), rel_tol=1e-4)
+    assert math.isclose(float(out.stats["entropy_codebook"]), 4 * math.log(2), rel_tol=1e-4)

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from collections import Counter
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from vcq.entropy import cliff_position, conditional_entropy, measured_cliff, read_token_matrix
+from vcq.data.tokens import TokenWriter
+from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
+from vcq.schedules import codebook_sizes
 
 IMAGENET = 1281167
 
@@ -84,11 +85,10 @@ def test_measured_cliff_ignores_an_early_redundant_token():
 
 
 def _write_store(path, tokens, k_sizes):
-    with h5py.File(path, "w") as f:
-        f["tokens"] = tokens
-        f["labels"] = np.zeros(len(tokens), np.int64)
-        f.attrs["k_sizes"] = np.asarray(k_sizes, np.int64)
-        f.attrs["complete"] = True
+    w = TokenWriter(path, num_rows=len(tokens), k_sizes=k_sizes, view_names=[f"v{i}" for i in range(tokens.shape[1])],
+                    num_classes=1, schedule="s", tokenizer_sha256="x")
+    w.write(np.arange(len(tokens)), tokens, np.zeros(len(tokens), np.int64))
+    return w.finalize()
 
 
 def test_reads_one_view_or_all_in_chunks(tmp_path):
@@ -116,3 +116,68 @@ def test_measure_entropy_step_end_to_end(tmp_path):
     assert (df.cond_entropy_bits <= np.log2(df.k_t) + 1e-9).all()
     assert df.cond_entropy_bits.sum() <= np.log2(256) + 1e-9  # plug-in: H(x_<=L) <= log2 N
     assert (tmp_path / "e.png").exists()
+
+
+def _two_token_set(k=8, length=5):
+    """All k^2 pairs (x_0, x_1), every later token a function of the pair: H = log2 k, log2 k, 0, ..."""
+    x0, x1 = np.divmod(np.arange(k * k), k)
+    later = [(x0 * (t + 1) + x1) % k for t in range(length - 2)]
+    return np.stack([x0, x1, *later], axis=1).astype(np.int64)
+
+
+def _cli(tmp_path, capsys, *argv):
+    code = main([*map(str, argv), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    if code:
+        return code, err
+    return pd.read_csv(tmp_path / "out.csv"), json.loads((tmp_path / "out.json").read_text())
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz", "pt", "h5"])
+def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt):
+    import torch
+
+    tokens = _two_token_set()
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "npy":
+        np.save(path, tokens)
+    elif fmt == "npz":
+        np.savez(path, other=np.zeros(3), tokens=tokens)
+    elif fmt == "pt":
+        torch.save({"tokens": torch.from_numpy(tokens), "labels": torch.zeros(64)}, path)
+    else:
+        _write_store(path, tokens[:, None].astype(np.uint16), [8] * 5)
+    df, summary = _cli(tmp_path, capsys, path, "--k-sizes", "8")
+    np.testing.assert_allclose(df.cond_entropy_bits, [3, 3, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(df.theory_bound_bits, [3, 3, 0, 0, 0], atol=1e-12)  # log2 64 = 2 x log2 8
+    assert summary["t_star_measured"] == summary["t_star_theory"] == 2 and summary["n_sequences"] == 64
+    assert summary["k_sizes_source"] == "given" and (tmp_path / "out.png").stat().st_size > 1000
+
+
+def test_cli_infers_sizes_as_max_plus_one_and_reads_schedules(tmp_path, capsys):
+    # independent uniform bits at positions 0..3, then a constant: H = 1,1,1,1,0; inferred K = 2,2,2,2,1
+    tokens = np.array([[(i >> b) & 1 for b in range(4)] + [0] for i in range(16)])
+    np.save(tmp_path / "bits.npy", tokens)
+    df, summary = _cli(tmp_path, capsys, tmp_path / "bits.npy", "--threshold", "0.5")
+    assert list(df.k_t) == [2, 2, 2, 2, 1] and summary["k_sizes_source"].startswith("inferred")
+    np.testing.assert_allclose(df.cond_entropy_bits, [1, 1, 1, 1, 0])
+    assert summary["t_star_measured"] == 4 and summary["t_star_theory"] == 4  # 4 x 1 bit = log2 16
+    # a schedule spec: Eq. 3 cosine sizes; --n-images moves only the theory
+    df, summary = _cli(tmp_path, capsys, tmp_path / "bits.npy", "--k-sizes", "cosine:2:16", "--n-images", "1024")
+    assert list(df.k_t) == list(codebook_sizes("cosine", 2, 16, 5)) and summary["log2_n"] == 10
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
+    np.save(tmp_path / "flat.npy", np.arange(5))
+    code, err = _cli(tmp_path, capsys, tmp_path / "flat.npy")
+    assert code == 2 and "expected integer token ids of shape (N, L)" in err and err.count("\n") == 1
+    np.save(tmp_path / "big.npy", np.full((4, 3), 9))
+    code, err = _cli(tmp_path, capsys, tmp_path / "big.npy", "--k-sizes", "8")
+    assert code == 2 and "token id 9 at position 0 is not below K_t = 8" in err
+    code, err = _cli(tmp_path, capsys, tmp_path / "missing.npy")
+    assert code == 2 and "no such file" in err
+
+
+def test_cli_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "vcq.entropy", "--help"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "H(x_t | x_<t)" in out.stdout and "--k-sizes" in out.stdout

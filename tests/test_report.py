@@ -50,9 +50,9 @@ def test_table2_reads_measured_cliff(tmp_path):
     assert df.loc["cosine", "t_star_measured"] == 5
 
 
-def _gen(tmp_path, name, fid, guidance, label="FD (demo features)"):
+def _gen(tmp_path, name, fid, guidance, label="FD (demo features)", **preset):
     p = tmp_path / f"{name}.json"
-    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance}}))
+    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance, **preset}}))
     return str(p)
 
 
@@ -131,21 +131,25 @@ def test_probe_and_guidance_tables(tmp_path):
     t6 = report.table6({"cosine": str(probe), "power": str(tmp_path / "missing.json")})
     assert t6.to_dict("records") == [{"schedule": "cosine", "features": "codes", "k": 10, "top1": 0.1, "top5": 0.3}]
     gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
-            _gen(tmp_path, "c", 3.0, "codebook-aware")]
+            _gen(tmp_path, "c", 3.0, "codebook-aware", power=1.5), _gen(tmp_path, "d", 2.0, "codebook-aware"),
+            _gen(tmp_path, "e", 2.5, "codebook-aware", power=1.5, ramp_over="capacity")]
     t8, notes = report.table_guidance(["cosine"], {"cosine": gens})
     t8 = t8.iloc[0]
-    assert t8["constant: best gFD (demo features)"] == 4.0
-    assert t8["codebook-aware: best gFD (demo features)"] == 3.0 and len(t8) == 3
-    assert notes == ["each column: the best gFD (demo features) over the presets of that guidance strategy (lower is better)"]
+    metric = "best gFD (demo features)"
+    assert t8[f"constant: {metric}"] == 4.0 and t8[f"codebook-aware: {metric}"] == 3.0
+    assert f"power-cosine: {metric}" not in t8
+    assert t8[f"codebook-aware/eq4: {metric}"] == 2.0 and t8[f"codebook-aware/capacity: {metric}"] == 2.5
+    assert notes == [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
 
 
 def test_guidance_table_tells_empty_by_design_from_not_run(tmp_path):
     gens = {"constant": [_gen(tmp_path, "cfg", 5.0, "power-cosine")],
-            "cosine": [_gen(tmp_path, "cb", 3.0, "codebook-aware")]}
+            "cosine": [_gen(tmp_path, "cb", 3.0, "codebook-aware", power=1.0)]}
     configured = {"constant": {"none", "power-cosine"}, "cosine": {"none", "power-cosine", "codebook-aware"}}
     df, notes = report.table_guidance(["constant", "cosine"], gens, configured)
     text = " ".join(notes)
     assert "codebook-aware: empty where no preset applies this guidance" in text
+    assert list(df.columns[1:]) == ["power-cosine: best gFD (demo features)", "codebook-aware: best gFD (demo features)"]
     # cosine's power-cosine preset is configured but its file is missing: that one is "not run"
     assert f"power-cosine: {report.MISSING_NOTE}" in notes
     assert f"codebook-aware: {report.MISSING_NOTE}" not in notes
@@ -214,3 +218,77 @@ def test_table6_gets_the_papers_probe_numbers_by_schedule_and_k():
                        {"schedule": "mine", "k": 10, "top1": 1.0, "top5": 2.0}])
     out = report.add_probe_paper_columns(df, PAPER["table6"])
     assert list(out["top1 (paper)"][:2]) == [43.77, 48.79] and np.isnan(out["top5 (paper)"].iloc[2])
+
+
+def test_table5_reads_each_rows_experiment_with_paper_digits(tmp_path):
+    results = tmp_path / "results"
+    rows = []
+    for row, exp, model in (("B-B", "exp_bb", "ar_b"), ("B-L", "exp_bl", "ar_l")):
+        cfg = tmp_path / f"{exp}.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "experiment": exp, "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 2, "k_max": 64}],
+            "ar": {"model": model}, "paths": {"results_dir": str(results), "work_dir": str(tmp_path / "work")}}))
+        rows.append({"row": row, "config": str(cfg), "schedule": "cosine"})
+    res = results / "exp_bb"
+    (res / "recon").mkdir(parents=True)
+    (res / "recon" / "cosine.json").write_text(json.dumps({"rfid": 2.5, "psnr": 20.5, "fd_label": "FID"}))
+    (res / "gen" / "cosine").mkdir(parents=True)
+    for name, fid, guidance, is_mean in (("nocfg", 15.0, "none", 100.0), ("a", 5.0, "codebook-aware", 200.0),
+                                         ("b", 4.0, "codebook-aware", 220.0)):
+        (res / "gen" / "cosine" / f"{name}.json").write_text(json.dumps({
+            "fid": fid, "is_mean": is_mean, "precision": 0.8, "recall": 0.5, "fd_label": "FID",
+            "preset": {"name": name, "guidance": guidance}}))
+    df = report.table5(rows, PAPER["table5"]).set_index("row")
+    bb = df.loc["B-B"]
+    assert (bb["rFID"], bb["psnr"], bb["gFID"], bb["gFID w/o CFG"], bb["is"]) == (2.5, 20.5, 4.0, 15.0, 220.0)
+    assert bb["best_preset"] == "b" and bb["ar_model"] == "ar_b"
+    assert (bb["gFID (paper)"], bb["gFID w/o CFG (paper)"], bb["recall (paper)"]) == (4.79, 14.80, 0.452)
+    bl = df.loc["B-L"]  # not run yet: empty cells beside the paper's digits
+    assert np.isnan(bl["gFID"]) and bl["gFID (paper)"] == 2.75 and bl["ar_model"] == "ar_l"
+    assert any(n.startswith("gFID:") for n in report.footnotes(df.reset_index()))
+
+
+def test_shipped_table5_rows_name_configs_with_their_table7_presets():
+    from vcq.config import load_config
+    from vcq.sampling import presets_for
+
+    cfg = load_config("config/imagenet/base.yaml")
+    rows = cfg["report"]["scaling"]
+    assert [r["row"] for r in rows] == list(PAPER["table5"])
+    # paper Table 7 (scale S, power p, no-CFG temperature); our scale is S - 1
+    table7 = {"B-B": (10, 1.5, 0.85), "B-L": (4, 0.75, 0.85), "B-XL": (5, 0.75, 0.85),
+              "L-B": (4, 1.25, 0.90), "L-L": (4, 1.25, 0.90), "L-XL": (3, 1.0, 0.95)}
+    models = {"B": "ar_b", "L": "ar_l", "XL": "ar_xl"}
+    for r in rows:
+        c = load_config(r["config"])
+        presets = presets_for(c["sampling"], r["schedule"])
+        guided = [p for p in presets if p["name"].startswith("t7-")]
+        (nocfg,) = [p for p in presets if p["guidance"] == "none"]
+        assert len(guided) == 1, r["row"]
+        scale, power, temp = table7[r["row"]]
+        assert (guided[0]["guidance"], guided[0]["scale"] + 1, guided[0]["power"]) == ("codebook-aware", scale, power)
+        assert nocfg["temperature"] == temp
+        tok, ar = r["row"].split("-")
+        assert c["ar"]["model"]["name"] == models[ar]
+        assert c["tokenizer"]["model"]["name"] == {"B": "tokenizer_base", "L": "tokenizer_large"}[tok]
+
+
+def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--config", "config/imagenet/base.yaml",
+                          "--scaling", "--out-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "table5.csv")
+    assert list(df.row) == list(PAPER["table5"]) and list(df["gFID (paper)"]) == [4.79, 2.75, 2.38, 2.73, 1.90, 1.71]
+    assert "w/o CFG: best unguided preset" in (tmp_path / "table5.md").read_text()
+
+
+def test_table2_notes_state_threshold_and_where_printed_t_star_contradicts_eq2():
+    notes = report.table2_notes(imagenet_cfg(), 0.1, PAPER["table2"], PAPER["fig2a_budget_bits"])
+    assert any("stays below 0.1 bits" in n for n in notes)
+    contradicted = [n.split(":")[0] for n in notes if "contradicts Eq. 2" in n]
+    assert contradicted == ["cosine", "power", "cosine_large"]  # linear's ~4 and the constants' 2 agree
+    cosine = next(n for n in notes if n.startswith("cosine:"))
+    assert "Eq. 2: t* = 9" in cosine and "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine

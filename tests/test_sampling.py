@@ -2,8 +2,18 @@ import numpy as np
 import pytest
 import torch
 
+from vcq import schedules
 from vcq.ar import ARConfig, ARModel
-from vcq.sampling import cfg_logits, expand_presets, presets_for, filter_logits, generate, guidance_scales
+from vcq.sampling import (
+    cfg_logits,
+    expand_presets,
+    filter_logits,
+    generate,
+    guidance_scales,
+    guidance_strategy,
+    power_cosine_ramp,
+    presets_for,
+)
 
 K_VAR = np.array([4] * 4 + [8] * 4 + [16] * 4 + [32] * 4)
 K_CONST = np.full(16, 32)
@@ -30,6 +40,43 @@ def test_schedules():
     assert np.allclose(guidance_scales("codebook-aware", 4, K_VAR, 1.5), ca * pc / 10)
     with pytest.raises(ValueError, match="unknown guidance"):
         guidance_scales("bogus", 1, K_VAR)
+
+
+K4 = np.array([2, 4, 16, 256])  # w_t = 0, 1/7, 3/7, 1; t/L = 0, 1/4, 1/2, 3/4
+
+
+def test_codebook_aware_readings_hand_computed():
+    # s = 2, p = 1: r(x) = (1 - cos(pi x))/2, so r(1/4) = (1 - sqrt(2)/2)/2, r(1/2) = 1/2,
+    # r(3/4) = (1 + sqrt(2)/2)/2, r(1/7) = (1 - cos(pi/7))/2, r(3/7) = (1 - cos(3 pi/7))/2
+    product = guidance_scales("codebook-aware", 2, K4, 1.0, "position")
+    assert np.allclose(product, [0, 0.0418427, 0.4285714, 1.7071068], atol=1e-6)
+    capacity = guidance_scales("codebook-aware", 2, K4, 1.0, "capacity")
+    assert np.allclose(capacity, [0, 0.0990311, 0.7774790, 2.0], atol=1e-6)
+    assert np.allclose(guidance_scales("codebook-aware", 2, K4), [0, 2 / 7, 6 / 7, 2])
+    # cfg_start is s_t where the shape is 0: Eq. 4 from 1 to 2
+    assert np.allclose(guidance_scales("codebook-aware", 2, K4, cfg_start=1.0), [1, 8 / 7, 10 / 7, 2])
+    with pytest.raises(ValueError, match="ramp_over"):
+        guidance_scales("codebook-aware", 2, K4, 1.0, "sideways")
+
+
+def test_table7_cosine_preset_readings_differ_early():
+    # Issue 15: VCQ-Cosine (Kmin 2, Kmax 16384, L 256), Table 7 "scale=10, p=1.5" -> s = 9
+    k = schedules.codebook_sizes("cosine", 2, 16384, 256)
+    product = guidance_scales("codebook-aware", 9, k, 1.5, "position")
+    capacity = guidance_scales("codebook-aware", 9, k, 1.5, "capacity")
+    eq4 = guidance_scales("codebook-aware", 9, k)
+    assert product[10] < 1e-3 and abs(product[50] - 0.11) < 0.01
+    assert abs(capacity[50] - 5.0) < 0.1 and abs(eq4[50] - 5.95) < 0.05  # the numbers of docs/ar.md
+    assert abs(capacity[10] - 0.65) < 0.01 and abs(eq4[10] - 2.8) < 0.01
+    assert product[-1] == pytest.approx(9 * power_cosine_ramp(256, 1.5)[-1]) and capacity[-1] == 9
+
+
+def test_codebook_aware_on_constant_codebook_is_position_ramp_or_constant():
+    # Table 9: on a constant codebook w_t = 1, so the product reading is vanilla power-cosine CFG
+    # and the capacity reading is constant CFG
+    assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST, 1.5, "position"),
+                       guidance_scales("power-cosine", 3, K_CONST, 1.5))
+    assert np.allclose(guidance_scales("codebook-aware", 3, K_CONST, 1.5, "capacity"), 3)
 
 
 def test_codebook_aware_equals_constant_for_constant_codebook():
@@ -72,6 +119,20 @@ def test_expand_presets_grids_and_schedule_restriction():
     assert [p["name"] for p in presets_for(cfg, "constant")] == ["a", "g-s1-p1.5", "g-s2.5-p1.5"]
     with pytest.raises(ValueError, match="duplicate"):
         expand_presets({"presets": [preset(name="a"), preset(name="a")]})
+
+
+def test_grid_points_carry_the_reading_and_strategy_column():
+    grid = {"name": "cap", "guidance": "codebook-aware", "scales": [3], "powers": [1.0], "ramp_over": "capacity",
+            "cfg_start": 0.5}
+    (p,) = expand_presets({"grids": [grid]})
+    assert (p["ramp_over"], p["cfg_start"]) == ("capacity", 0.5)
+    assert guidance_strategy(p) == "codebook-aware/capacity"
+    assert guidance_strategy({**p, "ramp_over": "position"}) == "codebook-aware"
+    assert guidance_strategy({**p, "power": None}) == "codebook-aware/eq4"
+    assert [q["name"] for q in expand_presets({"grids": [{**grid, "powers": [None, 2]}]})] == ["cap-s3", "cap-s3-p2"]
+    m, lab = model(), torch.tensor([0, 1])
+    a = generate(m, lab, K_VAR, {**preset(), **p}, torch.Generator().manual_seed(0))
+    assert (a < torch.as_tensor(K_VAR)).all()
 
 
 def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):

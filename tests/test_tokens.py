@@ -6,7 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
-from vcq.data.tokens import TokenWriter, merge_shards, open_tokens, partial_path, token_dtype
+from vcq.data.tokens import (
+    FORMAT_VERSION,
+    TokenWriter,
+    merge_shards,
+    open_tokens,
+    partial_path,
+    token_dtype,
+)
 from vcq.schedules import codebook_sizes
 
 SIZES = codebook_sizes("cosine", 4, 64, length=8)
@@ -124,3 +131,16 @@ def test_merge_shards_equals_single_write(tmp_path):
         assert m.tokens.chunks == s.tokens.chunks and "rows" not in m.file
     with pytest.raises(ValueError, match="exactly once"):
         merge_shards(shards[:2], tmp_path / "bad.h5")
+
+
+def test_format_1_files_with_20_views_are_refused_in_one_line(tmp_path):
+    tokens, labels = _data()
+    path = _write_all(tmp_path / "t.h5", tokens, labels)
+    with h5py.File(path, "r+") as f:
+        assert f.attrs["format_version"] == FORMAT_VERSION == 2
+        del f.attrs["format_version"]  # as written before views were ten distinct crops
+    with pytest.raises(ValueError, match=r"token file format 1, .* re-encode") as e:
+        open_tokens(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    # a writer treats such a file as stale and starts over instead of appending to it
+    assert len(_writer(path, len(labels)).pending_rows()) == len(labels)

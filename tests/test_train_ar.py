@@ -26,7 +26,7 @@ def write_tokens(path, n, seed):
         f["tokens"] = tok.astype(np.uint16)
         f["labels"] = labels.astype(np.int64)
         f["done"] = np.ones(n, bool)
-        f.attrs.update(schedule="c", k_sizes=np.full(L, K, np.int64), k_max=K, num_classes=4, views=V,
+        f.attrs.update(format_version=2, schedule="c", k_sizes=np.full(L, K, np.int64), k_max=K, num_classes=4, views=V,
                        view_names=json.dumps(["a", "b"]), tokenizer_sha256="x", complete=True)
 
 

@@ -69,3 +69,21 @@ def test_imagenet_quantizer_family_plans_one_row_per_method():
     counts = dry_run("config/imagenet/quantizers.yaml", "slurm")
     assert counts["train_tokenizer"] == counts["train_ar"] == len(cfg["schedules"]) == 5
     assert counts["sample"] == sum(len(presets_for(cfg["sampling"], s["name"])) for s in cfg["schedules"])
+
+
+SCALING = {"config/imagenet/scaling_b_l.yaml": 1, "config/imagenet/scaling_b_xl.yaml": 2,
+           "config/imagenet/large.yaml": 2, "config/imagenet/scaling_l_l.yaml": 2,
+           "config/imagenet/scaling_l_xl.yaml": 4}  # train_ar nodes of 8 GPUs (App. A: 8/16/16/16/32 GPUs)
+
+
+@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+@pytest.mark.parametrize("config", list(SCALING))
+def test_table5_rows_plan_one_tokenizer_one_ar_and_their_table7_presets(config):
+    cfg = load_config(config)
+    counts = dry_run(config, "slurm")
+    assert [s["name"] for s in cfg["schedules"]] in (["cosine"], ["cosine_large"])
+    assert counts["train_tokenizer"] == counts["train_ar"] == counts["measure_entropy"] == 1
+    assert counts["encode_tokens"] == 2 and counts["tables"] == 1
+    # no CFG grids: one guided Table 7 preset and one unguided
+    assert counts["sample"] == counts["eval_fid"] == 2
+    assert cfg["resources"]["train_ar"]["gpus"] * cfg["resources"]["train_ar"].get("nodes", 1) == 8 * SCALING[config]

@@ -1,4 +1,4 @@
-"""Paper tables (1, 2, 4) and schedule figures built from the config and the runs' metric files."""
+"""Paper tables (1, 2, 4, 5, 6, 8/9) and schedule figures built from the config and the runs' metric files."""
 
 from __future__ import annotations
 
@@ -58,6 +58,37 @@ def table2(cfg: dict, entropy_jsons: dict[str, str] | None = None) -> pd.DataFra
             "t_star_measured": _json_value((entropy_jsons or {}).get(name), "t_star_measured"),
         })
     return pd.DataFrame(rows)
+
+
+def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None = None,
+                 fig2a_bits: float | None = None) -> list[str]:
+    """Table 2 footnotes: how t* is defined, and each schedule whose printed t* contradicts Eq. 2.
+
+    A printed t* below Eq. 2's t*_vcq is impossible for the full set: the first t tokens have at
+    most prod K_s = 2^I(t) distinct prefixes, fewer than N, so x_t cannot be determined by them.
+    """
+    from vcq.config import codebook_sizes_for
+
+    n = cfg["report"]["n_images"]
+    notes = [f"t_star_theory: Eq. 2, the first t with sum_(s<t) log2 K_s >= log2 N, N = {n:,}"]
+    if threshold_bits is not None:
+        notes.append(f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
+                     f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)")
+    for name in schedule_names(cfg):
+        printed = (paper_t2 or {}).get(name, {}).get("t_star")
+        sizes = codebook_sizes_for(cfg, name)
+        theory = schedules.cliff_position_vcq(sizes, n)
+        if printed is None or printed >= theory:
+            continue
+        bits = schedules.cumulative_information(sizes)[printed]
+        note = (f"{name}: the paper's t* ~{printed} contradicts Eq. 2: the first {printed} tokens have at "
+                f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}")
+        if fig2a_bits is not None:
+            small = round(2 ** fig2a_bits)
+            note += (f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's "
+                     f"~{fig2a_bits:g}-bit budget, N = {small:,}")
+        notes.append(note + ")")
+    return notes
 
 
 def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
@@ -193,6 +224,46 @@ def _get(record: dict | None, key: str) -> float:
     return np.nan if value is None else value
 
 
+TABLE5_METRICS = {"rfid": "r", "psnr": "psnr", "gfid": "g", "gfid_nocfg": "g_nocfg", "is": "is",
+                  "precision": "precision", "recall": "recall"}
+
+
+def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
+    """Table 5 (scaling): per Tok-AR row (`report.scaling`) the run's recon and best generation metrics.
+
+    Each row reads `results/<experiment>/recon/<schedule>.json` and `gen/<schedule>/*.json` of its
+    own config; gFID is the best guided preset (IS, precision, recall from that preset), gFID w/o
+    CFG the best unguided one. With `paper` (paper_numbers table5) a `(paper)` column follows each.
+    """
+    from vcq.config import load_config
+
+    out, label = [], "FID"
+    for spec in rows:
+        cfg = load_config(spec["config"])
+        res = Path(cfg["paths"]["results_dir"]) / cfg["experiment"]
+        name = spec["schedule"]
+        rec_path = res / "recon" / f"{name}.json"
+        rec = read_json(rec_path) if rec_path.exists() else {}
+        gens = sorted(str(p) for p in (res / "gen" / name).glob("*.json"))
+        best, plain = best_preset(gens, guided=True), best_preset(gens, guided=False)
+        label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
+        best = best or {}
+        out.append({
+            "row": spec["row"], "experiment": cfg["experiment"], "ar_model": cfg["ar"]["model"]["name"],
+            "r": rec.get("rfid", np.nan), "psnr": rec.get("psnr", np.nan),
+            "g": best.get("fid", np.nan), "g_nocfg": plain["fid"] if plain else np.nan,
+            "is": best.get("is_mean", np.nan), "precision": best.get("precision", np.nan),
+            "recall": best.get("recall", np.nan), "best_preset": best.get("preset", {}).get("name", ""),
+        })
+    df = pd.DataFrame(out, columns=["row", "experiment", "ar_model", *TABLE5_METRICS.values(), "best_preset"])
+    if paper is not None:
+        for key, col in TABLE5_METRICS.items():
+            values = [paper.get(r, {}).get(key, np.nan) for r in df["row"]]
+            df.insert(df.columns.get_loc(col) + 1, f"{col} (paper)", values)
+    names = {"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"}
+    return df.rename(columns=names | {f"{k} (paper)": f"{v} (paper)" for k, v in names.items()})
+
+
 def table6(probe: dict[str, str]) -> pd.DataFrame:
     """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
     rows = [{"schedule": name, "features": "codes", **r} for name, path in probe.items() if Path(path).exists()
@@ -212,31 +283,33 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
 
 def table_guidance(names: list[str], gen: dict[str, list[str]],
                    configured: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Tables 8/9: per schedule the best gFD/gFID of each guidance strategy, and the footnotes.
+    """Tables 8/9: per schedule the best gFD/gFID of each guidance strategy (vanilla vs the
+    codebook-aware readings, `vcq.sampling.STRATEGIES`), and the footnotes.
 
-    `configured[schedule]` lists the guidance kinds the config samples for it; a cell with no
-    such preset is empty by design (e.g. codebook-aware CFG on a constant codebook), which the
-    notes say, apart from cells whose step has not run.
+    `configured[schedule]` lists the strategies the config samples for it; a cell with no such
+    preset is empty by design (e.g. codebook-aware CFG on a constant codebook), which the notes
+    say, apart from cells whose step has not run.
     """
-    strategies = ("constant", "power-cosine", "codebook-aware")
+    from vcq.sampling import STRATEGIES, guidance_strategy
+
     rows, label, by_design, missing = [], "FID", set(), set()
     for name in names:
         records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
         label = next((r["fd_label"] for r in records if "fd_label" in r), label)
         row = {"schedule": name}
-        for g in strategies:
-            fids = [r["fid"] for r in records if r.get("preset", {}).get("guidance") == g]
+        for g in STRATEGIES:
+            fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
             if not fids:
                 (missing if configured is None or g in configured.get(name, set()) else by_design).add(g)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["schedule", *strategies])
-    used = [g for g in strategies if not df[g].isna().all() or (configured and any(g in c for c in configured.values()))]
+    df = pd.DataFrame(rows, columns=["schedule", *STRATEGIES])
+    used = [g for g in STRATEGIES if not df[g].isna().all() or (configured and any(g in c for c in configured.values()))]
     df = df[["schedule", *used]]
     metric = f"best g{label}"
     notes = [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
     notes += [f"{g}: empty where no preset applies this guidance to the schedule"
-              + (" (codebook-aware CFG needs a variable codebook)" if g == "codebook-aware" else "")
+              + (" (codebook-aware CFG needs a variable codebook)" if g.startswith("codebook-aware") else "")
               for g in used if g in by_design]
     notes += [f"{g}: {MISSING_NOTE}" for g in used if g in missing and df[g].isna().any()]
     return df.rename(columns={g: f"{g}: {metric}" for g in used}), notes

@@ -10,12 +10,18 @@ from vcq.ar import ARModel
 from vcq.prologue import PrologueEncoder
 
 GUIDANCE = ("none", "constant", "power-cosine", "codebook-aware")
+# How the power-cosine ramp combines with the Eq. 4 weight w_t (the paper does not say; docs/ar.md).
+RAMP_OVER = ("position", "capacity")
+
+
+def power_cosine(x: np.ndarray, power: float) -> np.ndarray:
+    """(1 - cos(pi * x^p)) / 2: 0 at x = 0, 1 at x = 1."""
+    return (1.0 - np.cos(math.pi * np.asarray(x, dtype=np.float64) ** power)) / 2.0
 
 
 def power_cosine_ramp(length: int, power: float) -> np.ndarray:
     """r_t = (1 - cos(pi * (t/L)^p)) / 2 for t = 0..L-1: rises from 0 to ~1 over the sequence."""
-    t = np.arange(length) / length
-    return (1.0 - np.cos(math.pi * t ** power)) / 2.0
+    return power_cosine(np.arange(length) / length, power)
 
 
 def codebook_weight(k_sizes: np.ndarray) -> np.ndarray:
@@ -25,23 +31,49 @@ def codebook_weight(k_sizes: np.ndarray) -> np.ndarray:
     return np.ones_like(lk) if span == 0 else (lk - lk.min()) / span
 
 
-def guidance_scales(guidance: str, scale: float, k_sizes: np.ndarray, power: float | None = None) -> np.ndarray:
-    """Per-position guidance s_t (length L).
+def guidance_scales(guidance: str, scale: float, k_sizes: np.ndarray, power: float | None = None,
+                    ramp_over: str = "position", cfg_start: float = 0.0) -> np.ndarray:
+    """Per-position guidance s_t = cfg_start + (scale - cfg_start)·g_t (length L).
 
-    codebook-aware with `power` set multiplies the Eq. 4 weight by the power-cosine ramp;
-    with `power` None it is Eq. 4 alone (reduces to constant CFG for a constant codebook).
+    g_t is 1 (constant), r(t/L) (power-cosine) or, for codebook-aware, the Eq. 4 weight w_t
+    alone (`power` None), w_t·r(t/L) (`ramp_over` position) or r(w_t) (`ramp_over` capacity),
+    with r(x) = (1 - cos(pi·x^p))/2. `cfg_start` is s_t where g_t = 0 (Eq. 4: 0).
     """
     n = len(k_sizes)
     if guidance == "none":
         return np.zeros(n)
+    if ramp_over not in RAMP_OVER:
+        raise ValueError(f"unknown ramp_over {ramp_over!r}; expected one of {RAMP_OVER}")
     if guidance == "constant":
-        return np.full(n, float(scale))
-    if guidance == "power-cosine":
-        return scale * power_cosine_ramp(n, 1.0 if power is None else power)
-    if guidance == "codebook-aware":
+        shape = np.ones(n)
+    elif guidance == "power-cosine":
+        shape = power_cosine_ramp(n, 1.0 if power is None else power)
+    elif guidance == "codebook-aware":
         w = codebook_weight(k_sizes)
-        return scale * w * (1.0 if power is None else power_cosine_ramp(n, power))
-    raise ValueError(f"unknown guidance {guidance!r}; expected one of {GUIDANCE}")
+        if power is None:
+            shape = w
+        elif ramp_over == "position":
+            shape = w * power_cosine_ramp(n, power)
+        else:
+            shape = power_cosine(w, power)
+    else:
+        raise ValueError(f"unknown guidance {guidance!r}; expected one of {GUIDANCE}")
+    return cfg_start + (scale - cfg_start) * shape
+
+
+# Table 8/9 columns: codebook-aware is the default (product) reading, the others are named.
+STRATEGIES = ("constant", "power-cosine", "codebook-aware", "codebook-aware/capacity",
+              "codebook-aware/eq4")
+
+
+def guidance_strategy(preset: dict) -> str:
+    """Table 8/9 column of a preset: its guidance; codebook-aware split by reading (STRATEGIES)."""
+    g = preset.get("guidance", "none")
+    if g != "codebook-aware":
+        return g
+    if preset.get("power") is None:
+        return "codebook-aware/eq4"
+    return "codebook-aware/capacity" if preset.get("ramp_over") == "capacity" else "codebook-aware"
 
 
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, s: float) -> torch.Tensor:
@@ -72,7 +104,8 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
     codebook; only the L visual tokens are returned.
     """
     model.eval()
-    scales = guidance_scales(preset["guidance"], preset.get("scale", 0.0), k_sizes, preset.get("power"))
+    scales = guidance_scales(preset["guidance"], preset.get("scale", 0.0), k_sizes, preset.get("power"),
+                             preset.get("ramp_over", "position"), preset.get("cfg_start", 0.0))
     n_pro = prologue.num_tokens if prologue is not None else 0
     if n_pro:
         # the prologue is a global summary: one scale for all of it (default: the preset's base scale)
@@ -105,13 +138,17 @@ def generate(model: ARModel, labels: torch.Tensor, k_sizes: np.ndarray, preset: 
 
 
 def expand_presets(sampling_cfg: dict) -> list[dict]:
-    """Listed presets plus one `{grid}-s{scale}-p{power}` preset per point of every CFG grid."""
+    """Listed presets plus one `{grid}-s{scale}-p{power}` (`{grid}-s{scale}` for a null power) per grid point."""
     presets = [dict(p) for p in sampling_cfg.get("presets", [])]
     for grid in sampling_cfg.get("grids", []):
         for s in grid["scales"]:
             for p in grid["powers"]:
-                presets.append({"name": f"{grid['name']}-s{s:g}-p{p:g}", "guidance": grid["guidance"],
+                # a null power (codebook-aware: Eq. 4 alone) has no -p part in the name
+                name = f"{grid['name']}-s{s:g}" + ("" if p is None else f"-p{p:g}")
+                presets.append({"name": name, "guidance": grid["guidance"],
                                 "scale": s, "power": p, "temperature": grid.get("temperature", 1.0),
+                                "ramp_over": grid.get("ramp_over", "position"),
+                                "cfg_start": grid.get("cfg_start", 0.0),
                                 "top_k": 0, "top_p": 1.0, "restrict_to_kt": True,
                                 "schedules": list(grid.get("schedules", []))})
     names = [p["name"] for p in presets]

@@ -15,6 +15,10 @@ from vcq.io import atomic_path
 
 log = logging.getLogger(__name__)
 
+# Version 2: train views are ten_crop's 10 distinct views. Files without the attribute are version 1
+# (20 views: the ten crops and a duplicate mirror of each) and are refused.
+FORMAT_VERSION = 2
+
 
 def token_dtype(k_max: int) -> np.dtype:
     """uint16 when every index fits (Kmax <= 65536), else int32."""
@@ -64,6 +68,7 @@ class TokenWriter:
         self.partial = partial_path(path)
         self.k_sizes = np.asarray(k_sizes, dtype=np.int64)
         self.attrs = {
+            "format_version": FORMAT_VERSION,
             "schedule": schedule,
             "k_sizes": self.k_sizes,
             "k_max": int(self.k_sizes.max()),
@@ -180,6 +185,13 @@ class TokenStore:
         self.path = Path(path)
         self.file = h5py.File(self.path, "r")
         a = self.file.attrs
+        version = int(a.get("format_version", 1))
+        if version != FORMAT_VERSION:
+            self.file.close()
+            raise ValueError(
+                f"{self.path}: token file format {version}, this version reads format {FORMAT_VERSION} "
+                "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)"
+            )
         if not bool(a.get("complete", False)):
             self.file.close()
             raise ValueError(f"{self.path} is not a complete token store (interrupted write?)")

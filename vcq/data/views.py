@@ -1,4 +1,4 @@
-"""View recipes for encoding: one centre crop, or LlamaGen-style ten-crop x flip (20 views)."""
+"""View recipes for encoding: one centre crop, or LlamaGen-style ten-crop (10 distinct views)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from vcq.data.images import to_tensor_pm1
 
-RECIPES = ("center", "tencrop_flip")
+RECIPES = ("center", "tencrop")
 # torchvision's five_crop order.
 _FIVE = ("top_left", "top_right", "bottom_left", "bottom_right", "center")
 
@@ -19,9 +19,8 @@ def view_names(recipe: str) -> list[str]:
     """Names of the views of `recipe`, in the order of the view axis."""
     if recipe == "center":
         return ["center"]
-    if recipe == "tencrop_flip":
-        ten = list(_FIVE) + [f"flipimg_{c}" for c in _FIVE]
-        return ten + [f"{n}_hflip" for n in ten]
+    if recipe == "tencrop":
+        return list(_FIVE) + [f"flipimg_{c}" for c in _FIVE]
     raise ValueError(f"unknown view recipe '{recipe}' (have: {list(RECIPES)})")
 
 
@@ -39,9 +38,9 @@ def make_views(
     x = F.center_crop(F.resize(x, resize, antialias=True), [resize, resize])
     if recipe == "center":
         return F.center_crop(x, [crop, crop]).unsqueeze(0).clamp(-1, 1)
-    ten = torch.stack(F.ten_crop(x, [crop, crop]))
-    # LlamaGen also encodes the mirror image of every crop; views 10..19 mirror views 0..9.
-    return torch.cat([ten, ten.flip(-1)]).clamp(-1, 1)
+    # ten_crop already holds the five crops of the mirrored image, as LlamaGen's extract_codes
+    # stores them; flipping again would only duplicate views.
+    return torch.stack(F.ten_crop(x, [crop, crop])).clamp(-1, 1)
 
 
 def views_transform(recipe: str, resize: int, crop: int) -> Callable[[Image.Image], torch.Tensor]:
