@@ -153,8 +153,8 @@ def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str,
     exp = cfg["experiment"]
     out = [f"# {exp}: key figures of this run",
            "",
-           f"Written by `pipeline_steps/make_tables.py` from the metric files of experiment `{exp}`; "
-           "the full tables (with footnotes) are in `tables/`.", ""]
+           (f"Written by `pipeline_steps/make_tables.py` from the metric files of experiment `{exp}`; "
+            "the full tables (with footnotes) are in `tables/`."), ""]
     t4 = tables.get("table4")
     if t4 is not None and len(t4):
         out += ["## Reconstruction and generation (table4)", ""]
@@ -351,6 +351,7 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from vcq.config import codebook_sizes_for
 
     n = cfg["report"]["n_images"]
@@ -471,7 +472,7 @@ def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, row
     """A PNG grid of the first `per_row` samples of each class (first `rows` classes), one row per
     class labelled with its name, under `title`."""
     data = np.load(npz_path)
-    images, labels = data["arr_0"], data["labels"] if "labels" in data else None
+    images, labels = data["arr_0"], data.get("labels")
     if labels is None:
         picks = [np.arange(min(len(images), per_row * rows))]
         row_names = [""] * (-(-len(picks[0]) // per_row))

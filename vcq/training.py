@@ -173,7 +173,7 @@ PROGRESS_EVERY_ENV = "VCQ_PROGRESS_EVERY"
 
 
 def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
@@ -236,7 +236,7 @@ def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True)
         total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
         mininterval=1.0, smoothing=0.1,
         heartbeat_fd=int(fd) if fd and enabled else None,
-        every=float(os.environ.get(PROGRESS_EVERY_ENV, 30)),
+        every=float(os.environ.get(PROGRESS_EVERY_ENV, "30")),
     )
 
 
