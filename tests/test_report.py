@@ -206,8 +206,9 @@ def test_n_images_from_the_data_manifest(tmp_path):
     manifest = tmp_path / "manifest.json"
     with pytest.raises(ValueError, match="report.n_images is not set"):
         report.with_data_manifest(cfg, manifest)
-    manifest.write_text(json.dumps({"counts": {"train": 123, "val": 4}, "classes": ["a", "b"]}))
+    manifest.write_text(json.dumps({"counts": {"train": 123, "val": 4}, "classes": ["b", "a"]}))
     filled, classes = report.with_data_manifest(cfg, manifest)
+    # label order: sorted class folders, as ImageFolderDataset numbers them
     assert filled["report"]["n_images"] == 123 and classes == ["a", "b"] and cfg["report"]["n_images"] is None
     assert report.with_data_manifest({"report": {"n_images": 7}}, None) == ({"report": {"n_images": 7}}, None)
 

@@ -17,14 +17,17 @@ MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
 def with_data_manifest(cfg: dict, manifest: str | Path | None) -> tuple[dict, list[str] | None]:
     """(cfg with `report.n_images` filled from the data manifest's train count where it is null,
-    the manifest's class names); the manifest may be absent when n_images is set."""
+    the class names in label order); the manifest may be absent when n_images is set.
+
+    Labels everywhere are ImageFolderDataset's: the index of the class folder in sorted order.
+    """
     data = read_json(manifest) if manifest and Path(manifest).exists() else None
     if cfg["report"]["n_images"] is None:
         if data is None:
             raise ValueError(f"report.n_images is not set and the data manifest {manifest} does not exist "
                              "(run make_dataset first, or set report.n_images)")
         cfg = {**cfg, "report": {**cfg["report"], "n_images": int(data["counts"]["train"])}}
-    return cfg, data.get("classes") if data else None
+    return cfg, sorted(data["classes"]) if data and "classes" in data else None
 
 
 def table1(datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167) -> pd.DataFrame:
@@ -534,7 +537,7 @@ def _image_figure(grid: np.ndarray, out_png: str | Path, title: str, row_ticks: 
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out_png
 
