@@ -97,7 +97,7 @@ def main() -> None:
     report.write_table(report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6")
     report.write_table(t89, out / "table8_9", notes89)
     text = report.summary(cfg, {"table2": t2, "table4": t4, "table6": t6, "table8_9": t89},
-                          _by_stem(args.position_loss))
+                          {k.removesuffix("_position_loss"): v for k, v in _by_stem(args.position_loss).items()})
     summary = Path(args.summary) if args.summary else out.parent / "summary.md"
     with atomic_path(summary) as tmp:
         tmp.write_text(text)

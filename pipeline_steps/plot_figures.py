@@ -27,8 +27,9 @@ TOKENIZER_PANELS = [
 ]
 AR_PANELS = [
     {"keys": ["loss", "val_loss"], "styles": ["-", "o-"], "ylabel": "cross-entropy per token (nats)",
-     "caption": "Line: training loss per step. Dots: loss on the held-out val split's tokens\n"
-                "(every ar.train.val_every steps). A widening gap means the model memorises\nthe training images."},
+     "caption": "Line: training loss per step. Dots: loss on the held-out val split's\n"
+                "tokens (every ar.train.val_every steps). A widening gap between\n"
+                "them means the model memorises the training images."},
     {"keys": ["prologue_loss"], "ylabel": "prologue cross-entropy (nats)",
      "caption": "Prologue tokens' cross-entropy (only with ar.prologue)."},
 ]

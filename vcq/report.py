@@ -419,7 +419,7 @@ def plot_panels(series: dict[str, str], panels: list[dict], out_stem: str | Path
     panels = [pl for pl in panels if any(k in df for df in frames.values() for k in pl["keys"])]
     if not panels:
         raise ValueError(f"no curves to plot in {list(series.values())}")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.8 * len(panels)), 4.0), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, panel in zip(axes[0], panels):
         values = []
@@ -439,10 +439,10 @@ def plot_panels(series: dict[str, str], panels: list[dict], out_stem: str | Path
         ax.set(xlabel="step", ylabel=panel["ylabel"])
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        ax.text(0, -0.2, panel["caption"], transform=ax.transAxes, va="top", ha="left", fontsize=7.5, wrap=True)
+        ax.text(0, -0.2, panel["caption"], transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
-    return _save(fig, out_stem)
+    fig.tight_layout()
+    return _save(fig, out_stem, tight=True)
 
 
 def _read_series(path: str | Path) -> pd.DataFrame:
@@ -542,13 +542,14 @@ def _image_figure(grid: np.ndarray, out_png: str | Path, title: str, row_ticks: 
     return out_png
 
 
-def _save(fig, out_stem: str | Path) -> list[Path]:
+def _save(fig, out_stem: str | Path, tight: bool = False) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")]
     for path in paths:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=150)
+            # tight: the bounding box grows to the captions written below the axes
+            fig.savefig(tmp, format=path.suffix[1:], dpi=150, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return paths
 
