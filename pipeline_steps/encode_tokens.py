@@ -14,22 +14,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for
-from vcq.data.images import ImageFolderDataset
+from vcq.data.images import ImageFolderDataset, normalize_uint8
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
-from vcq.io import file_sha256
+from vcq.io import content_key, file_sha256
+from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.tokenizer import load_tokenizer
-from vcq.training import cleanup_distributed, init_distributed, progress
+from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
 
 def checked_sizes(
     cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
 ) -> np.ndarray:
     """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
-    meta = torch.load(tokenizer_path, map_location="cpu", mmap=True, weights_only=False)
-    saved = meta.get("extra", {}).get("schedule", schedule)
+    saved = require_checkpoint(tokenizer_path, ["extra"])["extra"].get("schedule", schedule)
     if saved != schedule:
         sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
     sizes = np.asarray(model_sizes, dtype=np.int64)
@@ -55,10 +55,12 @@ def main() -> None:
     enc = cfg["encode"]
 
     model = load_tokenizer(args.tokenizer, env.device)
+    check_finite_weights(model, str(args.tokenizer))
     sizes = checked_sizes(cfg, args.schedule, args.tokenizer, model.sizes)
     recipe = enc["views"] if args.split == "train" else "center"
     names = view_names(recipe)
-    transform = views_transform(recipe, enc["resize"], enc["crop"])
+    # uint8 views through the loader (a quarter of float32's bytes), normalised on the device
+    transform = views_transform(recipe, enc["resize"], enc["crop"], uint8=True)
     dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / args.split, transform=transform)
     rows = np.arange(env.rank, len(dataset), env.world_size)
     target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
@@ -66,6 +68,9 @@ def main() -> None:
         target, num_rows=len(rows), k_sizes=sizes, view_names=names,
         num_classes=dataset.num_classes, schedule=args.schedule,
         tokenizer_sha256=file_sha256(args.tokenizer), chunk_rows=enc["chunk_rows"],
+        # A .partial continues only under the same data and views (batch boundaries included).
+        inputs_sha256=content_key(data=cfg["data"], split=args.split, recipe=recipe, resize=enc["resize"],
+                                  crop=enc["crop"], batch_size=enc["batch_size"]),
         rows=rows if env.world_size > 1 else None,
     )
     pending = writer.pending_rows()
@@ -74,15 +79,16 @@ def main() -> None:
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, rows[pending].tolist()),
         batch_size=enc["batch_size"], num_workers=enc["num_workers"],
+        pin_memory=env.device.type == "cuda",
     )
     bar = progress(len(pending), desc=f"encode {args.schedule} {args.split}", enabled=env.is_main)
-    with writer, torch.inference_mode():
+    with writer, torch.inference_mode(), inference_autocast(env.device):
         for b, (views, labels) in enumerate(loader):
             if b == args.stop_after_batches:
                 log.info("stopping after %d batches (test hook)", b)
                 return
             n, v = views.shape[:2]
-            indices, _ = model.encode(views.flatten(0, 1).to(env.device))
+            indices, _ = model.encode(normalize_uint8(views.flatten(0, 1).to(env.device, non_blocking=True)))
             local = pending[b * enc["batch_size"] : b * enc["batch_size"] + n]
             writer.write(local, indices.view(n, v, -1).cpu().numpy(), labels.numpy())
             bar.update(n)
@@ -104,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, eval_transform
 from vcq.io import atomic_path, write_json
 from vcq.metrics.fid import rfid as metrics_rfid
@@ -69,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

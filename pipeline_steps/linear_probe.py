@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from functools import partial
 
-import h5py
 import numpy as np
-import torch
 
-from vcq.cli import load_step_config, setup_logging, step_parser
-from vcq.io import write_json
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
+from vcq.data.tokens import open_tokens
+from vcq.io import file_sha256, write_json
 from vcq.metrics.probe import code_features, train_probe
 from vcq.prologue import prologue_features, prologue_from_extra
-from vcq.training import init_distributed
+from vcq.training import init_distributed, require_checkpoint
 
 
-def _read_tokens(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _read_tokens(path: str, tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(tokens (N, V, L), labels (N,), num_classes) of a token store, read whole (ids only, not features)."""
-    with h5py.File(path, "r") as f:
-        return f["tokens"][:], f["labels"][:], int(f.attrs["num_classes"])
+    with open_tokens(path, tokenizer_sha256=tokenizer_sha256) as store:
+        return store.read(), store.labels, store.num_classes
 
 
 def main() -> None:
@@ -39,8 +38,9 @@ def main() -> None:
     from vcq.tokenizer import load_tokenizer
 
     codebook = load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().float().to(device)
-    tr, ytr, num_classes = _read_tokens(args.train_tokens)
-    va, yva, _ = _read_tokens(args.val_tokens)
+    sha = file_sha256(args.tokenizer)
+    tr, ytr, num_classes = _read_tokens(args.train_tokens, sha)
+    va, yva, _ = _read_tokens(args.val_tokens, sha)
     va = va[:, 0]
 
     def probe(featurize) -> dict:
@@ -54,7 +54,7 @@ def main() -> None:
         rows.append({"features": "codes", "k": k_eff, **res})
     prologue = None
     if args.ar:
-        prologue = prologue_from_extra(torch.load(args.ar, map_location="cpu", weights_only=False)["extra"], device)
+        prologue = prologue_from_extra(require_checkpoint(args.ar, ["extra"])["extra"], device)
     if prologue is not None:
         res = probe(partial(prologue_features, prologue))
         log.info("prologue (%d tokens) top1 %.2f top5 %.2f", prologue.num_tokens, res["top1"], res["top5"])
@@ -64,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

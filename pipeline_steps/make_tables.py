@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from vcq import report
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, load_config
 from vcq.io import atomic_path
 from vcq.sampling import guidance_strategy, presets_for
@@ -105,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

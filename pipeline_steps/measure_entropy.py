@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from vcq import entropy
-from vcq.cli import load_step_config, setup_logging, step_parser
-from vcq.io import atomic_path, write_json
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
+from vcq.io import atomic_path, file_sha256, write_json
 
 
 def main() -> None:
@@ -17,6 +17,8 @@ def main() -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--tokens", required=True, help="HDF5 token store (train split)")
     parser.add_argument("--schedule", required=True, help="schedule name, recorded in the JSON")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="tokenizer final.pt; if given, the token file must have been encoded by it")
     parser.add_argument("--out-csv", required=True, type=Path, help="per-position CSV")
     parser.add_argument("--out-json", required=True, type=Path, help="summary JSON (t* measured and theory)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG (default: beside the CSV)")
@@ -24,10 +26,9 @@ def main() -> None:
     cfg, log = load_step_config(args), setup_logging()
     ecfg = cfg["entropy"]
     start = time.perf_counter()
-    try:
-        tokens, k_sizes = entropy.read_token_matrix(args.tokens, ecfg["view"], ecfg["max_rows"])
-    except (ValueError, OSError) as e:
-        parser.exit(1, f"error: {e}\n")
+    sha = file_sha256(args.tokenizer) if args.tokenizer else None
+    tokens, k_sizes = entropy.read_token_matrix(args.tokens, ecfg["view"], ecfg["max_rows"],
+                                                tokenizer_sha256=sha)
     log.info("read %s tokens from %s in %.1f s", tokens.shape, args.tokens, time.perf_counter() - start)
     result = entropy.conditional_entropy(tokens)
     rows = entropy.entropy_table(result, k_sizes)
@@ -42,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -9,7 +9,7 @@ import yaml
 
 from vcq.ar import ARConfig, count_params
 from vcq.ar import format_breakdown as format_ar
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, tokenizer_config
 from vcq.tokenizer import build_tokenizer, format_breakdown, parameter_breakdown
 
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

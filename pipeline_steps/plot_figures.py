@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from vcq import report
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import load_config
 from vcq.data.images import ImageFolderDataset
 from vcq.io import read_json
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--samples", nargs="*", default=[],
                         help="work/{exp}/samples/<schedule>/<preset>.npz (one grid per file)")
     parser.add_argument("--tokenizer-log", nargs="*", default=[],
-                        help="work/{exp}/tokenizer/<schedule>/log.jsonl (named by parent folder)")
+                        help="work/{exp}/tokenizer/<schedule>/train_log.jsonl (named by parent folder)")
     parser.add_argument("--ar-log", nargs="*", default=[],
                         help="work/{exp}/ar/<schedule>/train_log.jsonl (named by parent folder)")
     parser.add_argument("--recon", nargs="*", default=[],
@@ -123,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

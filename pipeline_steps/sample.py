@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from vcq.ar import load_ar
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
-from vcq.io import atomic_path
+from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
+from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.prologue import prologue_from_extra
 from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
@@ -58,11 +59,15 @@ def main() -> None:
 
     model, extra = load_ar(args.ar, map_location=device)
     tok = load_tokenizer(args.tokenizer, map_location=device).eval()
+    check_finite_weights(model, args.ar)
+    check_finite_weights(tok, args.tokenizer)
     k_sizes = np.asarray(extra["k_sizes"])
     prologue = prologue_from_extra(extra, device)
     out = Path(args.out)
-    chunk_dir = out.with_suffix(".chunks")
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+    # Finished chunks are reused only if the same models, preset and settings made them.
+    key = content_key(ar=file_sha256(args.ar), tokenizer=file_sha256(args.tokenizer), preset=preset,
+                      sampling={k: v for k, v in sc.items() if k not in ("presets", "grids")})
+    chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
     labels = np.repeat(np.arange(model.cfg.num_classes), sc["samples_per_class"])
     n, cs = len(labels), sc["chunk_size"]
     n_chunks = -(-n // cs)
@@ -79,8 +84,8 @@ def main() -> None:
         imgs, toks = [], []
         for s in range(0, len(lab), sc["batch_size"]):
             y = torch.from_numpy(lab[s:s + sc["batch_size"]]).to(device)
-            t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
-            with torch.no_grad():
+            with torch.no_grad(), inference_autocast(device):
+                t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
                 imgs.append(to_uint8_nhwc(tok.decode_indices(t)))
             toks.append(t.cpu().numpy().astype(np.int32))
             bar.update(len(y))
@@ -103,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

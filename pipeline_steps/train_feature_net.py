@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torchvision import transforms
 
-from vcq.cli import load_step_config, setup_logging, step_parser
+from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
-from vcq.io import atomic_path
 from vcq.metrics.features import train_demo_net
 from vcq.metrics.fid import sample_size
+from vcq.training import save_checkpoint
 
 
 def _to_uint8_chw(img) -> torch.Tensor:
@@ -40,10 +40,9 @@ def main() -> None:
     log.info("training demo feature net on %d images, %d classes", len(data), len(data.classes))
     _, ckpt = train_demo_net(loader, len(data.classes), ncfg, seed=cfg["seed"])
     out = args.out or cfg["eval"]["demo_weights"]
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
+    save_checkpoint(out, ckpt)
     log.info("wrote %s", out)
 
 
 if __name__ == "__main__":
-    main()
+    run_step(main)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vcq.data.images import ImageFolderDataset, eval_transform, to_tensor_pm1, train_transform
+from vcq.data.images import ImageFolderDataset, TrainCrops, eval_transform, to_tensor_pm1
 from vcq.data.synthetic import CLASS_NAMES, generate
 from vcq.data.views import make_views, view_names
 from vcq.io import read_json
@@ -98,14 +98,19 @@ def test_corrupt_file_skipped_counted_logged_once(tmp_path, caplog, name):
     assert ImageFolderDataset(root).scan() == [str(bad)]
 
 
-def test_transforms_range_and_shape():
+def test_transforms_range_and_shape(tmp_path):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
     x = to_tensor_pm1(np.array([[[0, 255, 128]]], np.uint8))
     assert x.shape == (3, 1, 1) and x[0].item() == -1 and x[1].item() == 1
-    torch.manual_seed(0)
-    for tf in (train_transform(32, 1.125), eval_transform(32)):
-        y = tf(image)
-        assert y.shape == (3, 32, 32) and y.min() >= -1 and y.max() <= 1
+    y = eval_transform(32)(image)
+    assert y.shape == (3, 32, 32) and y.min() >= -1 and y.max() <= 1
+    image.save(tmp_path / "a.png")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "a.png").rename(tmp_path / "c" / "a.png")
+    crops = TrainCrops(ImageFolderDataset(tmp_path), 32, crop_scale=1.125)
+    views = [crops[(0, seed)][0] for seed in range(8)]
+    assert all(v.shape == (3, 32, 32) and v.dtype == torch.uint8 for v in views)
+    assert torch.equal(crops[(0, 3)][0], views[3]) and len({v.numpy().tobytes() for v in views}) > 1
 
 
 def test_view_recipes():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from vcq.ar import ARConfig, ARModel, load_ar
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.sampling import generate
-from test_train_ar import config, losses, run
+from test_train_ar import config, losses, run, write_tokens
 
 SIZES = np.array([4, 8, 16, 16])
 
@@ -67,13 +67,17 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(tmp_path):
     cfg = config(tmp_path, 3)
     cfg.write_text(cfg.read_text().replace("ar:\n", "ar:\n  prologue: {num_tokens: 2, codebook_size: 4}\n")
                    + "probe: {k: [4], epochs: 2}\n")
-    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
+    from vcq.io import file_sha256
     from vcq.tokenizer import Tokenizer, save_tokenizer
 
     tok = Tokenizer({"image_size": 16, "patch_size": 8, "enc_width": 16, "enc_depth": 1, "enc_heads": 2,
                      "dec_width": 16, "dec_depth": 1, "dec_heads": 2}, 16, {"kind": "vcq", "code_dim": 4},
                     [16] * 16)
     save_tokenizer(tmp_path / "tok.pt", tok, {})
+    # The probe checks that the token files were encoded by this tokenizer.
+    write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))
+    write_tokens(tmp_path / "val.h5", 32, 1, sha=file_sha256(tmp_path / "tok.pt"))
+    run(tmp_path, cfg, tmp_path / "a" / "final.pt")
     out = tmp_path / "probe.json"
     subprocess.run([sys.executable, "pipeline_steps/linear_probe.py", "--config", str(cfg), "--tokenizer",
                     str(tmp_path / "tok.pt"), "--train-tokens", str(tmp_path / "train.h5"), "--val-tokens",

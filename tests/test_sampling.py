@@ -161,7 +161,8 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
     spec.loader.exec_module(step)
     out = tmp_path / "s" / "p1.npz"
     argv = ["sample.py", "--config", str(tmp_path / "c.yaml"), "--schedule", "c", "--preset", "p1",
-            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", "x", "--out", str(out)]
+            "--ar", str(tmp_path / "ar.pt"), "--tokenizer", str(tmp_path / "tok.pt"), "--out", str(out)]
+    (tmp_path / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
     monkeypatch.setattr(sys, "argv", argv)
     step.main()
     d = np.load(out)

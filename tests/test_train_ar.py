@@ -4,30 +4,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
-import pytest
 import torch
 import yaml
 
 from vcq.ar import load_ar
+from vcq.data.tokens import TokenWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 L, V, K = 16, 2, 16
 
 
-def write_tokens(path, n, seed):
+def write_tokens(path, n, seed, sha="x"):
     """Structured tokens: each sequence is a class-dependent arithmetic progression mod K."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 4, n)
     start = rng.integers(0, K, (n, V, 1))
     tok = (start + (labels[:, None, None] + 1) * np.arange(L)) % K
-    with h5py.File(path, "w") as f:
-        f["tokens"] = tok.astype(np.uint16)
-        f["labels"] = labels.astype(np.int64)
-        f["done"] = np.ones(n, bool)
-        f.attrs.update(format_version=2, schedule="c", k_sizes=np.full(L, K, np.int64), k_max=K, num_classes=4, views=V,
-                       view_names=json.dumps(["a", "b"]), tokenizer_sha256="x", complete=True)
+    with TokenWriter(path, num_rows=n, k_sizes=np.full(L, K), view_names=["a", "b"], num_classes=4,
+                     schedule="c", tokenizer_sha256=sha) as w:
+        w.write(np.arange(n), tok, labels)
+        w.finalize()
 
 
 def config(tmp, steps, **train):
@@ -90,9 +87,7 @@ def write_tokenizer(tmp, quantizer):
     path = tmp / "tok.pt"
     save_tokenizer(path, tok, {})
     for name, seed, n in (("train.h5", 0, 64), ("val.h5", 1, 32)):
-        write_tokens(tmp / name, n, seed)
-        with h5py.File(tmp / name, "r+") as f:
-            f.attrs["tokenizer_sha256"] = file_sha256(path)
+        write_tokens(tmp / name, n, seed, sha=file_sha256(path))
     return path, tok.quantizer.codebook_vectors().detach()
 
 
@@ -140,7 +135,6 @@ def test_models_that_need_the_codebook_name_the_missing_or_wrong_tokenizer(tmp_p
            "--out", str(tmp_path / "x" / "final.pt")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "pass --tokenizer" in r.stderr
-    with h5py.File(tmp_path / "train.h5", "r+") as f:
-        f.attrs["tokenizer_sha256"] = "0" * 64
+    write_tokens(tmp_path / "train.h5", 64, 0, sha="0" * 64)
     r = subprocess.run(cmd + ["--tokenizer", str(tok)], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and "did not encode these tokens" in r.stderr
+    assert r.returncode != 0 and "train.h5: encoded by another tokenizer" in r.stderr

@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-
 import yaml
 
 from vcq.config import resolve_model, validate
@@ -28,6 +28,7 @@ def _cfg(**train) -> dict:
     cfg = {
         "experiment": "t",
         "device": "cpu",
+        "data": {"crop_scale": 1.125},
         "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}], "seed": 0,
         "tokenizer": {"num_tokens": 32, "quantizer": {"code_dim": 8},
                       "train": {"steps": 6, "batch_size": 4, "grad_accum": 2, "disc_start": 2,
@@ -53,9 +54,11 @@ def test_generator_loss_is_weighted_sum_and_gan_starts_late():
     x, recon = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     q = torch.tensor(0.7)
     total, terms = loss_fn.generator(x, recon, q, step=0)
+    terms = {k: float(v) for k, v in terms.items()}
     assert "gen_adv" not in terms and total.item() == pytest.approx(2 * terms["l1"] + 0.35, rel=1e-5)
     torch.manual_seed(1)
     total, terms = loss_fn.generator(x, recon, q, step=2)
+    terms = {k: float(v) for k, v in terms.items()}
     expected = 2 * terms["l1"] + 0.35 + 0.3 * terms["gen_adv"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
 
@@ -88,13 +91,26 @@ def test_lpips_loads_local_vgg_trunk(tmp_path):
     assert model(x, -x).item() > 0
 
 
-def _run(cfg, out, stop_at=None):
-    from train_tokenizer import train
+def image_folder(root: Path, n: int = 10) -> Path:
+    """n random 40x36 PNGs in two class folders."""
+    from PIL import Image
 
-    torch.manual_seed(123)
-    data = [(torch.rand(3, 36, 36) * 2 - 1, 0) for _ in range(10)]
-    train(cfg, "cosine", data, out, stop_at=stop_at)
-    return [json.loads(line) for line in (out.parent / "log.jsonl").read_text().splitlines()]
+    rng = np.random.default_rng(123)
+    for i in range(n):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / f"c{i % 2}" / f"{i}.png")
+    return root
+
+
+def _run(cfg, out, stop_at=None):
+    from vcq.data.images import ImageFolderDataset
+    from vcq.train.tokenizer import train
+
+    root = out.parents[1] / "images"
+    if not root.exists():
+        image_folder(root)
+    train(cfg, "cosine", ImageFolderDataset(root), out, stop_at=stop_at)
+    return [json.loads(line) for line in (out.parent / "train_log.jsonl").read_text().splitlines()]
 
 
 def test_resume_continues_bit_for_bit(tmp_path):
@@ -105,6 +121,13 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert len(straight) == 6 and "disc" in straight[-1]
     assert resumed == straight
     assert (tmp_path / "b" / "final.pt").exists() and (tmp_path / "b" / "loss.png").exists()
+
+
+def test_resume_with_loader_workers_matches_in_process_loading(tmp_path):
+    straight = _run(_cfg(), tmp_path / "a" / "final.pt")
+    workers = _cfg(num_workers=2, prefetch_factor=1)
+    _run(workers, tmp_path / "b" / "final.pt", stop_at=2)
+    assert _run(workers, tmp_path / "b" / "final.pt") == straight
 
 
 def test_cli_help():

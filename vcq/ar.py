@@ -26,7 +26,8 @@ class ARConfig:
     n_head: int = 12
     dim: int = 768
     ffn_multiple: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual ("AR") dropout
+    attn_dropout: float = 0.0  # on attention weights; App. A names class, AR and token dropout only
     token_dropout: float = 0.1
     class_dropout: float = 0.1
     rope_base: float = 10000.0
@@ -102,7 +103,7 @@ class Attention(nn.Module):
         self.n_head, self.head_dim = cfg.n_head, cfg.dim // cfg.n_head
         self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.p = cfg.dropout
+        self.p = cfg.attn_dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
@@ -120,7 +121,7 @@ class Attention(nn.Module):
             qi = torch.arange(past, past + t, device=x.device)[:, None]
             mask, causal = qi >= torch.arange(k.shape[2], device=x.device)[None, :], False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.p if self.training else 0.0)
+                                           dropout_p=self.p if self.training and self.p else 0.0)
         return self.resid_drop(self.wo(y.transpose(1, 2).reshape(b, t, -1)))
 
 
@@ -257,15 +258,20 @@ class ARModel(nn.Module):
     def position_ce(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token cross-entropy (B, L) in nats of the head's logits against `tokens`."""
         if self.cfg.head == "softmax":
-            return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+            # (B·L, V) rows: 2.5-3x faster than cross-entropy over the transposed (B, V, L) layout
+            flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none")
+            return flat.view_as(tokens)
         return self.output.cross_entropy(logits, tokens)
 
     def new_cache(self, batch: int, extra: int = 0) -> KVCache:
         """Empty KV cache for `batch` sequences of up to 1 + extra + seq_len positions."""
         p = next(self.parameters())
         hd = self.cfg.dim // self.cfg.n_head
+        # under autocast keys and values come out of the projections in the autocast dtype
+        kind = p.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
         return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, self.cfg.seq_len + 1 + extra, hd,
-                       p.device, p.dtype)
+                       p.device, dtype)
 
 
 def z_loss(logits: torch.Tensor, weight: float) -> torch.Tensor:
@@ -298,17 +304,18 @@ def format_breakdown(breakdown: dict[str, int]) -> str:
 
 def save_ar(path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None) -> None:
     """Atomically save weights, model config and extra metadata."""
-    from vcq.io import atomic_path
+    from vcq.training import save_checkpoint
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
-    with atomic_path(path) as tmp:
-        torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}}, tmp)
+    save_checkpoint(path, {"config": asdict(cfg), "state_dict": model.state_dict(), "extra": extra or {}})
 
 
 def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]:
     """Load a model saved by save_ar (in eval mode); returns (model, extra)."""
-    blob = torch.load(path, map_location=map_location, weights_only=False)
+    from vcq.training import require_checkpoint, restore_module
+
+    blob = require_checkpoint(path, ["config", "state_dict", "extra"], map_location)
     model = ARModel(ARConfig.from_dict(blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+    restore_module(model, blob["state_dict"], path)
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval(), blob["extra"]

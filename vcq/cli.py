@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
+
+from tqdm import tqdm
 
 from vcq.config import ConfigError, load_config
+from vcq.io import StepError, disk_full_error, is_disk_full
 
 
 def step_parser(description: str) -> argparse.ArgumentParser:
@@ -46,3 +51,24 @@ def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Log
         force=True,
     )
     return logging.getLogger(name)
+
+
+def run_step(main: Callable[[], None]) -> None:
+    """Run a step's `main`; a StepError or a full disk ends it with one line and exit status 1."""
+    try:
+        main()
+    except (StepError, OSError, RuntimeError) as e:
+        full = is_disk_full(e)
+        if not (full or isinstance(e, StepError)):
+            raise
+        if full and not isinstance(e, StepError):
+            e = disk_full_error(getattr(e, "filename", None) or "an output file")
+        logging.shutdown()
+        # An interrupted progress bar has no newline yet: close it so the error starts a line.
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if full:
+            # After a failed write HDF5 crashes while Python tears its objects down (exit 139).
+            os._exit(1)
+        sys.exit(1)

@@ -89,6 +89,9 @@ def validate(instance: dict, schema: dict, where: str = "config") -> dict:
             msg = f"unknown key '{key}'"
         elif e.validator == "required":
             msg = f"missing required key '{key}'"
+        elif e.validator == "not":
+            why = e.schema.get("description", "")
+            msg = f"bad value at '{key}': {e.instance!r} is not allowed ({why})"
         else:
             msg = f"bad value at '{key}': {e.message}"
         raise ConfigError(f"{where}: {msg}")
@@ -170,6 +173,7 @@ def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dic
         if s["k_min"] > s["k_max"]:
             raise ConfigError(f"{path}: schedules.{s['name']}: k_min > k_max")
     _check_preset_schedules(cfg, set(names), path)
+    _check_divisibility(cfg, path)
     quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
@@ -186,6 +190,26 @@ def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dic
                                   "(set ar.prologue.num_tokens: 0 or ar_head: softmax)")
     cfg["_config_path"] = str(path)
     return cfg
+
+
+def _check_divisibility(cfg: dict, path: str | Path) -> None:
+    """Shapes the models need: patches tile the image, attention heads split the width."""
+    pairs = []
+    if "model" in cfg.get("tokenizer", {}):
+        m = cfg["tokenizer"]["model"]
+        pairs += [("tokenizer.model.image_size", m["image_size"], "patch_size", m["patch_size"]),
+                  ("tokenizer.model.enc_width", m["enc_width"], "enc_heads", m["enc_heads"]),
+                  ("tokenizer.model.dec_width", m["dec_width"], "dec_heads", m["dec_heads"])]
+    if "model" in cfg.get("ar", {}):
+        m = cfg["ar"]["model"]
+        pairs.append(("ar.model.dim", m["dim"], "n_head", m["n_head"]))
+    if "prologue" in cfg.get("ar", {}):
+        p = cfg["ar"]["prologue"]
+        pairs.append(("ar.prologue.width", p["width"], "heads", p["heads"]))
+    for key, value, other, divisor in pairs:
+        if value % divisor:
+            raise ConfigError(f"{path}: bad value at '{key}': {value} is not divisible by "
+                              f"{other} = {divisor}")
 
 
 def _check_preset_schedules(cfg: dict, names: set[str], path: str | Path) -> None:

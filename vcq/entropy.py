@@ -89,20 +89,27 @@ def measured_cliff(result: EntropyResult, threshold_bits: float) -> int:
 
 
 def read_token_matrix(path: str | Path, view: int | str = 0, max_rows: int | None = None,
-                      chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                      chunk_rows: int = 65536,
+                      tokenizer_sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Tokens (N, L) in the file's compact dtype and K_t from an HDF5 token store, read in chunks.
 
-    `view` is a view index, or "all" to treat every (image, view) pair as a sequence.
+    `view` is a view index, or "all" to treat every (image, view) pair as a sequence. The store
+    checks the file (and, if given, the tokenizer hash) on open and K_t bounds on every chunk.
     """
     from vcq.data.tokens import open_tokens
 
-    with open_tokens(path) as store:
+    with open_tokens(path, tokenizer_sha256=tokenizer_sha256) as store:
         n = min(store.num_rows, max_rows) if max_rows else store.num_rows
         views = range(store.num_views) if view == "all" else [int(view)]
         out = np.empty((n * len(views), store.seq_len), dtype=store.tokens.dtype)
         for i, v in enumerate(views):
-            for a in range(0, n, chunk_rows):
-                out[i * n + a:i * n + min(a + chunk_rows, n)] = store.tokens[a:min(a + chunk_rows, n), v]
+            row = 0
+            for block in store.iter_chunks(v, chunk_rows):
+                block = block[: n - row]
+                out[i * n + row:i * n + row + len(block)] = block
+                row += len(block)
+                if row == n:
+                    break
         return out, store.k_sizes
 
 

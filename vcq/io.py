@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class StepError(Exception):
+    """A failure the user can act on; a pipeline step reports it as one line and exits non-zero."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) is ENOSPC, in any library's wording."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        # torch.save and HDF5 wrap the OS error in a RuntimeError carrying only its text.
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: str | os.PathLike) -> StepError:
+    """The one-line error for a write to `path` that ran out of space."""
+    return StepError(f"no space left on device while writing {path}")
 
 
 @contextlib.contextmanager
@@ -24,8 +50,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full_error(path) from e
         raise
 
 
@@ -53,6 +81,26 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def content_key(**parts: Any) -> str:
+    """Hex SHA-256 of JSON-serialisable parts: names what produced a piece of resume state."""
+    raw = json.dumps(parts, sort_keys=True, default=_json_default)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def keyed_dir(path: str | os.PathLike, key: str) -> Path:
+    """Create `path` for resume state made under `key`; state made under another key is discarded."""
+    path = Path(path)
+    stamp = path / "key.txt"
+    if path.exists() and (not stamp.is_file() or stamp.read_text().strip() != key):
+        log.warning("discarding %s: made from other inputs than this run's", path)
+        shutil.rmtree(path)
+    if not stamp.is_file():
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(key + "\n")
+    return path
 
 
 def _json_default(obj: Any) -> Any:

@@ -106,8 +106,8 @@ class TokenizerLoss(nn.Module):
 
     def generator(
         self, x: torch.Tensor, recon: torch.Tensor, quant_loss: torch.Tensor, step: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss for the tokenizer and its weighted terms."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss for the tokenizer and its unweighted terms (detached; read them only when logging)."""
         c = self.cfg
         terms = {"l1": F.l1_loss(recon, x), "quant": quant_loss}
         weights = {"l1": c["l1_weight"], "quant": c["commitment_weight"]}
@@ -120,7 +120,7 @@ class TokenizerLoss(nn.Module):
             self.discriminator.requires_grad_(True)
             weights["gen_adv"] = c["gen_adv_weight"]
         total = sum(weights[k] * v for k, v in terms.items())
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return total, {k: v.detach() for k, v in terms.items()}
 
     def discriminator_step_loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Weighted discriminator loss; both real and fake go through the same augmentation family."""

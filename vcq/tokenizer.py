@@ -175,14 +175,19 @@ def save_tokenizer(path: str | os.PathLike, model: Tokenizer, cfg: dict, extra: 
         "quantizer": model.quantizer_cfg,
         "sizes": model.sizes,
     }
-    state = {"spec": spec, "state_dict": model.state_dict(), "config": cfg, "extra": extra or {}}
+    # Loader-private keys (`_config_path`) would make the file, and so its hash, depend on where
+    # the checkout lives.
+    config = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    state = {"spec": spec, "state_dict": model.state_dict(), "config": config, "extra": extra or {}}
     save_checkpoint(path, state)
 
 
 def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Tokenizer:
     """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    from vcq.training import require_checkpoint, restore_module
+
+    state = require_checkpoint(path, ["spec", "state_dict"], map_location)
     spec = state["spec"]
     model = Tokenizer(spec["model"], spec["num_tokens"], spec["quantizer"], spec["sizes"])
-    model.load_state_dict(state["state_dict"])
+    restore_module(model, state["state_dict"], path)
     return model.to(map_location).eval()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from vcq.io import atomic_path
+from vcq.io import StepError, atomic_path
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,10 @@ def batch_indices(
 
 
 def capture_rng() -> dict:
-    """Every random generator's state, for a checkpoint."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
+    """Every random generator's state as tensors and plain types, for a checkpoint."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = torch.from_numpy(np_state["state"]["key"].astype(np.int64))
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -125,23 +124,89 @@ def capture_rng() -> dict:
 def restore_rng(state: dict) -> None:
     """Restore generator states captured by `capture_rng`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np_state = {**state["numpy"], "state": dict(state["numpy"]["state"])}
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(StepError):
+    """A checkpoint that cannot be used: unreadable, unsafe, or from another configuration."""
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """`obj` as tensors and plain Python types, the only things `weights_only` loading accepts."""
+    if isinstance(obj, dict):
+        return type(obj)((k, _plain(v, f"{where}.{k}")) for k, v in obj.items())
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor, torch.Size)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"checkpoint entry {where} is a {type(obj).__name__}: store tensors and plain types only")
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """torch.save `state` atomically, so a kill mid-write never leaves a broken checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save `state` atomically (a kill mid-write never leaves a broken checkpoint).
+
+    numpy values become tensors so that `load_checkpoint` can read the file with weights_only.
+    """
+    state = _plain(state, "state")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # A file object, not a path: torch then chains the OSError (e.g. ENOSPC) it hit.
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict | None:
-    """Load a checkpoint written by `save_checkpoint`, or None if there is none."""
+    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only), or None."""
     if not Path(path).exists():
         return None
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message advises weights_only=False, which would run the payload: not repeated.
+        found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
+        raise CheckpointError(
+            f"{path}: refused, it holds Python objects other than tensors and plain data "
+            f"({found or 'not loadable with weights_only'}); delete it and rerun the step that wrote it"
+        ) from e
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({_first_line(e)}); delete it and rerun the step "
+            "that wrote it (a training step then starts from step 0)"
+        ) from e
+
+
+def require_checkpoint(path: str | os.PathLike, keys: list[str], map_location: Any = "cpu") -> dict:
+    """`load_checkpoint` of a file that must exist and hold `keys` (a model file, not resume state)."""
+    state = load_checkpoint(path, map_location)
+    if state is None:
+        raise CheckpointError(f"{path}: no such checkpoint; run the step that writes it first")
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a vcq model file (no '{missing[0]}' entry)")
+    return state
+
+
+def restore_module(target: Any, state: dict, path: str | os.PathLike) -> None:
+    """`target.load_state_dict(state)` (a model or optimiser), failing in one line naming `path`."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as e:
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), _first_line(e))
+        raise CheckpointError(
+            f"{path} does not fit this configuration's {type(target).__name__} ({detail}); "
+            "delete it to start afresh, or restore the configuration it was written with"
+        ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class JsonlLog:

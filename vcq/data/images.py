@@ -1,4 +1,5 @@
-"""ImageFolder-style data set that survives corrupt files, plus the [-1, 1] tensor transforms."""
+"""ImageFolder-style data set that survives corrupt files, its training crops and step sampler,
+plus the [-1, 1] tensor transforms."""
 
 from __future__ import annotations
 
@@ -25,22 +26,15 @@ def to_tensor_pm1(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tenso
     return x.permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
+def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) on any device to float in [-1, 1] (the device-side half of to_tensor_pm1)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
 def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU (the inverse of to_tensor_pm1)."""
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def train_transform(size: int, crop_scale: float = 1.125) -> Callable[[Image.Image], torch.Tensor]:
-    """Random crop + horizontal flip (paper App. A): shorter side to crop_scale*size, crop size."""
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.Resize(round(size * crop_scale)),
-        transforms.RandomCrop(size),
-        transforms.RandomHorizontalFlip(),
-        to_tensor_pm1,
-    ])
 
 
 def eval_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
@@ -74,7 +68,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        inside = self.root.resolve()
+        self.classes = sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and _within(d, inside)
+        )
         if not self.classes:
             raise FileNotFoundError(f"no class sub-folders in {self.root}")
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -82,7 +79,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             (p, i)
             for i, c in enumerate(self.classes)
             for p in sorted((self.root / c).iterdir())
+            # one level deep and never through a link out of the root: a symlink loop or a link to
+            # another tree cannot multiply or import images
             if p.is_file() and p.name.endswith(extensions)
+            and (not p.is_symlink() or _within(p, inside))
         ]
         if not self.samples:
             raise FileNotFoundError(f"no images with extensions {extensions} under {self.root}")
@@ -112,17 +112,86 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
             return None
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def load(self, index: int) -> tuple[Image.Image, int, int]:
+        """Decoded image, label and the index actually read (> index when files were skipped)."""
         for k in range(len(self.samples)):
             i = (index + k) % len(self.samples)
             image = self._try_load(i)
             if image is not None:
-                label = self.samples[i][1]
-                return (self.transform(image) if self.transform else image), label
+                return image, self.samples[i][1], i
         raise RuntimeError(f"no readable image under {self.root}")
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label, _ = self.load(index)
+        return (self.transform(image) if self.transform else image), label
 
     def scan(self) -> list[str]:
         """Decode every file once; return (and remember) the unreadable paths."""
         for i in range(len(self.samples)):
             self._try_load(i)
         return list(self.skipped)
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def crop_seed(seed: int, step: int, slot: int) -> int:
+    """Seed of the random crop and flip of batch slot `slot` at `step` (independent of workers)."""
+    return int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0])
+
+
+class TrainCrops(torch.utils.data.Dataset):
+    """Training view of an ImageFolderDataset: (index, crop seed) -> uint8 (3, size, size) crop.
+
+    Decoding, the shorter-side resize to `crop_scale`·`size`, the square centre crop, the random
+    crop and the horizontal flip ("random cropping and horizontal flipping", App. A) all run in the
+    DataLoader worker; the result stays uint8 so a batch
+    crosses to the device at a quarter of the float size and is normalised there. The third item
+    is the requested index when its file was unreadable (and replaced by the next one), else -1;
+    skips are counted from it in the main process, since each worker has its own `skipped`.
+    """
+
+    def __init__(self, images: ImageFolderDataset, size: int, crop_scale: float = 1.125) -> None:
+        self.images, self.size, self.pad = images, size, round(size * crop_scale)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        from torchvision.transforms import functional as F
+
+        index, seed = key
+        image, label, used = self.images.load(index)
+        image = F.center_crop(F.resize(image, self.pad), [self.pad, self.pad])
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        rng = np.random.default_rng(seed)
+        y, x0 = rng.integers(0, self.pad - self.size + 1, size=2)
+        x = x[:, y : y + self.size, x0 : x0 + self.size]
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        return x.contiguous(), label, index if used != index else -1
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """This rank's (index, crop seed) keys for each optimiser step from `start` to `stop`.
+
+    Indices come from `vcq.training.batch_indices` (seeded per-epoch permutations split across
+    ranks), so a resumed run, any worker count and any world size see the same global order.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        from vcq.training import batch_indices
+
+        for step in range(self.start, self.stop):
+            idx = batch_indices(self.n, self.batch_size, step, self.seed, self.rank, self.world_size)
+            base = self.rank * self.batch_size
+            yield [(int(i), crop_seed(self.seed, step, base + j)) for j, i in enumerate(idx)]

@@ -1,23 +1,40 @@
-"""The HDF5 token store: resumable chunked writer, bounded-memory reader, shard merge."""
+"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader, shard merge, and
+the AR training batches read from it.
+
+This module is the only reader and writer of token files: every consumer opens them with
+`open_tokens`, which refuses an incomplete, malformed or mismatched file in one line naming it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
-from vcq.io import atomic_path
+from vcq.io import StepError, atomic_path, disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 
 # Version 2: train views are ten_crop's 10 distinct views. Files without the attribute are version 1
 # (20 views: the ten crops and a duplicate mirror of each) and are refused.
 FORMAT_VERSION = 2
+
+REQUIRED_ATTRS = (
+    "schedule", "k_sizes", "k_max", "num_classes", "views", "view_names", "tokenizer_sha256",
+    "complete",
+)
+
+
+class TokenFileError(StepError, ValueError):
+    """A token file that must not be used: incomplete, malformed, or made for other inputs."""
 
 
 def token_dtype(k_max: int) -> np.dtype:
@@ -43,11 +60,22 @@ def check_bounds(tokens: np.ndarray, k_sizes: np.ndarray, rows: np.ndarray | Non
         )
 
 
+def row_checksums(tokens: np.ndarray) -> np.ndarray:
+    """Per-row int64 checksum of tokens (n, V, L): a weighted sum that a lost write changes."""
+    flat = tokens.reshape(len(tokens), -1).astype(np.int64)
+    # Fixed pseudo-random weights; each term is reduced below 2^31 so a row sum stays in int64.
+    weights = np.random.default_rng(0).integers(1, 2**31, size=flat.shape[1], dtype=np.int64)
+    return ((flat % _MOD) * weights % _MOD).sum(1) % _MOD
+
+
+_MOD = np.int64(2**31 - 1)
+
+
 class TokenWriter:
     """Create or resume `<path>.partial`; rows are marked done as written; `finalize` renames.
 
     `rows` (optional) holds the global row index of each local row, for per-rank shards.
-    A stale `.partial` (other tokenizer, schedule, shape) or an unreadable one is discarded.
+    A stale `.partial` (other tokenizer, inputs, schedule, shape) or an unreadable one is discarded.
     If `<path>` already exists complete with the same attributes, nothing is pending.
     """
 
@@ -63,6 +91,7 @@ class TokenWriter:
         tokenizer_sha256: str,
         chunk_rows: int = 64,
         rows: np.ndarray | None = None,
+        inputs_sha256: str = "",
     ) -> None:
         self.path = Path(path)
         self.partial = partial_path(path)
@@ -76,20 +105,25 @@ class TokenWriter:
             "views": len(view_names),
             "view_names": json.dumps(list(view_names)),
             "tokenizer_sha256": tokenizer_sha256,
+            "inputs_sha256": inputs_sha256,
         }
         self.num_rows = int(num_rows)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.file: h5py.File | None = None
-        if self.path.exists() and self._matches(self.path):
+        self.datasets: dict[str, h5py.Dataset] = {}
+        if self.path.exists() and self._matches(self.path, complete=True):
             return
-        if self.partial.exists() and not self._matches(self.partial):
+        if self.partial.exists() and not self._matches(self.partial, complete=False):
             log.warning("discarding stale or unreadable %s", self.partial)
             self.partial.unlink()
         if not self.partial.exists():
             self._create(chunk_rows)
         self.file = h5py.File(self.partial, "r+")
+        # Held open: a temporary Dataset's cache is written back in its destructor, where HDF5
+        # write errors are only printed ("Exception ignored"); held ones surface them at flush().
+        self.datasets = {k: self.file[k] for k in ("tokens", "labels", "checksum", "done")}
 
-    def _matches(self, path: Path) -> bool:
+    def _matches(self, path: Path, complete: bool) -> bool:
         try:
             with h5py.File(path, "r") as f:
                 same = all(
@@ -97,7 +131,10 @@ class TokenWriter:
                     for k, v in self.attrs.items()
                 )
                 same_rows = self.rows is None or np.array_equal(f["rows"][:], self.rows)
-                return same and same_rows and f["tokens"].shape[0] == self.num_rows
+                # Files without checksums predate write verification: re-encode them.
+                return (same and same_rows and "checksum" in f
+                        and bool(f.attrs["complete"]) == complete
+                        and f["tokens"].shape[0] == self.num_rows)
         except (OSError, KeyError):
             return False
 
@@ -112,6 +149,7 @@ class TokenWriter:
             f.create_dataset("tokens", shape=shape, dtype=dtype, chunks=chunk)
             f.create_dataset("labels", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             f.create_dataset("done", shape=(self.num_rows,), dtype=bool, fillvalue=False)
+            f.create_dataset("checksum", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             if self.rows is not None:
                 f.create_dataset("rows", data=self.rows)
             f.attrs.update(self.attrs)
@@ -137,38 +175,87 @@ class TokenWriter:
         check_bounds(tokens, self.k_sizes, rows)
         order = np.argsort(rows)
         rows, tokens, labels = rows[order], tokens[order], np.asarray(labels, dtype=np.int64)[order]
-        for start, stop in _runs(rows):
-            span = slice(rows[start], rows[stop - 1] + 1)
-            self.file["tokens"][span] = tokens[start:stop]
-            self.file["labels"][span] = labels[start:stop]
-        # `done` last: a row is flagged only after its tokens and label were written.
-        for start, stop in _runs(rows):
-            self.file["done"][rows[start] : rows[stop - 1] + 1] = True
-        # Flushed per batch: after a kill, every row flagged done is on disk.
-        self.file.flush()
+        sums = row_checksums(tokens)
+        try:
+            for start, stop in _runs(rows):
+                span = slice(rows[start], rows[stop - 1] + 1)
+                self.datasets["tokens"][span] = tokens[start:stop]
+                self.datasets["labels"][span] = labels[start:stop]
+                self.datasets["checksum"][span] = sums[start:stop]
+            # `done` last: a row is flagged only after its tokens and label were written.
+            for start, stop in _runs(rows):
+                self.datasets["done"][rows[start] : rows[stop - 1] + 1] = True
+            # Flushed per batch: after a kill, every row flagged done is on disk.
+            self.file.flush()
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise disk_full_error(self.partial) from e
+            raise
 
     def finalize(self) -> Path:
-        """Check every row is done, set `complete`, rename `.partial` to the final path."""
+        """Verify every row as read back from disk, set `complete`, rename `.partial` to the path."""
         if self.file is not None:
             missing = len(self.pending_rows())
             if missing:
                 raise RuntimeError(f"{self.partial}: {missing} rows not written yet")
-            self.file.attrs["complete"] = True
             self.close()
+            bad = self._verify_on_disk()
+            try:
+                with h5py.File(self.partial, "r+") as f:
+                    if bad.size:
+                        f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
+                    else:
+                        f.attrs["complete"] = True
+            except (OSError, RuntimeError) as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.partial) from e
+                raise
+            if bad.size:
+                raise TokenFileError(
+                    f"{self.partial}: {bad.size} rows read back differently from what was written "
+                    f"(first: row {int(bad[0])}); rerun the step to rewrite them"
+                )
             os.replace(self.partial, self.path)
         return self.path
+
+    def _verify_on_disk(self, chunk_rows: int = 4096) -> np.ndarray:
+        """Local rows whose tokens, label or checksum on disk do not agree (file reopened)."""
+        bad = []
+        with h5py.File(self.partial, "r") as f:
+            ds, num_classes = f["tokens"], self.attrs["num_classes"]
+            for a in range(0, self.num_rows, chunk_rows):
+                block = ds[a : a + chunk_rows].astype(np.int64)
+                labels, sums = f["labels"][a : a + chunk_rows], f["checksum"][a : a + chunk_rows]
+                wrong = (row_checksums(block) != sums) | (labels < 0) | (labels >= num_classes)
+                wrong |= ((block < 0) | (block >= self.k_sizes)).any(axis=(1, 2))
+                bad.append(a + np.flatnonzero(wrong))
+        return np.concatenate(bad)
 
     def close(self) -> None:
         """Close the file (the `.partial` stays for a later resume)."""
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            f, self.file, self.datasets = self.file, None, {}
+            try:
+                f.close()
+            except (OSError, RuntimeError) as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.partial) from e
+                raise
 
     def __enter__(self) -> TokenWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        if isinstance(exc[0], StepError) and is_disk_full(exc[0]):
+            # Closing (or dropping) a file whose writes failed makes HDF5 print errors or crash;
+            # the handles stay as they are and the failing process exits (vcq.cli.run_step).
+            return
+        # Already failing: a close that fails too must not replace that error.
+        with contextlib.suppress(StepError, OSError, RuntimeError):
+            self.close()
 
 
 def _runs(sorted_rows: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -179,30 +266,71 @@ def _runs(sorted_rows: np.ndarray) -> Iterator[tuple[int, int]]:
 
 
 class TokenStore:
-    """Read-only view of a complete token file; tokens stay on disk until iterated."""
+    """Read-only, checked view of a complete token file; tokens stay on disk until read.
+
+    Opening checks completeness, the required attributes, dtype, shapes and labels; every read
+    checks 0 <= token < K_t. Each failure is a `TokenFileError` naming the file.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.file = h5py.File(self.path, "r")
+        if not self.path.is_file():
+            raise TokenFileError(f"{self.path}: no such token file; run encode_tokens first")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise TokenFileError(f"{self.path}: not a readable HDF5 token file ({e})") from e
+        try:
+            self._check_and_load()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _fail(self, what: str) -> TokenFileError:
+        return TokenFileError(f"{self.path}: {what}")
+
+    def _check_and_load(self) -> None:
         a = self.file.attrs
         version = int(a.get("format_version", 1))
         if version != FORMAT_VERSION:
-            self.file.close()
-            raise ValueError(
-                f"{self.path}: token file format {version}, this version reads format {FORMAT_VERSION} "
-                "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)"
-            )
-        if not bool(a.get("complete", False)):
-            self.file.close()
-            raise ValueError(f"{self.path} is not a complete token store (interrupted write?)")
+            raise self._fail(f"token file format {version}, this version reads format {FORMAT_VERSION} "
+                             "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)")
+        missing = [k for k in REQUIRED_ATTRS if k not in a]
+        missing += [k for k in ("tokens", "labels", "done") if k not in self.file]
+        if missing:
+            raise self._fail(f"no '{missing[0]}' entry: not written by encode_tokens (or by an "
+                             "older version); re-encode it")
+        if not bool(a["complete"]):
+            raise self._fail("is not a complete token store (interrupted write?); rerun "
+                             "encode_tokens to finish it")
         self.tokens: h5py.Dataset = self.file["tokens"]
-        self.labels: np.ndarray = self.file["labels"][:]
         self.schedule = str(a["schedule"])
         self.k_sizes = np.asarray(a["k_sizes"], dtype=np.int64)
         self.k_max = int(a["k_max"])
         self.num_classes = int(a["num_classes"])
         self.view_names: list[str] = json.loads(a["view_names"])
         self.tokenizer_sha256 = str(a["tokenizer_sha256"])
+        self.inputs_sha256 = str(a.get("inputs_sha256", ""))
+        expected = token_dtype(self.k_max)
+        if self.tokens.dtype != expected:
+            raise self._fail(f"tokens are {self.tokens.dtype}, expected {expected} for "
+                             f"K_max = {self.k_max}; re-encode it")
+        shape = self.tokens.shape
+        if (len(shape) != 3 or shape[1] != len(self.view_names) or shape[2] != len(self.k_sizes)
+                or self.k_max != int(self.k_sizes.max())):
+            raise self._fail(f"tokens {shape} do not match views {len(self.view_names)}, "
+                             f"L = {len(self.k_sizes)}, K_max = {self.k_max}; re-encode it")
+        done = self.file["done"][:]
+        if done.shape != (shape[0],) or not done.all():
+            raise self._fail(f"{int((~done).sum())} rows marked complete but never written; "
+                             "re-encode it")
+        self.labels: np.ndarray = self.file["labels"][:]
+        if self.labels.shape != (shape[0],):
+            raise self._fail(f"labels {self.labels.shape} for {shape[0]} rows; re-encode it")
+        wrong = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
+        if wrong.size:
+            raise self._fail(f"label {int(self.labels[wrong[0]])} of row {int(wrong[0])} is "
+                             f"outside 0..{self.num_classes - 1}; re-encode it")
 
     @property
     def num_rows(self) -> int:
@@ -219,6 +347,16 @@ class TokenStore:
         """Tokens per view L."""
         return self.tokens.shape[2]
 
+    def _checked(self, block: np.ndarray, first_row: int | np.ndarray) -> np.ndarray:
+        """`block` as int64 after the K_t bound check (rows named in file coordinates)."""
+        block = block.astype(np.int64)
+        try:
+            rows = first_row + np.arange(len(block)) if np.isscalar(first_row) else first_row
+            check_bounds(block, self.k_sizes, np.asarray(rows))
+        except ValueError as e:
+            raise self._fail(f"{e}; re-encode it with the tokenizer of this schedule") from e
+        return block
+
     def iter_chunks(
         self, view: int | None = None, chunk_rows: int | None = None
     ) -> Iterator[np.ndarray]:
@@ -226,11 +364,26 @@ class TokenStore:
         step = chunk_rows or self.tokens.chunks[0]
         for a in range(0, self.num_rows, step):
             block = self.tokens[a : a + step] if view is None else self.tokens[a : a + step, view]
-            yield block.astype(np.int64)
+            yield self._checked(block, a)
 
     def read(self, view: int | None = None) -> np.ndarray:
         """All tokens in memory (small stores only)."""
         return np.concatenate(list(self.iter_chunks(view)), axis=0)
+
+    def read_rows(self, rows: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, L) int64 and labels (B,) of `rows` (any order, repeats allowed), one view each.
+
+        Only the requested views are read (`read_pairs`), not every view of each row.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return self._checked(read_pairs(self.tokens, rows, views), rows), self.labels[rows]
+
+    def read_stored(self, chunk_rows: int = 4096) -> np.ndarray:
+        """All tokens (N, V, L) in their stored dtype, bound-checked block by block (to hold in RAM)."""
+        out = self.tokens[:]
+        for a in range(0, self.num_rows, chunk_rows):
+            self._checked(out[a : a + chunk_rows], a)
+        return out
 
     def close(self) -> None:
         """Close the file."""
@@ -243,15 +396,25 @@ class TokenStore:
         self.close()
 
 
-def open_tokens(path: str | os.PathLike, k_sizes: Sequence[int] | None = None) -> TokenStore:
-    """Open a complete store; if `k_sizes` is given, refuse a file written for other K_t."""
+def open_tokens(
+    path: str | os.PathLike,
+    k_sizes: Sequence[int] | None = None,
+    tokenizer_sha256: str | None = None,
+) -> TokenStore:
+    """Open a complete, checked store; refuse one written for other K_t or by another tokenizer."""
     store = TokenStore(path)
     if k_sizes is not None and not np.array_equal(store.k_sizes, np.asarray(k_sizes)):
         store.close()
-        raise ValueError(
+        raise TokenFileError(
             f"{path}: k_sizes in the file (schedule '{store.schedule}', L={len(store.k_sizes)}, "
             f"Kmax={store.k_max}) differ from the expected K_t (L={len(k_sizes)}, "
             f"Kmax={int(np.max(k_sizes))}); re-encode with the matching tokenizer"
+        )
+    if tokenizer_sha256 is not None and store.tokenizer_sha256 != tokenizer_sha256:
+        store.close()
+        raise TokenFileError(
+            f"{path}: encoded by another tokenizer (sha256 {store.tokenizer_sha256[:12]}..., "
+            f"expected {tokenizer_sha256[:12]}...); re-encode it with this tokenizer"
         )
     return store
 
@@ -264,8 +427,8 @@ def merge_shards(
     try:
         first = shards[0]
         for s in shards[1:]:
-            same_tokenizer = s.tokenizer_sha256 == first.tokenizer_sha256
-            if not (same_tokenizer and np.array_equal(s.k_sizes, first.k_sizes)):
+            same_inputs = (s.tokenizer_sha256, s.inputs_sha256) == (first.tokenizer_sha256, first.inputs_sha256)
+            if not (same_inputs and np.array_equal(s.k_sizes, first.k_sizes)):
                 raise ValueError(f"{s.path}: other K_t or tokenizer than {first.path}")
         rows = [s.file["rows"][:] for s in shards]
         n = sum(len(r) for r in rows)
@@ -275,6 +438,7 @@ def merge_shards(
             out_path, num_rows=n, k_sizes=first.k_sizes, view_names=first.view_names,
             num_classes=first.num_classes, schedule=first.schedule,
             tokenizer_sha256=first.tokenizer_sha256, chunk_rows=first.tokens.chunks[0],
+            inputs_sha256=first.inputs_sha256,
         )
         with writer:
             for a in range(0, n, chunk_rows):
@@ -291,3 +455,80 @@ def merge_shards(
     finally:
         for s in shards:
             s.close()
+
+
+def read_pairs(tokens: h5py.Dataset, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Tokens (B, L) of the (row, view) pairs, in order (repeats allowed), unchecked and as stored.
+
+    One read per distinct view, each touching only the chunks of its rows; reading whole rows
+    would move all V views to keep one.
+    """
+    rows, views = np.asarray(rows, dtype=np.int64), np.asarray(views, dtype=np.int64)
+    out = np.empty((len(rows), tokens.shape[2]), dtype=tokens.dtype)
+    for v in np.unique(views):
+        sel = views == v
+        # h5py fancy indexing needs increasing, unique indices
+        uniq, inv = np.unique(rows[sel], return_inverse=True)
+        out[sel] = tokens[uniq, int(v)][inv]
+    return out
+
+
+def fits_in_memory(nbytes: int, share: float = 0.25, processes: int = 1) -> bool:
+    """Whether `nbytes` is at most `share` of the available memory divided among `processes`."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return nbytes <= share * available / max(1, processes)
+
+
+class TokenBatches:
+    """(tokens, labels) training batches of (row, view) pairs from a token store.
+
+    The token array is read into RAM once (bound-checked) when `in_memory` is true, or with "auto"
+    when it fits (`fits_in_memory`); otherwise each batch reads only its pairs
+    (`TokenStore.read_rows`). `batches` builds the next batch in a background thread while the
+    current one trains, in pinned memory if asked.
+    """
+
+    def __init__(self, store: TokenStore, in_memory: bool | str = "auto", pin_memory: bool = False,
+                 processes: int = 1) -> None:
+        self.store, self.pin_memory = store, pin_memory
+        tokens = store.tokens
+        nbytes = int(np.prod(tokens.shape)) * tokens.dtype.itemsize
+        if in_memory == "auto":
+            in_memory = fits_in_memory(nbytes, processes=processes)
+        self.array = store.read_stored() if in_memory else None
+        if self.array is not None:
+            log.info("%s: holding %.2f GiB of tokens in memory", store.path, nbytes / 2**30)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the tokens are held in RAM."""
+        return self.array is not None
+
+    def batch(self, rows: np.ndarray, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """int64 tokens (B, L) and labels (B,) of the pairs, as CPU tensors (pinned if asked)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.array is not None:
+            tok, lab = self.array[rows, views].astype(np.int64), self.store.labels[rows]
+        else:
+            tok, lab = self.store.read_rows(rows, views)
+        tok, lab = torch.from_numpy(tok), torch.from_numpy(lab)
+        if self.pin_memory:
+            tok, lab = tok.pin_memory(), lab.pin_memory()
+        return tok, lab
+
+    def batches(
+        self, keys: Iterable[tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `keys` ((rows, views) pairs) in order, each read while the previous trains."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for key in keys:
+                nxt = pool.submit(self.batch, *key)
+                if pending is not None:
+                    yield pending.result()
+                pending = nxt
+            if pending is not None:
+                yield pending.result()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vcq.data.images import to_tensor_pm1
+from vcq.data.images import normalize_uint8
 
 RECIPES = ("center", "tencrop")
 # torchvision's five_crop order.
@@ -25,29 +25,41 @@ def view_names(recipe: str) -> list[str]:
 
 
 def make_views(
-    image: Image.Image | np.ndarray | torch.Tensor, recipe: str, resize: int, crop: int
+    image: Image.Image | np.ndarray | torch.Tensor, recipe: str, resize: int, crop: int,
+    uint8: bool = False,
 ) -> torch.Tensor:
-    """(V, 3, crop, crop) float views in [-1, 1] of an RGB image (PIL or uint8 HWC)."""
+    """(V, 3, crop, crop) views of an RGB image (PIL or uint8 HWC): uint8, or float in [-1, 1].
+
+    The views are cut in uint8 either way, so the float views are exactly the normalised uint8
+    views and an encoder fed uint8 (normalised on its device) sees the same pixels.
+    """
     from torchvision.transforms import functional as F
 
     view_names(recipe)  # fail early on an unknown recipe
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
-    x = to_tensor_pm1(image)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
+    x = x.permute(2, 0, 1)
     # Shorter side to `resize`, then a square centre crop, as LlamaGen's center_crop_arr.
     x = F.center_crop(F.resize(x, resize, antialias=True), [resize, resize])
     if recipe == "center":
-        return F.center_crop(x, [crop, crop]).unsqueeze(0).clamp(-1, 1)
-    # ten_crop already holds the five crops of the mirrored image, as LlamaGen's extract_codes
-    # stores them; flipping again would only duplicate views.
-    return torch.stack(F.ten_crop(x, [crop, crop])).clamp(-1, 1)
+        views = F.center_crop(x, [crop, crop]).unsqueeze(0)
+    else:
+        # ten_crop already holds the five crops of the mirrored image, as LlamaGen's extract_codes
+        # stores them; flipping again would only duplicate views.
+        views = torch.stack(F.ten_crop(x, [crop, crop]))
+    return views.contiguous() if uint8 else normalize_uint8(views)
 
 
-def views_transform(recipe: str, resize: int, crop: int) -> Callable[[Image.Image], torch.Tensor]:
+def views_transform(
+    recipe: str, resize: int, crop: int, uint8: bool = False
+) -> Callable[[Image.Image], torch.Tensor]:
     """`make_views` bound to a recipe, for use as an ImageFolderDataset transform."""
     view_names(recipe)
 
     def transform(image: Image.Image) -> torch.Tensor:
-        return make_views(image, recipe, resize, crop)
+        return make_views(image, recipe, resize, crop, uint8)
 
     return transform

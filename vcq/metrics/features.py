@@ -39,9 +39,11 @@ class DemoFeatureExtractor(FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise ValueError("the demo feature extractor needs feature_extractor_weights_path")
-        ckpt = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        from vcq.training import require_checkpoint, restore_module
+
+        ckpt = require_checkpoint(feature_extractor_weights_path, ["config", "state_dict"])
         self.net = DemoNet(**ckpt["config"])
-        self.net.load_state_dict(ckpt["state_dict"])
+        restore_module(self.net, ckpt["state_dict"], feature_extractor_weights_path)
         self.requires_grad_(False)
         self.eval()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from tqdm import tqdm
+
+from vcq.data.synthetic import folder_hash
+from vcq.io import atomic_path, content_key, file_sha256
+
+log = logging.getLogger(__name__)
 
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -119,11 +125,37 @@ def _stats(pool: torch.Tensor) -> dict:
     return {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
 
 
-def _cache_key(ref: Path, extractor: str, limit: int | None, size: int | None = None) -> str:
-    """Key a reference's cached features by path, size, mtime, extractor, image count and side."""
-    st = ref.stat()
-    raw = f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{extractor}|{limit}|{size}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+def _cache_file(ref: Path, cfg: dict, extractor: str) -> Path:
+    """Where the cached statistics of `ref` under `extractor` live (one file per reference)."""
+    raw = f"{ref.resolve()}|{extractor}|{cfg['eval']['num_samples']}"
+    return Path(cfg["eval"]["cache_dir"]) / f"ref_{hashlib.sha256(raw.encode()).hexdigest()[:16]}.npz"
+
+
+def _content_key(ref: Path, cfg: dict, extractor: str) -> str:
+    """Hash of what the cached statistics are a function of: reference bytes, feature weights, limit
+    and the side folder images are brought to."""
+    ecfg = cfg["eval"]
+    weights = Path(ecfg["demo_weights"] if extractor == "demo" else ecfg["inception_weights"])
+    return content_key(
+        reference=folder_hash(ref) if ref.is_dir() else file_sha256(ref),
+        weights=file_sha256(weights) if weights.is_file() else None,
+        extractor=extractor, limit=ecfg["num_samples"], size=sample_size(cfg),
+    )
+
+
+def _read_cache(cache: Path, key: str) -> dict | None:
+    """Cached reference statistics, or None when absent or made from other inputs (discarded)."""
+    if not cache.is_file():
+        return None
+    with np.load(cache, allow_pickle=False) as z:
+        if str(z["key"]) != key:
+            log.warning("discarding %s: the reference or the feature weights changed", cache)
+            return None
+        out = {k: z[k] for k in z.files if k != "key"}
+    for k in ("pool", "logits"):
+        if k in out:
+            out[k] = torch.from_numpy(out[k])
+    return out
 
 
 def sample_size(cfg: dict) -> int | None:
@@ -135,16 +167,17 @@ def sample_size(cfg: dict) -> int | None:
 def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extractor: str) -> dict:
     """Features and FID statistics of a reference, computed once and cached in eval.cache_dir.
 
-    An ADM reference batch's own `mu`/`sigma` replace the statistics of our features (its images
-    still give the features for precision/recall and KID).
+    The cache is keyed by the content hashes of the reference and of the feature weights. An ADM
+    reference batch's own `mu`/`sigma` replace the statistics of our features (its images still
+    give the features for precision/recall and KID).
     """
     ref = Path(ref)
     ecfg = cfg["eval"]
-    size = sample_size(cfg)
-    cache = Path(ecfg["cache_dir"]) / f"ref_{_cache_key(ref, extractor, ecfg['num_samples'], size)}.pt"
-    if cache.is_file():
-        return torch.load(cache, weights_only=False)
-    src = ImageSource(ref, ecfg["num_samples"], size) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
+    cache, key = _cache_file(ref, cfg, extractor), _content_key(ref, cfg, extractor)
+    cached = _read_cache(cache, key)
+    if cached is not None:
+        return cached
+    src = ImageSource(ref, ecfg["num_samples"], sample_size(cfg)) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
     out: dict = {}
     if src is not None:
         out = extract_features(net, src, ecfg["batch_size"], desc="reference")
@@ -155,10 +188,9 @@ def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extract
                 out["mu"], out["sigma"] = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
     if "mu" not in out:
         raise ValueError(f"reference {ref} has neither images nor mu/sigma")
-    from vcq.io import atomic_path
-
-    with atomic_path(cache) as tmp:
-        torch.save(out, tmp)
+    arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, key=np.array(key), **arrays)
     return out
 
 

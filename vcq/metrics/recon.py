@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from vcq.data.images import to_uint8_nhwc
+from vcq.numerics import inference_autocast
 from vcq.quantizers import usage_histogram, usage_stats
 from vcq.training import progress
 
@@ -64,8 +65,9 @@ def reconstruct(model, dataset: torch.utils.data.Dataset, batch_size: int, devic
     stats = ReconStats(torch.as_tensor(model.sizes))
     bar, row = progress(len(loader), desc="recon"), 0
     for x, _ in loader:
-        idx, q = model.encode(x.to(device))
-        recon = model.decode(q)
+        with inference_autocast(device):
+            idx, q = model.encode(x.to(device))
+            recon = model.decode(q)
         stats.update(x, recon, idx)
         recon_out[row:row + len(x)], orig_out[row:row + len(x)] = to_uint8_nhwc(recon), to_uint8_nhwc(x)
         row += len(x)

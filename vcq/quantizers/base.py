@@ -83,6 +83,13 @@ def build_quantizer(cfg_quantizer: dict, sizes: Sequence[int] | torch.Tensor) ->
     return cls(sizes=sizes, **{k: v for k, v in cfg.items() if k in accepted})
 
 
+def code_counts(indices: torch.Tensor, k_max: int) -> torch.Tensor:
+    """How often each of k_max codes occurs in `indices` (float); unlike bincount, no host sync on CUDA."""
+    flat = indices.reshape(-1)
+    ones = torch.ones(flat.shape, device=flat.device)
+    return torch.zeros(k_max, device=flat.device).index_add_(0, flat, ones)
+
+
 def usage_histogram(indices: torch.Tensor, k_max: int) -> torch.Tensor:
     """Per-position code counts (L, k_max) from indices (N, L)."""
     n, length = indices.shape

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vcq.numerics import full_precision
 from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
 
 # Generator polynomial of the cyclic [23,12,7] Golay code (a divisor of x^23 - 1 over GF(2)).
@@ -113,8 +114,8 @@ class LeechQuantizer(Quantizer):
         zn = F.normalize(z, dim=-1)
         b, length, _ = z.shape
         limit = self.codebook_sizes.to(z.device).repeat(b)
-        with torch.no_grad():
-            idx = nearest_code(zn.reshape(-1, 24).detach(), self.codes, limit, self.chunk)
+        with torch.no_grad(), full_precision(z.device):  # bf16 inner products reassign codes
+            idx = nearest_code(zn.reshape(-1, 24).detach().float(), self.codes, limit, self.chunk)
         idx = idx.reshape(b, length)
         q = self.codes[idx].to(z)
         return QuantizerOutput(zn + (q - zn).detach(), idx, z.new_zeros(()))

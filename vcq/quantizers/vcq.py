@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+from vcq.numerics import full_precision
+from vcq.quantizers.base import Quantizer, QuantizerOutput, code_counts, register_quantizer
 
 
 def position_groups(sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
@@ -67,12 +68,20 @@ class SharedCodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Exact masked nearest-code indices (B, L): cost ∝ Σ_groups |group|·max K in group."""
-        codes = self.codebook_vectors().to(z.dtype)
+        """Exact masked nearest-code indices (B, L): cost ∝ Σ_groups |group|·max K in group.
+
+        Always in fp32, also under bf16 autocast: bf16 distances reassign a few % of the codes.
+        """
+        with full_precision(z.device):
+            return self._nearest_fp32(z.float())
+
+    def _nearest_fp32(self, z: torch.Tensor) -> torch.Tensor:
+        codes = self.codebook_vectors().float()
         sizes = self.codebook_sizes.to(z.device)
         indices = torch.empty(z.shape[:2], dtype=torch.long, device=z.device)
+        if self._groups[0][0].device != z.device:  # moved once: a copy per call would sync the host
+            self._groups = [(positions.to(z.device), k) for positions, k in self._groups]
         for positions, k in self._groups:
-            positions = positions.to(z.device)
             zg = z[:, positions]  # (B, G, D)
             cb = codes[:k]
             # ||z||² is constant per row, so it is left out of the argmin
@@ -86,7 +95,7 @@ class SharedCodebookQuantizer(Quantizer):
         """Quantize z (B, L, D) with a straight-through gradient to z."""
         if self.l2_norm:
             z = F.normalize(z, dim=-1)
-        indices = self.nearest(z.detach().float())
+        indices = self.nearest(z.detach())
         q = self.lookup(indices).to(z.dtype)
         commit = F.mse_loss(z, q.detach())
         if self.update == "loss":
@@ -103,7 +112,7 @@ class SharedCodebookQuantizer(Quantizer):
     @torch.no_grad()
     def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         flat_idx, flat_z = indices.reshape(-1), z.reshape(-1, z.shape[-1])
-        counts = torch.bincount(flat_idx, minlength=self.k_max).float()
+        counts = code_counts(flat_idx, self.k_max)
         sums = torch.zeros_like(self.embed_sum).index_add_(0, flat_idx, flat_z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
@@ -147,7 +156,7 @@ class SharedCodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def _batch_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = torch.bincount(indices.reshape(-1), minlength=self.k_max).float()
+        counts = code_counts(indices, self.k_max)
         p = counts / counts.sum()
         perplexity = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
         return {"perplexity": perplexity, "used_fraction": (counts > 0).float().mean()}

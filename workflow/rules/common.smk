@@ -71,10 +71,8 @@ def launcher(rule_name):
 
 
 def dataset_ready():
-    """The dataset marker when the workflow generates the data itself, else nothing to track."""
-    if CFG["data"]["source"] == "synthetic":
-        return [f"{CFG['data']['root']}/manifest.json"]
-    return []
+    """The data set's manifest (DATA_MANIFEST, rules/data.smk): generated or validated data."""
+    return [DATA_MANIFEST]
 
 
 def feature_net():

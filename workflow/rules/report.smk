@@ -48,7 +48,7 @@ rule figures:
         f"{W}/logs/figures.log",
     params:
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
-        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/log.jsonl"),
+        tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/train_log.jsonl"),
         ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:

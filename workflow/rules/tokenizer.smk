@@ -6,7 +6,7 @@ rule train_tokenizer:
         dataset_ready(),
     output:
         # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
-        # (log.jsonl beside it) must survive so a resumed run continues it from last.pt
+        # (train_log.jsonl beside it) must survive so a resumed run continues it from last.pt
         model=f"{W}/tokenizer/{{schedule}}/final.pt",
     log:
         f"{W}/logs/train_tokenizer_{{schedule}}.log",
@@ -53,7 +53,8 @@ rule encode_tokens:
 
 rule measure_entropy:
     input:
-        f"{W}/tokens/{{schedule}}/train.h5",
+        tokens=f"{W}/tokens/{{schedule}}/train.h5",
+        tok=f"{W}/tokenizer/{{schedule}}/final.pt",
     output:
         csv=f"{R}/entropy/{{schedule}}.csv",
         json=f"{R}/entropy/{{schedule}}.json",
@@ -62,5 +63,6 @@ rule measure_entropy:
     resources:
         **rule_resources("measure_entropy"),
     shell:
-        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input} "
+        "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input.tokens} "
+        "--tokenizer {input.tok} "
         "--out-csv {output.csv} --out-json {output.json} > {log} 2>&1"

@@ -1,0 +1,69 @@
+"""Tokenizer input pipeline throughput: decode + resize + random crop + flip of 500x375 JPEGs.
+
+Generates a folder of JPEGs (ImageNet's typical size), then times the training DataLoader of
+`vcq.train.tokenizer` (TrainCrops over ImageFolderDataset, step batch sampler, uint8 batches) with
+0 and 2 workers at 256 px. Beside it: the rate one GPU needs at the paper's batch (256 over 8 GPUs
+= 32 images per GPU per step) and a 50 ms step (a Base-tokenizer step at 40-50 % MFU on an H100).
+Last line: images/s with 2 workers and the rate one GPU needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vcq.data.images import ImageFolderDataset
+from vcq.train.tokenizer import image_loader
+from vcq.training import DistEnv
+
+SIZE, PAPER_BATCH, GPUS, STEP_S = 256, 256, 8, 0.050
+
+
+def make_jpegs(root: Path, n: int) -> None:
+    """n smooth random 500x375 JPEGs (quality 90) in 10 class folders."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+        noise = rng.integers(-20, 20, (375, 500, 3))
+        img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int64) + noise, 0, 255).astype(np.uint8))
+        (root / f"c{i % 10}").mkdir(parents=True, exist_ok=True)
+        img.save(root / f"c{i % 10}" / f"{i}.JPEG", quality=90)
+
+
+def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> float:
+    """Images/s of the loader over `steps` batches, worker start-up included."""
+    import torch
+
+    tcfg = {"num_workers": workers, "batch_size": batch, "pin_memory": False, "prefetch_factor": 2}
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    t0 = time.perf_counter()
+    n = sum(len(x) for x, _, _ in image_loader(data, tcfg, SIZE, crop_scale=1.125, seed=0, start=0, stop=steps, env=env))
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=12)
+    args = p.parse_args()
+    need = PAPER_BATCH / GPUS / STEP_S
+    with tempfile.TemporaryDirectory() as tmp:
+        make_jpegs(Path(tmp), args.images)
+        data = ImageFolderDataset(tmp)
+        rates = {w: rate(data, w, args.batch, args.steps) for w in (0, 2)}
+    for w, r in rates.items():
+        print(f"{w} workers: {r:7.1f} images/s")
+    print(f"one GPU needs {need:.0f} images/s (batch {PAPER_BATCH} on {GPUS} GPUs, {STEP_S * 1e3:.0f} ms step): "
+          f"about {need / rates[0]:.0f} workers at this machine's per-core rate")
+    print(f"tokenizer input: {rates[2]:.0f} images/s with 2 workers ({rates[0]:.0f} with 0); one GPU needs {need:.0f}")
+
+
+if __name__ == "__main__":
+    main()

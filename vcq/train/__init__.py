@@ -1,0 +1,1 @@
+"""Training loops of the pipeline, one per model, all in the same shape (see `vcq.train.common`)."""

@@ -1,0 +1,245 @@
+"""AR training: next-token cross-entropy on pre-encoded (image, view) token sequences."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcq import training as T
+from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
+from vcq.config import schedule as schedule_entry
+from vcq.data.tokens import TokenBatches, TokenStore
+from vcq.io import atomic_path, write_json
+from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
+from vcq.prologue import ARWithPrologue, PrologueEncoder
+from vcq.tokenizer import load_tokenizer
+from vcq.train.common import METRICS_LOG, adamw, use_compile
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_codebook(path: str | os.PathLike | None) -> torch.Tensor:
+    """The (K_max, D) code vectors of the tokenizer (the token files are checked against its hash)."""
+    if path is None:
+        raise SystemExit("this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
+                         "ar_head: leech_factorized): pass --tokenizer work/<experiment>/tokenizer/<schedule>/final.pt")
+    return load_tokenizer(path).quantizer.codebook_vectors().detach().float().cpu()
+
+
+def needs_codebook(cfg: dict, schedule: str) -> bool:
+    """Whether the AR model of `schedule` reads the tokenizer's code vectors."""
+    return cfg["ar"]["model"]["token_input"] == "codes" or schedule_entry(cfg, schedule)["ar_head"] == "leech_factorized"
+
+
+@dataclass
+class ARData:
+    """Train and val token stores, and the tokenizer's code vectors for models that read them."""
+
+    train: TokenStore
+    val: TokenStore
+    codebook: torch.Tensor | None = None
+
+
+def model_config(cfg: dict, schedule: str, data: ARData) -> ARConfig:
+    """The AR hyper-parameters: the config's model and dropouts, vocabulary and L from the tokens."""
+    tc = cfg["ar"]["train"]
+    return ARConfig.from_dict({
+        **cfg["ar"]["model"], "vocab_size": data.train.k_max, "seq_len": data.train.seq_len,
+        "num_classes": data.train.num_classes, "dropout": tc["dropout"], "attn_dropout": tc["attn_dropout"],
+        "token_dropout": tc["token_dropout"], "class_dropout": tc["class_dropout"],
+        "head": schedule_entry(cfg, schedule)["ar_head"],
+        "code_dim": 0 if data.codebook is None else data.codebook.shape[1],
+    })
+
+
+def token_loss(model: ARModel, logits: torch.Tensor, tokens: torch.Tensor,
+               z_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss for backward (CE + optional z-loss) and the per-position CE (L,) for logging."""
+    ce = model.position_ce(logits, tokens)  # (B, L)
+    return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
+
+
+def unigram_entropy_nats(store: TokenStore, vocab: int) -> float:
+    """Entropy of the pooled token distribution of view 0 (the no-context baseline of val loss)."""
+    counts = np.zeros(vocab, dtype=np.int64)
+    for block in store.iter_chunks(view=0, chunk_rows=4096):
+        counts += np.bincount(block.ravel(), minlength=vocab)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+@torch.no_grad()
+def validate(net: torch.nn.Module, model: ARModel, store: TokenStore, batch: int, max_batches: int,
+             device: torch.device) -> np.ndarray:
+    """Per-position val CE (L,) of `net` (the AR model, or it wrapped with a prologue) over view 0."""
+    net.eval()
+    tot, count = None, 0
+    for s in range(0, min(store.num_rows, batch * max_batches), batch):
+        tok = torch.from_numpy(store.tokens[s:s + batch, 0].astype(np.int64)).to(device)
+        lab = torch.from_numpy(store.labels[s:s + batch]).to(device)
+        logits = net(tok, lab)
+        logits = logits[0] if isinstance(logits, tuple) else logits  # (visual, prologue, ids) with a prologue
+        ce = model.position_ce(logits, tok).sum(0)
+        tot = ce if tot is None else tot + ce
+        count += tok.shape[0]
+    net.train()
+    return (tot / count).cpu().numpy()
+
+
+def batch_keys(n: int, n_views: int, micro: int, accum: int, seed: int, start: int, stop: int,
+               env: T.DistEnv) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, views) of every micro-batch of steps start..stop-1 on this rank (seeded, resumable)."""
+    for step in range(start, stop):
+        for m in range(accum):
+            gstep = step * accum + m
+            idx = T.batch_indices(n, micro, gstep, seed, env.rank, env.world_size)
+            views = np.random.default_rng([seed, gstep, env.rank]).integers(n_views, size=len(idx))
+            yield idx, views
+
+
+def train(cfg: dict, schedule: str, data: ARData, out: Path, stop_at: int | None = None,
+          position_loss: Path | None = None) -> ARModel:
+    """Train (or resume from `<out dir>/last.pt`); write `out`, its JSON and the per-position CSV."""
+    tc = cfg["ar"]["train"]
+    steps, accum = tc["steps"], tc["grad_accum"]
+    stop = steps if stop_at is None else min(stop_at, steps)
+
+    # build: process group, model (with its prologue), optimiser, data
+    env = T.init_distributed(cfg["device"])
+    micro, rem = divmod(tc["batch_size"], env.world_size * accum)
+    if rem or micro == 0:
+        raise SystemExit(f"ar.train.batch_size {tc['batch_size']} not divisible by "
+                         f"world_size {env.world_size} x grad_accum {accum}")
+    mcfg = model_config(cfg, schedule, data)
+    L = mcfg.seq_len
+    if env.is_main:
+        log.info("AR parameters:\n%s", format_breakdown(count_params(mcfg)))
+    if env.device.type == "cuda":
+        enable_tf32()
+    torch.manual_seed(cfg["seed"] + env.rank)
+    model = ARModel(mcfg)
+    if data.codebook is not None:
+        model.set_codebook(data.codebook)
+    pcfg = {**cfg["ar"]["prologue"], "vocab": mcfg.vocab_size, "seq_len": L, "ar_dim": mcfg.dim}
+    net = (ARWithPrologue(model, PrologueEncoder(**pcfg)) if pcfg["num_tokens"] else model).to(env.device)
+    opt = adamw(T.param_groups(net, tc["weight_decay"]), env.device, lr=tc["lr"], betas=tuple(tc["betas"]))
+    cuda = env.device.type == "cuda"
+    # every rank of a node holds its own copy of the tokens
+    batches = TokenBatches(data.train, tc["tokens_in_memory"], pin_memory=cuda,
+                           processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+    # resume: weights, optimiser, step, per-position EMA and every RNG from last.pt
+    last = out.parent / "last.pt"
+    state = T.load_checkpoint(last, map_location=env.device)
+    step, pos_ema = 0, torch.zeros(L, device=env.device)
+    if state is not None:
+        T.restore_module(net, state["model"], last)
+        T.restore_module(opt, state["opt"], last)
+        step, pos_ema = state["step"], torch.as_tensor(state["pos_ema"], dtype=torch.float32).to(env.device)
+        T.restore_rng(state["rng"])
+        log.info("resumed from %s at step %d", last, step)
+    jlog = T.JsonlLog(out.parent / METRICS_LOG, resume_step=step if state else None) if env.is_main else None
+    fwd = net
+    if env.world_size > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(net, device_ids=[env.device] if cuda else None)
+    if use_compile(tc["compile"], env.device):
+        fwd = torch.compile(fwd)
+    guard = FiniteGuard()
+
+    def checkpoint() -> None:
+        guard.check()
+        check_finite_weights(net, str(last))
+        if env.is_main:
+            T.save_checkpoint(last, {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                                     "pos_ema": pos_ema.cpu(), "rng": T.capture_rng()})
+
+    bar = T.progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
+    net.train()
+    keys = batch_keys(data.train.num_rows, data.train.num_views, micro, accum, cfg["seed"], step, stop, env)
+    feed = batches.batches(keys)
+    while step < stop:
+        # step: learning rate, accumulated forward/backward, clip, optimiser (no host sync)
+        lr = T.lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        terms: dict[str, torch.Tensor] = {}
+        step_pos = torch.zeros(L, device=env.device)
+        for m in range(accum):
+            tok, lab = (t.to(env.device, non_blocking=True) for t in next(feed))
+            sync = m == accum - 1 or env.world_size == 1
+            ctx = fwd.no_sync() if not sync and hasattr(fwd, "no_sync") else contextlib.nullcontext()
+            with ctx, T.autocast(env.device, tc["bf16"]):
+                out_ = fwd(tok, lab)
+                if isinstance(out_, tuple):  # prologue: its CE joins the loss, its only training signal
+                    loss, pos = token_loss(model, out_[0], tok, tc["z_loss"])
+                    pro = F.cross_entropy(out_[1].float().flatten(0, 1), out_[2].flatten())
+                    loss = loss + pro
+                    terms["prologue_loss"] = terms.get("prologue_loss", 0) + pro.detach() / accum
+                else:
+                    loss, pos = token_loss(model, out_, tok, tc["z_loss"])
+            (loss / accum).backward()
+            terms["loss"] = terms.get("loss", 0) + loss.detach() / accum
+            step_pos += pos.float() / accum
+        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc["grad_clip"] or math.inf)
+        terms["grad_norm"] = gnorm
+        guard.observe(step + 1, terms)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        pos_ema = step_pos if step == 0 else tc["position_ema"] * pos_ema + (1 - tc["position_ema"]) * step_pos
+        step += 1
+        bar.update(1)
+
+        # evaluate: metrics (the only host syncs) at logging intervals, validation when due
+        validate_now = tc["val_every"] and step % tc["val_every"] == 0
+        if step % tc["log_every"] == 0 or step == steps or validate_now:
+            guard.check()
+            record = {"step": step, **{k: float(v) for k, v in terms.items()}, "lr": lr}
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+            if validate_now and env.is_main:
+                record["val_loss"] = float(validate(net, model, data.val, micro, tc["val_batches"], env.device).mean())
+            if jlog:
+                jlog.write(record)
+
+        # checkpoint: last.pt every ckpt_every steps and at the early stop
+        if step % tc["ckpt_every"] == 0 or step == stop_at:
+            checkpoint()
+    bar.close()
+    feed.close()
+    if stop < steps:
+        T.cleanup_distributed()
+        return model
+
+    # finish: final validation, per-position CSV, final model, loss plot
+    guard.check()
+    check_finite_weights(net, str(out))
+    if env.is_main:
+        val_pos = validate(net, model, data.val, micro, tc["val_batches"], env.device)
+        val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(data.val, mcfg.vocab_size)
+        log.info("val loss %.4f nats (%.4f bits) vs unigram entropy %.4f nats (%.4f bits)",
+                 val_loss, val_loss / math.log(2), h_uni, h_uni / math.log(2))
+        extra = {"schedule": schedule, "k_sizes": [int(k) for k in data.train.k_sizes], "steps": step,
+                 "val_loss_nats": val_loss, "unigram_entropy_nats": h_uni,
+                 "tokenizer_sha256": data.train.tokenizer_sha256}
+        pos = pos_ema.cpu().numpy()
+        if position_loss is not None:
+            with atomic_path(position_loss) as tmp, open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["t", "train_loss", "val_loss"])
+                w.writerows([t, f"{pos[t]:.6f}", f"{val_pos[t]:.6f}"] for t in range(L))
+        write_json(out.with_suffix(".json"), extra)
+        if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
+            extra["prologue"] = {"config": pcfg, "state_dict": net.prologue.state_dict()}
+        T.plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
+        save_ar(out, model, mcfg, extra)
+    T.cleanup_distributed()
+    return model

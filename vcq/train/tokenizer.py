@@ -1,0 +1,150 @@
+"""Tokenizer training: L1 + LPIPS + quantizer + PatchGAN losses on random crops of an image folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from vcq import training as T
+from vcq.config import codebook_sizes_for, tokenizer_config
+from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
+from vcq.losses import TokenizerLoss
+from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
+from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
+from vcq.train.common import METRICS_LOG, adamw, use_compile
+
+log = logging.getLogger(__name__)
+
+
+def image_loader(data: ImageFolderDataset, tcfg: dict, size: int, crop_scale: float, seed: int,
+                 start: int, stop: int, env: T.DistEnv) -> torch.utils.data.DataLoader:
+    """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
+    workers = tcfg["num_workers"]
+    sampler = StepBatchSampler(len(data), tcfg["batch_size"] // env.world_size, seed, start, stop,
+                               env.rank, env.world_size)
+    return torch.utils.data.DataLoader(
+        TrainCrops(data, size, crop_scale), batch_sampler=sampler, num_workers=workers,
+        pin_memory=tcfg["pin_memory"] and env.device.type == "cuda",
+        persistent_workers=workers > 0, prefetch_factor=tcfg["prefetch_factor"] if workers else None,
+        # its own generator: the loader's base-seed draw must not advance the checkpointed global RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def train(cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at: int | None = None) -> Tokenizer:
+    """Train (or resume from `<out dir>/last.pt`); write the inference model to `out` at the end."""
+    tcfg, seed = cfg["tokenizer"]["train"], cfg["seed"]
+    steps, accum = tcfg["steps"], tcfg["grad_accum"]
+    stop = steps if stop_at is None else min(stop_at, steps)
+    size = cfg["tokenizer"]["model"]["image_size"]
+
+    # build: process group, model, losses (with the discriminator), optimisers
+    env = T.init_distributed(cfg["device"])
+    if env.device.type == "cuda":
+        enable_tf32()
+    torch.manual_seed(seed)
+    model = build_tokenizer(tokenizer_config(cfg, schedule), codebook_sizes_for(cfg, schedule)).to(env.device)
+    loss_fn = TokenizerLoss(tcfg).to(env.device)
+    disc = loss_fn.discriminator
+    betas = tuple(tcfg["betas"])
+    opt_g = adamw(T.param_groups(model, tcfg["weight_decay"]), env.device, betas=betas)
+    opt_d = adamw(list(disc.parameters()), env.device, betas=betas)
+
+    # resume: weights, optimisers, step, RNG states and the skipped-file list from last.pt
+    outdir = out.parent
+    ckpt_path = outdir / "last.pt"
+    state = T.load_checkpoint(ckpt_path, map_location=env.device)
+    start, skipped = 0, set()
+    if state is not None:
+        T.restore_module(model, state["model"], ckpt_path)
+        T.restore_module(disc, state["disc"], ckpt_path)
+        T.restore_module(opt_g, state["opt_g"], ckpt_path)
+        T.restore_module(opt_d, state["opt_d"], ckpt_path)
+        T.restore_rng(state["rng"])
+        start, skipped = state["step"], set(state.get("skipped", []))
+        log.info("resumed from %s at step %d", ckpt_path, start)
+    jlog = T.JsonlLog(outdir / METRICS_LOG, resume_step=start if state is not None else None) if env.is_main else None
+    if use_compile(tcfg["compile"], env.device):
+        # in place, so state-dict keys stay those of the plain modules
+        model.encoder.compile()
+        model.decoder.compile()
+    net = DistributedDataParallel(model) if env.world_size > 1 else model
+    if env.world_size > 1:
+        loss_fn.discriminator = DistributedDataParallel(disc)
+    loader = image_loader(data, tcfg, size, cfg["data"]["crop_scale"], seed, start, stop, env)
+    guard = FiniteGuard()
+
+    def checkpoint(done: int) -> None:
+        guard.check()
+        check_finite_weights(model, str(ckpt_path))
+        if env.is_main:
+            T.save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(), "rng": T.capture_rng(), "step": done, "skipped": sorted(skipped),
+            })
+
+    bar = T.progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
+    for step, (images, _, replaced) in enumerate(loader, start):
+        # step: learning rate, generator forward/backward per micro-batch, then the discriminator
+        lr = T.lr_at(step, tcfg["lr"], tcfg["lr_end"], tcfg["warmup_steps"], tcfg["peak_steps"], steps)
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        x_all = normalize_uint8(images.to(env.device, non_blocking=True))
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        terms: dict[str, torch.Tensor] = {}
+        for x in x_all.chunk(accum):
+            with T.autocast(env.device, tcfg["bf16"]):
+                recon, q = net(x)
+                loss, parts = loss_fn.generator(x, recon, q.loss, step)
+            (loss / accum).backward()
+            pairs.append((x, recon.detach()))
+            for k, v in parts.items():
+                terms[k] = terms.get(k, 0) + v / accum
+        terms["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        guard.observe(step + 1, terms)
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        if loss_fn.gan_active(step):
+            for x, recon in pairs:
+                with T.autocast(env.device, tcfg["bf16"]):
+                    d_loss = loss_fn.discriminator_step_loss(x, recon)
+                (d_loss / accum).backward()
+                terms["disc"] = terms.get("disc", 0) + d_loss.detach() / accum
+            guard.observe(step + 1, {"disc": terms["disc"]})
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+        done = step + 1
+        bar.update(1)
+        if bool(replaced.ne(-1).any()):  # the flags come from the workers: a CPU tensor, no device sync
+            skipped.update(int(i) for i in replaced[replaced.ne(-1)])
+
+        # evaluate: metrics of this step (the only host syncs) at logging intervals
+        if done % tcfg["log_every"] == 0 or done == steps:
+            guard.check()
+            record = {"step": done, "lr": lr, **{k: float(v) for k, v in terms.items()},
+                      **{k: float(v) for k, v in q.stats.items()}, "skipped_images": len(skipped)}
+            bar.set_postfix(loss=f"{record['l1']:.4f}")
+            if jlog:
+                jlog.write(record)
+
+        # checkpoint: last.pt every ckpt_every steps and at the early stop
+        if done % tcfg["ckpt_every"] == 0 or done == steps or done == stop_at:
+            checkpoint(done)
+    bar.close()
+    if skipped and env.is_main:
+        paths = [str(data.samples[i][0]) for i in sorted(skipped)]
+        log.warning("%d unreadable images skipped (each replaced by the next readable one): %s",
+                    len(paths), paths[:10])
+
+    # finish: the inference model (a VQBridge folded into its codebook; last.pt keeps it) and plots
+    if env.is_main and stop == steps:
+        guard.check()
+        check_finite_weights(model, str(out))
+        save_tokenizer(out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps})
+        T.plot_log(outdir / METRICS_LOG, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"])
+    T.cleanup_distributed()
+    return model
