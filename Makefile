@@ -8,7 +8,7 @@ CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench dryrun-imagenet report unlock clean
+.PHONY: setup demo test test-all test-slurm bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test: $(STAMP)  ## the default (fast) test suite
 
 test-all: $(STAMP)  ## including tests marked slow
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m ''
+
+test-slurm: $(STAMP)  ## the workflow on a real one-node SLURM cluster started here (root + apt-get; skips otherwise)
+	PYTHON=$(BIN)/python tests/slurm/run_cluster_test.sh
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -162,34 +162,79 @@ def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dic
     """Read (following `extends`), override, validate and fill an experiment config; resolve models."""
     cfg = _read_config_yaml(Path(path))
     apply_overrides(cfg, overrides or [])
-    validate(cfg, load_schema(), where=str(path))
+    return validate_config(cfg, where=str(path))
+
+
+def resolve_config(cfg: dict, base_dir: str | Path, where: str) -> dict:
+    """A config mapping held in memory (e.g. Snakemake's `config`): its `extends` (relative to
+    `base_dir`) merged underneath as for a file, then validated and filled like `load_config`."""
+    cfg = copy.deepcopy(cfg)
+    parent = cfg.pop("extends", None)
+    if parent is not None:
+        cfg = _deep_merge(_read_config_yaml((Path(base_dir) / parent).resolve()), cfg)
+    return validate_config(cfg, where=where)
+
+
+def extends_dir(files: list[str], extends: str | None) -> Path:
+    """The folder an in-memory config's `extends` is relative to: that of the last of the merged
+    config `files` that declares this value (as a file's own `extends`), else the working folder."""
+    for f in reversed(files):
+        raw = _read_yaml(Path(f)) or {}
+        if isinstance(raw, dict) and "extends" in raw:
+            return Path(f).parent if raw["extends"] == extends else Path(".")
+    return Path(".")
+
+
+def dump_config(cfg: dict) -> str:
+    """A validated config as YAML that `load_config` reads back to the same mapping."""
+    return yaml.safe_dump({k: v for k, v in cfg.items() if k != "_config_path"}, sort_keys=False)
+
+
+def validate_config(cfg: dict, where: str) -> dict:
+    """Validate and fill a merged config mapping in place; resolve models and derived paths."""
+    validate(cfg, load_schema(), where=where)
+    _derive_experiment_paths(cfg)
+    for rule, res in cfg["resources"].items():
+        if res.get("nodes", 1) > 1 and res.get("gpus", cfg["resources"].get("default", {}).get("gpus", 0)) < 1:
+            raise ConfigError(f"{where}: resources.{rule}.nodes: more than one node needs gpus >= 1 "
+                              "(nodes only spread torchrun's GPU ranks)")
     for section in MODEL_SECTIONS:
         if section in cfg and "model" in cfg[section]:
             cfg[section]["model"] = resolve_model(section, cfg[section]["model"])
     names = [s["name"] for s in cfg["schedules"]]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: duplicate schedule names in 'schedules': {names}")
+        raise ConfigError(f"{where}: duplicate schedule names in 'schedules': {names}")
     for s in cfg["schedules"]:
         if s["k_min"] > s["k_max"]:
-            raise ConfigError(f"{path}: schedules.{s['name']}: k_min > k_max")
-    _check_preset_schedules(cfg, set(names), path)
-    _check_divisibility(cfg, path)
+            raise ConfigError(f"{where}: schedules.{s['name']}: k_min > k_max")
+    _check_preset_schedules(cfg, set(names), where)
+    _check_divisibility(cfg, where)
     quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
             validate(tokenizer_config(cfg, s["name"])["quantizer"], quantizer_schema,
-                     where=f"{path}: schedules.{i}.quantizer")
+                     where=f"{where}: schedules.{i}.quantizer")
     for i, s in enumerate(cfg["schedules"]):
         if s["ar_head"] == "leech_factorized":
             kind = tokenizer_config(cfg, s["name"])["quantizer"]["kind"]
             if kind != "leech":
-                raise ConfigError(f"{path}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
+                raise ConfigError(f"{where}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
                                   f"leech (schedule '{s['name']}' uses {kind})")
             if cfg["ar"]["prologue"]["num_tokens"]:
-                raise ConfigError(f"{path}: schedules.{i}.ar_head: prologue tokens need the softmax head "
+                raise ConfigError(f"{where}: schedules.{i}.ar_head: prologue tokens need the softmax head "
                                   "(set ar.prologue.num_tokens: 0 or ar_head: softmax)")
-    cfg["_config_path"] = str(path)
+    cfg["_config_path"] = where
     return cfg
+
+
+def _derive_experiment_paths(cfg: dict) -> None:
+    """Fill the per-experiment paths left null, so an extending config never shares its parent's files."""
+    exp_dir = Path(cfg["paths"]["work_dir"]) / cfg["experiment"]
+    ecfg = cfg["eval"]
+    if ecfg["demo_weights"] is None:
+        ecfg["demo_weights"] = str(exp_dir / "features" / "demo_net.pt")
+    if ecfg["cache_dir"] is None:
+        ecfg["cache_dir"] = str(exp_dir / "cache" / "eval")
 
 
 def _check_divisibility(cfg: dict, path: str | Path) -> None:

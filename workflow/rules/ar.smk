@@ -14,10 +14,11 @@ rule train_ar:
         f"{W}/logs/train_ar_{{schedule}}.log",
     resources:
         **rule_resources("train_ar"),
+    retries: rule_retries("train_ar")
     params:
-        launch=launcher("train_ar"),
+        config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
     shell:
-        "{HEARTBEAT}{params.launch} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
+        "{HEARTBEAT}{LAUNCH[train_ar]} pipeline_steps/train_ar.py {CONF} --schedule {wildcards.schedule} "
         "--tokens {input.train} --val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
         "--position-loss {output.position_loss} {TERMINAL_PROGRESS} > {log} 2>&1"
 
@@ -30,8 +31,11 @@ rule sample:
         f"{W}/samples/{{schedule}}/{{preset}}.npz",
     log:
         f"{W}/logs/sample_{{schedule}}_{{preset}}.log",
+    params:
+        config=config_hash("seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True),
     resources:
         **rule_resources("sample"),
+    retries: rule_retries("sample")
     shell:
         "{HEARTBEAT}{STEP}/sample.py {CONF} --schedule {wildcards.schedule} --preset {wildcards.preset} "
         "--ar {input.ar} --tokenizer {input.tok} --out {output} {TERMINAL_PROGRESS} > {log} 2>&1"

@@ -1,14 +1,24 @@
-# Shared helpers: the validated config, output paths, per-rule resources and launchers.
+# Shared helpers: Snakemake's config (resolved and validated), output paths, per-rule resources,
+# launchers and the config hashes that rerun a rule when a section it reads changes.
+import hashlib
+import json
 import shlex
 import sys
 from pathlib import Path
 
-from vcq.config import ConfigError, load_config
+from vcq.config import ConfigError, dump_config, extends_dir, resolve_config, schedule
+from vcq.io import atomic_path
 from vcq.sampling import expand_presets, presets_for
 
-CONFIG_PATH = str((workflow.overwrite_configfiles or ["config/default.yaml"])[-1])
+DEFAULT_CONFIG = "config/default.yaml"
+CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles]
+# Snakemake's `config` is the config (--configfile, --config, profiles); without a config file the
+# demo config lies underneath, as if the command line had said `extends: config/default.yaml`.
+_RAW = dict(config) if CONFIG_FILES else {"extends": DEFAULT_CONFIG, **config}
 try:
-    CFG = load_config(CONFIG_PATH)
+    CFG = resolve_config(
+        _RAW, extends_dir(CONFIG_FILES, _RAW.get("extends")), " + ".join(CONFIG_FILES) or DEFAULT_CONFIG
+    )
 except ConfigError as e:
     sys.exit(f"config error: {e}")
 
@@ -21,8 +31,19 @@ PRESETS = {p["name"]: p for p in expand_presets(CFG["sampling"])}
 PAIRS = [(s, p["name"]) for s in SCHEDULES for p in presets_for(CFG["sampling"], s)]
 PY = shlex.quote(sys.executable)
 STEP = f"{PY} pipeline_steps"
-CONF = f"--config {shlex.quote(CONFIG_PATH)}"
 DEMO_FEATURES = CFG["eval"]["feature_extractor"] == "demo"
+
+# Every step reads this resolved config, so the steps and the workflow cannot disagree. It is
+# rewritten only when its content changes (a job's own parse finds it equal), and it is not a rule
+# input: reruns follow the per-rule config hashes below, not its mtime.
+RESOLVED_CONFIG = f"{W}/config.yaml"
+_resolved_text = dump_config(CFG)
+if not workflow.dryrun and (
+    not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _resolved_text
+):
+    with atomic_path(RESOLVED_CONFIG) as _tmp:
+        _tmp.write_text(_resolved_text)
+CONF = f"--config {shlex.quote(RESOLVED_CONFIG)}"
 
 
 wildcard_constraints:
@@ -31,11 +52,42 @@ wildcard_constraints:
     split="train|val",
 
 
-def rule_resources(rule_name):
-    """Snakemake resources of a rule from the config's `resources` section (SLURM-ready)."""
+# The sections that decide results; `resources`, `slurm`, `paths` and `device` only say where and
+# how a job runs. `sampling_run` is `sampling` without its presets, which are hashed per {preset}.
+_SECTIONS = {
+    **{k: v for k, v in CFG.items() if k not in ("resources", "slurm", "paths", "device", "_config_path")},
+    "sampling_run": {k: v for k, v in CFG["sampling"].items() if k not in ("presets", "grids")},
+}
+RESULT_SECTIONS = [k for k in _SECTIONS if k != "sampling_run"]
+
+
+def config_hash(*sections, per_schedule=False, per_preset=False):
+    """A `params` value: hash of the config sections a rule reads (and of its own {schedule} and
+    {preset} entries), so that editing a section reruns exactly the rules that read it."""
+
+    def digest(wildcards):
+        part = {k: _SECTIONS[k] for k in sections}
+        if per_schedule:
+            part["schedule"] = schedule(CFG, wildcards.schedule)
+        if per_preset:
+            part["preset"] = PRESETS[wildcards.preset]
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+    return digest
+
+
+def _rule_spec(rule_name):
+    """The config's resources for a rule: its own entry over `default` over the built-in values."""
     r = {"gpus": 0, "nodes": 1, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60}
     r.update(CFG["resources"].get("default", {}))
     r.update(CFG["resources"].get(rule_name, {}))
+    return r
+
+
+def rule_resources(rule_name):
+    """Snakemake resources of a rule, in the keys snakemake-executor-plugin-slurm 2.8 turns into
+    sbatch flags: one task per node with `cpus_per_task` CPUs, `mem_mb` and GPUs per node."""
+    r = _rule_spec(rule_name)
     out = {
         "mem_mb": r["mem_mb"],
         "runtime": r["runtime"],
@@ -43,10 +95,10 @@ def rule_resources(rule_name):
         "nodes": r["nodes"],
     }
     if r["gpus"] > 0:
-        out["gpu"] = r["gpus"]
-        out["tasks"] = 1
-        if CFG["slurm"]["gpu_model"]:
-            out["gpu_model"] = CFG["slurm"]["gpu_model"]
+        # `gres` is per node (--gres=gpu:N); the plugin's `gpu` would be --gpus=N for the whole
+        # job, and its `tasks` would become --ntasks-per-gpu, multiplying the CPUs by the GPUs
+        model = CFG["slurm"]["gpu_model"]
+        out["gres"] = f"gpu:{model}:{r['gpus']}" if model else f"gpu:{r['gpus']}"
     if CFG["slurm"]["account"]:
         out["slurm_account"] = CFG["slurm"]["account"]
     if CFG["slurm"]["partition"]:
@@ -54,20 +106,32 @@ def rule_resources(rule_name):
     return out
 
 
+def rule_retries(rule_name):
+    """Resubmissions of a failed or timed-out job (None: the profile's `retries`)."""
+    return _rule_spec(rule_name).get("retries")
+
+
 def launcher(rule_name):
-    """`python`, or torchrun over the rule's GPUs (and nodes, through srun) for DDP steps."""
-    r = rule_resources(rule_name)
-    gpus, nodes = r.get("gpu", 0), r["nodes"]
+    """`python`, or torchrun with one rank per GPU of the job (on every node, through srun)."""
+    r = _rule_spec(rule_name)
+    gpus, nodes = r["gpus"], r["nodes"]
     if gpus * nodes <= 1:
         return PY
     torchrun = f"{PY} -m torch.distributed.run --nproc_per_node={gpus}"
     if nodes == 1:
         return f"{torchrun} --standalone"
+    # One torchrun per node. --overlap: the plugin runs this command inside its own job step,
+    # which already holds the allocation; without it the inner srun waits for that step forever.
     head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1)"
     return (
-        f"srun --ntasks-per-node=1 {torchrun} --nnodes={nodes} "
-        f"--rdzv_backend=c10d --rdzv_endpoint={head}:29500"
+        f"srun --overlap --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 {torchrun} "
+        f"--nnodes={nodes} --rdzv_id=$SLURM_JOB_ID --rdzv_backend=c10d --rdzv_endpoint={head}:29500"
     )
+
+
+# Launchers of the DDP steps, used in their shell commands rather than as params, so that moving
+# a run to more or fewer GPUs does not rerun finished jobs (the global batch size is the config's).
+LAUNCH = {rule: launcher(rule) for rule in ("train_tokenizer", "encode_tokens", "train_ar")}
 
 
 def dataset_ready():

@@ -15,7 +15,10 @@ rule make_dataset:
         DATA_MANIFEST,
     log:
         f"{W}/logs/make_dataset.log",
+    params:
+        config=config_hash("seed", "data"),
     resources:
         **rule_resources("make_dataset"),
+    retries: rule_retries("make_dataset")
     shell:
         "{STEP}/make_dataset.py {CONF} --out {output} > {log} 2>&1"

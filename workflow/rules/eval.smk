@@ -10,8 +10,11 @@ if DEMO_FEATURES:
             feature_net(),
         log:
             f"{W}/logs/train_feature_net.log",
+        params:
+            config=config_hash("seed", "data", "eval"),
         resources:
             **rule_resources("train_feature_net"),
+        retries: rule_retries("train_feature_net")
         shell:
             "{STEP}/train_feature_net.py {CONF} --out {output} > {log} 2>&1"
 
@@ -25,8 +28,11 @@ rule eval_fid:
         f"{R}/gen/{{schedule}}/{{preset}}.json",
     log:
         f"{W}/logs/eval_fid_{{schedule}}_{{preset}}.log",
+    params:
+        config=config_hash("seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True),
     resources:
         **rule_resources("eval_fid"),
+    retries: rule_retries("eval_fid")
     shell:
         "{STEP}/eval_fid.py {CONF} --samples {input.samples} --schedule {wildcards.schedule} "
         "--preset {wildcards.preset} --out {output} > {log} 2>&1"
@@ -43,9 +49,11 @@ rule linear_probe:
     log:
         f"{W}/logs/probe_{{schedule}}.log",
     params:
+        config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
         ar=lambda wc, input: f"--ar {input.ar}" if input.ar else "",
     resources:
         **rule_resources("linear_probe"),
+    retries: rule_retries("linear_probe")
     shell:
         "{STEP}/linear_probe.py {CONF} --tokenizer {input.tok} --train-tokens {input.train} "
         "--val-tokens {input.val} {params.ar} --out {output} > {log} 2>&1"

@@ -19,8 +19,10 @@ rule tables:
         f"{W}/logs/tables.log",
     params:
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
+        config=config_hash(*RESULT_SECTIONS),
     resources:
         **rule_resources("tables"),
+    retries: rule_retries("tables")
     shell:
         "{STEP}/make_tables.py {CONF} --out-dir {R}/tables --recon {input.recon} "
         "--entropy-json {input.entropy} --gen {input.gen} --probe {input.probe} "
@@ -47,12 +49,14 @@ rule figures:
     log:
         f"{W}/logs/figures.log",
     params:
+        config=config_hash(*RESULT_SECTIONS),
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
         tokenizer_log=per_schedule(f"{W}/tokenizer/{{schedule}}/train_log.jsonl"),
         ar_log=per_schedule(f"{W}/ar/{{schedule}}/train_log.jsonl"),
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:
         **rule_resources("figures"),
+    retries: rule_retries("figures")
     shell:
         "{STEP}/plot_figures.py {CONF} --out-dir {R}/figures --entropy-csv {input.entropy} "
         "--position-loss {input.position_loss} --recon {input.recon} --recon-images {input.recon_images} "

@@ -4,6 +4,8 @@
 
 rule theory:
     input:
+        # the paper configs of Table 2's reference rows: editing one reruns this rule
+        CFG["report"]["reference_configs"],
         data=dataset_ready() if CFG["report"]["n_images"] is None else [],
     output:
         tables=report(
@@ -18,8 +20,10 @@ rule theory:
         f"{W}/logs/theory.log",
     params:
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
+        config=config_hash("report", "schedules", "tokenizer", "data"),
     resources:
         **rule_resources("theory"),
+    retries: rule_retries("theory")
     shell:
         "({STEP}/make_tables.py {CONF} --only-theory --out-dir {R}/tables {params.manifest} && "
         "{STEP}/plot_figures.py {CONF} --only-theory --out-dir {R}/figures {params.manifest}) > {log} 2>&1"

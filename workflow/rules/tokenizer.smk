@@ -12,10 +12,11 @@ rule train_tokenizer:
         f"{W}/logs/train_tokenizer_{{schedule}}.log",
     resources:
         **rule_resources("train_tokenizer"),
+    retries: rule_retries("train_tokenizer")
     params:
-        launch=launcher("train_tokenizer"),
+        config=config_hash("seed", "data", "tokenizer", per_schedule=True),
     shell:
-        "{HEARTBEAT}{params.launch} pipeline_steps/train_tokenizer.py {CONF} "
+        "{HEARTBEAT}{LAUNCH[train_tokenizer]} pipeline_steps/train_tokenizer.py {CONF} "
         "--schedule {wildcards.schedule} --out {output.model} {TERMINAL_PROGRESS} > {log} 2>&1"
 
 
@@ -28,8 +29,11 @@ rule eval_recon:
         recon=f"{W}/recon/{{schedule}}.npy",
     log:
         f"{W}/logs/eval_recon_{{schedule}}.log",
+    params:
+        config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
     resources:
         **rule_resources("eval_recon"),
+    retries: rule_retries("eval_recon")
     shell:
         "{STEP}/eval_recon.py {CONF} --schedule {wildcards.schedule} --tokenizer {input.tok} "
         "--out {output.metrics} --npz {output.recon} > {log} 2>&1"
@@ -44,10 +48,11 @@ rule encode_tokens:
         f"{W}/logs/encode_{{schedule}}_{{split}}.log",
     resources:
         **rule_resources("encode_tokens"),
+    retries: rule_retries("encode_tokens")
     params:
-        launch=launcher("encode_tokens"),
+        config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
     shell:
-        "{HEARTBEAT}{params.launch} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
+        "{HEARTBEAT}{LAUNCH[encode_tokens]} pipeline_steps/encode_tokens.py {CONF} --schedule {wildcards.schedule} "
         "--tokenizer {input} --split {wildcards.split} --out {output} {TERMINAL_PROGRESS} > {log} 2>&1"
 
 
@@ -60,8 +65,11 @@ rule measure_entropy:
         json=f"{R}/entropy/{{schedule}}.json",
     log:
         f"{W}/logs/entropy_{{schedule}}.log",
+    params:
+        config=config_hash("entropy", "tokenizer", per_schedule=True),
     resources:
         **rule_resources("measure_entropy"),
+    retries: rule_retries("measure_entropy")
     shell:
         "{STEP}/measure_entropy.py {CONF} --schedule {wildcards.schedule} --tokens {input.tokens} "
         "--tokenizer {input.tok} "
