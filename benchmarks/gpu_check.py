@@ -270,7 +270,10 @@ def main() -> None:
     )
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    cfg = load_config("config/default.yaml" if args.tiny else "config/imagenet/base.yaml")
+    # --tiny: the demo config with its 32 px tokenizer model; PatchGAN needs at least 32 px, and the
+    # demo's own 16 px tokenizer never switches the discriminator on
+    cfg = (load_config("config/default.yaml", ["tokenizer.model=tokenizer_tiny"]) if args.tiny
+           else load_config("config/imagenet/base.yaml"))
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     peak = (
         next((v for k, v in PEAK_BF16.items() if k in name), 989e12)

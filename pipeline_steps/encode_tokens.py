@@ -81,7 +81,7 @@ def main() -> None:
         batch_size=enc["batch_size"], num_workers=enc["num_workers"],
         pin_memory=env.device.type == "cuda",
     )
-    bar = progress(len(pending), desc=f"encode {args.split}", enabled=env.is_main)
+    bar = progress(len(pending), desc=f"encode {args.schedule} {args.split}", enabled=env.is_main)
     with writer, torch.inference_mode(), inference_autocast(env.device):
         for b, (views, labels) in enumerate(loader):
             if b == args.stop_after_batches:

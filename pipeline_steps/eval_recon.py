@@ -44,9 +44,12 @@ def main() -> None:
         recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
         orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
-        # originals in the first row, their reconstructions below
-        save_image_grid(args.out_grid or args.out.with_suffix(".png"), np.concatenate([orig[:8], recon[:8]]),
-                        ncol=min(8, len(dataset)))
+        # one val image of each of the first ten classes (the val split is sorted by class),
+        # originals in the first row and their reconstructions below
+        labels = dataset.labels
+        picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:10]]
+        save_image_grid(args.out_grid or args.out.with_suffix(".png"),
+                        np.concatenate([orig[picks], recon[picks]]), ncol=len(picks))
         recon.flush(), orig.flush()
         del recon, orig
     rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.out_images, orig_path, cfg)

@@ -1,4 +1,5 @@
-"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the config and metric files."""
+"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the
+config and metric files, and results/<exp>/summary.md with the key figures of every table."""
 
 from pathlib import Path
 
@@ -7,6 +8,8 @@ import yaml
 from vcq import report
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import codebook_sizes_for, load_config
+from vcq.io import atomic_path
+from vcq.sampling import guidance_strategy, presets_for
 
 
 def _by_stem(paths: list[str]) -> dict[str, str]:
@@ -24,12 +27,23 @@ def main() -> None:
     parser.add_argument("--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json")
     parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
     parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
+    parser.add_argument("--position-loss", nargs="*", default=[],
+                        help="results/{exp}/ar/<schedule>_position_loss.csv (AR val loss for the summary)")
+    parser.add_argument("--summary", default=None, help="summary Markdown (default: <out-dir>/../summary.md)")
+    parser.add_argument("--manifest", default=None,
+                        help="the data set's manifest.json (its train count is N where report.n_images is null)")
     parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
     parser.add_argument("--scaling", action="store_true",
                         help="only Table 5 (table5.*), from the results of the experiments listed in report.scaling")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
+    source = "report.n_images" if cfg["report"]["n_images"] else "the data manifest's train count"
+    try:
+        cfg, _ = report.with_data_manifest(cfg, args.manifest)
+    except ValueError as e:
+        parser.exit(1, f"error: {e}\n")
     rep, out = cfg["report"], Path(args.out_dir)
+    n_source = f"N = {rep['n_images']:,} training images ({source})"
 
     if args.scaling:
         if not rep["scaling"]:
@@ -44,7 +58,7 @@ def main() -> None:
     if args.only_theory:
         report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
         t2 = report.table2(cfg).drop(columns="t_star_measured")
-        report.write_table(t2, out / "table2_theory", [])
+        report.write_table(t2, out / "table2_theory", [*report.table2_notes(cfg, None), n_source])
         if rep["reference_configs"]:
             ref = report.merge_schedules([load_config(c) for c in rep["reference_configs"]])
             t2r = report.table2(ref)
@@ -61,6 +75,7 @@ def main() -> None:
     t2 = report.table2(cfg, _by_stem(args.entropy_json))
     notes = report.footnotes(t2) + report.table2_notes(
         cfg, cfg["entropy"]["threshold_bits"], paper and paper["table2"], paper and paper.get("fig2a_budget_bits"))
+    notes += [n_source]
     if paper:
         t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
     report.write_table(t2, out / "table2", notes)
@@ -68,16 +83,24 @@ def main() -> None:
     gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
     sizes = {n: codebook_sizes_for(cfg, n) for n in names}
     t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
-    t89 = report.table_guidance(names, gen)
-    notes4, notes89 = report.footnotes(t4), report.footnotes(t89)
+    configured = {n: {guidance_strategy(p) for p in presets_for(cfg["sampling"], n)} for n in names}
+    t89, notes89 = report.table_guidance(names, gen, configured)
+    notes4 = report.footnotes(t4) + report.table4_notes(t4)
     if paper:
-        keys = dict(zip(t4.columns[3:], ["psnr", "rfid", "gfid"])) | {t4.columns[-1]: "gfid_nocfg"}
+        keys = {report.PSNR: "psnr", t4.columns[t4.columns.get_loc(report.PSNR_BASELINE) + 1]: "rfid",
+                t4.columns[t4.columns.get_loc("best_preset") - 1]: "gfid",
+                t4.columns[t4.columns.get_loc("best_preset") + 1]: "gfid_nocfg"}
         t4 = report.add_paper_columns(t4, paper["table4"], keys)
-        t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c for c in t89.columns[1:]})
+        t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c.split(":")[0] for c in t89.columns[1:]})
     report.write_table(t4, out / "table4", notes4)
     t6 = report.table6(_by_stem(args.probe))
     report.write_table(report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6")
     report.write_table(t89, out / "table8_9", notes89)
+    text = report.summary(cfg, {"table2": t2, "table4": t4, "table6": t6, "table8_9": t89},
+                          {k.removesuffix("_position_loss"): v for k, v in _by_stem(args.position_loss).items()})
+    summary = Path(args.summary) if args.summary else out.parent / "summary.md"
+    with atomic_path(summary) as tmp:
+        tmp.write_text(text)
     log.info("tables written to %s", out)
 
 

@@ -1,10 +1,38 @@
-"""Plot Fig. 2 (budget and K_t per schedule), per-position AR loss, sample grids and training curves."""
+"""Plot Fig. 2 (budget and K_t per schedule), per-position AR loss, sample grids, reconstructions
+and training curves, each titled with the experiment (and schedule and preset where it applies)."""
 
 from pathlib import Path
+
+import numpy as np
 
 from vcq import report
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import load_config
+from vcq.data.images import ImageFolderDataset
+from vcq.io import read_json
+from vcq.sampling import find_preset
+
+TOKENIZER_PANELS = [
+    {"keys": ["l1"], "ylabel": "L1 loss (pixels in [-1, 1])",
+     "caption": "L1: mean |x − x̂| between an image and its reconstruction\n(the main tokenizer objective)."},
+    {"keys": ["quant"], "ylabel": "quantizer loss",
+     "caption": "Quantizer loss: squared distance between encoder latents\nand their nearest allowed code (codebook + β·commitment).\n"
+                "It rises while training: the encoder spreads its latents\nto carry more about each image than the first K_t codes\n"
+                "can represent. A cost of the bottleneck, not divergence."},
+    {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "LPIPS: perceptual distance (VGG16 features)."},
+    {"keys": ["gen_adv", "disc"], "ylabel": "GAN loss",
+     "caption": "GAN: generator adversarial loss and discriminator loss\n(only after tokenizer.train.disc_start)."},
+    {"keys": ["used_fraction"], "ylabel": "fraction of codes used in a batch",
+     "caption": "Codebook use: share of the K_max codes picked at least\nonce in a training batch (dead codes are restarted)."},
+]
+AR_PANELS = [
+    {"keys": ["loss", "val_loss"], "styles": ["-", "o-"], "ylabel": "cross-entropy per token (nats)",
+     "caption": "Line: training loss per step. Dots: loss on the held-out val split's\n"
+                "tokens (every ar.train.val_every steps). A widening gap between\n"
+                "them means the model memorises the training images."},
+    {"keys": ["prologue_loss"], "ylabel": "prologue cross-entropy (nats)",
+     "caption": "Prologue tokens' cross-entropy (only with ar.prologue)."},
+]
 
 
 def _stems(paths: list[str]) -> dict[str, str]:
@@ -15,7 +43,15 @@ def _parents(paths: list[str]) -> dict[str, str]:
     return {Path(p).parent.name: p for p in paths}
 
 
+def _preset_text(cfg: dict, name: str) -> str:
+    p = find_preset(cfg["sampling"], name)
+    if p.get("guidance", "none") == "none":
+        return f"preset {name} (no CFG, temperature {p.get('temperature', 1.0)})"
+    return f"preset {name} ({p['guidance']} CFG, scale s = {p.get('scale')})"
+
+
 def main() -> None:
+    """CLI entry point."""
     parser = step_parser(__doc__)
     parser.add_argument("--out-dir", required=True, help="folder for the figures (PNG + PDF)")
     parser.add_argument("--entropy-csv", nargs="*", default=[],
@@ -29,12 +65,20 @@ def main() -> None:
     parser.add_argument("--ar-log", nargs="*", default=[],
                         help="work/{exp}/ar/<schedule>/train_log.jsonl (named by parent folder)")
     parser.add_argument("--recon", nargs="*", default=[],
-                        help="results/{exp}/recon/<schedule>.json (codebook usage per position)")
+                        help="results/{exp}/recon/<schedule>.json (codebook usage per position, PSNR)")
+    parser.add_argument("--recon-images", nargs="*", default=[],
+                        help="work/{exp}/recon/<schedule>.npy (originals beside it as <schedule>_orig.npy)")
+    parser.add_argument("--manifest", default=None,
+                        help="the data set's manifest.json: class names, and N where report.n_images is null")
     parser.add_argument("--only-theory", action="store_true",
                         help="only Fig. 2 from the config (theoretical budget and K_t), no run files")
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
-    out = Path(args.out_dir)
+    try:
+        cfg, classes = report.with_data_manifest(cfg, args.manifest)
+    except ValueError as e:
+        parser.exit(1, f"error: {e}\n")
+    out, exp = Path(args.out_dir), cfg["experiment"]
     if args.only_theory:
         written = report.plot_schedules(cfg, out / "fig2_theory")
         if cfg["report"]["reference_configs"]:
@@ -42,20 +86,39 @@ def main() -> None:
             written += report.plot_schedules(ref, out / "fig2_theory_reference")
         log.info("wrote %s", [str(p) for p in written])
         return
+    labels = {s["name"]: s.get("label") or s["name"] for s in cfg["schedules"]}
+    root = Path(cfg["data"]["root"])
     written = report.plot_schedules(cfg, out / "fig2_schedules", _stems(args.entropy_csv))
     if args.position_loss:
         written += report.plot_lines(_stems(args.position_loss), "t", ["train_loss", "val_loss"],
-                                     out / "position_loss", "position t", "cross-entropy (nats)")
+                                     out / "position_loss", "position t", "cross-entropy (nats)",
+                                     title=f"{exp}: AR loss per token position (train and val)")
     if args.recon:
-        written += report.plot_usage(_stems(args.recon), out / "codebook_usage")
+        written += report.plot_usage(_stems(args.recon), out / "codebook_usage",
+                                     title=f"{exp}: codebook usage on the val split")
+    if args.recon_images:
+        recons = {Path(p).stem: np.load(p, mmap_mode="r") for p in args.recon_images}
+        first = Path(args.recon_images[0])
+        originals = np.load(first.with_name(first.stem + "_orig.npy"), mmap_mode="r")
+        val_labels = ImageFolderDataset(root / "val").labels[: len(originals)]
+        notes = {n: f"(PSNR {read_json(p)['psnr']:.1f} dB)" for n, p in _stems(args.recon).items()}
+        baseline = next((read_json(p)["psnr_mean_colour_baseline"] for p in args.recon), None)
+        title = f"{exp}: val images (top row) and each tokenizer's reconstruction"
+        if baseline is not None:
+            title += f"; mean-colour baseline {baseline:.1f} dB"
+        written.append(report.plot_reconstructions(originals, recons, val_labels, out / "reconstructions.png",
+                                                   classes, title, row_notes=notes))
     for npz in map(Path, args.samples):
-        written.append(report.sample_grid(npz, out / f"samples_{npz.parent.name}_{npz.stem}.png"))
+        schedule, preset = npz.parent.name, npz.stem
+        title = f"{exp}: samples of {labels.get(schedule, schedule)} ({schedule}), {_preset_text(cfg, preset)}\none row per class"
+        written.append(report.sample_grid(npz, out / f"samples_{schedule}_{preset}.png",
+                                          class_names=classes, title=title))
     if args.tokenizer_log:
-        written += report.plot_lines(_parents(args.tokenizer_log), "step", ["l1", "quant"],
-                                     out / "tokenizer_curves", "step", "loss", log_y=True)
+        written += report.plot_panels(_parents(args.tokenizer_log), TOKENIZER_PANELS, out / "tokenizer_curves",
+                                      f"{exp}: tokenizer training, one line per codebook schedule")
     if args.ar_log:
-        written += report.plot_lines(_parents(args.ar_log), "step", ["loss", "val_loss"],
-                                     out / "ar_curves", "step", "cross-entropy (nats)", log_y=True)
+        written += report.plot_panels(_parents(args.ar_log), AR_PANELS, out / "ar_curves",
+                                      f"{exp}: AR model training, one line per codebook schedule")
     log.info("wrote %s", [str(p) for p in written])
 
 

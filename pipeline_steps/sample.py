@@ -60,7 +60,7 @@ def main() -> None:
     n_chunks = -(-n // cs)
     log.info("preset %s: %d samples in %d chunks", preset, n, n_chunks)
 
-    bar = progress(n, desc=f"sample {args.preset}")
+    bar = progress(n, desc=f"sample {args.schedule} {args.preset}")
     for c in range(n_chunks):
         files = [chunk_dir / f"{c:05d}_{k}.npy" for k in ("img", "tok")]
         lab = labels[c * cs:(c + 1) * cs]

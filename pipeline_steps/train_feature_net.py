@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import transforms
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
 from vcq.metrics.features import train_demo_net
+from vcq.metrics.fid import sample_size
 from vcq.training import save_checkpoint
 
 
@@ -27,7 +29,11 @@ def main() -> None:
     log = setup_logging(args.log)
     cfg = load_step_config(args)
     ncfg = cfg["eval"]["demo_net"]
-    data = ImageFolderDataset(Path(cfg["data"]["root"]) / "train", transform=_to_uint8_chw)
+    # at the resolution of the samples it will judge (a folder's images may have any size)
+    size = sample_size(cfg)
+    transform = (transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), _to_uint8_chw])
+                 if size else _to_uint8_chw)
+    data = ImageFolderDataset(Path(cfg["data"]["root"]) / "train", transform=transform)
     loader = torch.utils.data.DataLoader(
         data, batch_size=ncfg["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(cfg["seed"])
     )

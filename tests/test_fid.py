@@ -138,5 +138,19 @@ def test_demo_features_train_load_and_label(tmp_path):
     cfg = _cfg(tmp_path, tmp_path / "unused", feature_extractor="demo", demo_weights=str(tmp_path / "demo.pt"))
     res = evaluate(tmp_path / "s.npz", tmp_path / "s.npz", cfg)
     assert res["fd_label"] == "FD (demo features)" and abs(res["fid"]) < 1e-6
+    assert res["class_accuracy"] is None  # the samples carry no conditioning labels
+
+    # Samples conditioned on their true class score the classifier's accuracy, shuffled labels less;
+    # a reference folder's labels come from its class sub-folders.
+    truth = (ext(data.tensors[0])[1].argmax(1) == labels).float().mean().item()
+    np.savez(tmp_path / "l.npz", arr_0=imgs, labels=labels.numpy())
+    for c in (0, 1):
+        (tmp_path / "ref" / f"class{c}").mkdir(parents=True)
+    for i, img in enumerate(imgs):
+        Image.fromarray(img).save(tmp_path / "ref" / f"class{int(labels[i])}" / f"{i:02d}.png")
+    res = evaluate(tmp_path / "l.npz", tmp_path / "ref", cfg)
+    assert res["class_accuracy"] == pytest.approx(truth) and res["class_accuracy_reference"] == pytest.approx(truth)
+    np.savez(tmp_path / "w.npz", arr_0=imgs, labels=1 - labels.numpy())
+    assert evaluate(tmp_path / "w.npz", tmp_path / "ref", cfg)["class_accuracy"] == pytest.approx(1 - truth)
     with pytest.raises(FileNotFoundError, match="train_feature_net"):
         load_demo_extractor(tmp_path / "missing.pt")

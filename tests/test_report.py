@@ -62,16 +62,45 @@ def test_table4_best_preset_and_demo_label(tmp_path):
     gens = [_gen(tmp_path, "none", 9.0, "none"), _gen(tmp_path, "lin", 4.0, "linear"),
             _gen(tmp_path, "ca", 3.0, "codebook_aware"), _gen(tmp_path, "cst", 5.0, "constant")]
     recon = tmp_path / "recon.json"
-    recon.write_text(json.dumps({"psnr": 20.0, "rfid": 2.0, "fd_label": "FD (demo features)"}))
+    recon.write_text(json.dumps({"psnr": 20.0, "psnr_mean_colour_baseline": 13.0, "rfid": 2.0,
+                                 "fd_label": "FD (demo features)"}))
     sizes = {"cosine": codebook_sizes("cosine", 2, 16384), "power": codebook_sizes("power", 2, 16384)}
     df = report.table4(["cosine", "power"], {"cosine": str(recon)}, {"cosine": gens}, sizes)
     assert "gFD (demo features)" in df.columns and not any("FID" in c for c in df.columns)
     row = df.iloc[0]
     assert row["gFD (demo features)"] == 3.0 and row.best_preset == "ca"
     assert row["gFD (demo features) w/o CFG"] == 9.0
-    assert np.isnan(df.iloc[1]["psnr"]) and np.isnan(df.iloc[1]["gFD (demo features)"])
+    assert row[report.PSNR] == 20.0 and row[report.PSNR_BASELINE] == 13.0
+    assert np.isnan(df.iloc[1][report.PSNR]) and np.isnan(df.iloc[1]["gFD (demo features)"])
+    # no record carries a class accuracy (Inception runs): no class-accuracy columns
+    assert report.CLASS_ACC not in df.columns
     notes = report.footnotes(df)
-    assert any(n.startswith("psnr") for n in notes)
+    assert any(n.startswith(report.PSNR) for n in notes)
+
+
+def test_table4_class_accuracy_columns_and_summary(tmp_path):
+    def gen(name, fid, guidance, acc):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps({"fid": fid, "fd_label": "FD (demo features)", "class_accuracy": acc,
+                                 "class_accuracy_reference": 0.99, "preset": {"name": name, "guidance": guidance}}))
+        return str(p)
+
+    recon = tmp_path / "recon.json"
+    recon.write_text(json.dumps({"psnr": 21.0, "psnr_mean_colour_baseline": 14.0, "rfid": 2.0}))
+    gens = [gen("nocfg", 9.0, "none", 0.4), gen("cfg", 3.0, "power-cosine", 0.8), gen("big", 5.0, "power-cosine", 0.9)]
+    df = report.table4(["cosine"], {"cosine": str(recon)}, {"cosine": gens}, {"cosine": codebook_sizes("cosine", 2, 64)})
+    row = df.iloc[0]
+    # the accuracy belongs to the preset with the best gFD, not the highest accuracy
+    assert row[report.CLASS_ACC] == 0.8 and row[report.CLASS_ACC_NOCFG] == 0.4 and row[report.CLASS_ACC_REAL] == 0.99
+    notes = report.table4_notes(df)
+    assert any(n.startswith(report.CLASS_ACC + ":") and "chance" in n for n in notes)
+    assert any(n.startswith(report.PSNR_BASELINE) for n in notes)
+    pos = tmp_path / "cosine_position_loss.csv"
+    pd.DataFrame({"t": range(4), "train_loss": [1.0, 1, 1, 1], "val_loss": [2.0, 2, 1, 1]}).to_csv(pos, index=False)
+    text = report.summary({"experiment": "demo"}, {"table4": df}, {"cosine": str(pos)})
+    assert "PSNR 21.00 dB vs 14.00 dB for the mean-colour baseline (+7.00 dB)" in text
+    assert "80% with CFG, 40% w/o CFG, 99% on real val images" in text
+    assert "val loss 1.500 nats per token" in text
 
 
 def test_write_table_and_paper_columns(tmp_path):
@@ -106,9 +135,26 @@ def test_probe_and_guidance_tables(tmp_path):
     gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
             _gen(tmp_path, "c", 3.0, "codebook-aware", power=1.5), _gen(tmp_path, "d", 2.0, "codebook-aware"),
             _gen(tmp_path, "e", 2.5, "codebook-aware", power=1.5, ramp_over="capacity")]
-    t8 = report.table_guidance(["cosine"], {"cosine": gens}).iloc[0]
-    assert t8["constant"] == 4.0 and t8["codebook-aware"] == 3.0 and "power-cosine" not in t8
-    assert t8["codebook-aware/eq4"] == 2.0 and t8["codebook-aware/capacity"] == 2.5
+    t8, notes = report.table_guidance(["cosine"], {"cosine": gens})
+    t8 = t8.iloc[0]
+    metric = "best gFD (demo features)"
+    assert t8[f"constant: {metric}"] == 4.0 and t8[f"codebook-aware: {metric}"] == 3.0
+    assert f"power-cosine: {metric}" not in t8
+    assert t8[f"codebook-aware/eq4: {metric}"] == 2.0 and t8[f"codebook-aware/capacity: {metric}"] == 2.5
+    assert notes == [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
+
+
+def test_guidance_table_tells_empty_by_design_from_not_run(tmp_path):
+    gens = {"constant": [_gen(tmp_path, "cfg", 5.0, "power-cosine")],
+            "cosine": [_gen(tmp_path, "cb", 3.0, "codebook-aware", power=1.0)]}
+    configured = {"constant": {"none", "power-cosine"}, "cosine": {"none", "power-cosine", "codebook-aware"}}
+    df, notes = report.table_guidance(["constant", "cosine"], gens, configured)
+    text = " ".join(notes)
+    assert "codebook-aware: empty where no preset applies this guidance" in text
+    assert list(df.columns[1:]) == ["power-cosine: best gFD (demo features)", "codebook-aware: best gFD (demo features)"]
+    # cosine's power-cosine preset is configured but its file is missing: that one is "not run"
+    assert f"power-cosine: {report.MISSING_NOTE}" in notes
+    assert f"codebook-aware: {report.MISSING_NOTE}" not in notes
 
 
 def test_line_figures_and_sample_grid(tmp_path):
@@ -122,10 +168,51 @@ def test_line_figures_and_sample_grid(tmp_path):
     rng = np.random.default_rng(0)
     npz = tmp_path / "best.npz"
     np.savez(npz, rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8), labels=np.repeat(np.arange(3), 10))
-    png = report.sample_grid(npz, tmp_path / "grid.png")
+    png = report.sample_grid(npz, tmp_path / "grid.png", class_names=["circle", "square", "ring"], title="t")
     from PIL import Image
 
-    assert Image.open(png).size == (8 * 4, 3 * 4)
+    assert Image.open(png).size[0] > 8 * 4 and png.stat().st_size > 1000
+
+
+def test_sample_grid_rows_are_classes(tmp_path, monkeypatch):
+    shown = {}
+    monkeypatch.setattr(report, "_image_figure", lambda grid, out, title, ticks, names, *a: shown.update(
+        grid=grid, names=names, title=title))
+    images = np.zeros((6, 2, 2, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(6)
+    npz = tmp_path / "s.npz"
+    np.savez(npz, images, labels=np.array([1, 0, 1, 0, 2, 2]))
+    report.sample_grid(npz, tmp_path / "g.png", per_row=2, class_names=["a", "b", "c"], title="demo")
+    assert shown["names"] == ["a", "b", "c"] and shown["title"] == "demo"
+    assert shown["grid"][0::2, 0::2, 0].tolist() == [[1, 3], [0, 2], [4, 5]]
+
+
+def test_reconstruction_figure_and_loss_panels(tmp_path):
+    originals = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
+    png = report.plot_reconstructions(originals, {"cosine": originals[::-1]}, np.array([0, 0, 1, 1, 2, 2]),
+                                      tmp_path / "r.png", ["a", "b", "c"], "title", row_notes={"cosine": "(PSNR 9 dB)"})
+    assert png.stat().st_size > 1000
+    log = tmp_path / "cosine" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"step": s, "l1": 1 / (s + 1), "quant": 1e-5 * 10 ** s}) + "\n" for s in range(5)))
+    panels = [{"keys": ["l1"], "ylabel": "L1", "caption": "c1"}, {"keys": ["quant"], "ylabel": "q", "caption": "c2"},
+              {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "absent"}]
+    paths = report.plot_panels({"cosine": str(log)}, panels, tmp_path / "curves", "title")
+    assert all(p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(ValueError, match="no curves"):
+        report.plot_panels({"cosine": str(log)}, panels[2:], tmp_path / "none", "title")
+
+
+def test_n_images_from_the_data_manifest(tmp_path):
+    cfg = {"report": {"n_images": None}, "experiment": "x"}
+    manifest = tmp_path / "manifest.json"
+    with pytest.raises(ValueError, match="report.n_images is not set"):
+        report.with_data_manifest(cfg, manifest)
+    manifest.write_text(json.dumps({"counts": {"train": 123, "val": 4}, "classes": ["b", "a"]}))
+    filled, classes = report.with_data_manifest(cfg, manifest)
+    # label order: sorted class folders, as ImageFolderDataset numbers them
+    assert filled["report"]["n_images"] == 123 and classes == ["a", "b"] and cfg["report"]["n_images"] is None
+    assert report.with_data_manifest({"report": {"n_images": 7}}, None) == ({"report": {"n_images": 7}}, None)
 
 
 def test_table6_gets_the_papers_probe_numbers_by_schedule_and_k():

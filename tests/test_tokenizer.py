@@ -92,3 +92,17 @@ def test_recon_eval_psnr_baseline_usage_and_grid(tmp_path):
     assert all(u["used"] <= u["k_t"] for u in result["usage_per_position"])
     save_image_grid(tmp_path / "g.png", np.concatenate([originals[:2], recons[:2]]), ncol=2)
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_mean_colour_baseline_is_per_image():
+    """The baseline replaces each image by its own mean colour (not the data set's)."""
+    from vcq.metrics.recon import ReconStats
+
+    half = -torch.ones(1, 3, 4, 4)
+    half[..., 2:] = 1.0  # half black, half white: mean grey, MSE 0.25 on [0, 1] -> 6.02 dB
+    flat = torch.full((1, 3, 4, 4), 0.5)  # one flat colour: its own mean is exact
+    stats = ReconStats(torch.tensor([4, 4]))
+    stats.update(torch.cat([half, half]), torch.cat([half, half]), torch.zeros(2, 2, dtype=torch.long))
+    assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx(6.0206, abs=1e-3)
+    stats.update(flat, flat, torch.zeros(1, 2, dtype=torch.long))
+    assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx((2 * 6.0206 + 100) / 3, abs=1e-3)

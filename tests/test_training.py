@@ -65,3 +65,33 @@ def test_checkpoint_atomic_and_log_rewinds(tmp_path):
         log.write({"step": s, "loss": float(s)})
     JsonlLog(tmp_path / "log.jsonl", resume_step=2)
     assert [r["step"] for r in JsonlLog.read(tmp_path / "log.jsonl")] == [0, 1, 2]
+
+
+def test_progress_heartbeat_lines_go_to_the_named_fd(tmp_path, monkeypatch):
+    """Steps log their bar to a file; the heartbeat reaches the terminal fd, rate-limited, no flood."""
+    import os
+    import time
+
+    from vcq.training import progress
+
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setenv("VCQ_PROGRESS_FD", str(write_fd))
+    monkeypatch.setenv("VCQ_PROGRESS_EVERY", "0.05")
+    bar = progress(40, desc="train_ar cosine")
+    for _ in range(40):
+        time.sleep(0.005)
+        bar.update(1)
+    bar.close()
+    bar.close()  # closing twice writes no second final line
+    os.close(write_fd)
+    lines = os.read(read_fd, 1 << 16).decode().splitlines()
+    os.close(read_fd)
+    assert 2 <= len(lines) <= 10  # ~0.2 s of work at one line per 0.05 s, plus the final line
+    assert all(line.startswith("train_ar cosine: ") for line in lines)
+    assert "/40 (" in lines[0] and "ETA" in lines[0] and "/s" in lines[0]
+    assert lines[-1].startswith("train_ar cosine: 40/40 (100%)") and "ETA" not in lines[-1]
+    monkeypatch.delenv("VCQ_PROGRESS_FD")
+    quiet = progress(3, desc="x")
+    quiet.update(3)
+    quiet.close()
+    assert quiet.heartbeat_fd is None

@@ -103,6 +103,10 @@ class Layout:
         """Generation metrics of one inference preset (JSON)."""
         return f"{self.results}/gen/{schedule}/{preset}.json"
 
+    def summary(self) -> str:
+        """The key figures of every table, in one Markdown page."""
+        return f"{self.results}/summary.md"
+
     def tables_dir(self) -> str:
         """The paper's tables (md, csv, tex)."""
         return f"{self.results}/tables"

@@ -17,6 +17,21 @@ from vcq.paths import Layout
 MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
 
+def with_data_manifest(cfg: dict, manifest: str | Path | None) -> tuple[dict, list[str] | None]:
+    """(cfg with `report.n_images` filled from the data manifest's train count where it is null,
+    the class names in label order); the manifest may be absent when n_images is set.
+
+    Labels everywhere are ImageFolderDataset's: the index of the class folder in sorted order.
+    """
+    data = read_json(manifest) if manifest and Path(manifest).exists() else None
+    if cfg["report"]["n_images"] is None:
+        if data is None:
+            raise ValueError(f"report.n_images is not set and the data manifest {manifest} does not exist "
+                             "(run make_dataset first, or set report.n_images)")
+        cfg = {**cfg, "report": {**cfg["report"], "n_images": int(data["counts"]["train"])}}
+    return cfg, sorted(data["classes"]) if data and "classes" in data else None
+
+
 def table1(datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167) -> pd.DataFrame:
     """Table 1: log2 N and t* per dataset, then the data thresholds N_m = K^(m-1)."""
     rows = [
@@ -88,9 +103,17 @@ def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
     return min(records, key=lambda r: r["fid"]) if records else None
 
 
+PSNR = "PSNR (dB)"
+PSNR_BASELINE = "PSNR mean-colour baseline (dB)"
+CLASS_ACC = "class accuracy of samples (demo classifier)"
+CLASS_ACC_NOCFG = f"{CLASS_ACC} w/o CFG"
+CLASS_ACC_REAL = "class accuracy of real val images (demo classifier)"
+
+
 def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
            sizes: dict[str, np.ndarray], image_size: int = 256) -> pd.DataFrame:
-    """Table 4 analogue: K̄, BPP, PSNR, rFD, best guided gFD (with preset) and unguided gFD."""
+    """Table 4 analogue: K̄, BPP, PSNR (and its mean-colour baseline), rFD, best guided gFD (with
+    preset) and unguided gFD; with demo features also the demo classifier's accuracy on samples."""
     rows, label = [], "FID"
     for name in names:
         rec = read_json(recon[name]) if name in recon and Path(recon[name]).exists() else {}
@@ -100,13 +123,110 @@ def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
         rows.append({
             "schedule": name, "k_mean": round(schedules.mean_codebook_size(sizes[name])),
             "bpp": round(schedules.bits_per_pixel(sizes[name], image_size), 3),
-            "psnr": rec.get("psnr", np.nan), "r": rec.get("rfid", np.nan),
+            PSNR: rec.get("psnr", np.nan), PSNR_BASELINE: rec.get("psnr_mean_colour_baseline", np.nan),
+            "r": rec.get("rfid", np.nan),
             "g": best["fid"] if best else np.nan,
             "best_preset": best["preset"].get("name", "") if best else "",
             "g_nocfg": plain["fid"] if plain else np.nan,
+            CLASS_ACC: _get(best, "class_accuracy"), CLASS_ACC_NOCFG: _get(plain, "class_accuracy"),
+            CLASS_ACC_REAL: _get(best or plain, "class_accuracy_reference"),
         })
     df = pd.DataFrame(rows)
+    # Only the demo feature network is a classifier of the data set's classes.
+    df = df.drop(columns=[c for c in (CLASS_ACC, CLASS_ACC_NOCFG, CLASS_ACC_REAL) if df[c].isna().all()])
     return df.rename(columns={"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"})
+
+
+def table4_notes(df: pd.DataFrame) -> list[str]:
+    """What Table 4's less obvious columns mean (only for the columns present)."""
+    gcol = next((c for c in df.columns if c.startswith("g") and not c.endswith("w/o CFG")), "gFID")
+    notes = {
+        PSNR_BASELINE: f"{PSNR_BASELINE}: every val image replaced by its own mean colour, i.e. a tokenizer "
+                       "that keeps nothing but the colour",
+        "best_preset": f"{gcol}: the best (lowest) over the guided presets; best_preset names it",
+        CLASS_ACC: f"{CLASS_ACC}: share of the best guided preset's samples that the demo feature network "
+                   "(a classifier trained on the demo train images) assigns to the class they were "
+                   "conditioned on; chance is 1 / number of classes. A demo metric, not one of the paper's",
+        CLASS_ACC_NOCFG: f"{CLASS_ACC_NOCFG}: the same for the unguided samples",
+        CLASS_ACC_REAL: f"{CLASS_ACC_REAL}: the same classifier on the real val images (its ceiling)",
+    }
+    return [text for col, text in notes.items() if col in df.columns]
+
+
+def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str, str]) -> str:
+    """Markdown with the key figures of every table of a run (results/<exp>/summary.md)."""
+    exp = cfg["experiment"]
+    out = [f"# {exp}: key figures of this run",
+           "",
+           (f"Written by `pipeline_steps/make_tables.py` from the metric files of experiment `{exp}`; "
+            "the full tables (with footnotes) are in `tables/`."), ""]
+    t4 = tables.get("table4")
+    if t4 is not None and len(t4):
+        out += ["## Reconstruction and generation (table4)", ""]
+        g = next((c for c in t4.columns if c.startswith("g") and not c.endswith("w/o CFG")), None)
+        for row in t4.to_dict("records"):
+            line = f"- **{row['schedule']}**: PSNR {_fmt(row.get(PSNR))} dB"
+            if not _isnan(row.get(PSNR_BASELINE)):
+                line += (f" vs {_fmt(row[PSNR_BASELINE])} dB for the mean-colour baseline "
+                         f"({_fmt(row[PSNR] - row[PSNR_BASELINE], sign=True)} dB)")
+            if g:
+                line += (f"; {g} {_fmt(row.get(g))} ({row.get('best_preset') or 'no guided preset'}), "
+                         f"w/o CFG {_fmt(row.get(f'{g} w/o CFG'))}")
+            if CLASS_ACC in row:
+                line += (f"; {CLASS_ACC} {_pct(row.get(CLASS_ACC))} with CFG, "
+                         f"{_pct(row.get(CLASS_ACC_NOCFG))} w/o CFG, {_pct(row.get(CLASS_ACC_REAL))} on real val images")
+            out.append(line)
+        out.append("")
+    losses = {n: pd.read_csv(p) for n, p in position_loss.items() if Path(p).exists()}
+    if losses:
+        out += ["## AR models (position_loss)", ""]
+        out += [f"- **{n}**: val loss {df['val_loss'].mean():.3f} nats per token (mean over {len(df)} positions), "
+                f"train loss {df['train_loss'].mean():.3f}" for n, df in losses.items()]
+        out.append("")
+    t2 = tables.get("table2")
+    if t2 is not None and len(t2):
+        out += ["## Entropy cliff (table2)", ""]
+        out += [f"- **{r['schedule']}**: K̄ {r['k_mean']}, {r['bpp']} bits per pixel, cliff t* {_fmt(r['t_star_measured'], 0)} "
+                f"measured vs {r['t_star_theory']} from Eq. 2" for r in t2.to_dict("records")]
+        out.append("")
+    t6 = tables.get("table6")
+    if t6 is not None and len(t6):
+        out += ["## Linear probe on the tokens (table6)", ""]
+        for name, rows in t6.groupby("schedule", sort=False):
+            parts = [f"k = {'all' if _isnan(r['k']) else int(r['k'])}: top-1 {_fmt(r['top1'], 1)}%" for r in rows.to_dict("records")]
+            out.append(f"- **{name}**: " + ", ".join(parts))
+        out.append("")
+    t89 = tables.get("table8_9")
+    if t89 is not None and len(t89):
+        out += ["## Guidance strategies (table8_9)", ""]
+        for r in t89.to_dict("records"):
+            cells = [f"{c.split(':')[0]} {_fmt(v)}" for c, v in r.items() if c != "schedule" and not _isnan(v)
+                     and "(paper)" not in c]
+            out.append(f"- **{r['schedule']}**: " + (", ".join(cells) if cells else "no guided preset"))
+        metric = next((c.split(": ", 1)[1] for c in t89.columns if ": " in c), "")
+        out += ["", f"({metric}, lower is better.)", ""]
+    return "\n".join(out) + "\n"
+
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt(x, digits: int = 2, sign: bool = False) -> str:
+    if _isnan(x):
+        return "n/a"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _pct(x) -> str:
+    if _isnan(x):
+        return "n/a"
+    return f"{100 * x:.0f}%"
+
+
+def _get(record: dict | None, key: str) -> float:
+    value = record.get(key) if record else None
+    return np.nan if value is None else value
 
 
 TABLE5_METRICS = {"rfid": "r", "psnr": "psnr", "gfid": "g", "gfid_nocfg": "g_nocfg", "is": "is",
@@ -165,20 +285,38 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
     return out
 
 
-def table_guidance(names: list[str], gen: dict[str, list[str]]) -> pd.DataFrame:
-    """Tables 8/9: per schedule the best FID of each guidance strategy (vanilla vs codebook-aware readings)."""
+def table_guidance(names: list[str], gen: dict[str, list[str]],
+                   configured: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Tables 8/9: per schedule the best gFD/gFID of each guidance strategy (vanilla vs the
+    codebook-aware readings, `vcq.sampling.STRATEGIES`), and the footnotes.
+
+    `configured[schedule]` lists the strategies the config samples for it; a cell with no such
+    preset is empty by design (e.g. codebook-aware CFG on a constant codebook), which the notes
+    say, apart from cells whose step has not run.
+    """
     from vcq.sampling import STRATEGIES, guidance_strategy
 
-    rows = []
+    rows, label, by_design, missing = [], "FID", set(), set()
     for name in names:
         records = [read_json(p) for p in gen.get(name, []) if Path(p).exists()]
+        label = next((r["fd_label"] for r in records if "fd_label" in r), label)
         row = {"schedule": name}
         for g in STRATEGIES:
             fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
+            if not fids:
+                (missing if configured is None or g in configured.get(name, set()) else by_design).add(g)
         rows.append(row)
     df = pd.DataFrame(rows, columns=["schedule", *STRATEGIES])
-    return df.dropna(axis=1, how="all")  # a strategy no preset uses is not a missing result
+    used = [g for g in STRATEGIES if not df[g].isna().all() or (configured and any(g in c for c in configured.values()))]
+    df = df[["schedule", *used]]
+    metric = f"best g{label}"
+    notes = [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
+    notes += [f"{g}: empty where no preset applies this guidance to the schedule"
+              + (" (codebook-aware CFG needs a variable codebook)" if g.startswith("codebook-aware") else "")
+              for g in used if g in by_design]
+    notes += [f"{g}: {MISSING_NOTE}" for g in used if g in missing and df[g].isna().any()]
+    return df.rename(columns={g: f"{g}: {metric}" for g in used}), notes
 
 
 def add_paper_columns(df: pd.DataFrame, paper: dict, columns: dict[str, str]) -> pd.DataFrame:
@@ -217,10 +355,13 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from vcq.config import codebook_sizes_for
 
     n = cfg["report"]["n_images"]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig.suptitle(f"{cfg.get('experiment', '')}: per-position entropy budget and codebook size, "
+                 f"N = {n:,} images, L = {cfg['tokenizer']['num_tokens']} tokens")
     measured = False
     for name in schedule_names(cfg):
         sizes = codebook_sizes_for(cfg, name)
@@ -242,7 +383,7 @@ def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str]
 
 
 def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Path,
-               xlabel: str, ylabel: str, log_y: bool = False) -> list[Path]:
+               xlabel: str, ylabel: str, log_y: bool = False, title: str = "") -> list[Path]:
     """One line per (file, column): per-position AR loss from CSVs or training curves from JSONL."""
     import matplotlib
 
@@ -253,17 +394,63 @@ def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Pa
     for name, path in series.items():
         if not Path(path).exists():
             continue
-        df = pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_csv(path)
+        df = _read_series(path)
         for y in ys:
             if y in df:
                 rows = df[[x, y]].dropna()
                 ax.plot(rows[x], rows[y], label=f"{name} {y}")
-    ax.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if log_y else "linear")
+    ax.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if log_y else "linear", title=title)
     ax.legend(fontsize=8)
     return _save(fig, out_stem)
 
 
-def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path) -> list[Path]:
+def plot_panels(series: dict[str, str], panels: list[dict], out_stem: str | Path, title: str) -> list[Path]:
+    """Training curves, one panel per loss term, each with its own caption below the axes.
+
+    A panel is {"keys": [column, ...], "ylabel", "caption"} (optionally "styles": one matplotlib
+    style per key); the x axis is `step`. Panels whose keys no file has are left out; the y axis
+    is logarithmic where the plotted values span more than a factor of 20.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = {name: _read_series(p) for name, p in series.items() if Path(p).exists()}
+    panels = [pl for pl in panels if any(k in df for df in frames.values() for k in pl["keys"])]
+    if not panels:
+        raise ValueError(f"no curves to plot in {list(series.values())}")
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.8 * len(panels)), 4.0), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, panel in zip(axes[0], panels):
+        values = []
+        for i, (name, df) in enumerate(frames.items()):
+            for key, style in zip(panel["keys"], panel.get("styles", ["-"] * len(panel["keys"]))):
+                if key in df:
+                    rows = df[["step", key]].dropna()
+                    if len(rows):
+                        suffix = f" {key}" if len(panel["keys"]) > 1 else ""
+                        ax.plot(rows["step"], rows[key], style, color=colours[i % len(colours)],
+                                label=f"{name}{suffix}", ms=3)
+                        values.append(rows[key].to_numpy(float))
+        v = np.concatenate(values)
+        v = v[v > 0]
+        if len(v) and v.max() / v.min() > 20:
+            ax.set_yscale("log")
+        ax.set(xlabel="step", ylabel=panel["ylabel"])
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.text(0, -0.2, panel["caption"], transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_stem, tight=True)
+
+
+def _read_series(path: str | Path) -> pd.DataFrame:
+    return pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_csv(path)
+
+
+def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path, title: str = "") -> list[Path]:
     """Codebook usage per position from eval_recon JSONs: (a) codes used vs K_t, (b) used / K_t."""
     import matplotlib
 
@@ -278,40 +465,92 @@ def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path) -> list[Path]:
         ax_b.plot(usage["t"], usage["utilization"], label=name)
     ax_a.set(xlabel="position t", ylabel="codes", yscale="log", title="(a) codes used on val vs available")
     ax_b.set(xlabel="position t", ylabel="used / $K_t$", ylim=(0, 1.05), title="(b) codebook utilisation")
+    fig.suptitle(title)
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=7)
     return _save(fig, out_stem)
 
 
-def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, rows: int = 8) -> Path:
-    """A PNG grid of the first `per_row` samples of each class (first `rows` classes)."""
-    from PIL import Image
-
+def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, rows: int = 10,
+                class_names: list[str] | None = None, title: str = "") -> Path:
+    """A PNG grid of the first `per_row` samples of each class (first `rows` classes), one row per
+    class labelled with its name, under `title`."""
     data = np.load(npz_path)
-    images, labels = data["arr_0"], data["labels"] if "labels" in data else None
+    images, labels = data["arr_0"], data.get("labels")
     if labels is None:
-        picks = np.arange(min(len(images), per_row * rows))
+        picks = [np.arange(min(len(images), per_row * rows))]
+        row_names = [""] * (-(-len(picks[0]) // per_row))
     else:
-        picks = np.concatenate([np.nonzero(labels == c)[0][:per_row] for c in np.unique(labels)[:rows]])
-    n_rows = -(-len(picks) // per_row)
+        classes = np.unique(labels)[:rows]
+        picks = [np.nonzero(labels == c)[0][:per_row] for c in classes]
+        row_names = [class_names[c] if class_names and c < len(class_names) else f"class {c}" for c in classes]
+    flat = np.concatenate(picks)
+    n_rows = len(row_names) if labels is not None else -(-len(flat) // per_row)
     h, w = images.shape[1:3]
-    grid = np.zeros((n_rows * h, per_row * w, 3), dtype=np.uint8)
-    for i, j in enumerate(picks):
-        r, c = divmod(i, per_row)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[j]
+    grid = np.full((n_rows * h, per_row * w, 3), 255, dtype=np.uint8)
+    for r, idx in enumerate(picks if labels is not None else np.array_split(flat, n_rows)):
+        for c, j in enumerate(idx):
+            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[j]
+    return _image_figure(grid, out_png, title, [(r + 0.5) * h for r in range(n_rows)], row_names)
+
+
+def plot_reconstructions(originals: np.ndarray, recons: dict[str, np.ndarray], labels: np.ndarray,
+                         out_png: str | Path, class_names: list[str] | None = None, title: str = "",
+                         per_class: int = 1, max_classes: int = 10,
+                         row_notes: dict[str, str] | None = None) -> Path:
+    """Originals (top row) above each tokenizer's reconstructions of the same val images, for
+    `per_class` images of each of the first `max_classes` classes (column labels: class names)."""
+    classes = np.unique(labels)[:max_classes]
+    picks = np.concatenate([np.nonzero(labels == c)[0][:per_class] for c in classes])
+    strips = [originals[picks]] + [r[picks] for r in recons.values()]
+    h, w = originals.shape[1:3]
+    grid = np.concatenate([np.concatenate(list(strip), axis=1) for strip in strips], axis=0)
+    names = ["original"] + [f"{n} {(row_notes or {}).get(n, '')}".strip() for n in recons]
+    columns = [class_names[labels[j]] if class_names else f"class {labels[j]}" for j in picks]
+    return _image_figure(grid, out_png, title, [(r + 0.5) * h for r in range(len(strips))], names,
+                         [(c + 0.5) * w for c in range(len(picks))], columns)
+
+
+def _image_figure(grid: np.ndarray, out_png: str | Path, title: str, row_ticks: list[float],
+                  row_names: list[str], col_ticks: list[float] | None = None,
+                  col_names: list[str] | None = None) -> Path:
+    """An image grid shown pixel-exact (nearest) with labelled rows/columns and a title, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = max(1.0, 24 / grid.shape[0] * len(row_names))  # small images get bigger pixels
+    fig_w = min(16.0, 2.2 + grid.shape[1] * scale / 40)
+    fig_h = 1.2 + fig_w * grid.shape[0] / grid.shape[1]
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_yticks(row_ticks, row_names, fontsize=8)
+    if col_ticks:
+        ax.set_xticks(col_ticks, col_names, fontsize=7, rotation=45, ha="left")
+        ax.xaxis.tick_top()
+    else:
+        ax.set_xticks([])
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=9, pad=30 if col_ticks else 6)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
     return out_png
 
 
-def _save(fig, out_stem: str | Path) -> list[Path]:
+def _save(fig, out_stem: str | Path, tight: bool = False) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")]
     for path in paths:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=150)
+            # tight: the bounding box grows to the captions written below the axes
+            fig.savefig(tmp, format=path.suffix[1:], dpi=150, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return paths
 

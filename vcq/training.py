@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,11 +233,75 @@ class JsonlLog:
         return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm:
-    """A tqdm bar with rate and ETA (pass enabled=False on non-main ranks)."""
-    return tqdm(
+PROGRESS_FD_ENV = "VCQ_PROGRESS_FD"
+PROGRESS_EVERY_ENV = "VCQ_PROGRESS_EVERY"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Progress(tqdm):
+    """A tqdm bar (to the log) that also sends a one-line heartbeat to a terminal file descriptor.
+
+    The workflow's rules send stdout and stderr to a log file, so the bar never reaches the user;
+    they pass the terminal as the descriptor named by $VCQ_PROGRESS_FD. Every $VCQ_PROGRESS_EVERY
+    seconds (default 30), and at the end, one line with step, rate and ETA is written there.
+    """
+
+    def __init__(self, *args: Any, heartbeat_fd: int | None = None, every: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_fd, self.every = heartbeat_fd, every
+        self._last_beat = time.monotonic()
+
+    def heartbeat_line(self) -> str:
+        """`<desc>: <n>/<total> (<pct>%), <rate>/s, ETA <t>` from the bar's counters."""
+        d = self.format_dict
+        n, total, elapsed = d["n"], d["total"], d["elapsed"]
+        rate = d["rate"] or ((n - self.initial) / elapsed if elapsed > 0 else 0.0)
+        line = f"{self.desc or 'progress'}: {n}/{total}" if total else f"{self.desc}: {n}"
+        if total:
+            line += f" ({100 * n / total:.0f}%)"
+        if rate:
+            line += f", {rate:.2f}/s"
+            if total and n < total:
+                line += f", ETA {_duration((total - n) / rate)}"
+        return line + f", elapsed {_duration(elapsed)}"
+
+    def _beat(self) -> None:
+        if self.heartbeat_fd is None:
+            return
+        self._last_beat = time.monotonic()
+        try:
+            os.write(self.heartbeat_fd, (self.heartbeat_line() + "\n").encode())
+        except OSError:
+            # The terminal went away (closed pipe, detached session): keep training, stop beating.
+            self.heartbeat_fd = None
+
+    def update(self, n: float = 1) -> bool | None:
+        """Advance the bar; beat if `every` seconds passed since the last line."""
+        out = super().update(n)
+        if self.heartbeat_fd is not None and time.monotonic() - self._last_beat >= self.every:
+            self._beat()
+        return out
+
+    def close(self) -> None:
+        """Close the bar with a final heartbeat line (once)."""
+        if not self.disable and self.heartbeat_fd is not None and self.n > self.initial:
+            self._beat()
+            self.heartbeat_fd = None
+        super().close()
+
+
+def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> Progress:
+    """A tqdm bar with rate and ETA plus terminal heartbeats (pass enabled=False on non-main ranks)."""
+    fd = os.environ.get(PROGRESS_FD_ENV)
+    return Progress(
         total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
         mininterval=1.0, smoothing=0.1,
+        heartbeat_fd=int(fd) if fd and enabled else None,
+        every=float(os.environ.get(PROGRESS_EVERY_ENV, "30")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import os
 import shutil
@@ -13,93 +14,102 @@ from PIL import Image
 
 from vcq.io import write_json
 
-# A class is a mask function of rotated, centred coordinates (u, v in about [-1, 1]), the
-# shape size s and the per-image generator; colours, position, rotation and noise vary per image.
-Mask = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], np.ndarray]
+# A class is a mask function of rotated, centred coordinates (u, v in about [-1, 1]) and the shape
+# size s, plus a hue. Shapes are big and anti-aliased and each class has its own hue, so a 32 px
+# image says its class at a glance and a 32-token tokenizer can keep the shape; position, size,
+# rotation, shade and background vary per image.
+Mask = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
 
-def _circle(u, v, s, rng):
+def _circle(u, v, s):
     return u**2 + v**2 < s**2
 
 
-def _square(u, v, s, rng):
-    return (np.abs(u) < s * 0.85) & (np.abs(v) < s * 0.85)
+def _square(u, v, s):
+    return (np.abs(u) < s * 0.8) & (np.abs(v) < s * 0.8)
 
 
-def _triangle(u, v, s, rng):
+def _triangle(u, v, s):
     return (v < s * 0.7) & (v > -s + 1.7 * np.abs(u))
 
 
-def _stripes(u, v, s, rng):
-    return np.sin(u * np.pi * rng.uniform(3, 6)) > 0
-
-
-def _checkerboard(u, v, s, rng):
-    f = rng.uniform(2, 4)
-    return (np.floor(u * f) + np.floor(v * f)) % 2 == 0
-
-
-def _ring(u, v, s, rng):
+def _ring(u, v, s):
     r = np.sqrt(u**2 + v**2)
-    return (r < s) & (r > s * rng.uniform(0.45, 0.7))
+    return (r < s) & (r > s * 0.55)
 
 
-def _cross(u, v, s, rng):
-    w = s * rng.uniform(0.2, 0.35)
+def _cross(u, v, s):
+    w = s * 0.3
     return ((np.abs(u) < w) & (np.abs(v) < s)) | ((np.abs(v) < w) & (np.abs(u) < s))
 
 
-def _dots(u, v, s, rng):
-    f = rng.uniform(2.5, 4)
-    return (np.sin(u * np.pi * f) * np.sin(v * np.pi * f)) > 0.5
+def _stripes(u, v, s):
+    # Three bars across the whole image, 8 px apart at 32 px.
+    return np.sin(v * np.pi * 2) > 0
 
 
-def _gradient(u, v, s, rng):
-    # A soft mask: the blend weight itself, dithered later like the hard masks.
-    return np.clip(0.5 + u / (2 * max(s, 1e-3)), 0, 1)
+def _checkerboard(u, v, s):
+    return (np.floor(u * 2) + np.floor(v * 2)) % 2 == 0
 
 
-def _noise(u, v, s, rng):
-    coarse = rng.random((4, 4))
-    n = u.shape[0]
-    reps = -(-n // 4)
-    return np.kron(coarse, np.ones((reps, reps)))[:n, :n] > 0.5
-
-
-def _diamond(u, v, s, rng):
+def _diamond(u, v, s):
     # Elongated so that it is not merely a rotated square.
-    return np.abs(u) + 2.2 * np.abs(v) < s * 1.2
+    return np.abs(u) + 2 * np.abs(v) < s * 1.2
 
 
-def _half(u, v, s, rng):
+def _half(u, v, s):
     return v > 0
 
 
+def _dots(u, v, s):
+    # Four discs on the corners of a square.
+    c = s * 0.55
+    return ((np.abs(u) - c) ** 2 + (np.abs(v) - c) ** 2) < (s * 0.35) ** 2
+
+
+def _frame(u, v, s):
+    m = np.maximum(np.abs(u), np.abs(v))
+    return (m < s * 0.85) & (m > s * 0.5)
+
+
+def _bar(u, v, s):
+    return (np.abs(u) < s) & (np.abs(v) < s * 0.3)
+
+
 CLASSES: dict[str, Mask] = {
-    "circle": _circle, "square": _square, "triangle": _triangle, "stripes": _stripes,
-    "checkerboard": _checkerboard, "ring": _ring, "cross": _cross, "dots": _dots,
-    "gradient": _gradient, "noise": _noise, "diamond": _diamond, "half": _half,
+    "circle": _circle, "square": _square, "triangle": _triangle, "ring": _ring, "cross": _cross,
+    "stripes": _stripes, "checkerboard": _checkerboard, "diamond": _diamond, "half": _half,
+    "dots": _dots, "frame": _frame, "bar": _bar,
 }
 CLASS_NAMES = list(CLASSES)
+# Hues (fraction of the colour wheel) ordered so that the first ten classes are far apart.
+HUES = dict(zip(CLASS_NAMES, (0.0, 0.6, 0.3, 0.15, 0.8, 0.5, 0.07, 0.7, 0.4, 0.9, 0.22, 0.97)))
+SUPERSAMPLE = 4
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
 
 
 def render(class_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """One (size, size, 3) uint8 image of class `class_id`."""
-    grid = (np.arange(size) + 0.5) / size * 2 - 1
+    name = CLASS_NAMES[class_id]
+    n = size * SUPERSAMPLE
+    grid = (np.arange(n) + 0.5) / n * 2 - 1
     y, x = np.meshgrid(grid, grid, indexing="ij")
-    cx, cy = rng.uniform(-0.35, 0.35, size=2)
-    theta = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(-0.08, 0.08, size=2)
+    theta = rng.uniform(-0.15, 0.15)
     u = np.cos(theta) * (x - cx) + np.sin(theta) * (y - cy)
     v = -np.sin(theta) * (x - cx) + np.cos(theta) * (y - cy)
-    s = rng.uniform(0.3, 0.6)
-    mask = CLASSES[CLASS_NAMES[class_id]](u, v, s, rng).astype(np.float64)[..., None]
-    fg, bg = rng.uniform(0, 255, size=(2, 3))
-    # Keep foreground and background apart so the class shape is always visible.
-    if np.abs(fg - bg).max() < 80:
-        fg = 255 - bg
-    bg_ramp = bg + rng.uniform(-40, 40) * y[..., None]
-    image = mask * fg + (1 - mask) * bg_ramp
-    image += rng.normal(0, rng.uniform(2, 12), size=image.shape)
+    s = rng.uniform(0.55, 0.75)
+    # Anti-aliased: the hard mask at SUPERSAMPLE x the size, box-averaged down.
+    mask = CLASSES[name](u, v, s).astype(np.float64)
+    mask = mask.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean((1, 3))[..., None]
+    fg = _hsv_to_rgb(HUES[name] + rng.uniform(-0.03, 0.03), rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))
+    # A dark, greyish background keeps the class hue the brightest thing in the image.
+    bg = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.3), rng.uniform(0.05, 0.3))
+    image = mask * fg + (1 - mask) * bg
+    image += rng.normal(0, rng.uniform(0, 4), size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 

@@ -49,10 +49,14 @@ def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
 
 
 class ImageSource(Dataset):
-    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW."""
+    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW.
 
-    def __init__(self, path: str | Path, limit: int | None = None):
-        self.path = Path(path)
+    A folder's images may have any size: with `size` set, each is resized (shorter side) and
+    centre-cropped to size × size, so a folder of photos compares with samples at that resolution.
+    """
+
+    def __init__(self, path: str | Path, limit: int | None = None, size: int | None = None):
+        self.path, self.size = Path(path), size
         if self.path.is_dir():
             self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             self.array = None
@@ -72,7 +76,12 @@ class ImageSource(Dataset):
         if self.array is not None:
             img = np.asarray(self.array[i])
         else:
-            img = np.asarray(Image.open(self.files[i]).convert("RGB"))
+            img = Image.open(self.files[i]).convert("RGB")
+            if self.size and img.size != (self.size, self.size):
+                from torchvision.transforms import CenterCrop, Resize
+
+                img = CenterCrop(self.size)(Resize(self.size)(img))
+            img = np.asarray(img)
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
@@ -123,13 +132,14 @@ def _cache_file(ref: Path, cfg: dict, extractor: str) -> Path:
 
 
 def _content_key(ref: Path, cfg: dict, extractor: str) -> str:
-    """Hash of what the cached statistics are a function of: reference bytes, feature weights, limit."""
+    """Hash of what the cached statistics are a function of: reference bytes, feature weights, limit
+    and the side folder images are brought to."""
     ecfg = cfg["eval"]
     weights = Path(ecfg["demo_weights"] if extractor == "demo" else ecfg["inception_weights"])
     return content_key(
         reference=folder_hash(ref) if ref.is_dir() else file_sha256(ref),
         weights=file_sha256(weights) if weights.is_file() else None,
-        extractor=extractor, limit=ecfg["num_samples"],
+        extractor=extractor, limit=ecfg["num_samples"], size=sample_size(cfg),
     )
 
 
@@ -148,6 +158,12 @@ def _read_cache(cache: Path, key: str) -> dict | None:
     return out
 
 
+def sample_size(cfg: dict) -> int | None:
+    """Side of the generated images (the tokenizer's input), to which folder references are brought."""
+    model = cfg.get("tokenizer", {}).get("model")
+    return int(model["image_size"]) if isinstance(model, dict) and "image_size" in model else None
+
+
 def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extractor: str) -> dict:
     """Features and FID statistics of a reference, computed once and cached in eval.cache_dir.
 
@@ -161,7 +177,7 @@ def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extract
     cached = _read_cache(cache, key)
     if cached is not None:
         return cached
-    src = ImageSource(ref, ecfg["num_samples"]) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
+    src = ImageSource(ref, ecfg["num_samples"], sample_size(cfg)) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
     out: dict = {}
     if src is not None:
         out = extract_features(net, src, ecfg["batch_size"], desc="reference")
@@ -214,7 +230,36 @@ def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
             kid_kernel_poly_coef0=1, rng_seed=2020,
         )
         out["kid_mean"] = kid["kernel_inception_distance_mean"]
+    if ecfg["feature_extractor"] == "demo":
+        # The demo net is a classifier of the data set's own classes: report how often it
+        # recognises the class a sample was conditioned on, beside its accuracy on real images.
+        out["class_accuracy"] = class_accuracy(feats["logits"], _sample_labels(Path(samples), len(src)))
+        out["class_accuracy_reference"] = class_accuracy(ref.get("logits"), _folder_labels(Path(reference)))
     return out
+
+
+def class_accuracy(logits: torch.Tensor | None, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy of `logits` against the first len(logits) `labels` (None if either is unknown)."""
+    if logits is None or labels is None or len(labels) < len(logits):
+        return None
+    return float((logits.argmax(1).numpy() == labels[: len(logits)]).mean())
+
+
+def _sample_labels(path: Path, n: int) -> np.ndarray | None:
+    """Class labels stored beside `arr_0` in a sample .npz (the conditioning classes)."""
+    if path.suffix != ".npz":
+        return None
+    with np.load(path) as z:
+        return z["labels"][:n] if "labels" in z else None
+
+
+def _folder_labels(path: Path) -> np.ndarray | None:
+    """Labels of an image folder's files in ImageSource order: sorted class folder index."""
+    if not path.is_dir():
+        return None
+    files = ImageSource(path).files
+    classes = sorted({p.parent.name for p in files})
+    return np.array([classes.index(p.parent.name) for p in files])
 
 
 def rfid(recon_npz: str | Path, reference: str | Path, cfg: dict) -> tuple[float, str]:

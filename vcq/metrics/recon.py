@@ -18,11 +18,14 @@ def psnr_sum(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
 
 
 class ReconStats:
-    """Running PSNR, mean-colour-baseline PSNR and code usage over batches."""
+    """Running PSNR, mean-colour-baseline PSNR and code usage over batches.
 
-    def __init__(self, sizes: torch.Tensor, mean_colour: torch.Tensor) -> None:
+    The baseline replaces each image by its own mean colour: what a tokenizer that keeps only the
+    average colour would score.
+    """
+
+    def __init__(self, sizes: torch.Tensor) -> None:
         self.sizes = torch.as_tensor(sizes)
-        self.mean_colour = mean_colour.view(1, 3, 1, 1)
         self.hist = torch.zeros(len(self.sizes), int(self.sizes.max()), dtype=torch.long)
         self.psnr = self.base = 0.0
         self.n = 0
@@ -31,7 +34,7 @@ class ReconStats:
         """Add a batch of originals, reconstructions (both in [-1, 1]) and token indices."""
         x, recon = x.float().cpu(), recon.float().cpu().clamp(-1, 1)
         s, n = psnr_sum(x, recon)
-        b, _ = psnr_sum(x, self.mean_colour.expand_as(x))
+        b, _ = psnr_sum(x, x.mean((2, 3), keepdim=True).expand_as(x))
         self.psnr, self.base, self.n = self.psnr + s, self.base + b, self.n + n
         self.hist += usage_histogram(indices.cpu(), self.hist.shape[1])
 
@@ -56,13 +59,10 @@ def reconstruct(model, dataset: torch.utils.data.Dataset, batch_size: int, devic
     """Encode and decode every image of `dataset` with a tokenizer; return the ReconStats result.
 
     uint8 NHWC originals and reconstructions are written into `orig_out` / `recon_out` (memory-maps
-    at scale), for rFID. A first pass measures the data set's mean colour for the PSNR baseline.
+    at scale), for rFID.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    mean = torch.zeros(3)
-    for x, _ in loader:
-        mean += x.mean(dim=(2, 3)).sum(0)
-    stats = ReconStats(torch.as_tensor(model.sizes), mean / len(dataset))
+    stats = ReconStats(torch.as_tensor(model.sizes))
     bar, row = progress(len(loader), desc="recon"), 0
     for x, _ in loader:
         with inference_autocast(device):

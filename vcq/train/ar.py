@@ -219,7 +219,7 @@ def train(
                 },
             )
 
-    bar = T.progress(steps, initial=step, desc=f"ar {schedule}", enabled=env.is_main)
+    bar = T.progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
     net.train()
     keys = batch_keys(
         data.train.num_rows, data.train.num_views, micro, accum, cfg["seed"], step, stop, env

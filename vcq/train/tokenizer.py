@@ -115,7 +115,7 @@ def train(
                 },
             )
 
-    bar = T.progress(steps, initial=start, desc=f"tokenizer {schedule}", enabled=env.is_main)
+    bar = T.progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
     for step, (images, _, replaced) in enumerate(loader, start):
         # step: learning rate, generator forward/backward per micro-batch, then the discriminator
         lr = T.lr_at(

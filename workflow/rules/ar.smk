@@ -21,10 +21,10 @@ rule train_ar:
     conda:
         "../../environment.yml"
     shell:
-        'eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --tokens {input.train} --val-tokens {input.val} "
-        "--tokenizer {input.tok} --out {output.model} "
-        "--out-position-loss {output.position_loss} > {log} 2>&1"
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py '
+        "--config {params.resolved} --schedule {wildcards.schedule} --tokens {input.train} "
+        "--val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
+        "--out-position-loss {output.position_loss} 3>&2 > {log} 2>&1"
 
 
 rule sample:
@@ -44,6 +44,6 @@ rule sample:
     conda:
         "../../environment.yml"
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --preset {wildcards.preset} "
-        "--ar {input.ar} --tokenizer {input.tok} --out {output.samples} > {log} 2>&1"
+        'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved} '
+        "--schedule {wildcards.schedule} --preset {wildcards.preset} --ar {input.ar} "
+        "--tokenizer {input.tok} --out {output.samples} 3>&2 > {log} 2>&1"

@@ -7,17 +7,21 @@ rule tables:
         entropy=per_schedule(rules.measure_entropy.output.json),
         gen=per_pair(rules.eval_fid.output.metrics),
         probe=per_schedule(rules.linear_probe.output.metrics),
+        position_loss=per_schedule(rules.train_ar.output.position_loss),
+        data=dataset_ready(),
     output:
-        report(
+        tables=report(
             [PATHS.table(t, ext) for t in TABLES for ext in ("md", "csv", "tex")],
             category="Tables",
         ),
+        summary=report(PATHS.summary(), category="Tables"),
     log:
         PATHS.log("tables"),
     params:
         resolved=RESOLVED_CONFIG,
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
         config=config_hash(*RESULT_SECTIONS),
-        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
     resources:
         **rule_resources("tables"),
     retries: rule_retries("tables")
@@ -26,7 +30,8 @@ rule tables:
     shell:
         '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} '
         "--out-dir {params.out_dir} --recon {input.recon} --entropy-json {input.entropy} "
-        "--gen {input.gen} --probe {input.probe} > {log} 2>&1"
+        "--gen {input.gen} --probe {input.probe} --position-loss {input.position_loss} "
+        "--summary {output.summary} {params.manifest} > {log} 2>&1"
 
 
 rule figures:
@@ -34,6 +39,8 @@ rule figures:
         entropy=per_schedule(rules.measure_entropy.output.csv),
         position_loss=per_schedule(rules.train_ar.output.position_loss),
         recon=per_schedule(rules.eval_recon.output.metrics),
+        recon_images=per_schedule(rules.eval_recon.output.images),
+        data=dataset_ready(),
         tokenizer=per_schedule(rules.train_tokenizer.output.model),
         ar=per_schedule(rules.train_ar.output.model),
         samples=per_pair(rules.sample.output.samples),
@@ -43,6 +50,7 @@ rule figures:
             category="Figures",
         ),
         samples=report(per_pair(PATHS.sample_grid()), category="Samples"),
+        reconstructions=report(PATHS.figure("reconstructions"), category="Figures"),
     log:
         PATHS.log("figures"),
     params:
@@ -52,6 +60,7 @@ rule figures:
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
     resources:
         **rule_resources("figures"),
     retries: rule_retries("figures")
@@ -60,5 +69,7 @@ rule figures:
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} '
         "--out-dir {params.out_dir} --entropy-csv {input.entropy} "
-        "--position-loss {input.position_loss} --recon {input.recon} --samples {input.samples} "
-        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} > {log} 2>&1"
+        "--position-loss {input.position_loss} --recon {input.recon} "
+        "--recon-images {input.recon_images} --samples {input.samples} "
+        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} {params.manifest} "
+        "> {log} 2>&1"

@@ -1,10 +1,12 @@
-# Table 1, the theoretical Table 2 and Fig. 2 from the config alone (nothing trained yet).
+# Table 1, the theoretical Table 2 and Fig. 2 from the config alone (nothing trained yet), and
+# the data manifest's train count where the config leaves report.n_images to the data.
 
 
 rule theory:
     input:
         # the paper configs of Table 2's reference rows: editing one reruns this rule
         CFG["report"]["reference_configs"],
+        data=dataset_ready() if CFG["report"]["n_images"] is None else [],
     output:
         tables=report(
             [PATHS.table(t, ext) for t in THEORY_TABLES for ext in ("md", "csv", "tex")],
@@ -18,6 +20,7 @@ rule theory:
         PATHS.log("theory"),
     params:
         resolved=RESOLVED_CONFIG,
+        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
         config=config_hash("report", "schedules", "tokenizer", "data"),
         tables=lambda wildcards, output: Path(output.tables[0]).parent,
         figures=lambda wildcards, output: Path(output.figures[0]).parent,
@@ -28,6 +31,6 @@ rule theory:
         "../../environment.yml"
     shell:
         '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} --only-theory '
-        "--out-dir {params.tables} && "
+        "--out-dir {params.tables} {params.manifest} && "
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} --only-theory '
-        "--out-dir {params.figures}) > {log} 2>&1"
+        "--out-dir {params.figures} {params.manifest}) > {log} 2>&1"

@@ -19,8 +19,9 @@ rule train_tokenizer:
     conda:
         "../../environment.yml"
     shell:
-        'eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --out {output.model} > {log} 2>&1"
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
+        "--config {params.resolved} --schedule {wildcards.schedule} --out {output.model} "
+        "3>&2 > {log} 2>&1"
 
 
 rule eval_recon:
@@ -62,9 +63,9 @@ rule encode_tokens:
     conda:
         "../../environment.yml"
     shell:
-        'eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --tokenizer {input.tok} --split {wildcards.split} "
-        "--out {output.tokens} > {log} 2>&1"
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
+        "--config {params.resolved} --schedule {wildcards.schedule} --tokenizer {input.tok} "
+        "--split {wildcards.split} --out {output.tokens} 3>&2 > {log} 2>&1"
 
 
 rule measure_entropy:
