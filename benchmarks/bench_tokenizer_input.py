@@ -42,13 +42,18 @@ def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> floa
     """Images/s of the loader over `steps` batches, worker start-up included."""
     import torch
 
-    tcfg = {"num_workers": workers, "batch_size": batch, "pin_memory": False, "prefetch_factor": 2}
+    train_cfg = {
+        "num_workers": workers,
+        "batch_size": batch,
+        "pin_memory": False,
+        "prefetch_factor": 2,
+    }
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     t0 = time.perf_counter()
     n = sum(
         len(x)
         for x, _, _ in image_loader(
-            data, tcfg, SIZE, crop_scale=1.125, seed=0, start=0, stop=steps, env=env
+            data, train_cfg, SIZE, crop_scale=1.125, seed=0, start=0, stop=steps, env=env
         )
     )
     return n / (time.perf_counter() - t0)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vcq.ar import ARConfig, ARModel
-from vcq.config import codebook_sizes_for, load_config, tokenizer_config
+from vcq.config import k_sizes_for, load_config, tokenizer_config
 from vcq.data.images import normalize_uint8
 from vcq.data.views import view_names
 from vcq.losses import TokenizerLoss
@@ -67,11 +67,9 @@ def matmul_params(module: torch.nn.Module) -> int:
 def tokenizer_training(
     cfg: dict, device: torch.device, batch: int, peak: float, tiny: bool
 ) -> None:
-    tcfg = {**cfg["tokenizer"]["train"], "disc_start": 0, "lpips_weights": None}
-    model = build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine")).to(
-        device
-    )
-    loss_fn = TokenizerLoss(tcfg).to(device)
+    train_cfg = {**cfg["tokenizer"]["train"], "disc_start": 0, "lpips_weights": None}
+    model = build_tokenizer(tokenizer_config(cfg, "cosine"), k_sizes_for(cfg, "cosine")).to(device)
+    loss_fn = TokenizerLoss(train_cfg).to(device)
     if not tiny:  # LPIPS with a random VGG trunk: same cost as the real one, no weight file needed
         import lpips
 
@@ -122,7 +120,7 @@ def ar_model(cfg: dict, device: torch.device) -> ARModel:
     mcfg = ARConfig.from_dict(
         {
             **cfg["ar"]["model"],
-            "vocab_size": int(max(codebook_sizes_for(cfg, "cosine"))),
+            "vocab_size": int(max(k_sizes_for(cfg, "cosine"))),
             "seq_len": cfg["tokenizer"]["num_tokens"],
             "num_classes": 1000,
             "dropout": 0.1,
@@ -167,7 +165,7 @@ def ar_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: 
 
 def ar_sampling(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None:
     model = ar_model(cfg, device).eval()
-    k_sizes = codebook_sizes_for(cfg, "cosine")
+    k_sizes = k_sizes_for(cfg, "cosine")
     preset = {"guidance": "codebook-aware", "scale": 9.0, "power": 1.5, "temperature": 1.0}
     labels = torch.arange(batch, device=device) % 1000
     gen = torch.Generator(device).manual_seed(0)
@@ -190,7 +188,7 @@ def ar_sampling(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None
 
 def encoding(cfg: dict, device: torch.device, batch: int, views: int, tiny: bool) -> None:
     model = (
-        build_tokenizer(tokenizer_config(cfg, "cosine"), codebook_sizes_for(cfg, "cosine"))
+        build_tokenizer(tokenizer_config(cfg, "cosine"), k_sizes_for(cfg, "cosine"))
         .to(device)
         .eval()
     )
@@ -272,8 +270,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     # --tiny: the demo config with its 32 px tokenizer model; PatchGAN needs at least 32 px, and the
     # demo's own 16 px tokenizer never switches the discriminator on
-    cfg = (load_config("config/default.yaml", ["tokenizer.model=tokenizer_tiny"]) if args.tiny
-           else load_config("config/imagenet/base.yaml"))
+    cfg = (
+        load_config("config/default.yaml", ["tokenizer.model=tokenizer_tiny"])
+        if args.tiny
+        else load_config("config/imagenet/base.yaml")
+    )
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     peak = (
         next((v for k, v in PEAK_BF16.items() if k in name), 989e12)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.config import codebook_sizes_for
+from vcq.config import k_sizes_for
 from vcq.data.images import ImageFolderDataset, normalize_uint8
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
@@ -25,18 +25,19 @@ from vcq.tokenizer import load_tokenizer
 from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
 
 
-def checked_sizes(
+def checked_k_sizes(
     cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
 ) -> np.ndarray:
     """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
     saved = require_checkpoint(tokenizer_path, ["extra"])["extra"].get("schedule", schedule)
     if saved != schedule:
         sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
-    sizes = np.asarray(model_sizes, dtype=np.int64)
-    if not np.array_equal(sizes, codebook_sizes_for(cfg, schedule)):
-        sys.exit(f"{tokenizer_path}: K_t differ from schedule '{schedule}' "
-                 f"in {cfg['_config_path']}")
-    return sizes
+    k_sizes = np.asarray(model_sizes, dtype=np.int64)
+    if not np.array_equal(k_sizes, k_sizes_for(cfg, schedule)):
+        sys.exit(
+            f"{tokenizer_path}: K_t differ from schedule '{schedule}' in {cfg['_config_path']}"
+        )
+    return k_sizes
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
 
     model = load_tokenizer(args.tokenizer, env.device)
     check_finite_weights(model, str(args.tokenizer))
-    sizes = checked_sizes(cfg, args.schedule, args.tokenizer, model.sizes)
+    k_sizes = checked_k_sizes(cfg, args.schedule, args.tokenizer, model.k_sizes)
     recipe = enc["views"] if args.split == "train" else "center"
     names = view_names(recipe)
     # uint8 views through the loader (a quarter of float32's bytes), normalised on the device
@@ -65,20 +66,41 @@ def main() -> None:
     rows = np.arange(env.rank, len(dataset), env.world_size)
     target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
     writer = TokenWriter(
-        target, num_rows=len(rows), k_sizes=sizes, view_names=names,
-        num_classes=dataset.num_classes, schedule=args.schedule,
-        tokenizer_sha256=file_sha256(args.tokenizer), chunk_rows=enc["chunk_rows"],
+        target,
+        num_rows=len(rows),
+        k_sizes=k_sizes,
+        view_names=names,
+        num_classes=dataset.num_classes,
+        schedule=args.schedule,
+        tokenizer_sha256=file_sha256(args.tokenizer),
+        chunk_rows=enc["chunk_rows"],
         # A .partial continues only under the same data and views (batch boundaries included).
-        inputs_sha256=content_key(data=cfg["data"], split=args.split, recipe=recipe, resize=enc["resize"],
-                                  crop=enc["crop"], batch_size=enc["batch_size"]),
+        inputs_sha256=content_key(
+            data=cfg["data"],
+            split=args.split,
+            recipe=recipe,
+            resize=enc["resize"],
+            crop=enc["crop"],
+            batch_size=enc["batch_size"],
+        ),
         rows=rows if env.world_size > 1 else None,
     )
     pending = writer.pending_rows()
-    log.info("%s/%s: %d images x %d views (%s), %d to encode on rank %d/%d", args.schedule,
-             args.split, len(dataset), len(names), recipe, len(pending), env.rank, env.world_size)
+    log.info(
+        "%s/%s: %d images x %d views (%s), %d to encode on rank %d/%d",
+        args.schedule,
+        args.split,
+        len(dataset),
+        len(names),
+        recipe,
+        len(pending),
+        env.rank,
+        env.world_size,
+    )
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, rows[pending].tolist()),
-        batch_size=enc["batch_size"], num_workers=enc["num_workers"],
+        batch_size=enc["batch_size"],
+        num_workers=enc["num_workers"],
         pin_memory=env.device.type == "cuda",
     )
     bar = progress(len(pending), desc=f"encode {args.schedule} {args.split}", enabled=env.is_main)
@@ -88,15 +110,20 @@ def main() -> None:
                 log.info("stopping after %d batches (test hook)", b)
                 return
             n, v = views.shape[:2]
-            indices, _ = model.encode(normalize_uint8(views.flatten(0, 1).to(env.device, non_blocking=True)))
+            indices, _ = model.encode(
+                normalize_uint8(views.flatten(0, 1).to(env.device, non_blocking=True))
+            )
             local = pending[b * enc["batch_size"] : b * enc["batch_size"] + n]
             writer.write(local, indices.view(n, v, -1).cpu().numpy(), labels.numpy())
             bar.update(n)
         bar.close()
         writer.finalize()
     if dataset.skipped:
-        log.warning("%d corrupt images skipped (replaced by the next readable one): %s",
-                    len(dataset.skipped), dataset.skipped[:10])
+        log.warning(
+            "%d corrupt images skipped (replaced by the next readable one): %s",
+            len(dataset.skipped),
+            dataset.skipped[:10],
+        )
     if env.world_size > 1:
         dist.barrier()
         if env.is_main:

@@ -27,9 +27,16 @@ def main() -> None:
     parser.add_argument("--schedule", required=True)
     parser.add_argument("--tokenizer", required=True, type=Path, help="final.pt")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON")
-    parser.add_argument("--out-images", required=True, type=Path,
-                        help="reconstructions .npy (uint8 NHWC); the centre-cropped originals go beside it (_orig.npy)")
-    parser.add_argument("--out-grid", type=Path, default=None, help="PNG grid (default: beside --out)")
+    parser.add_argument(
+        "--out-images",
+        required=True,
+        type=Path,
+        help="reconstructions .npy (uint8 NHWC); the centre-cropped originals go beside it "
+        "(_orig.npy)",
+    )
+    parser.add_argument(
+        "--out-grid", type=Path, default=None, help="PNG grid (default: beside --out)"
+    )
     parser.add_argument("--no-rfid", action="store_true", help="skip rFID (PSNR and usage only)")
     args = parser.parse_args()
     cfg = load_step_config(args)
@@ -48,15 +55,24 @@ def main() -> None:
         # originals in the first row and their reconstructions below
         labels = dataset.labels
         picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:10]]
-        save_image_grid(args.out_grid or args.out.with_suffix(".png"),
-                        np.concatenate([orig[picks], recon[picks]]), ncol=len(picks))
+        save_image_grid(
+            args.out_grid or args.out.with_suffix(".png"),
+            np.concatenate([orig[picks], recon[picks]]),
+            ncol=len(picks),
+        )
         recon.flush(), orig.flush()
         del recon, orig
     rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.out_images, orig_path, cfg)
     result = {"schedule": args.schedule, "rfid": rfid, "fd_label": label, **result}
     write_json(args.out, result)
-    log.info("%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s", args.schedule,
-             result["psnr"], result["psnr_mean_colour_baseline"], label, rfid)
+    log.info(
+        "%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s",
+        args.schedule,
+        result["psnr"],
+        result["psnr_mean_colour_baseline"],
+        label,
+        rfid,
+    )
 
 
 if __name__ == "__main__":

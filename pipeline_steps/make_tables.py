@@ -1,4 +1,5 @@
-"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from the
+"""Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from
+the
 config and metric files, and results/<exp>/summary.md with the key figures of every table."""
 
 from pathlib import Path
@@ -7,13 +8,38 @@ import yaml
 
 from vcq import report
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.config import codebook_sizes_for, load_config
-from vcq.io import atomic_path
+from vcq.config import k_sizes_for, load_config
+from vcq.io import StepError, atomic_path, read_json
 from vcq.sampling import guidance_strategy, presets_for
 
 
-def _by_stem(paths: list[str]) -> dict[str, str]:
-    return {Path(p).stem: p for p in paths}
+def _existing(paths: list[str], rule: str) -> list[str]:
+    """`paths`, each of which must exist: a missing one is an error naming the rule writing it."""
+    for p in paths:
+        if not Path(p).exists():
+            raise StepError(
+                f"{p}: missing; the `{rule}` rule writes it (run the workflow up to it)"
+            )
+    return paths
+
+
+def _by_schedule(paths: list[str], rule: str) -> dict[str, list[str]]:
+    """Schedule name -> the metric JSONs of that schedule, named by each file's own `schedule`."""
+    out: dict[str, list[str]] = {}
+    for p in _existing(paths, rule):
+        out.setdefault(read_json(p)["schedule"], []).append(p)
+    return out
+
+
+def _one_per_schedule(paths: list[str], rule: str) -> dict[str, str]:
+    return {name: files[0] for name, files in _by_schedule(paths, rule).items()}
+
+
+def _in_schedule_order(paths: list[str], names: list[str], flag: str, rule: str) -> dict[str, str]:
+    """CSVs carry no schedule name: the workflow passes one per schedule in the config's order."""
+    if len(paths) != len(names):
+        raise StepError(f"{flag}: {len(paths)} files for the {len(names)} schedules {names}")
+    return dict(zip(names, _existing(paths, rule), strict=True))
 
 
 def _paper(rep: dict) -> dict:
@@ -23,18 +49,42 @@ def _paper(rep: dict) -> dict:
 def main() -> None:
     parser = step_parser(__doc__)
     parser.add_argument("--out-dir", required=True, help="folder for table*.{csv,md,tex}")
-    parser.add_argument("--entropy-json", nargs="*", default=[], help="results/{exp}/entropy/<schedule>.json")
-    parser.add_argument("--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json")
-    parser.add_argument("--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json")
-    parser.add_argument("--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json")
-    parser.add_argument("--position-loss", nargs="*", default=[],
-                        help="results/{exp}/ar/<schedule>_position_loss.csv (AR val loss for the summary)")
-    parser.add_argument("--summary", default=None, help="summary Markdown (default: <out-dir>/../summary.md)")
-    parser.add_argument("--manifest", default=None,
-                        help="the data set's manifest.json (its train count is N where report.n_images is null)")
-    parser.add_argument("--only-theory", action="store_true", help="Table 1 and the theoretical Table 2 from the config alone (no run files)")
-    parser.add_argument("--scaling", action="store_true",
-                        help="only Table 5 (table5.*), from the results of the experiments listed in report.scaling")
+    parser.add_argument(
+        "--entropy-json", nargs="*", default=[], help="results/{exp}/entropy/<schedule>.json"
+    )
+    parser.add_argument(
+        "--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json"
+    )
+    parser.add_argument(
+        "--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json"
+    )
+    parser.add_argument(
+        "--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json"
+    )
+    parser.add_argument(
+        "--position-loss",
+        nargs="*",
+        default=[],
+        help="results/{exp}/ar/<schedule>_position_loss.csv (AR val loss for the summary)",
+    )
+    parser.add_argument(
+        "--summary", default=None, help="summary Markdown (default: <out-dir>/../summary.md)"
+    )
+    parser.add_argument(
+        "--manifest",
+        default=None,
+        help="the data set's manifest.json (its train count is N where report.n_images is null)",
+    )
+    parser.add_argument(
+        "--only-theory",
+        action="store_true",
+        help="Table 1 and the theoretical Table 2 from the config alone (no run files)",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only Table 5 (table5.*), from the results of the experiments in report.scaling",
+    )
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     source = "report.n_images" if cfg["report"]["n_images"] else "the data manifest's train count"
@@ -48,56 +98,92 @@ def main() -> None:
     if args.scaling:
         if not rep["scaling"]:
             parser.exit(1, f"error: {args.config}: report.scaling lists no rows for Table 5\n")
-        t5 = report.table5(rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None)
-        how = ("gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
-               "w/o CFG: best unguided preset")
+        t5 = report.table5(
+            rep["scaling"], _paper(rep).get("table5") if rep["paper_comparison"] else None
+        )
+        how = (
+            "gFID: best guided preset of the row's config (IS, precision, recall of that preset); "
+            "w/o CFG: best unguided preset"
+        )
         report.write_table(t5, out / "table5", [*report.footnotes(t5), how])
         log.info("Table 5 written to %s", out)
         return
 
     if args.only_theory:
-        report.write_table(report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[])
+        report.write_table(
+            report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[]
+        )
         t2 = report.table2(cfg).drop(columns="t_star_measured")
         report.write_table(t2, out / "table2_theory", [*report.table2_notes(cfg, None), n_source])
         if rep["reference_configs"]:
             ref = report.merge_schedules([load_config(c) for c in rep["reference_configs"]])
             t2r = report.table2(ref)
-            t2r = report.add_paper_columns(t2r, _paper(rep)["table2"],
-                                           {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
+            t2r = report.add_paper_columns(
+                t2r,
+                _paper(rep)["table2"],
+                {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"},
+            )
             t2r = t2r.drop(columns="t_star_measured")  # nothing is measured for a reference config
             paper = _paper(rep)
-            report.write_table(t2r, out / "table2_reference", [
-                f"schedules of {', '.join(rep['reference_configs'])}; t_star_measured (paper) is the paper's printed t*",
-                *report.table2_notes(ref, None, paper["table2"], paper.get("fig2a_budget_bits"))])
+            report.write_table(
+                t2r,
+                out / "table2_reference",
+                [
+                    f"schedules of {', '.join(rep['reference_configs'])}; "
+                    "t_star_measured (paper) is the paper's printed t*",
+                    *report.table2_notes(
+                        ref, None, paper["table2"], paper.get("fig2a_budget_bits")
+                    ),
+                ],
+            )
         log.info("theory tables written to %s", out)
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
-    t2 = report.table2(cfg, _by_stem(args.entropy_json))
+    t2 = report.table2(cfg, _one_per_schedule(args.entropy_json, "measure_entropy"))
     notes = report.footnotes(t2) + report.table2_notes(
-        cfg, cfg["entropy"]["threshold_bits"], paper and paper["table2"], paper and paper.get("fig2a_budget_bits"))
+        cfg,
+        cfg["entropy"]["threshold_bits"],
+        paper and paper["table2"],
+        paper and paper.get("fig2a_budget_bits"),
+    )
     notes += [n_source]
     if paper:
-        t2 = report.add_paper_columns(t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"})
+        t2 = report.add_paper_columns(
+            t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"}
+        )
     report.write_table(t2, out / "table2", notes)
     names = report.schedule_names(cfg)
-    gen = {n: [p for p in args.gen if Path(p).parent.name == n] for n in names}
-    sizes = {n: codebook_sizes_for(cfg, n) for n in names}
-    t4 = report.table4(names, _by_stem(args.recon), gen, sizes, report.cfg_image_size(cfg))
+    gen = _by_schedule(args.gen, "eval_fid")
+    k_sizes = {n: k_sizes_for(cfg, n) for n in names}
+    recon = _one_per_schedule(args.recon, "eval_recon")
+    t4 = report.table4(names, recon, gen, k_sizes, report.cfg_image_size(cfg))
     configured = {n: {guidance_strategy(p) for p in presets_for(cfg["sampling"], n)} for n in names}
     t89, notes89 = report.table_guidance(names, gen, configured)
     notes4 = report.footnotes(t4) + report.table4_notes(t4)
     if paper:
-        keys = {report.PSNR: "psnr", t4.columns[t4.columns.get_loc(report.PSNR_BASELINE) + 1]: "rfid",
-                t4.columns[t4.columns.get_loc("best_preset") - 1]: "gfid",
-                t4.columns[t4.columns.get_loc("best_preset") + 1]: "gfid_nocfg"}
+        keys = {
+            report.PSNR: "psnr",
+            t4.columns[t4.columns.get_loc(report.PSNR_BASELINE) + 1]: "rfid",
+            t4.columns[t4.columns.get_loc("best_preset") - 1]: "gfid",
+            t4.columns[t4.columns.get_loc("best_preset") + 1]: "gfid_nocfg",
+        }
         t4 = report.add_paper_columns(t4, paper["table4"], keys)
-        t89 = report.add_paper_columns(t89, paper["table8_9"], {c: c.split(":")[0] for c in t89.columns[1:]})
+        t89 = report.add_paper_columns(
+            t89, paper["table8_9"], {c: c.split(":")[0] for c in t89.columns[1:]}
+        )
     report.write_table(t4, out / "table4", notes4)
-    t6 = report.table6(_by_stem(args.probe))
-    report.write_table(report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6")
+    t6 = report.table6(_one_per_schedule(args.probe, "linear_probe"))
+    report.write_table(
+        report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6"
+    )
     report.write_table(t89, out / "table8_9", notes89)
-    text = report.summary(cfg, {"table2": t2, "table4": t4, "table6": t6, "table8_9": t89},
-                          {k.removesuffix("_position_loss"): v for k, v in _by_stem(args.position_loss).items()})
+    text = report.summary(
+        cfg,
+        {"table2": t2, "table4": t4, "table6": t6, "table8_9": t89},
+        _in_schedule_order(args.position_loss, names, "--position-loss", "train_ar")
+        if args.position_loss
+        else {},
+    )
     summary = Path(args.summary) if args.summary else out.parent / "summary.md"
     with atomic_path(summary) as tmp:
         tmp.write_text(text)

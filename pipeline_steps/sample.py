@@ -1,4 +1,5 @@
 """Generate class-conditional samples for one preset: tokens, a PNG grid and an ADM-style .npz."""
+
 from __future__ import annotations
 
 import zipfile
@@ -18,10 +19,15 @@ from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
 
 
-def assemble_npz(chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int, zf: zipfile.ZipFile) -> None:
+def assemble_npz(
+    chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int, zf: zipfile.ZipFile
+) -> None:
     """Stream chunk .npy files into one array member of an open zip, without loading them all."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (n, *shape_tail)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": (n, *shape_tail),
+    }
     with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
         np.lib.format.write_array_header_1_0(member, header)
         for c in chunks:
@@ -37,8 +43,8 @@ def main() -> None:
     p.add_argument("--out", required=True, help="output .npz (tokens .npy and grid .png beside it)")
     args = p.parse_args()
     cfg = load_step_config(args)
-    sc = cfg["sampling"]
-    preset = find_preset(sc, args.preset)
+    sampling_cfg = cfg["sampling"]
+    preset = find_preset(sampling_cfg, args.preset)
     log = setup_logging()
     device = init_distributed(cfg["device"]).device
 
@@ -52,31 +58,35 @@ def main() -> None:
     prologue = prologue_from_extra(extra, device)
     out = Path(args.out)
     # Finished chunks are reused only if the same models, preset and settings made them.
-    key = content_key(ar=file_sha256(args.ar), tokenizer=file_sha256(args.tokenizer), preset=preset,
-                      sampling={k: v for k, v in sc.items() if k not in ("presets", "grids")})
+    key = content_key(
+        ar=file_sha256(args.ar),
+        tokenizer=file_sha256(args.tokenizer),
+        preset=preset,
+        sampling={k: v for k, v in sampling_cfg.items() if k not in ("presets", "grids")},
+    )
     chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
-    labels = np.repeat(np.arange(model.cfg.num_classes), sc["samples_per_class"])
-    n, cs = len(labels), sc["chunk_size"]
+    labels = np.repeat(np.arange(model.cfg.num_classes), sampling_cfg["samples_per_class"])
+    n, cs = len(labels), sampling_cfg["chunk_size"]
     n_chunks = -(-n // cs)
     log.info("preset %s: %d samples in %d chunks", preset, n, n_chunks)
 
     bar = progress(n, desc=f"sample {args.schedule} {args.preset}")
     for c in range(n_chunks):
         files = [chunk_dir / f"{c:05d}_{k}.npy" for k in ("img", "tok")]
-        lab = labels[c * cs:(c + 1) * cs]
+        lab = labels[c * cs : (c + 1) * cs]
         if all(f.exists() for f in files):  # resumable: finished chunks are kept
             bar.update(len(lab))
             continue
-        gen = torch.Generator(device).manual_seed(sc["seed"] + c)
+        gen = torch.Generator(device).manual_seed(sampling_cfg["seed"] + c)
         imgs, toks = [], []
-        for s in range(0, len(lab), sc["batch_size"]):
-            y = torch.from_numpy(lab[s:s + sc["batch_size"]]).to(device)
+        for s in range(0, len(lab), sampling_cfg["batch_size"]):
+            y = torch.from_numpy(lab[s : s + sampling_cfg["batch_size"]]).to(device)
             with torch.no_grad(), inference_autocast(device):
                 t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
                 imgs.append(to_uint8_nhwc(tok.decode_indices(t)))
             toks.append(t.cpu().numpy().astype(np.int32))
             bar.update(len(y))
-        for f, arr in zip(files[::-1], (np.concatenate(toks), np.concatenate(imgs))):
+        for f, arr in zip(files[::-1], (np.concatenate(toks), np.concatenate(imgs)), strict=True):
             with atomic_path(f) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, arr)
     bar.close()
@@ -87,7 +97,10 @@ def main() -> None:
     with atomic_path(out.with_name(out.stem + "_tokens.npy")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.concatenate([np.load(c) for c in tok_chunks]))
     save_image_grid(out.with_suffix(".png"), first[:64], ncol=8)
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with (
+        atomic_path(out) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
         assemble_npz(img_chunks, "arr_0", np.uint8, first.shape[1:], n, zf)
         with zf.open("labels.npy", "w") as member:
             np.lib.format.write_array(member, labels.astype(np.int64))

@@ -21,24 +21,30 @@ def _to_uint8_chw(img) -> torch.Tensor:
 
 
 def main() -> None:
-    """Parse flags, train the network, save its weights atomically to eval.demo_weights (or --out)."""
+    """Parse flags, train the network, save its weights atomically to eval.demo_weights/--out."""
     parser = step_parser(__doc__)
     parser.add_argument("--out", default=None, help="weights file; default eval.demo_weights")
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
     log = setup_logging(args.log)
     cfg = load_step_config(args)
-    ncfg = cfg["eval"]["demo_net"]
+    demo_net_cfg = cfg["eval"]["demo_net"]
     # at the resolution of the samples it will judge (a folder's images may have any size)
     size = sample_size(cfg)
-    transform = (transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), _to_uint8_chw])
-                 if size else _to_uint8_chw)
+    transform = (
+        transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), _to_uint8_chw])
+        if size
+        else _to_uint8_chw
+    )
     data = ImageFolderDataset(Path(cfg["data"]["root"]) / "train", transform=transform)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=ncfg["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(cfg["seed"])
+        data,
+        batch_size=demo_net_cfg["batch_size"],
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg["seed"]),
     )
     log.info("training demo feature net on %d images, %d classes", len(data), len(data.classes))
-    _, ckpt = train_demo_net(loader, len(data.classes), ncfg, seed=cfg["seed"])
+    _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, seed=cfg["seed"])
     out = args.out or cfg["eval"]["demo_weights"]
     save_checkpoint(out, ckpt)
     log.info("wrote %s", out)

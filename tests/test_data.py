@@ -123,8 +123,23 @@ def test_view_recipes():
     # ten distinct views; the only mirror pairs are the ones ten_crop makes on purpose (a crop of
     # the mirrored image mirrors the opposite corner of the original)
     assert len({tuple(row.tolist()) for row in v.flatten(1)}) == 10
-    mirror_pairs = {(i, j) for i in range(10) for j in range(10)
-                    if torch.allclose(v[i], v[j].flip(-1), atol=1e-5)}
-    assert mirror_pairs == {(0, 6), (6, 0), (1, 5), (5, 1), (2, 8), (8, 2), (3, 7), (7, 3), (4, 9), (9, 4)}
+    mirror_pairs = {
+        (i, j)
+        for i in range(10)
+        for j in range(10)
+        if torch.allclose(v[i], v[j].flip(-1), atol=1e-5)
+    }
+    assert mirror_pairs == {
+        (0, 6),
+        (6, 0),
+        (1, 5),
+        (5, 1),
+        (2, 8),
+        (8, 2),
+        (3, 7),
+        (7, 3),
+        (4, 9),
+        (9, 4),
+    }
     c = make_views(Image.fromarray(image), "center", resize=36, crop=32)
     assert c.shape == (1, 3, 32, 32) and torch.allclose(c[0], v[4])

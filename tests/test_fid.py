@@ -35,11 +35,19 @@ def inception_file(tmp_path_factory) -> Path:
 
 
 def _cfg(tmp_path: Path, weights: Path, **kw) -> dict:
-    ecfg = dict(feature_extractor="inception", inception_weights=str(weights), demo_weights="",
-                reference=None, batch_size=4, num_samples=None, kid_subset_size=4,
-                pr_neighborhood=2, cache_dir=str(tmp_path / "cache"))
-    ecfg.update(kw)
-    return {"eval": ecfg}
+    eval_cfg = dict(
+        feature_extractor="inception",
+        inception_weights=str(weights),
+        demo_weights="",
+        reference=None,
+        batch_size=4,
+        num_samples=None,
+        kid_subset_size=4,
+        pr_neighborhood=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    eval_cfg.update(kw)
+    return {"eval": eval_cfg}
 
 
 def _images(n: int, seed: int) -> np.ndarray:
@@ -56,18 +64,24 @@ def test_npz_is_memory_mapped_and_folder_matches(tmp_path):
         Image.fromarray(im).save(tmp_path / "f" / "c" / f"{i}.png")
     folder = ImageSource(tmp_path / "f", limit=3)
     assert len(folder) == 3
-    assert torch.equal(folder[2], src[2]) and src[2].shape == (3, 32, 32) and src[2].dtype == torch.uint8
+    assert (
+        torch.equal(folder[2], src[2])
+        and src[2].shape == (3, 32, 32)
+        and src[2].dtype == torch.uint8
+    )
 
 
 def test_missing_inception_weights_message(tmp_path):
-    with pytest.raises(FileNotFoundError, match="weights-inception-2015-12-05-6726825d.pth.*nope.pth|nope.pth"):
+    with pytest.raises(
+        FileNotFoundError, match="weights-inception-2015-12-05-6726825d.pth.*nope.pth|nope.pth"
+    ):
         build_extractor(_cfg(tmp_path, tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match="eval.inception_weights"):
         build_extractor(_cfg(tmp_path, tmp_path / "nope.pth"))
 
 
 class _TinyNet(torch.nn.Module):
-    """A stand-in extractor with torch-fidelity's (pool, logits) outputs, small enough to be fast."""
+    """A stand-in extractor with torch-fidelity's (pool, logits) outputs, small and fast."""
 
     def __init__(self):
         super().__init__()
@@ -89,7 +103,7 @@ def extractor_cfg(request, tmp_path, monkeypatch):
 
 
 def test_fid_matches_scipy_and_adm_stats(tmp_path, extractor_cfg):
-    """FID equals a direct Fréchet distance; an ADM batch's mu/sigma replace its image statistics."""
+    """FID equals a direct Fréchet distance; an ADM batch's mu/sigma replace image statistics."""
     from vcq.metrics import fid as fid_mod
 
     cfg = extractor_cfg
@@ -112,7 +126,9 @@ def test_fid_matches_scipy_and_adm_stats(tmp_path, extractor_cfg):
     mu, sigma = r.mean(0) + 1.0, np.cov(r, rowvar=False)
     np.savez(tmp_path / "adm.npz", arr_0=real, mu=mu, sigma=sigma)
     adm = evaluate(tmp_path / "s.npz", tmp_path / "adm.npz", cfg)
-    assert adm["fid"] == pytest.approx(_frechet(f.mean(0), np.cov(f, rowvar=False), mu, sigma), rel=1e-3)
+    assert adm["fid"] == pytest.approx(
+        _frechet(f.mean(0), np.cov(f, rowvar=False), mu, sigma), rel=1e-3
+    )
     assert adm["precision"] == pytest.approx(res["precision"])
 
 
@@ -126,8 +142,8 @@ def test_demo_features_train_load_and_label(tmp_path):
     labels = torch.arange(16) % 2
     imgs[labels.numpy() == 1] //= 4  # a dark class, easy to tell apart
     data = torch.utils.data.TensorDataset(torch.from_numpy(imgs).permute(0, 3, 1, 2), labels)
-    ncfg = {"width": 8, "image_size": 16, "epochs": 2, "lr": 1e-2, "weight_decay": 0.0}
-    net, ckpt = train_demo_net(torch.utils.data.DataLoader(data, batch_size=8), 2, ncfg)
+    demo_net_cfg = {"width": 8, "image_size": 16, "epochs": 2, "lr": 1e-2, "weight_decay": 0.0}
+    net, ckpt = train_demo_net(torch.utils.data.DataLoader(data, batch_size=8), 2, demo_net_cfg)
     torch.save(ckpt, tmp_path / "demo.pt")
     ext = load_demo_extractor(tmp_path / "demo.pt")
     pool, logits = ext(data.tensors[0])
@@ -135,7 +151,12 @@ def test_demo_features_train_load_and_label(tmp_path):
     assert NAME in torch_fidelity.registry.FEATURE_EXTRACTORS_REGISTRY
 
     np.savez(tmp_path / "s.npz", arr_0=imgs)
-    cfg = _cfg(tmp_path, tmp_path / "unused", feature_extractor="demo", demo_weights=str(tmp_path / "demo.pt"))
+    cfg = _cfg(
+        tmp_path,
+        tmp_path / "unused",
+        feature_extractor="demo",
+        demo_weights=str(tmp_path / "demo.pt"),
+    )
     res = evaluate(tmp_path / "s.npz", tmp_path / "s.npz", cfg)
     assert res["fd_label"] == "FD (demo features)" and abs(res["fid"]) < 1e-6
     assert res["class_accuracy"] is None  # the samples carry no conditioning labels
@@ -149,8 +170,12 @@ def test_demo_features_train_load_and_label(tmp_path):
     for i, img in enumerate(imgs):
         Image.fromarray(img).save(tmp_path / "ref" / f"class{int(labels[i])}" / f"{i:02d}.png")
     res = evaluate(tmp_path / "l.npz", tmp_path / "ref", cfg)
-    assert res["class_accuracy"] == pytest.approx(truth) and res["class_accuracy_reference"] == pytest.approx(truth)
+    assert res["class_accuracy"] == pytest.approx(truth) and res[
+        "class_accuracy_reference"
+    ] == pytest.approx(truth)
     np.savez(tmp_path / "w.npz", arr_0=imgs, labels=1 - labels.numpy())
-    assert evaluate(tmp_path / "w.npz", tmp_path / "ref", cfg)["class_accuracy"] == pytest.approx(1 - truth)
+    assert evaluate(tmp_path / "w.npz", tmp_path / "ref", cfg)["class_accuracy"] == pytest.approx(
+        1 - truth
+    )
     with pytest.raises(FileNotFoundError, match="train_feature_net"):
         load_demo_extractor(tmp_path / "missing.pt")

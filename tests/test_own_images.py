@@ -22,12 +22,12 @@ CLASSES = ("apple", "boat", "cloud")
 def readme_config() -> str:
     """The YAML block of the README's "Your own images" section."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Your own images"):]
+    section = text[text.index("## Your own images") :]
     return re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
 
 
 def image_tree(root: Path, per_class: dict[str, int]) -> None:
-    """root/{train,val}/<class>/ with images of different sizes and formats, one colour per class."""
+    """root/{train,val}/<class>/ with images of several sizes and formats, a colour per class."""
     rng = np.random.default_rng(0)
     for split, n in per_class.items():
         for c, name in enumerate(CLASSES):
@@ -36,12 +36,12 @@ def image_tree(root: Path, per_class: dict[str, int]) -> None:
                 h, w = rng.integers(20, 48, size=2)
                 img = np.zeros((h, w, 3), np.uint8)
                 img[..., c] = 200
-                img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = rng.integers(0, 255, 3)
+                img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = rng.integers(0, 255, 3)
                 Image.fromarray(img).save(root / split / name / f"{i}.{'jpg' if i % 2 else 'png'}")
 
 
 def own_config(tmp_path: Path) -> Path:
-    """The README config in tmp_path (extends resolved next to it), data.root relative to the repo."""
+    """The README config in tmp_path (extends resolved beside it), data.root repo-relative."""
     text = readme_config()
     assert len(text.strip().splitlines()) <= 5
     cfg = yaml.safe_load(text)
@@ -57,9 +57,18 @@ def own_config(tmp_path: Path) -> Path:
 def test_readme_own_images_config_resolves_relative_paths(tmp_path):
     path = own_config(tmp_path)
     cfg = load_config(path)
-    assert cfg["data"]["source"] == "folder" and cfg["experiment"] == yaml.safe_load(readme_config())["experiment"]
-    assert cfg["tokenizer"]["train"]["steps"] == load_config(REPO / "config/default.yaml")["tokenizer"]["train"]["steps"]
-    assert not Path(cfg["data"]["root"]).is_absolute() and (REPO / cfg["data"]["root"]).resolve() == tmp_path / "images"
+    assert (
+        cfg["data"]["source"] == "folder"
+        and cfg["experiment"] == yaml.safe_load(readme_config())["experiment"]
+    )
+    assert (
+        cfg["tokenizer"]["train"]["steps"]
+        == load_config(REPO / "config/default.yaml")["tokenizer"]["train"]["steps"]
+    )
+    assert (
+        not Path(cfg["data"]["root"]).is_absolute()
+        and (REPO / cfg["data"]["root"]).resolve() == tmp_path / "images"
+    )
     assert cfg["report"]["n_images"] is None  # taken from the data manifest
 
 
@@ -78,24 +87,62 @@ def test_own_images_run_end_to_end(tmp_path):
     base = own_config(tmp_path)
     exp = yaml.safe_load(readme_config())["experiment"]
     # the README config with toy budgets and every output under tmp_path
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({
-        "extends": base.name,
-        "paths": {"work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results")},
-        "tokenizer": {"train": {"steps": 3, "ckpt_every": 3, "disc_start": 3, "peak_steps": 1}},
-        "ar": {"train": {"steps": 3, "ckpt_every": 3, "val_every": 0, "val_batches": 1, "peak_steps": 1}},
-        "sampling": {"samples_per_class": 2},
-        "probe": {"epochs": 1},
-        "eval": {"demo_weights": str(tmp_path / "work/features.pt"), "cache_dir": str(tmp_path / "work/cache"),
-                 "demo_net": {"epochs": 1}, "kid_subset_size": 2},
-        "report": {"reference_configs": []},
-    }))
+    (tmp_path / "tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "extends": base.name,
+                "paths": {
+                    "work_dir": str(tmp_path / "work"),
+                    "results_dir": str(tmp_path / "results"),
+                },
+                "tokenizer": {
+                    "train": {"steps": 3, "ckpt_every": 3, "disc_start": 3, "peak_steps": 1}
+                },
+                "ar": {
+                    "train": {
+                        "steps": 3,
+                        "ckpt_every": 3,
+                        "val_every": 0,
+                        "val_batches": 1,
+                        "peak_steps": 1,
+                    }
+                },
+                "sampling": {"samples_per_class": 2},
+                "probe": {"epochs": 1},
+                "eval": {
+                    "demo_weights": str(tmp_path / "work/features.pt"),
+                    "cache_dir": str(tmp_path / "work/cache"),
+                    "demo_net": {"epochs": 1},
+                    "kid_subset_size": 2,
+                },
+                "report": {"reference_configs": []},
+            }
+        )
+    )
     start = time.time()
-    out = subprocess.run([SNAKEMAKE, "--profile", "workflow/profiles/local", "--configfile", str(tmp_path / "tiny.yaml"),
-                          "--cores", "2"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    out = subprocess.run(
+        [
+            SNAKEMAKE,
+            "--profile",
+            "workflow/profiles/local",
+            "--configfile",
+            str(tmp_path / "tiny.yaml"),
+            "--cores",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     results = tmp_path / "results" / exp
     summary = (results / "summary.md").read_text()
     assert "PSNR" in summary and "class accuracy of samples (demo classifier)" in summary
-    assert "N = 24 training images (the data manifest's train count)" in (results / "tables/table2_theory.md").read_text()
+    assert (
+        "N = 24 training images (the data manifest's train count)"
+        in (results / "tables/table2_theory.md").read_text()
+    )
     assert (results / "figures/samples_cosine_cbcfg.png").exists()
     assert time.time() - start < 900

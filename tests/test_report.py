@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vcq import report
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "config/paper_numbers.yaml").read_text())
@@ -15,11 +15,18 @@ DATASETS = [{"name": d["name"], "n": d["n"]} for d in PAPER["table1"]["datasets"
 
 
 def imagenet_cfg():
-    rows = [("constant16384", "constant", 16384, 16384), ("constant8192", "constant", 8192, 8192),
-            ("linear", "linear", 2, 16384), ("cosine", "cosine", 2, 16384),
-            ("power", "power", 2, 16384), ("cosine_large", "cosine", 2, 11264)]
+    rows = [
+        ("constant16384", "constant", 16384, 16384),
+        ("constant8192", "constant", 8192, 8192),
+        ("linear", "linear", 2, 16384),
+        ("cosine", "cosine", 2, 16384),
+        ("power", "power", 2, 16384),
+        ("cosine_large", "cosine", 2, 11264),
+    ]
     return {
-        "schedules": [{"name": n, "kind": k, "k_min": a, "k_max": b, "alpha": 2.5} for n, k, a, b in rows],
+        "schedules": [
+            {"name": n, "kind": k, "k_min": a, "k_max": b, "alpha": 2.5} for n, k, a, b in rows
+        ],
         "tokenizer": {"num_tokens": 256, "model": {"image_size": 256}},
         "report": {"n_images": 1281167, "k": 16384},
     }
@@ -27,9 +34,9 @@ def imagenet_cfg():
 
 def test_table1_matches_paper_digits():
     df = report.table1(DATASETS, 16384, [2, 3, 4, 5])
-    for row, paper in zip(df.itertuples(), PAPER["table1"]["datasets"]):
+    for row, paper in zip(df.itertuples(), PAPER["table1"]["datasets"], strict=False):
         assert row.log2_N == paper["log2_n"] and row.t_star == paper["t_star"]
-    thresholds = df.iloc[len(DATASETS):]
+    thresholds = df.iloc[len(DATASETS) :]
     assert list(thresholds.log2_N) == [t["bits"] for t in PAPER["table1"]["thresholds"]]
     assert round(thresholds.x_ImageNet.iloc[1]) == 210  # paper: ~209x (268M / 1.28M)
     assert thresholds.x_ImageNet.iloc[2] == pytest.approx(3.4e6, rel=0.02)
@@ -54,18 +61,41 @@ def test_table2_reads_measured_cliff(tmp_path):
 
 def _gen(tmp_path, name, fid, guidance, label="FD (demo features)", **preset):
     p = tmp_path / f"{name}.json"
-    p.write_text(json.dumps({"fid": fid, "fd_label": label, "preset": {"name": name, "guidance": guidance, **preset}}))
+    p.write_text(
+        json.dumps(
+            {
+                "fid": fid,
+                "fd_label": label,
+                "preset": {"name": name, "guidance": guidance, **preset},
+            }
+        )
+    )
     return str(p)
 
 
 def test_table4_best_preset_and_demo_label(tmp_path):
-    gens = [_gen(tmp_path, "none", 9.0, "none"), _gen(tmp_path, "lin", 4.0, "linear"),
-            _gen(tmp_path, "ca", 3.0, "codebook_aware"), _gen(tmp_path, "cst", 5.0, "constant")]
+    gens = [
+        _gen(tmp_path, "none", 9.0, "none"),
+        _gen(tmp_path, "lin", 4.0, "linear"),
+        _gen(tmp_path, "ca", 3.0, "codebook_aware"),
+        _gen(tmp_path, "cst", 5.0, "constant"),
+    ]
     recon = tmp_path / "recon.json"
-    recon.write_text(json.dumps({"psnr": 20.0, "psnr_mean_colour_baseline": 13.0, "rfid": 2.0,
-                                 "fd_label": "FD (demo features)"}))
-    sizes = {"cosine": codebook_sizes("cosine", 2, 16384), "power": codebook_sizes("power", 2, 16384)}
-    df = report.table4(["cosine", "power"], {"cosine": str(recon)}, {"cosine": gens}, sizes)
+    recon.write_text(
+        json.dumps(
+            {
+                "psnr": 20.0,
+                "psnr_mean_colour_baseline": 13.0,
+                "rfid": 2.0,
+                "fd_label": "FD (demo features)",
+            }
+        )
+    )
+    k_sizes = {
+        "cosine": schedule_k_sizes("cosine", 2, 16384),
+        "power": schedule_k_sizes("power", 2, 16384),
+    }
+    df = report.table4(["cosine", "power"], {"cosine": str(recon)}, {"cosine": gens}, k_sizes)
     assert "gFD (demo features)" in df.columns and not any("FID" in c for c in df.columns)
     row = df.iloc[0]
     assert row["gFD (demo features)"] == 3.0 and row.best_preset == "ca"
@@ -81,22 +111,46 @@ def test_table4_best_preset_and_demo_label(tmp_path):
 def test_table4_class_accuracy_columns_and_summary(tmp_path):
     def gen(name, fid, guidance, acc):
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps({"fid": fid, "fd_label": "FD (demo features)", "class_accuracy": acc,
-                                 "class_accuracy_reference": 0.99, "preset": {"name": name, "guidance": guidance}}))
+        p.write_text(
+            json.dumps(
+                {
+                    "fid": fid,
+                    "fd_label": "FD (demo features)",
+                    "class_accuracy": acc,
+                    "class_accuracy_reference": 0.99,
+                    "preset": {"name": name, "guidance": guidance},
+                }
+            )
+        )
         return str(p)
 
     recon = tmp_path / "recon.json"
     recon.write_text(json.dumps({"psnr": 21.0, "psnr_mean_colour_baseline": 14.0, "rfid": 2.0}))
-    gens = [gen("nocfg", 9.0, "none", 0.4), gen("cfg", 3.0, "power-cosine", 0.8), gen("big", 5.0, "power-cosine", 0.9)]
-    df = report.table4(["cosine"], {"cosine": str(recon)}, {"cosine": gens}, {"cosine": codebook_sizes("cosine", 2, 64)})
+    gens = [
+        gen("nocfg", 9.0, "none", 0.4),
+        gen("cfg", 3.0, "power-cosine", 0.8),
+        gen("big", 5.0, "power-cosine", 0.9),
+    ]
+    df = report.table4(
+        ["cosine"],
+        {"cosine": str(recon)},
+        {"cosine": gens},
+        {"cosine": schedule_k_sizes("cosine", 2, 64)},
+    )
     row = df.iloc[0]
     # the accuracy belongs to the preset with the best gFD, not the highest accuracy
-    assert row[report.CLASS_ACC] == 0.8 and row[report.CLASS_ACC_NOCFG] == 0.4 and row[report.CLASS_ACC_REAL] == 0.99
+    assert (
+        row[report.CLASS_ACC] == 0.8
+        and row[report.CLASS_ACC_NOCFG] == 0.4
+        and row[report.CLASS_ACC_REAL] == 0.99
+    )
     notes = report.table4_notes(df)
     assert any(n.startswith(report.CLASS_ACC + ":") and "chance" in n for n in notes)
     assert any(n.startswith(report.PSNR_BASELINE) for n in notes)
     pos = tmp_path / "cosine_position_loss.csv"
-    pd.DataFrame({"t": range(4), "train_loss": [1.0, 1, 1, 1], "val_loss": [2.0, 2, 1, 1]}).to_csv(pos, index=False)
+    pd.DataFrame({"t": range(4), "train_loss": [1.0, 1, 1, 1], "val_loss": [2.0, 2, 1, 1]}).to_csv(
+        pos, index=False
+    )
     text = report.summary({"experiment": "demo"}, {"table4": df}, {"cosine": str(pos)})
     assert "PSNR 21.00 dB vs 14.00 dB for the mean-colour baseline (+7.00 dB)" in text
     assert "80% with CFG, 40% w/o CFG, 99% on real val images" in text
@@ -104,7 +158,9 @@ def test_table4_class_accuracy_columns_and_summary(tmp_path):
 
 
 def test_write_table_and_paper_columns(tmp_path):
-    df = report.add_paper_columns(report.table2(imagenet_cfg()), PAPER["table2"], {"k_mean": "k_mean", "bpp": "bpp"})
+    df = report.add_paper_columns(
+        report.table2(imagenet_cfg()), PAPER["table2"], {"k_mean": "k_mean", "bpp": "bpp"}
+    )
     assert (df["k_mean"] == df["k_mean (paper)"]).all()
     paths = report.write_table(df, tmp_path / "table2")
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
@@ -114,44 +170,70 @@ def test_write_table_and_paper_columns(tmp_path):
 
 def test_schedule_figure_written(tmp_path):
     ent = tmp_path / "cosine.csv"
-    pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)}).to_csv(ent, index=False)
+    pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)}).to_csv(
+        ent, index=False
+    )
     paths = report.plot_schedules(imagenet_cfg(), tmp_path / "fig2", {"cosine": str(ent)})
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
 
 
 def test_usage_figure_reads_recon_json(tmp_path):
     recon = tmp_path / "cosine.json"
-    usage = [{"t": t, "k_t": 2 ** (t + 1), "used": t + 1, "utilization": (t + 1) / 2 ** (t + 1)} for t in range(6)]
+    usage = [
+        {"t": t, "k_t": 2 ** (t + 1), "used": t + 1, "utilization": (t + 1) / 2 ** (t + 1)}
+        for t in range(6)
+    ]
     recon.write_text(json.dumps({"usage_per_position": usage}))
     paths = report.plot_usage({"cosine": str(recon)}, tmp_path / "usage")
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
+        p.stat().st_size > 1000 for p in paths
+    )
 
 
 def test_probe_and_guidance_tables(tmp_path):
     probe = tmp_path / "cosine.json"
     probe.write_text(json.dumps({"rows": [{"k": 10, "top1": 0.1, "top5": 0.3}], "features": "x"}))
     t6 = report.table6({"cosine": str(probe), "power": str(tmp_path / "missing.json")})
-    assert t6.to_dict("records") == [{"schedule": "cosine", "features": "codes", "k": 10, "top1": 0.1, "top5": 0.3}]
-    gens = [_gen(tmp_path, "a", 5.0, "constant"), _gen(tmp_path, "b", 4.0, "constant"),
-            _gen(tmp_path, "c", 3.0, "codebook-aware", power=1.5), _gen(tmp_path, "d", 2.0, "codebook-aware"),
-            _gen(tmp_path, "e", 2.5, "codebook-aware", power=1.5, ramp_over="capacity")]
+    assert t6.to_dict("records") == [
+        {"schedule": "cosine", "features": "codes", "k": 10, "top1": 0.1, "top5": 0.3}
+    ]
+    gens = [
+        _gen(tmp_path, "a", 5.0, "constant"),
+        _gen(tmp_path, "b", 4.0, "constant"),
+        _gen(tmp_path, "c", 3.0, "codebook-aware", power=1.5),
+        _gen(tmp_path, "d", 2.0, "codebook-aware"),
+        _gen(tmp_path, "e", 2.5, "codebook-aware", power=1.5, ramp_over="capacity"),
+    ]
     t8, notes = report.table_guidance(["cosine"], {"cosine": gens})
     t8 = t8.iloc[0]
     metric = "best gFD (demo features)"
     assert t8[f"constant: {metric}"] == 4.0 and t8[f"codebook-aware: {metric}"] == 3.0
     assert f"power-cosine: {metric}" not in t8
-    assert t8[f"codebook-aware/eq4: {metric}"] == 2.0 and t8[f"codebook-aware/capacity: {metric}"] == 2.5
-    assert notes == [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
+    assert (
+        t8[f"codebook-aware/eq4: {metric}"] == 2.0
+        and t8[f"codebook-aware/capacity: {metric}"] == 2.5
+    )
+    assert notes == [
+        f"each column: the {metric} over the presets of that guidance strategy (lower is better)"
+    ]
 
 
 def test_guidance_table_tells_empty_by_design_from_not_run(tmp_path):
-    gens = {"constant": [_gen(tmp_path, "cfg", 5.0, "power-cosine")],
-            "cosine": [_gen(tmp_path, "cb", 3.0, "codebook-aware", power=1.0)]}
-    configured = {"constant": {"none", "power-cosine"}, "cosine": {"none", "power-cosine", "codebook-aware"}}
+    gens = {
+        "constant": [_gen(tmp_path, "cfg", 5.0, "power-cosine")],
+        "cosine": [_gen(tmp_path, "cb", 3.0, "codebook-aware", power=1.0)],
+    }
+    configured = {
+        "constant": {"none", "power-cosine"},
+        "cosine": {"none", "power-cosine", "codebook-aware"},
+    }
     df, notes = report.table_guidance(["constant", "cosine"], gens, configured)
     text = " ".join(notes)
     assert "codebook-aware: empty where no preset applies this guidance" in text
-    assert list(df.columns[1:]) == ["power-cosine: best gFD (demo features)", "codebook-aware: best gFD (demo features)"]
+    assert list(df.columns[1:]) == [
+        "power-cosine: best gFD (demo features)",
+        "codebook-aware: best gFD (demo features)",
+    ]
     # cosine's power-cosine preset is configured but its file is missing: that one is "not run"
     assert f"power-cosine: {report.MISSING_NOTE}" in notes
     assert f"codebook-aware: {report.MISSING_NOTE}" not in notes
@@ -159,16 +241,25 @@ def test_guidance_table_tells_empty_by_design_from_not_run(tmp_path):
 
 def test_line_figures_and_sample_grid(tmp_path):
     loss = tmp_path / "cosine_position_loss.csv"
-    pd.DataFrame({"t": range(8), "train_loss": np.linspace(5, 1, 8), "val_loss": np.linspace(6, 2, 8)}).to_csv(loss, index=False)
+    pd.DataFrame(
+        {"t": range(8), "train_loss": np.linspace(5, 1, 8), "val_loss": np.linspace(6, 2, 8)}
+    ).to_csv(loss, index=False)
     log = tmp_path / "ar.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 3.0 / (s + 1)}) + "\n" for s in range(5)))
-    for series, x, ys in (({"cosine": str(loss)}, "t", ["train_loss", "val_loss"]), ({"ar": str(log)}, "step", ["loss"])):
+    for series, x, ys in (
+        ({"cosine": str(loss)}, "t", ["train_loss", "val_loss"]),
+        ({"ar": str(log)}, "step", ["loss"]),
+    ):
         paths = report.plot_lines(series, x, ys, tmp_path / x, "x", "y")
         assert all(p.stat().st_size > 1000 for p in paths)
     rng = np.random.default_rng(0)
     npz = tmp_path / "best.npz"
-    np.savez(npz, rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8), labels=np.repeat(np.arange(3), 10))
-    png = report.sample_grid(npz, tmp_path / "grid.png", class_names=["circle", "square", "ring"], title="t")
+    np.savez(
+        npz, rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8), labels=np.repeat(np.arange(3), 10)
+    )
+    png = report.sample_grid(
+        npz, tmp_path / "grid.png", class_names=["circle", "square", "ring"], title="t"
+    )
     from PIL import Image
 
     assert Image.open(png).size[0] > 8 * 4 and png.stat().st_size > 1000
@@ -176,27 +267,49 @@ def test_line_figures_and_sample_grid(tmp_path):
 
 def test_sample_grid_rows_are_classes(tmp_path, monkeypatch):
     shown = {}
-    monkeypatch.setattr(report, "_image_figure", lambda grid, out, title, ticks, names, *a: shown.update(
-        grid=grid, names=names, title=title))
+    monkeypatch.setattr(
+        report,
+        "_image_figure",
+        lambda grid, out, title, ticks, names, *a: shown.update(
+            grid=grid, names=names, title=title
+        ),
+    )
     images = np.zeros((6, 2, 2, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(6)
     npz = tmp_path / "s.npz"
     np.savez(npz, images, labels=np.array([1, 0, 1, 0, 2, 2]))
-    report.sample_grid(npz, tmp_path / "g.png", per_row=2, class_names=["a", "b", "c"], title="demo")
+    report.sample_grid(
+        npz, tmp_path / "g.png", per_row=2, class_names=["a", "b", "c"], title="demo"
+    )
     assert shown["names"] == ["a", "b", "c"] and shown["title"] == "demo"
     assert shown["grid"][0::2, 0::2, 0].tolist() == [[1, 3], [0, 2], [4, 5]]
 
 
 def test_reconstruction_figure_and_loss_panels(tmp_path):
     originals = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
-    png = report.plot_reconstructions(originals, {"cosine": originals[::-1]}, np.array([0, 0, 1, 1, 2, 2]),
-                                      tmp_path / "r.png", ["a", "b", "c"], "title", row_notes={"cosine": "(PSNR 9 dB)"})
+    png = report.plot_reconstructions(
+        originals,
+        {"cosine": originals[::-1]},
+        np.array([0, 0, 1, 1, 2, 2]),
+        tmp_path / "r.png",
+        ["a", "b", "c"],
+        "title",
+        row_notes={"cosine": "(PSNR 9 dB)"},
+    )
     assert png.stat().st_size > 1000
     log = tmp_path / "cosine" / "log.jsonl"
     log.parent.mkdir()
-    log.write_text("".join(json.dumps({"step": s, "l1": 1 / (s + 1), "quant": 1e-5 * 10 ** s}) + "\n" for s in range(5)))
-    panels = [{"keys": ["l1"], "ylabel": "L1", "caption": "c1"}, {"keys": ["quant"], "ylabel": "q", "caption": "c2"},
-              {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "absent"}]
+    log.write_text(
+        "".join(
+            json.dumps({"step": s, "l1": 1 / (s + 1), "quant": 1e-5 * 10**s}) + "\n"
+            for s in range(5)
+        )
+    )
+    panels = [
+        {"keys": ["l1"], "ylabel": "L1", "caption": "c1"},
+        {"keys": ["quant"], "ylabel": "q", "caption": "c2"},
+        {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "absent"},
+    ]
     paths = report.plot_panels({"cosine": str(log)}, panels, tmp_path / "curves", "title")
     assert all(p.stat().st_size > 1000 for p in paths)
     with pytest.raises(ValueError, match="no curves"):
@@ -211,14 +324,25 @@ def test_n_images_from_the_data_manifest(tmp_path):
     manifest.write_text(json.dumps({"counts": {"train": 123, "val": 4}, "classes": ["b", "a"]}))
     filled, classes = report.with_data_manifest(cfg, manifest)
     # label order: sorted class folders, as ImageFolderDataset numbers them
-    assert filled["report"]["n_images"] == 123 and classes == ["a", "b"] and cfg["report"]["n_images"] is None
-    assert report.with_data_manifest({"report": {"n_images": 7}}, None) == ({"report": {"n_images": 7}}, None)
+    assert (
+        filled["report"]["n_images"] == 123
+        and classes == ["a", "b"]
+        and cfg["report"]["n_images"] is None
+    )
+    assert report.with_data_manifest({"report": {"n_images": 7}}, None) == (
+        {"report": {"n_images": 7}},
+        None,
+    )
 
 
 def test_table6_gets_the_papers_probe_numbers_by_schedule_and_k():
-    df = pd.DataFrame([{"schedule": "cosine", "k": 10, "top1": 40.0, "top5": 60.0},
-                       {"schedule": "cosine", "k": 256, "top1": 45.0, "top5": 70.0},
-                       {"schedule": "mine", "k": 10, "top1": 1.0, "top5": 2.0}])
+    df = pd.DataFrame(
+        [
+            {"schedule": "cosine", "k": 10, "top1": 40.0, "top5": 60.0},
+            {"schedule": "cosine", "k": 256, "top1": 45.0, "top5": 70.0},
+            {"schedule": "mine", "k": 10, "top1": 1.0, "top5": 2.0},
+        ]
+    )
     out = report.add_probe_paper_columns(df, PAPER["table6"])
     assert list(out["top1 (paper)"][:2]) == [43.77, 48.79] and np.isnan(out["top5 (paper)"].iloc[2])
 
@@ -228,24 +352,55 @@ def test_table5_reads_each_rows_experiment_with_paper_digits(tmp_path):
     rows = []
     for row, exp, model in (("B-B", "exp_bb", "ar_b"), ("B-L", "exp_bl", "ar_l")):
         cfg = tmp_path / f"{exp}.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "experiment": exp, "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 2, "k_max": 64}],
-            "ar": {"model": model}, "paths": {"results_dir": str(results), "work_dir": str(tmp_path / "work")}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "experiment": exp,
+                    "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 2, "k_max": 64}],
+                    "ar": {"model": model},
+                    "paths": {"results_dir": str(results), "work_dir": str(tmp_path / "work")},
+                }
+            )
+        )
         rows.append({"row": row, "config": str(cfg), "schedule": "cosine"})
     res = results / "exp_bb"
     (res / "recon").mkdir(parents=True)
-    (res / "recon" / "cosine.json").write_text(json.dumps({"rfid": 2.5, "psnr": 20.5, "fd_label": "FID"}))
+    (res / "recon" / "cosine.json").write_text(
+        json.dumps({"rfid": 2.5, "psnr": 20.5, "fd_label": "FID"})
+    )
     (res / "gen" / "cosine").mkdir(parents=True)
-    for name, fid, guidance, is_mean in (("nocfg", 15.0, "none", 100.0), ("a", 5.0, "codebook-aware", 200.0),
-                                         ("b", 4.0, "codebook-aware", 220.0)):
-        (res / "gen" / "cosine" / f"{name}.json").write_text(json.dumps({
-            "fid": fid, "is_mean": is_mean, "precision": 0.8, "recall": 0.5, "fd_label": "FID",
-            "preset": {"name": name, "guidance": guidance}}))
+    for name, fid, guidance, is_mean in (
+        ("nocfg", 15.0, "none", 100.0),
+        ("a", 5.0, "codebook-aware", 200.0),
+        ("b", 4.0, "codebook-aware", 220.0),
+    ):
+        (res / "gen" / "cosine" / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "fid": fid,
+                    "is_mean": is_mean,
+                    "precision": 0.8,
+                    "recall": 0.5,
+                    "fd_label": "FID",
+                    "preset": {"name": name, "guidance": guidance},
+                }
+            )
+        )
     df = report.table5(rows, PAPER["table5"]).set_index("row")
     bb = df.loc["B-B"]
-    assert (bb["rFID"], bb["psnr"], bb["gFID"], bb["gFID w/o CFG"], bb["is"]) == (2.5, 20.5, 4.0, 15.0, 220.0)
+    assert (bb["rFID"], bb["psnr"], bb["gFID"], bb["gFID w/o CFG"], bb["is"]) == (
+        2.5,
+        20.5,
+        4.0,
+        15.0,
+        220.0,
+    )
     assert bb["best_preset"] == "b" and bb["ar_model"] == "ar_b"
-    assert (bb["gFID (paper)"], bb["gFID w/o CFG (paper)"], bb["recall (paper)"]) == (4.79, 14.80, 0.452)
+    assert (bb["gFID (paper)"], bb["gFID w/o CFG (paper)"], bb["recall (paper)"]) == (
+        4.79,
+        14.80,
+        0.452,
+    )
     bl = df.loc["B-L"]  # not run yet: empty cells beside the paper's digits
     assert np.isnan(bl["gFID"]) and bl["gFID (paper)"] == 2.75 and bl["ar_model"] == "ar_l"
     assert any(n.startswith("gFID:") for n in report.footnotes(df.reset_index()))
@@ -259,8 +414,14 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
     rows = cfg["report"]["scaling"]
     assert [r["row"] for r in rows] == list(PAPER["table5"])
     # paper Table 7 (scale S, power p, no-CFG temperature); our scale is S - 1
-    table7 = {"B-B": (10, 1.5, 0.85), "B-L": (4, 0.75, 0.85), "B-XL": (5, 0.75, 0.85),
-              "L-B": (4, 1.25, 0.90), "L-L": (4, 1.25, 0.90), "L-XL": (3, 1.0, 0.95)}
+    table7 = {
+        "B-B": (10, 1.5, 0.85),
+        "B-L": (4, 0.75, 0.85),
+        "B-XL": (5, 0.75, 0.85),
+        "L-B": (4, 1.25, 0.90),
+        "L-L": (4, 1.25, 0.90),
+        "L-XL": (3, 1.0, 0.95),
+    }
     models = {"B": "ar_b", "L": "ar_l", "XL": "ar_xl"}
     for r in rows:
         c = load_config(r["config"])
@@ -269,23 +430,48 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
         (nocfg,) = [p for p in presets if p["guidance"] == "none"]
         assert len(guided) == 1, r["row"]
         scale, power, temp = table7[r["row"]]
-        assert (guided[0]["guidance"], guided[0]["scale"] + 1, guided[0]["power"]) == ("codebook-aware", scale, power)
+        assert (guided[0]["guidance"], guided[0]["scale"] + 1, guided[0]["power"]) == (
+            "codebook-aware",
+            scale,
+            power,
+        )
         assert nocfg["temperature"] == temp
         tok, ar = r["row"].split("-")
         assert c["ar"]["model"]["name"] == models[ar]
-        assert c["tokenizer"]["model"]["name"] == {"B": "tokenizer_base", "L": "tokenizer_large"}[tok]
+        assert (
+            c["tokenizer"]["model"]["name"] == {"B": "tokenizer_base", "L": "tokenizer_large"}[tok]
+        )
 
 
 def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "pipeline_steps/make_tables.py", "--config", "config/imagenet/base.yaml",
-                          "--scaling", "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "pipeline_steps/make_tables.py",
+            "--config",
+            "config/imagenet/base.yaml",
+            "--scaling",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     df = pd.read_csv(tmp_path / "table5.csv")
-    assert list(df.row) == list(PAPER["table5"]) and list(df["gFID (paper)"]) == [4.79, 2.75, 2.38, 2.73, 1.90, 1.71]
+    assert list(df.row) == list(PAPER["table5"]) and list(df["gFID (paper)"]) == [
+        4.79,
+        2.75,
+        2.38,
+        2.73,
+        1.90,
+        1.71,
+    ]
     assert "w/o CFG: best unguided preset" in (tmp_path / "table5.md").read_text()
 
 
@@ -293,6 +479,12 @@ def test_table2_notes_state_threshold_and_where_printed_t_star_contradicts_eq2()
     notes = report.table2_notes(imagenet_cfg(), 0.1, PAPER["table2"], PAPER["fig2a_budget_bits"])
     assert any("stays below 0.1 bits" in n for n in notes)
     contradicted = [n.split(":")[0] for n in notes if "contradicts Eq. 2" in n]
-    assert contradicted == ["cosine", "power", "cosine_large"]  # linear's ~4 and the constants' 2 agree
+    assert contradicted == [
+        "cosine",
+        "power",
+        "cosine_large",
+    ]  # linear's ~4 and the constants' 2 agree
     cosine = next(n for n in notes if n.startswith("cosine:"))
-    assert "Eq. 2: t* = 9" in cosine and "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine
+    assert (
+        "Eq. 2: t* = 9" in cosine and "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine
+    )

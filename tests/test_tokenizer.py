@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from vcq.schedules import codebook_sizes
+from vcq.schedules import schedule_k_sizes
 from vcq.tokenizer import Tokenizer, load_tokenizer, parameter_breakdown, save_tokenizer
 
 MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
@@ -19,8 +19,8 @@ def _model(name: str) -> dict:
 
 def _tiny() -> Tokenizer:
     torch.manual_seed(0)
-    sizes = codebook_sizes("cosine", 4, 64, length=32)
-    return Tokenizer(_model("tokenizer_tiny"), 32, {"kind": "vcq", "code_dim": 8}, sizes)
+    k_sizes = schedule_k_sizes("cosine", 4, 64, length=32)
+    return Tokenizer(_model("tokenizer_tiny"), 32, {"kind": "vcq", "code_dim": 8}, k_sizes)
 
 
 def test_shapes_bounds_and_roundtrip():
@@ -28,8 +28,8 @@ def test_shapes_bounds_and_roundtrip():
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     recon, out = model(x)
     assert recon.shape == x.shape and out.indices.shape == (3, 32)
-    sizes = torch.as_tensor(model.sizes)
-    assert bool((out.indices < sizes).all())
+    k_sizes = torch.as_tensor(model.k_sizes)
+    assert bool((out.indices < k_sizes).all())
     idx, q = model.encode(x)
     assert torch.equal(idx, out.indices)
     images = model.decode_indices(idx)
@@ -60,9 +60,9 @@ def test_wrong_image_size_message():
 
 
 def _meta_count(name: str, k_max: int) -> int:
-    sizes = codebook_sizes("cosine", 16, k_max, length=256)
+    k_sizes = schedule_k_sizes("cosine", 16, k_max, length=256)
     with torch.device("meta"):
-        model = Tokenizer(_model(name), 256, {"kind": "vcq", "code_dim": 16}, sizes)
+        model = Tokenizer(_model(name), 256, {"kind": "vcq", "code_dim": 16}, k_sizes)
     return parameter_breakdown(model)["total"]
 
 
@@ -87,7 +87,9 @@ def test_recon_eval_psnr_baseline_usage_and_grid(tmp_path):
     data = [(torch.rand(3, 32, 32) * 2 - 1, 0) for _ in range(5)]
     recons, originals = np.zeros((5, 32, 32, 3), np.uint8), np.zeros((5, 32, 32, 3), np.uint8)
     result = reconstruct(model, data, 2, torch.device("cpu"), recons, originals)
-    assert recons.any() and np.array_equal(originals, to_uint8_nhwc(torch.stack([x for x, _ in data])))
+    assert recons.any() and np.array_equal(
+        originals, to_uint8_nhwc(torch.stack([x for x, _ in data]))
+    )
     assert result["psnr_mean_colour_baseline"] > 0 and len(result["usage_per_position"]) == 32
     assert all(u["used"] <= u["k_t"] for u in result["usage_per_position"])
     save_image_grid(tmp_path / "g.png", np.concatenate([originals[:2], recons[:2]]), ncol=2)
@@ -102,7 +104,11 @@ def test_mean_colour_baseline_is_per_image():
     half[..., 2:] = 1.0  # half black, half white: mean grey, MSE 0.25 on [0, 1] -> 6.02 dB
     flat = torch.full((1, 3, 4, 4), 0.5)  # one flat colour: its own mean is exact
     stats = ReconStats(torch.tensor([4, 4]))
-    stats.update(torch.cat([half, half]), torch.cat([half, half]), torch.zeros(2, 2, dtype=torch.long))
+    stats.update(
+        torch.cat([half, half]), torch.cat([half, half]), torch.zeros(2, 2, dtype=torch.long)
+    )
     assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx(6.0206, abs=1e-3)
     stats.update(flat, flat, torch.zeros(1, 2, dtype=torch.long))
-    assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx((2 * 6.0206 + 100) / 3, abs=1e-3)
+    assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx(
+        (2 * 6.0206 + 100) / 3, abs=1e-3
+    )

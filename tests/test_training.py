@@ -68,7 +68,7 @@ def test_checkpoint_atomic_and_log_rewinds(tmp_path):
 
 
 def test_progress_heartbeat_lines_go_to_the_named_fd(tmp_path, monkeypatch):
-    """Steps log their bar to a file; the heartbeat reaches the terminal fd, rate-limited, no flood."""
+    """Steps log their bar to a file; the heartbeat reaches the terminal fd, rate-limited."""
     import os
     import time
 

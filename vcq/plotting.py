@@ -22,22 +22,27 @@ def pyplot() -> ModuleType:
     return plt
 
 
-def save_figure(fig, paths: Iterable[str | Path], dpi: int = 150) -> list[Path]:
-    """Write `fig` to each path (format from the suffix), atomically, and close it."""
+def save_figure(
+    fig, paths: Iterable[str | Path], dpi: int = 150, tight: bool = False
+) -> list[Path]:
+    """Write `fig` to each path (format from the suffix), atomically, and close it; `tight` grows
+    the bounding box to text outside the axes (captions, rotated labels)."""
     written = []
     for path in map(Path, paths):
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi)
+            fig.savefig(
+                tmp, format=path.suffix[1:], dpi=dpi, bbox_inches="tight" if tight else None
+            )
         written.append(path)
     pyplot().close(fig)
     return written
 
 
-def image_grid(images: np.ndarray, ncol: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) images tiled row by row, `ncol` per row; cells past N stay black."""
+def image_grid(images: np.ndarray, ncol: int, fill: int = 0) -> np.ndarray:
+    """uint8 (N, H, W, 3) images tiled row by row, `ncol` per row; cells past N hold `fill`."""
     n, h, w = images.shape[:3]
     rows = -(-n // ncol)
-    grid = np.zeros((rows * h, ncol * w, 3), np.uint8)
+    grid = np.full((rows * h, ncol * w, 3), fill, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, ncol)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image

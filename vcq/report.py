@@ -1,4 +1,4 @@
-"""Paper tables (1, 2, 4, 5, 6, 8/9) and schedule figures built from the config and the runs' metric files."""
+"""Paper tables (1, 2, 4, 5, 6, 8/9) and figures from the config and the runs' metric files."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from vcq import schedules
 from vcq.entropy import cliff_position
 from vcq.io import atomic_path, read_json
 from vcq.paths import Layout
+from vcq.plotting import image_grid, pyplot, save_figure
 
 MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
@@ -26,72 +27,102 @@ def with_data_manifest(cfg: dict, manifest: str | Path | None) -> tuple[dict, li
     data = read_json(manifest) if manifest and Path(manifest).exists() else None
     if cfg["report"]["n_images"] is None:
         if data is None:
-            raise ValueError(f"report.n_images is not set and the data manifest {manifest} does not exist "
-                             "(run make_dataset first, or set report.n_images)")
+            raise ValueError(
+                f"report.n_images is not set and the data manifest {manifest} does not exist "
+                "(run make_dataset first, or set report.n_images)"
+            )
         cfg = {**cfg, "report": {**cfg["report"], "n_images": int(data["counts"]["train"])}}
     return cfg, sorted(data["classes"]) if data and "classes" in data else None
 
 
-def table1(datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167) -> pd.DataFrame:
+def table1(
+    datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167
+) -> pd.DataFrame:
     """Table 1: log2 N and t* per dataset, then the data thresholds N_m = K^(m-1)."""
     rows = [
-        {"regime": d["name"], "N": int(d["n"]), "log2_N": round(math.log2(d["n"]), 1),
-         "t_star": cliff_position(d["n"], k), "x_ImageNet": np.nan}
+        {
+            "regime": d["name"],
+            "N": int(d["n"]),
+            "log2_N": round(math.log2(d["n"]), 1),
+            "t_star": cliff_position(d["n"], k),
+            "x_ImageNet": np.nan,
+        }
         for d in datasets
     ]
     for m in thresholds:
         n_m = int(k) ** (m - 1)
-        rows.append({"regime": f"t*={m} threshold", "N": n_m, "log2_N": round(math.log2(n_m), 1),
-                     "t_star": m, "x_ImageNet": round(n_m / imagenet_n, 4)})
+        rows.append(
+            {
+                "regime": f"t*={m} threshold",
+                "N": n_m,
+                "log2_N": round(math.log2(n_m), 1),
+                "t_star": m,
+                "x_ImageNet": round(n_m / imagenet_n, 4),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def table2(cfg: dict, entropy_jsons: dict[str, str] | None = None) -> pd.DataFrame:
     """Table 2: per schedule Kmin, Kmax, K̄, BPP, theoretical and (if measured) empirical t*."""
-    from vcq.config import codebook_sizes_for, schedule
+    from vcq.config import k_sizes_for
 
     n = cfg["report"]["n_images"]
     rows = []
     for name in schedule_names(cfg):
-        s = schedule(cfg, name)
-        sizes = codebook_sizes_for(cfg, name)
-        rows.append({
-            "schedule": name, "k_min": int(sizes.min()), "k_max": int(sizes.max()),
-            "k_mean": round(schedules.mean_codebook_size(sizes)),
-            "bpp": round(schedules.bits_per_pixel(sizes, cfg_image_size(cfg)), 3),
-            "t_star_theory": schedules.cliff_position_vcq(sizes, n),
-            "t_star_measured": _json_value((entropy_jsons or {}).get(name), "t_star_measured"),
-        })
+        k_sizes = k_sizes_for(cfg, name)
+        rows.append(
+            {
+                "schedule": name,
+                "k_min": int(k_sizes.min()),
+                "k_max": int(k_sizes.max()),
+                "k_mean": round(schedules.mean_codebook_size(k_sizes)),
+                "bpp": round(schedules.bits_per_pixel(k_sizes, cfg_image_size(cfg)), 3),
+                "t_star_theory": schedules.cliff_position_vcq(k_sizes, n),
+                "t_star_measured": _json_value((entropy_jsons or {}).get(name), "t_star_measured"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None = None,
-                 fig2a_bits: float | None = None) -> list[str]:
+def table2_notes(
+    cfg: dict,
+    threshold_bits: float | None,
+    paper_t2: dict | None = None,
+    fig2a_bits: float | None = None,
+) -> list[str]:
     """Table 2 footnotes: how t* is defined, and each schedule whose printed t* contradicts Eq. 2.
 
     A printed t* below Eq. 2's t*_vcq is impossible for the full set: the first t tokens have at
     most prod K_s = 2^I(t) distinct prefixes, fewer than N, so x_t cannot be determined by them.
     """
-    from vcq.config import codebook_sizes_for
+    from vcq.config import k_sizes_for
 
     n = cfg["report"]["n_images"]
     notes = [f"t_star_theory: Eq. 2, the first t with sum_(s<t) log2 K_s >= log2 N, N = {n:,}"]
     if threshold_bits is not None:
-        notes.append(f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
-                     f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)")
+        notes.append(
+            f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
+            f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)"
+        )
     for name in schedule_names(cfg):
         printed = (paper_t2 or {}).get(name, {}).get("t_star")
-        sizes = codebook_sizes_for(cfg, name)
-        theory = schedules.cliff_position_vcq(sizes, n)
+        k_sizes = k_sizes_for(cfg, name)
+        theory = schedules.cliff_position_vcq(k_sizes, n)
         if printed is None or printed >= theory:
             continue
-        bits = schedules.cumulative_information(sizes)[printed]
-        note = (f"{name}: the paper's t* ~{printed} contradicts Eq. 2: the first {printed} tokens have at "
-                f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}")
+        bits = schedules.cumulative_information(k_sizes)[printed]
+        note = (
+            f"{name}: the paper's t* ~{printed} contradicts Eq. 2: "
+            f"the first {printed} tokens have at "
+            f"most 2^{bits:.1f} distinct prefixes, fewer than N = {n:,} (Eq. 2: t* = {theory}"
+        )
         if fig2a_bits is not None:
-            small = round(2 ** fig2a_bits)
-            note += (f"; {schedules.cliff_position_vcq(sizes, small)} even at Fig. 2a's "
-                     f"~{fig2a_bits:g}-bit budget, N = {small:,}")
+            small = round(2**fig2a_bits)
+            note += (
+                f"; {schedules.cliff_position_vcq(k_sizes, small)} even at Fig. 2a's "
+                f"~{fig2a_bits:g}-bit budget, N = {small:,}"
+            )
         notes.append(note + ")")
     return notes
 
@@ -99,7 +130,9 @@ def table2_notes(cfg: dict, threshold_bits: float | None, paper_t2: dict | None 
 def best_preset(gen_jsons: list[str], guided: bool) -> dict | None:
     """The generation-metrics record with the lowest FID among guided (or unguided) presets."""
     records = [read_json(p) for p in gen_jsons if Path(p).exists()]
-    records = [r for r in records if (r.get("preset", {}).get("guidance", "none") != "none") == guided]
+    records = [
+        r for r in records if (r.get("preset", {}).get("guidance", "none") != "none") == guided
+    ]
     return min(records, key=lambda r: r["fid"]) if records else None
 
 
@@ -110,8 +143,13 @@ CLASS_ACC_NOCFG = f"{CLASS_ACC} w/o CFG"
 CLASS_ACC_REAL = "class accuracy of real val images (demo classifier)"
 
 
-def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
-           sizes: dict[str, np.ndarray], image_size: int = 256) -> pd.DataFrame:
+def table4(
+    names: list[str],
+    recon: dict[str, str],
+    gen: dict[str, list[str]],
+    k_sizes: dict[str, np.ndarray],
+    image_size: int = 256,
+) -> pd.DataFrame:
     """Table 4 analogue: K̄, BPP, PSNR (and its mean-colour baseline), rFD, best guided gFD (with
     preset) and unguided gFD; with demo features also the demo classifier's accuracy on samples."""
     rows, label = [], "FID"
@@ -120,20 +158,27 @@ def table4(names: list[str], recon: dict[str, str], gen: dict[str, list[str]],
         best = best_preset(gen.get(name, []), guided=True)
         plain = best_preset(gen.get(name, []), guided=False)
         label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
-        rows.append({
-            "schedule": name, "k_mean": round(schedules.mean_codebook_size(sizes[name])),
-            "bpp": round(schedules.bits_per_pixel(sizes[name], image_size), 3),
-            PSNR: rec.get("psnr", np.nan), PSNR_BASELINE: rec.get("psnr_mean_colour_baseline", np.nan),
-            "r": rec.get("rfid", np.nan),
-            "g": best["fid"] if best else np.nan,
-            "best_preset": best["preset"].get("name", "") if best else "",
-            "g_nocfg": plain["fid"] if plain else np.nan,
-            CLASS_ACC: _get(best, "class_accuracy"), CLASS_ACC_NOCFG: _get(plain, "class_accuracy"),
-            CLASS_ACC_REAL: _get(best or plain, "class_accuracy_reference"),
-        })
+        rows.append(
+            {
+                "schedule": name,
+                "k_mean": round(schedules.mean_codebook_size(k_sizes[name])),
+                "bpp": round(schedules.bits_per_pixel(k_sizes[name], image_size), 3),
+                PSNR: rec.get("psnr", np.nan),
+                PSNR_BASELINE: rec.get("psnr_mean_colour_baseline", np.nan),
+                "r": rec.get("rfid", np.nan),
+                "g": best["fid"] if best else np.nan,
+                "best_preset": best["preset"].get("name", "") if best else "",
+                "g_nocfg": plain["fid"] if plain else np.nan,
+                CLASS_ACC: _get(best, "class_accuracy"),
+                CLASS_ACC_NOCFG: _get(plain, "class_accuracy"),
+                CLASS_ACC_REAL: _get(best or plain, "class_accuracy_reference"),
+            }
+        )
     df = pd.DataFrame(rows)
     # Only the demo feature network is a classifier of the data set's classes.
-    df = df.drop(columns=[c for c in (CLASS_ACC, CLASS_ACC_NOCFG, CLASS_ACC_REAL) if df[c].isna().all()])
+    df = df.drop(
+        columns=[c for c in (CLASS_ACC, CLASS_ACC_NOCFG, CLASS_ACC_REAL) if df[c].isna().all()]
+    )
     return df.rename(columns={"r": f"r{label}", "g": f"g{label}", "g_nocfg": f"g{label} w/o CFG"})
 
 
@@ -141,14 +186,17 @@ def table4_notes(df: pd.DataFrame) -> list[str]:
     """What Table 4's less obvious columns mean (only for the columns present)."""
     gcol = next((c for c in df.columns if c.startswith("g") and not c.endswith("w/o CFG")), "gFID")
     notes = {
-        PSNR_BASELINE: f"{PSNR_BASELINE}: every val image replaced by its own mean colour, i.e. a tokenizer "
-                       "that keeps nothing but the colour",
+        PSNR_BASELINE: f"{PSNR_BASELINE}: every val image replaced by its own mean colour, "
+        "i.e. a tokenizer "
+        "that keeps nothing but the colour",
         "best_preset": f"{gcol}: the best (lowest) over the guided presets; best_preset names it",
-        CLASS_ACC: f"{CLASS_ACC}: share of the best guided preset's samples that the demo feature network "
-                   "(a classifier trained on the demo train images) assigns to the class they were "
-                   "conditioned on; chance is 1 / number of classes. A demo metric, not one of the paper's",
+        CLASS_ACC: f"{CLASS_ACC}: share of the best guided preset's samples that "
+        "the demo feature network "
+        "(a classifier trained on the demo train images) assigns to the class they were "
+        "conditioned on; chance is 1 / number of classes. A demo metric, not one of the paper's",
         CLASS_ACC_NOCFG: f"{CLASS_ACC_NOCFG}: the same for the unguided samples",
-        CLASS_ACC_REAL: f"{CLASS_ACC_REAL}: the same classifier on the real val images (its ceiling)",
+        CLASS_ACC_REAL: f"{CLASS_ACC_REAL}: the same classifier on the real val images "
+        "(its ceiling)",
     }
     return [text for col, text in notes.items() if col in df.columns]
 
@@ -156,10 +204,16 @@ def table4_notes(df: pd.DataFrame) -> list[str]:
 def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str, str]) -> str:
     """Markdown with the key figures of every table of a run (results/<exp>/summary.md)."""
     exp = cfg["experiment"]
-    out = [f"# {exp}: key figures of this run",
-           "",
-           (f"Written by `pipeline_steps/make_tables.py` from the metric files of experiment `{exp}`; "
-            "the full tables (with footnotes) are in `tables/`."), ""]
+    out = [
+        f"# {exp}: key figures of this run",
+        "",
+        (
+            "Written by `pipeline_steps/make_tables.py` from the metric files of "
+            f"experiment `{exp}`; "
+            "the full tables (with footnotes) are in `tables/`."
+        ),
+        "",
+    ]
     t4 = tables.get("table4")
     if t4 is not None and len(t4):
         out += ["## Reconstruction and generation (table4)", ""]
@@ -167,42 +221,65 @@ def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str,
         for row in t4.to_dict("records"):
             line = f"- **{row['schedule']}**: PSNR {_fmt(row.get(PSNR))} dB"
             if not _isnan(row.get(PSNR_BASELINE)):
-                line += (f" vs {_fmt(row[PSNR_BASELINE])} dB for the mean-colour baseline "
-                         f"({_fmt(row[PSNR] - row[PSNR_BASELINE], sign=True)} dB)")
+                line += (
+                    f" vs {_fmt(row[PSNR_BASELINE])} dB for the mean-colour baseline "
+                    f"({_fmt(row[PSNR] - row[PSNR_BASELINE], sign=True)} dB)"
+                )
             if g:
-                line += (f"; {g} {_fmt(row.get(g))} ({row.get('best_preset') or 'no guided preset'}), "
-                         f"w/o CFG {_fmt(row.get(f'{g} w/o CFG'))}")
+                line += (
+                    f"; {g} {_fmt(row.get(g))} ({row.get('best_preset') or 'no guided preset'}), "
+                    f"w/o CFG {_fmt(row.get(f'{g} w/o CFG'))}"
+                )
             if CLASS_ACC in row:
-                line += (f"; {CLASS_ACC} {_pct(row.get(CLASS_ACC))} with CFG, "
-                         f"{_pct(row.get(CLASS_ACC_NOCFG))} w/o CFG, {_pct(row.get(CLASS_ACC_REAL))} on real val images")
+                line += (
+                    f"; {CLASS_ACC} {_pct(row.get(CLASS_ACC))} with CFG, "
+                    f"{_pct(row.get(CLASS_ACC_NOCFG))} w/o CFG, "
+                    f"{_pct(row.get(CLASS_ACC_REAL))} on real val images"
+                )
             out.append(line)
         out.append("")
     losses = {n: pd.read_csv(p) for n, p in position_loss.items() if Path(p).exists()}
     if losses:
         out += ["## AR models (position_loss)", ""]
-        out += [f"- **{n}**: val loss {df['val_loss'].mean():.3f} nats per token (mean over {len(df)} positions), "
-                f"train loss {df['train_loss'].mean():.3f}" for n, df in losses.items()]
+        out += [
+            f"- **{n}**: val loss {df['val_loss'].mean():.3f} nats per token "
+            f"(mean over {len(df)} positions), "
+            f"train loss {df['train_loss'].mean():.3f}"
+            for n, df in losses.items()
+        ]
         out.append("")
     t2 = tables.get("table2")
     if t2 is not None and len(t2):
         out += ["## Entropy cliff (table2)", ""]
-        out += [f"- **{r['schedule']}**: K̄ {r['k_mean']}, {r['bpp']} bits per pixel, cliff t* {_fmt(r['t_star_measured'], 0)} "
-                f"measured vs {r['t_star_theory']} from Eq. 2" for r in t2.to_dict("records")]
+        out += [
+            f"- **{r['schedule']}**: K̄ {r['k_mean']}, {r['bpp']} bits per pixel, "
+            f"cliff t* {_fmt(r['t_star_measured'], 0)} "
+            f"measured vs {r['t_star_theory']} from Eq. 2"
+            for r in t2.to_dict("records")
+        ]
         out.append("")
     t6 = tables.get("table6")
     if t6 is not None and len(t6):
         out += ["## Linear probe on the tokens (table6)", ""]
         for name, rows in t6.groupby("schedule", sort=False):
-            parts = [f"k = {'all' if _isnan(r['k']) else int(r['k'])}: top-1 {_fmt(r['top1'], 1)}%" for r in rows.to_dict("records")]
+            parts = [
+                f"k = {'all' if _isnan(r['k']) else int(r['k'])}: top-1 {_fmt(r['top1'], 1)}%"
+                for r in rows.to_dict("records")
+            ]
             out.append(f"- **{name}**: " + ", ".join(parts))
         out.append("")
     t89 = tables.get("table8_9")
     if t89 is not None and len(t89):
         out += ["## Guidance strategies (table8_9)", ""]
         for r in t89.to_dict("records"):
-            cells = [f"{c.split(':')[0]} {_fmt(v)}" for c, v in r.items() if c != "schedule" and not _isnan(v)
-                     and "(paper)" not in c]
-            out.append(f"- **{r['schedule']}**: " + (", ".join(cells) if cells else "no guided preset"))
+            cells = [
+                f"{c.split(':')[0]} {_fmt(v)}"
+                for c, v in r.items()
+                if c != "schedule" and not _isnan(v) and "(paper)" not in c
+            ]
+            out.append(
+                f"- **{r['schedule']}**: " + (", ".join(cells) if cells else "no guided preset")
+            )
         metric = next((c.split(": ", 1)[1] for c in t89.columns if ": " in c), "")
         out += ["", f"({metric}, lower is better.)", ""]
     return "\n".join(out) + "\n"
@@ -229,12 +306,20 @@ def _get(record: dict | None, key: str) -> float:
     return np.nan if value is None else value
 
 
-TABLE5_METRICS = {"rfid": "r", "psnr": "psnr", "gfid": "g", "gfid_nocfg": "g_nocfg", "is": "is",
-                  "precision": "precision", "recall": "recall"}
+TABLE5_METRICS = {
+    "rfid": "r",
+    "psnr": "psnr",
+    "gfid": "g",
+    "gfid_nocfg": "g_nocfg",
+    "is": "is",
+    "precision": "precision",
+    "recall": "recall",
+}
 
 
 def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
-    """Table 5 (scaling): per Tok-AR row (`report.scaling`) the run's recon and best generation metrics.
+    """Table 5 (scaling): per Tok-AR row (`report.scaling`) the run's recon and best generation
+    metrics.
 
     Each row reads `results/<experiment>/recon/<schedule>.json` and `gen/<schedule>/*.json` of its
     own config; gFID is the best guided preset (IS, precision, recall from that preset), gFID w/o
@@ -252,14 +337,24 @@ def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
         best, plain = best_preset(gens, guided=True), best_preset(gens, guided=False)
         label = next((r["fd_label"] for r in (rec, best, plain) if r and "fd_label" in r), label)
         best = best or {}
-        out.append({
-            "row": spec["row"], "experiment": cfg["experiment"], "ar_model": cfg["ar"]["model"]["name"],
-            "r": rec.get("rfid", np.nan), "psnr": rec.get("psnr", np.nan),
-            "g": best.get("fid", np.nan), "g_nocfg": plain["fid"] if plain else np.nan,
-            "is": best.get("is_mean", np.nan), "precision": best.get("precision", np.nan),
-            "recall": best.get("recall", np.nan), "best_preset": best.get("preset", {}).get("name", ""),
-        })
-    df = pd.DataFrame(out, columns=["row", "experiment", "ar_model", *TABLE5_METRICS.values(), "best_preset"])
+        out.append(
+            {
+                "row": spec["row"],
+                "experiment": cfg["experiment"],
+                "ar_model": cfg["ar"]["model"]["name"],
+                "r": rec.get("rfid", np.nan),
+                "psnr": rec.get("psnr", np.nan),
+                "g": best.get("fid", np.nan),
+                "g_nocfg": plain["fid"] if plain else np.nan,
+                "is": best.get("is_mean", np.nan),
+                "precision": best.get("precision", np.nan),
+                "recall": best.get("recall", np.nan),
+                "best_preset": best.get("preset", {}).get("name", ""),
+            }
+        )
+    df = pd.DataFrame(
+        out, columns=["row", "experiment", "ar_model", *TABLE5_METRICS.values(), "best_preset"]
+    )
     if paper is not None:
         for key, col in TABLE5_METRICS.items():
             values = [paper.get(r, {}).get(key, np.nan) for r in df["row"]]
@@ -270,8 +365,12 @@ def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
 
 def table6(probe: dict[str, str]) -> pd.DataFrame:
     """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
-    rows = [{"schedule": name, "features": "codes", **r} for name, path in probe.items() if Path(path).exists()
-            for r in read_json(path)["rows"]]
+    rows = [
+        {"schedule": name, "features": "codes", **r}
+        for name, path in probe.items()
+        if Path(path).exists()
+        for r in read_json(path)["rows"]
+    ]
     return pd.DataFrame(rows, columns=["schedule", "features", "k", "top1", "top5"])
 
 
@@ -279,14 +378,19 @@ def add_probe_paper_columns(df: pd.DataFrame, paper: dict) -> pd.DataFrame:
     """Table 6 with `top1 (paper)`/`top5 (paper)` from `paper[schedule]["k<k>"]`."""
     out = df.copy()
     for col in ("top1", "top5"):
-        values = [paper.get(s, {}).get(f"k{int(k)}", {}).get(col, np.nan) if f == "codes" else np.nan
-                  for s, f, k in zip(out["schedule"], out.get("features", ["codes"] * len(out)), out["k"])]
+        values = [
+            paper.get(s, {}).get(f"k{int(k)}", {}).get(col, np.nan) if f == "codes" else np.nan
+            for s, f, k in zip(
+                out["schedule"], out.get("features", ["codes"] * len(out)), out["k"], strict=True
+            )
+        ]
         out.insert(out.columns.get_loc(col) + 1, f"{col} (paper)", values)
     return out
 
 
-def table_guidance(names: list[str], gen: dict[str, list[str]],
-                   configured: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame, list[str]]:
+def table_guidance(
+    names: list[str], gen: dict[str, list[str]], configured: dict[str, set[str]] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """Tables 8/9: per schedule the best gFD/gFID of each guidance strategy (vanilla vs the
     codebook-aware readings, `vcq.sampling.STRATEGIES`), and the footnotes.
 
@@ -305,16 +409,31 @@ def table_guidance(names: list[str], gen: dict[str, list[str]],
             fids = [r["fid"] for r in records if guidance_strategy(r.get("preset", {})) == g]
             row[g] = min(fids) if fids else np.nan
             if not fids:
-                (missing if configured is None or g in configured.get(name, set()) else by_design).add(g)
+                (
+                    missing if configured is None or g in configured.get(name, set()) else by_design
+                ).add(g)
         rows.append(row)
     df = pd.DataFrame(rows, columns=["schedule", *STRATEGIES])
-    used = [g for g in STRATEGIES if not df[g].isna().all() or (configured and any(g in c for c in configured.values()))]
+    used = [
+        g
+        for g in STRATEGIES
+        if not df[g].isna().all() or (configured and any(g in c for c in configured.values()))
+    ]
     df = df[["schedule", *used]]
     metric = f"best g{label}"
-    notes = [f"each column: the {metric} over the presets of that guidance strategy (lower is better)"]
-    notes += [f"{g}: empty where no preset applies this guidance to the schedule"
-              + (" (codebook-aware CFG needs a variable codebook)" if g.startswith("codebook-aware") else "")
-              for g in used if g in by_design]
+    notes = [
+        f"each column: the {metric} over the presets of that guidance strategy (lower is better)"
+    ]
+    notes += [
+        f"{g}: empty where no preset applies this guidance to the schedule"
+        + (
+            " (codebook-aware CFG needs a variable codebook)"
+            if g.startswith("codebook-aware")
+            else ""
+        )
+        for g in used
+        if g in by_design
+    ]
     notes += [f"{g}: {MISSING_NOTE}" for g in used if g in missing and df[g].isna().any()]
     return df.rename(columns={g: f"{g}: {metric}" for g in used}), notes
 
@@ -330,7 +449,11 @@ def add_paper_columns(df: pd.DataFrame, paper: dict, columns: dict[str, str]) ->
 
 def footnotes(df: pd.DataFrame) -> list[str]:
     """A footnote for every column that has empty cells."""
-    return [f"{c}: {MISSING_NOTE}" for c in df.columns if df[c].isna().any() and not c.endswith("(paper)")]
+    return [
+        f"{c}: {MISSING_NOTE}"
+        for c in df.columns
+        if df[c].isna().any() and not c.endswith("(paper)")
+    ]
 
 
 def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = None) -> list[Path]:
@@ -339,56 +462,73 @@ def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = No
     paths = [stem.with_suffix(s) for s in (".csv", ".md", ".tex")]
     texts = [
         df.to_csv(index=False),
-        df.astype(object).where(df.notna(), "").to_markdown(index=False) + "".join(f"\n\n{n}" for n in notes) + "\n",
+        df.astype(object).where(df.notna(), "").to_markdown(index=False)
+        + "".join(f"\n\n{n}" for n in notes)
+        + "\n",
         df.to_latex(index=False, na_rep="", float_format="%.3g")
         + "".join(f"% {n}\n" for n in notes),
     ]
-    for path, text in zip(paths, texts):
+    for path, text in zip(paths, texts, strict=True):
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     return paths
 
 
-def plot_schedules(cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str] | None = None) -> list[Path]:
-    """Fig. 2: (a) per-position entropy bound from the budget log2 N − I(t) (+ measured), (b) K_t."""
-    import matplotlib
+def plot_schedules(
+    cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str] | None = None
+) -> list[Path]:
+    """Fig. 2: (a) per-position entropy bound log2 N − I(t) (+ measured), (b) K_t."""
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vcq.config import codebook_sizes_for
+    from vcq.config import k_sizes_for
 
     n = cfg["report"]["n_images"]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    fig.suptitle(f"{cfg.get('experiment', '')}: per-position entropy budget and codebook size, "
-                 f"N = {n:,} images, L = {cfg['tokenizer']['num_tokens']} tokens")
+    fig.suptitle(
+        f"{cfg.get('experiment', '')}: per-position entropy budget and codebook size, "
+        f"N = {n:,} images, L = {cfg['tokenizer']['num_tokens']} tokens"
+    )
     measured = False
     for name in schedule_names(cfg):
-        sizes = codebook_sizes_for(cfg, name)
-        budget = np.maximum(schedules.remaining_budget(sizes, n)[:-1], 0.0)
-        line, = ax_a.plot(np.minimum(np.log2(sizes), budget)[:17], label=f"{name} (theory)")
+        k_sizes = k_sizes_for(cfg, name)
+        budget = np.maximum(schedules.remaining_budget(k_sizes, n)[:-1], 0.0)
+        (line,) = ax_a.plot(np.minimum(np.log2(k_sizes), budget)[:17], label=f"{name} (theory)")
         csv = (entropy_csvs or {}).get(name)
         if csv and Path(csv).exists():
             ent, measured = pd.read_csv(csv), True
-            ax_a.plot(ent["t"][:17], ent["cond_entropy_bits"][:17], "--", color=line.get_color(),
-                      label=f"{name} (measured H)")
-        ax_b.plot(sizes, label=name)
+            ax_a.plot(
+                ent["t"][:17],
+                ent["cond_entropy_bits"][:17],
+                "--",
+                color=line.get_color(),
+                label=f"{name} (measured H)",
+            )
+        ax_b.plot(k_sizes, label=name)
     ax_a.axhline(0, color="grey", lw=0.8)
-    ax_a.set(xlabel="position t", ylabel="bits",
-             title="(a) H(x_t | x_<t): ideal min(log2 K_t, log2 N − I(t))" + (" and measured" if measured else ""))
+    ax_a.set(
+        xlabel="position t",
+        ylabel="bits",
+        title="(a) H(x_t | x_<t): ideal min(log2 K_t, log2 N − I(t))"
+        + (" and measured" if measured else ""),
+    )
     ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=8)
     return _save(fig, out_stem)
 
 
-def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Path,
-               xlabel: str, ylabel: str, log_y: bool = False, title: str = "") -> list[Path]:
+def plot_lines(
+    series: dict[str, str],
+    x: str,
+    ys: list[str],
+    out_stem: str | Path,
+    xlabel: str,
+    ylabel: str,
+    log_y: bool = False,
+    title: str = "",
+) -> list[Path]:
     """One line per (file, column): per-position AR loss from CSVs or training curves from JSONL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for name, path in series.items():
@@ -404,34 +544,43 @@ def plot_lines(series: dict[str, str], x: str, ys: list[str], out_stem: str | Pa
     return _save(fig, out_stem)
 
 
-def plot_panels(series: dict[str, str], panels: list[dict], out_stem: str | Path, title: str) -> list[Path]:
+def plot_panels(
+    series: dict[str, str], panels: list[dict], out_stem: str | Path, title: str
+) -> list[Path]:
     """Training curves, one panel per loss term, each with its own caption below the axes.
 
     A panel is {"keys": [column, ...], "ylabel", "caption"} (optionally "styles": one matplotlib
     style per key); the x axis is `step`. Panels whose keys no file has are left out; the y axis
     is logarithmic where the plotted values span more than a factor of 20.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frames = {name: _read_series(p) for name, p in series.items() if Path(p).exists()}
     panels = [pl for pl in panels if any(k in df for df in frames.values() for k in pl["keys"])]
     if not panels:
         raise ValueError(f"no curves to plot in {list(series.values())}")
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 4.8 * len(panels)), 4.0), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(max(7.0, 4.8 * len(panels)), 4.0), squeeze=False
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=True):
         values = []
         for i, (name, df) in enumerate(frames.items()):
-            for key, style in zip(panel["keys"], panel.get("styles", ["-"] * len(panel["keys"]))):
+            for key, style in zip(
+                panel["keys"], panel.get("styles", ["-"] * len(panel["keys"])), strict=False
+            ):
                 if key in df:
                     rows = df[["step", key]].dropna()
                     if len(rows):
                         suffix = f" {key}" if len(panel["keys"]) > 1 else ""
-                        ax.plot(rows["step"], rows[key], style, color=colours[i % len(colours)],
-                                label=f"{name}{suffix}", ms=3)
+                        ax.plot(
+                            rows["step"],
+                            rows[key],
+                            style,
+                            color=colours[i % len(colours)],
+                            label=f"{name}{suffix}",
+                            ms=3,
+                        )
                         values.append(rows[key].to_numpy(float))
         v = np.concatenate(values)
         v = v[v > 0]
@@ -440,7 +589,9 @@ def plot_panels(series: dict[str, str], panels: list[dict], out_stem: str | Path
         ax.set(xlabel="step", ylabel=panel["ylabel"])
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        ax.text(0, -0.2, panel["caption"], transform=ax.transAxes, va="top", ha="left", fontsize=7.5)
+        ax.text(
+            0, -0.2, panel["caption"], transform=ax.transAxes, va="top", ha="left", fontsize=7.5
+        )
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, out_stem, tight=True)
@@ -452,27 +603,37 @@ def _read_series(path: str | Path) -> pd.DataFrame:
 
 def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path, title: str = "") -> list[Path]:
     """Codebook usage per position from eval_recon JSONs: (a) codes used vs K_t, (b) used / K_t."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for name, path in recon_jsons.items():
         usage = pd.DataFrame(read_json(path)["usage_per_position"])
-        line, = ax_a.plot(usage["t"], usage["used"], label=f"{name} used")
+        (line,) = ax_a.plot(usage["t"], usage["used"], label=f"{name} used")
         ax_a.plot(usage["t"], usage["k_t"], ":", color=line.get_color(), label=f"{name} $K_t$")
         ax_b.plot(usage["t"], usage["utilization"], label=name)
-    ax_a.set(xlabel="position t", ylabel="codes", yscale="log", title="(a) codes used on val vs available")
-    ax_b.set(xlabel="position t", ylabel="used / $K_t$", ylim=(0, 1.05), title="(b) codebook utilisation")
+    ax_a.set(
+        xlabel="position t",
+        ylabel="codes",
+        yscale="log",
+        title="(a) codes used on val vs available",
+    )
+    ax_b.set(
+        xlabel="position t", ylabel="used / $K_t$", ylim=(0, 1.05), title="(b) codebook utilisation"
+    )
     fig.suptitle(title)
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=7)
     return _save(fig, out_stem)
 
 
-def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, rows: int = 10,
-                class_names: list[str] | None = None, title: str = "") -> Path:
+def sample_grid(
+    npz_path: str | Path,
+    out_png: str | Path,
+    per_row: int = 8,
+    rows: int = 10,
+    class_names: list[str] | None = None,
+    title: str = "",
+) -> Path:
     """A PNG grid of the first `per_row` samples of each class (first `rows` classes), one row per
     class labelled with its name, under `title`."""
     data = np.load(npz_path)
@@ -483,43 +644,60 @@ def sample_grid(npz_path: str | Path, out_png: str | Path, per_row: int = 8, row
     else:
         classes = np.unique(labels)[:rows]
         picks = [np.nonzero(labels == c)[0][:per_row] for c in classes]
-        row_names = [class_names[c] if class_names and c < len(class_names) else f"class {c}" for c in classes]
-    flat = np.concatenate(picks)
-    n_rows = len(row_names) if labels is not None else -(-len(flat) // per_row)
-    h, w = images.shape[1:3]
-    grid = np.full((n_rows * h, per_row * w, 3), 255, dtype=np.uint8)
-    for r, idx in enumerate(picks if labels is not None else np.array_split(flat, n_rows)):
-        for c, j in enumerate(idx):
-            grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[j]
-    return _image_figure(grid, out_png, title, [(r + 0.5) * h for r in range(n_rows)], row_names)
+        row_names = [
+            class_names[c] if class_names and c < len(class_names) else f"class {c}"
+            for c in classes
+        ]
+    # one grid row per class (a class with fewer samples leaves white cells)
+    grid = np.concatenate([image_grid(images[idx], per_row, fill=255) for idx in picks])
+    h = images.shape[1]
+    return _image_figure(
+        grid, out_png, title, [(r + 0.5) * h for r in range(len(row_names))], row_names
+    )
 
 
-def plot_reconstructions(originals: np.ndarray, recons: dict[str, np.ndarray], labels: np.ndarray,
-                         out_png: str | Path, class_names: list[str] | None = None, title: str = "",
-                         per_class: int = 1, max_classes: int = 10,
-                         row_notes: dict[str, str] | None = None) -> Path:
+def plot_reconstructions(
+    originals: np.ndarray,
+    recons: dict[str, np.ndarray],
+    labels: np.ndarray,
+    out_png: str | Path,
+    class_names: list[str] | None = None,
+    title: str = "",
+    per_class: int = 1,
+    max_classes: int = 10,
+    row_notes: dict[str, str] | None = None,
+) -> Path:
     """Originals (top row) above each tokenizer's reconstructions of the same val images, for
     `per_class` images of each of the first `max_classes` classes (column labels: class names)."""
     classes = np.unique(labels)[:max_classes]
     picks = np.concatenate([np.nonzero(labels == c)[0][:per_class] for c in classes])
     strips = [originals[picks]] + [r[picks] for r in recons.values()]
     h, w = originals.shape[1:3]
-    grid = np.concatenate([np.concatenate(list(strip), axis=1) for strip in strips], axis=0)
+    grid = image_grid(np.concatenate(strips), ncol=len(picks))
     names = ["original"] + [f"{n} {(row_notes or {}).get(n, '')}".strip() for n in recons]
     columns = [class_names[labels[j]] if class_names else f"class {labels[j]}" for j in picks]
-    return _image_figure(grid, out_png, title, [(r + 0.5) * h for r in range(len(strips))], names,
-                         [(c + 0.5) * w for c in range(len(picks))], columns)
+    return _image_figure(
+        grid,
+        out_png,
+        title,
+        [(r + 0.5) * h for r in range(len(strips))],
+        names,
+        [(c + 0.5) * w for c in range(len(picks))],
+        columns,
+    )
 
 
-def _image_figure(grid: np.ndarray, out_png: str | Path, title: str, row_ticks: list[float],
-                  row_names: list[str], col_ticks: list[float] | None = None,
-                  col_names: list[str] | None = None) -> Path:
+def _image_figure(
+    grid: np.ndarray,
+    out_png: str | Path,
+    title: str,
+    row_ticks: list[float],
+    row_names: list[str],
+    col_ticks: list[float] | None = None,
+    col_names: list[str] | None = None,
+) -> Path:
     """An image grid shown pixel-exact (nearest) with labelled rows/columns and a title, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     scale = max(1.0, 24 / grid.shape[0] * len(row_names))  # small images get bigger pixels
     fig_w = min(16.0, 2.2 + grid.shape[1] * scale / 40)
     fig_h = 1.2 + fig_w * grid.shape[0] / grid.shape[1]
@@ -536,30 +714,20 @@ def _image_figure(grid: np.ndarray, out_png: str | Path, title: str, row_ticks: 
     for side in ax.spines.values():
         side.set_visible(False)
     fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, [out_png], dpi=120, tight=True)[0]
 
 
 def _save(fig, out_stem: str | Path, tight: bool = False) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")]
-    for path in paths:
-        with atomic_path(path) as tmp:
-            # tight: the bounding box grows to the captions written below the axes
-            fig.savefig(tmp, format=path.suffix[1:], dpi=150, bbox_inches="tight" if tight else None)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")], tight=tight)
 
 
 def merge_schedules(cfgs: list[dict]) -> dict:
     """One config holding the schedules of several (same L and image size), for reference tables."""
     merged = {**cfgs[0], "schedules": [s for c in cfgs for s in c["schedules"]]}
     for c in cfgs[1:]:
-        if c["tokenizer"]["num_tokens"] != merged["tokenizer"]["num_tokens"] or cfg_image_size(c) != cfg_image_size(merged):
+        if c["tokenizer"]["num_tokens"] != merged["tokenizer"]["num_tokens"] or cfg_image_size(
+            c
+        ) != cfg_image_size(merged):
             raise ValueError("reference configs must share tokenizer.num_tokens and image size")
     return merged
 

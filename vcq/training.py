@@ -56,11 +56,11 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-        os.environ.setdefault("MASTER_PORT", "29500")
-        dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world
+        os.environ.setdefault(
+            "MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1")
         )
+        os.environ.setdefault("MASTER_PORT", "29500")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world)
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
@@ -148,7 +148,9 @@ def _plain(obj: Any, where: str) -> Any:
         return torch.from_numpy(np.array(obj))
     if isinstance(obj, np.generic):
         return obj.item()
-    raise TypeError(f"checkpoint entry {where} is a {type(obj).__name__}: store tensors and plain types only")
+    raise TypeError(
+        f"checkpoint entry {where} is a {type(obj).__name__}: store tensors and plain types only"
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -173,7 +175,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict 
         found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
         raise CheckpointError(
             f"{path}: refused, it holds Python objects other than tensors and plain data "
-            f"({found or 'not loadable with weights_only'}); delete it and rerun the step that wrote it"
+            f"({found or 'not loadable with weights_only'}); "
+            "delete it and rerun the step that wrote it"
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(
@@ -183,7 +186,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict 
 
 
 def require_checkpoint(path: str | os.PathLike, keys: list[str], map_location: Any = "cpu") -> dict:
-    """`load_checkpoint` of a file that must exist and hold `keys` (a model file, not resume state)."""
+    """`load_checkpoint` of a file that must exist and hold `keys` (a model, not resume state)."""
     state = load_checkpoint(path, map_location)
     if state is None:
         raise CheckpointError(f"{path}: no such checkpoint; run the step that writes it first")
@@ -250,7 +253,9 @@ class Progress(tqdm):
     seconds (default 30), and at the end, one line with step, rate and ETA is written there.
     """
 
-    def __init__(self, *args: Any, heartbeat_fd: int | None = None, every: float = 30.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, heartbeat_fd: int | None = None, every: float = 30.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.heartbeat_fd, self.every = heartbeat_fd, every
         self._last_beat = time.monotonic()
@@ -295,11 +300,16 @@ class Progress(tqdm):
 
 
 def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> Progress:
-    """A tqdm bar with rate and ETA plus terminal heartbeats (pass enabled=False on non-main ranks)."""
+    """A tqdm bar with rate and ETA plus terminal heartbeats (enabled=False on non-main ranks)."""
     fd = os.environ.get(PROGRESS_FD_ENV)
     return Progress(
-        total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
-        mininterval=1.0, smoothing=0.1,
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        smoothing=0.1,
         heartbeat_fd=int(fd) if fd and enabled else None,
         every=float(os.environ.get(PROGRESS_EVERY_ENV, "30")),
     )
@@ -314,23 +324,20 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 def plot_log(jsonl_path: str | os.PathLike, png_path: str | os.PathLike, keys: list[str]) -> None:
     """Plot the named keys of a JSONL log against step into a PNG."""
-    import matplotlib
+    from vcq.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     records = JsonlLog.read(jsonl_path)
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in keys:
         pts = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
         if pts:
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, [png_path], dpi=120)

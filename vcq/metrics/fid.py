@@ -1,4 +1,4 @@
-"""FID, IS, precision/recall and KID on torch-fidelity feature extractors, with ADM reference batches."""
+"""FID, IS, precision/recall and KID on torch-fidelity feature extractors, ADM reference batches."""
 
 from __future__ import annotations
 
@@ -42,14 +42,21 @@ def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
         extra_len = int.from_bytes(local[28:30], "little")
         f.seek(info.header_offset + 30 + name_len + extra_len)
         major, _ = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read_header(f)
         offset = f.tell()
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
+    )
 
 
 class ImageSource(Dataset):
-    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8 CHW.
+    """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8
+    CHW.
 
     A folder's images may have any size: with `size` set, each is resized (shorter side) and
     centre-cropped to size × size, so a folder of photos compares with samples at that resolution.
@@ -58,7 +65,9 @@ class ImageSource(Dataset):
     def __init__(self, path: str | Path, limit: int | None = None, size: int | None = None):
         self.path, self.size = Path(path), size
         if self.path.is_dir():
-            self.files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = sorted(
+                p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+            )
             self.array = None
             n = len(self.files)
         elif self.path.suffix == ".npy":
@@ -87,12 +96,12 @@ class ImageSource(Dataset):
 
 def build_extractor(cfg: dict) -> tuple[torch.nn.Module, str]:
     """The configured feature extractor and its `fd_label` ("FID" or "FD (demo features)")."""
-    ecfg = cfg["eval"]
-    if ecfg["feature_extractor"] == "demo":
+    eval_cfg = cfg["eval"]
+    if eval_cfg["feature_extractor"] == "demo":
         from vcq.metrics.features import load_demo_extractor
 
-        return load_demo_extractor(ecfg["demo_weights"]), "FD (demo features)"
-    weights = Path(ecfg["inception_weights"])
+        return load_demo_extractor(eval_cfg["demo_weights"]), "FD (demo features)"
+    weights = Path(eval_cfg["inception_weights"])
     if not weights.is_file():
         raise FileNotFoundError(
             f"Inception weights not found at {weights} (eval.inception_weights). Download "
@@ -101,14 +110,19 @@ def build_extractor(cfg: dict) -> tuple[torch.nn.Module, str]:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     net = FeatureExtractorInceptionV3(
-        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+        "inception-v3-compat",
+        ["2048", "logits_unbiased"],
+        feature_extractor_weights_path=str(weights),
     )
     return net, "FID"
 
 
 @torch.no_grad()
-def extract_features(net: torch.nn.Module, source: Dataset, batch_size: int, desc: str = "") -> dict:
-    """Run `net` over `source` in batches; returns {"pool": (N,D) float64, "logits": (N,C) float64}."""
+def extract_features(
+    net: torch.nn.Module, source: Dataset, batch_size: int, desc: str = ""
+) -> dict:
+    """Run `net` over `source` in batches; returns {"pool": (N,D) float64, "logits": (N,C)
+    float64}."""
     device = next(net.parameters()).device
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
     pools, logits = [], []
@@ -128,18 +142,24 @@ def _stats(pool: torch.Tensor) -> dict:
 def _cache_file(ref: Path, cfg: dict, extractor: str) -> Path:
     """Where the cached statistics of `ref` under `extractor` live (one file per reference)."""
     raw = f"{ref.resolve()}|{extractor}|{cfg['eval']['num_samples']}"
-    return Path(cfg["eval"]["cache_dir"]) / f"ref_{hashlib.sha256(raw.encode()).hexdigest()[:16]}.npz"
+    return (
+        Path(cfg["eval"]["cache_dir"]) / f"ref_{hashlib.sha256(raw.encode()).hexdigest()[:16]}.npz"
+    )
 
 
 def _content_key(ref: Path, cfg: dict, extractor: str) -> str:
     """Hash of what the cached statistics are a function of: reference bytes, feature weights, limit
     and the side folder images are brought to."""
-    ecfg = cfg["eval"]
-    weights = Path(ecfg["demo_weights"] if extractor == "demo" else ecfg["inception_weights"])
+    eval_cfg = cfg["eval"]
+    weights = Path(
+        eval_cfg["demo_weights"] if extractor == "demo" else eval_cfg["inception_weights"]
+    )
     return content_key(
         reference=folder_hash(ref) if ref.is_dir() else file_sha256(ref),
         weights=file_sha256(weights) if weights.is_file() else None,
-        extractor=extractor, limit=ecfg["num_samples"], size=sample_size(cfg),
+        extractor=extractor,
+        limit=eval_cfg["num_samples"],
+        size=sample_size(cfg),
     )
 
 
@@ -159,7 +179,7 @@ def _read_cache(cache: Path, key: str) -> dict | None:
 
 
 def sample_size(cfg: dict) -> int | None:
-    """Side of the generated images (the tokenizer's input), to which folder references are brought."""
+    """Side of the generated images (the tokenizer input), to which folder references are scaled."""
     model = cfg.get("tokenizer", {}).get("model")
     return int(model["image_size"]) if isinstance(model, dict) and "image_size" in model else None
 
@@ -172,15 +192,19 @@ def reference_features(ref: str | Path, net: torch.nn.Module, cfg: dict, extract
     give the features for precision/recall and KID).
     """
     ref = Path(ref)
-    ecfg = cfg["eval"]
+    eval_cfg = cfg["eval"]
     cache, key = _cache_file(ref, cfg, extractor), _content_key(ref, cfg, extractor)
     cached = _read_cache(cache, key)
     if cached is not None:
         return cached
-    src = ImageSource(ref, ecfg["num_samples"], sample_size(cfg)) if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref) else None
+    src = (
+        ImageSource(ref, eval_cfg["num_samples"], sample_size(cfg))
+        if ref.is_dir() or ref.suffix == ".npy" or _has_images(ref)
+        else None
+    )
     out: dict = {}
     if src is not None:
-        out = extract_features(net, src, ecfg["batch_size"], desc="reference")
+        out = extract_features(net, src, eval_cfg["batch_size"], desc="reference")
         out.update(_stats(out["pool"]))
     if ref.suffix == ".npz":
         with np.load(ref) as z:
@@ -201,45 +225,62 @@ def _has_images(path: Path) -> bool:
 
 
 def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
-    """FID/FD, IS, precision/recall and KID of `samples` against `reference` (CONTRACTS.md gen JSON)."""
-    ecfg = cfg["eval"]
+    """FID/FD, IS, precision/recall, KID of `samples` against `reference` (CONTRACTS gen JSON)."""
+    eval_cfg = cfg["eval"]
     net, label = build_extractor(cfg)
-    ref = reference_features(reference, net, cfg, ecfg["feature_extractor"])
-    src = ImageSource(samples, ecfg["num_samples"])
-    feats = extract_features(net, src, ecfg["batch_size"], desc="samples")
+    ref = reference_features(reference, net, cfg, eval_cfg["feature_extractor"])
+    src = ImageSource(samples, eval_cfg["num_samples"])
+    feats = extract_features(net, src, eval_cfg["batch_size"], desc="samples")
     out = {
-        "fid": fid_statistics_to_metric(_stats(feats["pool"]), {"mu": ref["mu"], "sigma": ref["sigma"]}, False)[
-            "frechet_inception_distance"
-        ],
+        "fid": fid_statistics_to_metric(
+            _stats(feats["pool"]), {"mu": ref["mu"], "sigma": ref["sigma"]}, False
+        )["frechet_inception_distance"],
         "fd_label": label,
         "n_samples": len(src),
     }
-    isc = isc_features_to_metric(feats["logits"].float(), splits=min(10, len(src)), shuffle=True, rng_seed=2020)
+    isc = isc_features_to_metric(
+        feats["logits"].float(), splits=min(10, len(src)), shuffle=True, rng_seed=2020
+    )
     out["is_mean"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
     out["precision"] = out["recall"] = out["kid_mean"] = None
     if "pool" in ref:
         prc = prc_features_to_metric(
-            feats["pool"].float(), ref["pool"].float(), prc_neighborhood=ecfg["pr_neighborhood"],
-            prc_batch_size=10000, save_cpu_ram=False, verbose=False,
+            feats["pool"].float(),
+            ref["pool"].float(),
+            prc_neighborhood=eval_cfg["pr_neighborhood"],
+            prc_batch_size=10000,
+            save_cpu_ram=False,
+            verbose=False,
         )
         out["precision"], out["recall"] = prc["precision"], prc["recall"]
-        subset = min(ecfg["kid_subset_size"], len(src), len(ref["pool"]))
+        subset = min(eval_cfg["kid_subset_size"], len(src), len(ref["pool"]))
         kid = kid_features_to_metric(
-            feats["pool"], ref["pool"], kid_subsets=100, kid_subset_size=subset, verbose=False,
-            kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
-            kid_kernel_poly_coef0=1, rng_seed=2020,
+            feats["pool"],
+            ref["pool"],
+            kid_subsets=100,
+            kid_subset_size=subset,
+            verbose=False,
+            kid_kernel="poly",
+            kid_kernel_poly_degree=3,
+            kid_kernel_poly_gamma=None,
+            kid_kernel_poly_coef0=1,
+            rng_seed=2020,
         )
         out["kid_mean"] = kid["kernel_inception_distance_mean"]
-    if ecfg["feature_extractor"] == "demo":
+    if eval_cfg["feature_extractor"] == "demo":
         # The demo net is a classifier of the data set's own classes: report how often it
         # recognises the class a sample was conditioned on, beside its accuracy on real images.
-        out["class_accuracy"] = class_accuracy(feats["logits"], _sample_labels(Path(samples), len(src)))
-        out["class_accuracy_reference"] = class_accuracy(ref.get("logits"), _folder_labels(Path(reference)))
+        out["class_accuracy"] = class_accuracy(
+            feats["logits"], _sample_labels(Path(samples), len(src))
+        )
+        out["class_accuracy_reference"] = class_accuracy(
+            ref.get("logits"), _folder_labels(Path(reference))
+        )
     return out
 
 
 def class_accuracy(logits: torch.Tensor | None, labels: np.ndarray | None) -> float | None:
-    """Top-1 accuracy of `logits` against the first len(logits) `labels` (None if either is unknown)."""
+    """Top-1 accuracy of `logits` against the first len(logits) `labels` (None if unknown)."""
     if logits is None or labels is None or len(labels) < len(logits):
         return None
     return float((logits.argmax(1).numpy() == labels[: len(logits)]).mean())
@@ -263,6 +304,6 @@ def _folder_labels(path: Path) -> np.ndarray | None:
 
 
 def rfid(recon_npz: str | Path, reference: str | Path, cfg: dict) -> tuple[float, str]:
-    """Reconstruction FID of `recon_npz` against a folder or .npz reference; returns (value, fd_label)."""
+    """Reconstruction FID of `recon_npz` against a folder or .npz reference: (value, fd_label)."""
     res = evaluate(recon_npz, reference, cfg)
     return res["fid"], res["fd_label"]

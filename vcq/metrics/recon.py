@@ -24,9 +24,9 @@ class ReconStats:
     average colour would score.
     """
 
-    def __init__(self, sizes: torch.Tensor) -> None:
-        self.sizes = torch.as_tensor(sizes)
-        self.hist = torch.zeros(len(self.sizes), int(self.sizes.max()), dtype=torch.long)
+    def __init__(self, k_sizes: torch.Tensor) -> None:
+        self.k_sizes = torch.as_tensor(k_sizes)
+        self.hist = torch.zeros(len(self.k_sizes), int(self.k_sizes.max()), dtype=torch.long)
         self.psnr = self.base = 0.0
         self.n = 0
 
@@ -40,36 +40,57 @@ class ReconStats:
 
     def result(self) -> dict:
         """PSNR, baseline PSNR and per-position usage (utilization and perplexity)."""
-        usage = usage_stats(self.hist, self.sizes)
+        usage = usage_stats(self.hist, self.k_sizes)
         return {
             "psnr": self.psnr / max(self.n, 1),
             "psnr_mean_colour_baseline": self.base / max(self.n, 1),
             "usage_per_position": [
-                {"t": t, "k_t": int(k), "used": int(u), "utilization": float(r), "perplexity": float(p)}
-                for t, (k, u, r, p) in enumerate(zip(
-                    self.sizes, usage["used"], usage["utilization"], usage["perplexity"]
-                ))
+                {
+                    "t": t,
+                    "k_t": int(k),
+                    "used": int(u),
+                    "utilization": float(r),
+                    "perplexity": float(p),
+                }
+                for t, (k, u, r, p) in enumerate(
+                    zip(
+                        self.k_sizes,
+                        usage["used"],
+                        usage["utilization"],
+                        usage["perplexity"],
+                        strict=True,
+                    )
+                )
             ],
         }
 
 
 @torch.no_grad()
-def reconstruct(model, dataset: torch.utils.data.Dataset, batch_size: int, device: torch.device,
-                recon_out: np.ndarray, orig_out: np.ndarray) -> dict:
+def reconstruct(
+    model,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device,
+    recon_out: np.ndarray,
+    orig_out: np.ndarray,
+) -> dict:
     """Encode and decode every image of `dataset` with a tokenizer; return the ReconStats result.
 
     uint8 NHWC originals and reconstructions are written into `orig_out` / `recon_out` (memory-maps
     at scale), for rFID.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    stats = ReconStats(torch.as_tensor(model.sizes))
+    stats = ReconStats(torch.as_tensor(model.k_sizes))
     bar, row = progress(len(loader), desc="recon"), 0
     for x, _ in loader:
         with inference_autocast(device):
             idx, q = model.encode(x.to(device))
             recon = model.decode(q)
         stats.update(x, recon, idx)
-        recon_out[row:row + len(x)], orig_out[row:row + len(x)] = to_uint8_nhwc(recon), to_uint8_nhwc(x)
+        recon_out[row : row + len(x)], orig_out[row : row + len(x)] = (
+            to_uint8_nhwc(recon),
+            to_uint8_nhwc(x),
+        )
         row += len(x)
         bar.update(1)
     bar.close()

@@ -161,10 +161,17 @@ def train(
     model = ARModel(mcfg)
     if data.codebook is not None:
         model.set_codebook(data.codebook)
-    pcfg = {**cfg["ar"]["prologue"], "vocab": mcfg.vocab_size, "seq_len": L, "ar_dim": mcfg.dim}
-    net = (ARWithPrologue(model, PrologueEncoder(**pcfg)) if pcfg["num_tokens"] else model).to(
-        env.device
-    )
+    prologue_cfg = {
+        **cfg["ar"]["prologue"],
+        "vocab": mcfg.vocab_size,
+        "seq_len": L,
+        "ar_dim": mcfg.dim,
+    }
+    net = (
+        ARWithPrologue(model, PrologueEncoder(**prologue_cfg))
+        if prologue_cfg["num_tokens"]
+        else model
+    ).to(env.device)
     opt = adamw(
         T.param_groups(net, tc["weight_decay"]), env.device, lr=tc["lr"], betas=tuple(tc["betas"])
     )
@@ -316,7 +323,7 @@ def train(
                 w.writerows([t, f"{pos[t]:.6f}", f"{val_pos[t]:.6f}"] for t in range(L))
         write_json(out.with_suffix(".json"), extra)
         if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
-            extra["prologue"] = {"config": pcfg, "state_dict": net.prologue.state_dict()}
+            extra["prologue"] = {"config": prologue_cfg, "state_dict": net.prologue.state_dict()}
         T.plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
         save_ar(out, model, mcfg, extra)
     T.cleanup_distributed()

@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vcq import training as T
-from vcq.config import codebook_sizes_for, tokenizer_config
+from vcq.config import k_sizes_for, tokenizer_config
 from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def image_loader(
     data: ImageFolderDataset,
-    tcfg: dict,
+    train_cfg: dict,
     size: int,
     crop_scale: float,
     seed: int,
@@ -30,17 +30,23 @@ def image_loader(
     env: T.DistEnv,
 ) -> torch.utils.data.DataLoader:
     """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
-    workers = tcfg["num_workers"]
+    workers = train_cfg["num_workers"]
     sampler = StepBatchSampler(
-        len(data), tcfg["batch_size"] // env.world_size, seed, start, stop, env.rank, env.world_size
+        len(data),
+        train_cfg["batch_size"] // env.world_size,
+        seed,
+        start,
+        stop,
+        env.rank,
+        env.world_size,
     )
     return torch.utils.data.DataLoader(
         TrainCrops(data, size, crop_scale),
         batch_sampler=sampler,
         num_workers=workers,
-        pin_memory=tcfg["pin_memory"] and env.device.type == "cuda",
+        pin_memory=train_cfg["pin_memory"] and env.device.type == "cuda",
         persistent_workers=workers > 0,
-        prefetch_factor=tcfg["prefetch_factor"] if workers else None,
+        prefetch_factor=train_cfg["prefetch_factor"] if workers else None,
         # its own generator: the loader's base-seed draw must not advance the checkpointed global
         # RNG
         generator=torch.Generator().manual_seed(seed),
@@ -51,8 +57,8 @@ def train(
     cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at: int | None = None
 ) -> Tokenizer:
     """Train (or resume from `<out dir>/last.pt`); write the inference model to `out` at the end."""
-    tcfg, seed = cfg["tokenizer"]["train"], cfg["seed"]
-    steps, accum = tcfg["steps"], tcfg["grad_accum"]
+    train_cfg, seed = cfg["tokenizer"]["train"], cfg["seed"]
+    steps, accum = train_cfg["steps"], train_cfg["grad_accum"]
     stop = steps if stop_at is None else min(stop_at, steps)
     size = cfg["tokenizer"]["model"]["image_size"]
 
@@ -61,13 +67,13 @@ def train(
     if env.device.type == "cuda":
         enable_tf32()
     torch.manual_seed(seed)
-    model = build_tokenizer(tokenizer_config(cfg, schedule), codebook_sizes_for(cfg, schedule)).to(
+    model = build_tokenizer(tokenizer_config(cfg, schedule), k_sizes_for(cfg, schedule)).to(
         env.device
     )
-    loss_fn = TokenizerLoss(tcfg).to(env.device)
+    loss_fn = TokenizerLoss(train_cfg).to(env.device)
     disc = loss_fn.discriminator
-    betas = tuple(tcfg["betas"])
-    opt_g = adamw(T.param_groups(model, tcfg["weight_decay"]), env.device, betas=betas)
+    betas = tuple(train_cfg["betas"])
+    opt_g = adamw(T.param_groups(model, train_cfg["weight_decay"]), env.device, betas=betas)
     opt_d = adamw(list(disc.parameters()), env.device, betas=betas)
 
     # resume: weights, optimisers, step, RNG states and the skipped-file list from last.pt
@@ -88,14 +94,14 @@ def train(
         if env.is_main
         else None
     )
-    if use_compile(tcfg["compile"], env.device):
+    if use_compile(train_cfg["compile"], env.device):
         # in place, so state-dict keys stay those of the plain modules
         model.encoder.compile()
         model.decoder.compile()
     net = DistributedDataParallel(model) if env.world_size > 1 else model
     if env.world_size > 1:
         loss_fn.discriminator = DistributedDataParallel(disc)
-    loader = image_loader(data, tcfg, size, cfg["data"]["crop_scale"], seed, start, stop, env)
+    loader = image_loader(data, train_cfg, size, cfg["data"]["crop_scale"], seed, start, stop, env)
     guard = FiniteGuard()
 
     def checkpoint(done: int) -> None:
@@ -119,7 +125,12 @@ def train(
     for step, (images, _, replaced) in enumerate(loader, start):
         # step: learning rate, generator forward/backward per micro-batch, then the discriminator
         lr = T.lr_at(
-            step, tcfg["lr"], tcfg["lr_end"], tcfg["warmup_steps"], tcfg["peak_steps"], steps
+            step,
+            train_cfg["lr"],
+            train_cfg["lr_end"],
+            train_cfg["warmup_steps"],
+            train_cfg["peak_steps"],
+            steps,
         )
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
@@ -128,7 +139,7 @@ def train(
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         terms: dict[str, torch.Tensor] = {}
         for x in x_all.chunk(accum):
-            with T.autocast(env.device, tcfg["bf16"]):
+            with T.autocast(env.device, train_cfg["bf16"]):
                 recon, q = net(x)
                 loss, parts = loss_fn.generator(x, recon, q.loss, step)
             (loss / accum).backward()
@@ -143,7 +154,7 @@ def train(
         opt_g.zero_grad(set_to_none=True)
         if loss_fn.gan_active(step):
             for x, recon in pairs:
-                with T.autocast(env.device, tcfg["bf16"]):
+                with T.autocast(env.device, train_cfg["bf16"]):
                     d_loss = loss_fn.discriminator_step_loss(x, recon)
                 (d_loss / accum).backward()
                 terms["disc"] = terms.get("disc", 0) + d_loss.detach() / accum
@@ -158,7 +169,7 @@ def train(
             skipped.update(int(i) for i in replaced[replaced.ne(-1)])
 
         # evaluate: metrics of this step (the only host syncs) at logging intervals
-        if done % tcfg["log_every"] == 0 or done == steps:
+        if done % train_cfg["log_every"] == 0 or done == steps:
             guard.check()
             record = {
                 "step": done,
@@ -172,7 +183,7 @@ def train(
                 jlog.write(record)
 
         # checkpoint: last.pt every ckpt_every steps and at the early stop
-        if done % tcfg["ckpt_every"] == 0 or done in (steps, stop_at):
+        if done % train_cfg["ckpt_every"] == 0 or done in (steps, stop_at):
             checkpoint(done)
     bar.close()
     if skipped and env.is_main:

@@ -12,14 +12,14 @@ rule train_ar:
         position_loss=PATHS.position_loss(),
     log:
         PATHS.log("train_ar_{schedule}"),
+    retries: rule_retries("train_ar")
+    conda:
+        "../../environment.yml"
     resources:
         **rule_resources("train_ar"),
-    retries: rule_retries("train_ar")
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
-    conda:
-        "../../environment.yml"
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py '
         "--config {params.resolved} --schedule {wildcards.schedule} --tokens {input.train} "
@@ -35,14 +35,16 @@ rule sample:
         samples=PATHS.samples(),
     log:
         PATHS.log("sample_{schedule}_{preset}"),
-    params:
-        resolved=RESOLVED_CONFIG,
-        config=config_hash("seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True),
-    resources:
-        **rule_resources("sample"),
     retries: rule_retries("sample")
     conda:
         "../../environment.yml"
+    resources:
+        **rule_resources("sample"),
+    params:
+        resolved=RESOLVED_CONFIG,
+        config=config_hash(
+            "seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True
+        ),
     shell:
         'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved} '
         "--schedule {wildcards.schedule} --preset {wildcards.preset} --ar {input.ar} "

@@ -19,7 +19,9 @@ CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles]
 _RAW = dict(config) if CONFIG_FILES else {"extends": DEFAULT_CONFIG, **config}
 try:
     CFG = resolve_config(
-        _RAW, extends_dir(CONFIG_FILES, _RAW.get("extends")), " + ".join(CONFIG_FILES) or DEFAULT_CONFIG
+        _RAW,
+        extends_dir(CONFIG_FILES, _RAW.get("extends")),
+        " + ".join(CONFIG_FILES) or DEFAULT_CONFIG,
     )
 except ConfigError as e:
     sys.exit(f"config error: {e}")
@@ -44,12 +46,14 @@ if not workflow.dryrun and (
         _tmp.write_text(_resolved_text)
 
 
-
-
 # The sections that decide results; `resources`, `slurm`, `paths` and `device` only say where and
 # how a job runs. `sampling_run` is `sampling` without its presets, which are hashed per {preset}.
 _SECTIONS = {
-    **{k: v for k, v in CFG.items() if k not in ("resources", "slurm", "paths", "device", "_config_path")},
+    **{
+        k: v
+        for k, v in CFG.items()
+        if k not in ("resources", "slurm", "paths", "device", "_config_path")
+    },
     "sampling_run": {k: v for k, v in CFG["sampling"].items() if k not in ("presets", "grids")},
 }
 RESULT_SECTIONS = [k for k in _SECTIONS if k != "sampling_run"]
@@ -169,8 +173,12 @@ def per_schedule(pattern):
 
 
 TABLES = ["table2", "table4", "table6", "table8_9"]
-THEORY_TABLES = ["table1", "table2_theory"] + (["table2_reference"] if CFG["report"]["reference_configs"] else [])
-THEORY_FIGURES = ["fig2_theory"] + (["fig2_theory_reference"] if CFG["report"]["reference_configs"] else [])
+THEORY_TABLES = ["table1", "table2_theory"] + (
+    ["table2_reference"] if CFG["report"]["reference_configs"] else []
+)
+THEORY_FIGURES = ["fig2_theory"] + (
+    ["fig2_theory_reference"] if CFG["report"]["reference_configs"] else []
+)
 FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "codebook_usage"]
 
 
@@ -181,4 +189,3 @@ def final_outputs():
         + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
         + per_pair(PATHS.sample_grid())
     )
-

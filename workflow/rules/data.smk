@@ -11,13 +11,13 @@ rule make_dataset:
         DATA_MANIFEST,
     log:
         PATHS.log("make_dataset"),
-    params:
-        resolved=RESOLVED_CONFIG,
-        config=config_hash("seed", "data"),
-    resources:
-        **rule_resources("make_dataset"),
     retries: rule_retries("make_dataset")
     conda:
         "../../environment.yml"
+    resources:
+        **rule_resources("make_dataset"),
+    params:
+        resolved=RESOLVED_CONFIG,
+        config=config_hash("seed", "data"),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {params.resolved} --out {output} > {log} 2>&1'

@@ -10,14 +10,14 @@ if DEMO_FEATURES:
             feature_net(),
         log:
             PATHS.log("train_feature_net"),
-        params:
-            resolved=RESOLVED_CONFIG,
-            config=config_hash("seed", "data", "eval"),
-        resources:
-            **rule_resources("train_feature_net"),
         retries: rule_retries("train_feature_net")
         conda:
             "../../environment.yml"
+        resources:
+            **rule_resources("train_feature_net"),
+        params:
+            resolved=RESOLVED_CONFIG,
+            config=config_hash("seed", "data", "eval"),
         shell:
             '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {params.resolved} '
             "--out {output} > {log} 2>&1"
@@ -32,14 +32,16 @@ rule eval_fid:
         metrics=PATHS.gen(),
     log:
         PATHS.log("eval_fid_{schedule}_{preset}"),
-    params:
-        resolved=RESOLVED_CONFIG,
-        config=config_hash("seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True),
-    resources:
-        **rule_resources("eval_fid"),
     retries: rule_retries("eval_fid")
     conda:
         "../../environment.yml"
+    resources:
+        **rule_resources("eval_fid"),
+    params:
+        resolved=RESOLVED_CONFIG,
+        config=config_hash(
+            "seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True
+        ),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved} '
         "--samples {input.samples} --schedule {wildcards.schedule} "
@@ -56,15 +58,15 @@ rule linear_probe:
         metrics=PATHS.probe(),
     log:
         PATHS.log("probe_{schedule}"),
+    retries: rule_retries("linear_probe")
+    conda:
+        "../../environment.yml"
+    resources:
+        **rule_resources("linear_probe"),
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
         ar=lambda wc, input: f"--ar {input.ar}" if input.ar else "",
-    resources:
-        **rule_resources("linear_probe"),
-    retries: rule_retries("linear_probe")
-    conda:
-        "../../environment.yml"
     shell:
         '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {params.resolved} '
         "--schedule {wildcards.schedule} --tokenizer {input.tok} --train-tokens {input.train} "

@@ -17,16 +17,16 @@ rule tables:
         summary=report(PATHS.summary(), category="Tables"),
     log:
         PATHS.log("tables"),
+    retries: rule_retries("tables")
+    conda:
+        "../../environment.yml"
+    resources:
+        **rule_resources("tables"),
     params:
         resolved=RESOLVED_CONFIG,
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
         config=config_hash(*RESULT_SECTIONS),
         out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
-    resources:
-        **rule_resources("tables"),
-    retries: rule_retries("tables")
-    conda:
-        "../../environment.yml"
     shell:
         '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} '
         "--out-dir {params.out_dir} --recon {input.recon} --entropy-json {input.entropy} "
@@ -53,6 +53,11 @@ rule figures:
         reconstructions=report(PATHS.figure("reconstructions"), category="Figures"),
     log:
         PATHS.log("figures"),
+    retries: rule_retries("figures")
+    conda:
+        "../../environment.yml"
+    resources:
+        **rule_resources("figures"),
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash(*RESULT_SECTIONS),
@@ -61,11 +66,6 @@ rule figures:
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
-    resources:
-        **rule_resources("figures"),
-    retries: rule_retries("figures")
-    conda:
-        "../../environment.yml"
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} '
         "--out-dir {params.out_dir} --entropy-csv {input.entropy} "

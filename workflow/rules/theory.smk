@@ -18,17 +18,17 @@ rule theory:
         ),
     log:
         PATHS.log("theory"),
+    retries: rule_retries("theory")
+    conda:
+        "../../environment.yml"
+    resources:
+        **rule_resources("theory"),
     params:
         resolved=RESOLVED_CONFIG,
         manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
         config=config_hash("report", "schedules", "tokenizer", "data"),
         tables=lambda wildcards, output: Path(output.tables[0]).parent,
         figures=lambda wildcards, output: Path(output.figures[0]).parent,
-    resources:
-        **rule_resources("theory"),
-    retries: rule_retries("theory")
-    conda:
-        "../../environment.yml"
     shell:
         '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} --only-theory '
         "--out-dir {params.tables} {params.manifest} && "

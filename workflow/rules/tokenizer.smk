@@ -10,14 +10,14 @@ rule train_tokenizer:
         model=PATHS.tokenizer(),
     log:
         PATHS.log("train_tokenizer_{schedule}"),
+    retries: rule_retries("train_tokenizer")
+    conda:
+        "../../environment.yml"
     resources:
         **rule_resources("train_tokenizer"),
-    retries: rule_retries("train_tokenizer")
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
-    conda:
-        "../../environment.yml"
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
         "--config {params.resolved} --schedule {wildcards.schedule} --out {output.model} "
@@ -33,14 +33,14 @@ rule eval_recon:
         images=PATHS.recon_images(),
     log:
         PATHS.log("eval_recon_{schedule}"),
-    params:
-        resolved=RESOLVED_CONFIG,
-        config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
-    resources:
-        **rule_resources("eval_recon"),
     retries: rule_retries("eval_recon")
     conda:
         "../../environment.yml"
+    resources:
+        **rule_resources("eval_recon"),
+    params:
+        resolved=RESOLVED_CONFIG,
+        config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {params.resolved} '
         "--schedule {wildcards.schedule} --tokenizer {input.tok} "
@@ -54,14 +54,14 @@ rule encode_tokens:
         tokens=PATHS.tokens(),
     log:
         PATHS.log("encode_{schedule}_{split}"),
+    retries: rule_retries("encode_tokens")
+    conda:
+        "../../environment.yml"
     resources:
         **rule_resources("encode_tokens"),
-    retries: rule_retries("encode_tokens")
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
-    conda:
-        "../../environment.yml"
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
         "--config {params.resolved} --schedule {wildcards.schedule} --tokenizer {input.tok} "
@@ -77,14 +77,14 @@ rule measure_entropy:
         json=PATHS.entropy(ext="json"),
     log:
         PATHS.log("entropy_{schedule}"),
-    params:
-        resolved=RESOLVED_CONFIG,
-        config=config_hash("entropy", "tokenizer", per_schedule=True),
-    resources:
-        **rule_resources("measure_entropy"),
     retries: rule_retries("measure_entropy")
     conda:
         "../../environment.yml"
+    resources:
+        **rule_resources("measure_entropy"),
+    params:
+        resolved=RESOLVED_CONFIG,
+        config=config_hash("entropy", "tokenizer", per_schedule=True),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {params.resolved} '
         "--schedule {wildcards.schedule} --tokens {input.tokens} --tokenizer {input.tok} "
