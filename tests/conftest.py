@@ -2,9 +2,12 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +168,43 @@ def tokenizer_cfg():
     """`tokenizer_cfg(**train)`: a config for in-process tokenizer training (tiny model, 6 steps,
     cosine schedule of 32 tokens); keyword arguments override `tokenizer.train`."""
     return _tokenizer_cfg
+
+
+@pytest.fixture(scope="session")
+def dry_run(snakemake_exe):
+    """`dry_run(config, profile)` -> (rule counts, (rule, wildcards) per job, printed plan) of a
+    forced dry run from the checkout, each plan computed once per session."""
+    return cache(lambda config, profile: plan(snakemake_exe, config, profile))
+
+
+def plan(
+    snakemake_exe: str, config: str, profile: str
+) -> tuple[Counter, list[tuple[str, dict]], str]:
+    """A forced dry run (every job planned whether or not outputs exist): rule -> job count,
+    (rule, wildcards) per job, and the printed plan."""
+    cmd = [
+        snakemake_exe,
+        "-n",
+        "--forceall",
+        "--profile",
+        f"workflow/profiles/{profile}",
+        "--configfile",
+        config,
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    stats = out.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = Counter(
+        {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)
+        }
+    )
+    del counts["total"]
+    jobs = []
+    for block in re.split(r"^(?:local)?rule (?=\w+:)", out.stdout, flags=re.MULTILINE)[1:]:
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
+        pairs = wildcards.group(1).split(", ") if wildcards else []
+        jobs.append((block.split(":", 1)[0], dict(p.split("=", 1) for p in pairs)))
+    assert Counter(rule for rule, _ in jobs) == counts
+    return counts, jobs, out.stdout

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_workflow import SNAKEMAKE, dry_run
 
 from vcq.config import load_config
 
@@ -72,17 +71,15 @@ def test_readme_own_images_config_resolves_relative_paths(tmp_path):
     assert cfg["report"]["n_images"] is None  # taken from the data manifest
 
 
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
-def test_readme_own_images_config_plans_the_whole_dag(tmp_path):
+def test_readme_own_images_config_plans_the_whole_dag(dry_run, tmp_path):
     image_tree(tmp_path / "images", {"train": 2, "val": 1})
-    counts = dry_run(str(own_config(tmp_path)), "local")
+    counts, _, _ = dry_run(str(own_config(tmp_path)), "local")
     assert counts["train_tokenizer"] == counts["train_ar"] == 3
     assert counts["train_feature_net"] == 1 and counts["tables"] == counts["figures"] == 1
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
-def test_own_images_run_end_to_end(tmp_path):
+def test_own_images_run_end_to_end(snakemake_exe, tmp_path):
     image_tree(tmp_path / "images", {"train": 8, "val": 2})
     base = own_config(tmp_path)
     exp = yaml.safe_load(readme_config())["experiment"]
@@ -122,7 +119,7 @@ def test_own_images_run_end_to_end(tmp_path):
     start = time.time()
     out = subprocess.run(
         [
-            SNAKEMAKE,
+            snakemake_exe,
             "--profile",
             "workflow/profiles/local",
             "--configfile",
