@@ -222,5 +222,7 @@ def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions
     assert read_json(out)["schedule"] == "cosine"
     originals = np.load(tmp / "recon" / "cosine_orig.npy")
     grid = np.asarray(Image.open(out.with_suffix(".png")).convert("RGB"))
-    assert len(originals) == 6 and grid.shape == (2 * 32, 6 * 32, 3)
-    assert np.array_equal(grid[:32, 32:64], originals[1])
+    # one val image per class (3 classes of 2, sorted by class): originals 0, 2, 4 above their
+    # reconstructions
+    assert len(originals) == 6 and grid.shape == (2 * 32, 3 * 32, 3)
+    assert np.array_equal(grid[:32, 32:64], originals[2])
