@@ -53,6 +53,24 @@ def _last_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
 
 
+def _train_ar(tmp_path, config: str, *extra: str) -> subprocess.CompletedProcess:
+    """train_ar on tmp_path's train.h5/val.h5 for schedule `c`, writing tmp_path/a/final.pt."""
+    return _cli(
+        "pipeline_steps/train_ar.py",
+        "--config",
+        config,
+        "--schedule",
+        "c",
+        "--tokens",
+        tmp_path / "train.h5",
+        "--val-tokens",
+        tmp_path / "val.h5",
+        "--out",
+        tmp_path / "a" / "final.pt",
+        *extra,
+    )
+
+
 def _tokens(path, n=40, k_sizes=SIZES, sha="tok", seed=0, views=2):
     rng = np.random.default_rng(seed)
     tokens = (rng.random((n, views, len(k_sizes))) * k_sizes).astype(np.int64)
@@ -519,19 +537,7 @@ def test_10_training_step_with_a_truncated_last_pt_exits_with_one_line(train_ar_
     write_tokens(tmp_path / "val.h5", 8, 1)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
-    r = _cli(
-        "pipeline_steps/train_ar.py",
-        "--config",
-        cfg,
-        "--schedule",
-        "c",
-        "--tokens",
-        tmp_path / "train.h5",
-        "--val-tokens",
-        tmp_path / "val.h5",
-        "--out",
-        tmp_path / "a" / "final.pt",
-    )
+    r = _train_ar(tmp_path, cfg)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert _last_line(r).startswith(f"error: {tmp_path / 'a' / 'last.pt'}: unreadable checkpoint")
 
@@ -543,19 +549,8 @@ def test_10_resuming_with_a_checkpoint_of_another_model_config_exits_with_one_li
 
     write_tokens(tmp_path / "train.h5", 16, 0)
     write_tokens(tmp_path / "val.h5", 8, 1)
-    args = [
-        "pipeline_steps/train_ar.py",
-        "--schedule",
-        "c",
-        "--tokens",
-        tmp_path / "train.h5",
-        "--val-tokens",
-        tmp_path / "val.h5",
-        "--out",
-        tmp_path / "a" / "final.pt",
-    ]
-    assert _cli(*args, "--config", config(4), "--stop-after", "1").returncode == 0
-    r = _cli(*args, "--config", config(4), "--set", "ar.model={name: ar_tiny, dim: 64}")
+    assert _train_ar(tmp_path, config(4), "--stop-after", "1").returncode == 0
+    r = _train_ar(tmp_path, config(4), "--set", "ar.model={name: ar_tiny, dim: 64}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert _last_line(r).startswith(
         f"error: {tmp_path / 'a' / 'last.pt'} does not fit this configuration's"
@@ -569,19 +564,7 @@ def test_4_ar_training_refuses_tokens_beyond_k_t_in_one_line(train_ar_step, tmp_
     write_tokens(tmp_path / "val.h5", 8, 1)
     with h5py.File(tmp_path / "train.h5", "r+") as f:
         f["tokens"][:, :, 3] = 16  # K_t = 16 everywhere
-    r = _cli(
-        "pipeline_steps/train_ar.py",
-        "--config",
-        config(2),
-        "--schedule",
-        "c",
-        "--tokens",
-        tmp_path / "train.h5",
-        "--val-tokens",
-        tmp_path / "val.h5",
-        "--out",
-        tmp_path / "a" / "final.pt",
-    )
+    r = _train_ar(tmp_path, config(2))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "train.h5: token 16 at row" in _last_line(
         r
