@@ -8,10 +8,11 @@ import numpy as np
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, eval_transform
-from vcq.io import atomic_path, write_json
+from vcq.io import write_json
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import reconstruct
 from vcq.plotting import save_image_grid
+from vcq.runfiles import write_recon_images
 from vcq.tokenizer import load_tokenizer
 from vcq.training import init_distributed
 
@@ -31,8 +32,7 @@ def main() -> None:
         "--out-images",
         required=True,
         type=Path,
-        help="reconstructions .npy (uint8 NHWC); the centre-cropped originals go beside it "
-        "(_orig.npy)",
+        help="reconstructions and centre-cropped originals (.npz, vcq.runfiles.ReconImages)",
     )
     parser.add_argument(
         "--out-grid", type=Path, default=None, help="PNG grid (default: beside --out)"
@@ -45,11 +45,9 @@ def main() -> None:
     model = load_tokenizer(args.tokenizer, device)
     dataset = val_images(Path(cfg["data"]["root"]) / "val", model.image_size)
     shape = (len(dataset), model.image_size, model.image_size, 3)
-    orig_path = args.out_images.with_name(args.out_images.stem + "_orig.npy")
-    args.out_images.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out_images) as rtmp, atomic_path(orig_path) as otmp:
-        recon = np.lib.format.open_memmap(rtmp, mode="w+", dtype=np.uint8, shape=shape)
-        orig = np.lib.format.open_memmap(otmp, mode="w+", dtype=np.uint8, shape=shape)
+    with write_recon_images(args.out_images, args.schedule, shape) as (recon_path, orig_path):
+        recon = np.load(recon_path, mmap_mode="r+")
+        orig = np.load(orig_path, mmap_mode="r+")
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
         # one val image of each of the first ten classes (the val split is sorted by class),
         # originals in the first row and their reconstructions below
@@ -62,7 +60,7 @@ def main() -> None:
         )
         recon.flush(), orig.flush()
         del recon, orig
-    rfid, label = (None, None) if args.no_rfid else metrics_rfid(args.out_images, orig_path, cfg)
+        rfid, label = (None, None) if args.no_rfid else metrics_rfid(recon_path, orig_path, cfg)
     result = {"schedule": args.schedule, "rfid": rfid, "fd_label": label, **result}
     write_json(args.out, result)
     log.info(

@@ -1,45 +1,31 @@
 """Write the paper's Tables 1, 2, 4, 6, 8/9 (and 5 with --scaling) as CSV + Markdown + LaTeX from
-the
-config and metric files, and results/<exp>/summary.md with the key figures of every table."""
+the config and metric files, and results/<exp>/summary.md with the key figures of every table."""
 
 from pathlib import Path
 
 import yaml
 
-from vcq import report
-from vcq.cli import load_step_config, run_step, setup_logging, step_parser
+from vcq import report, runfiles
+from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import k_sizes_for, load_config
-from vcq.io import StepError, atomic_path, read_json
+from vcq.io import atomic_path
 from vcq.sampling import guidance_strategy, presets_for
 
 
-def _existing(paths: list[str], rule: str) -> list[str]:
-    """`paths`, each of which must exist: a missing one is an error naming the rule writing it."""
-    for p in paths:
-        if not Path(p).exists():
-            raise StepError(
-                f"{p}: missing; the `{rule}` rule writes it (run the workflow up to it)"
-            )
-    return paths
-
-
-def _by_schedule(paths: list[str], rule: str) -> dict[str, list[str]]:
-    """Schedule name -> the metric JSONs of that schedule, named by each file's own `schedule`."""
-    out: dict[str, list[str]] = {}
-    for p in _existing(paths, rule):
-        out.setdefault(read_json(p)["schedule"], []).append(p)
-    return out
-
-
-def _one_per_schedule(paths: list[str], rule: str) -> dict[str, str]:
-    return {name: files[0] for name, files in _by_schedule(paths, rule).items()}
-
-
-def _in_schedule_order(paths: list[str], names: list[str], flag: str, rule: str) -> dict[str, str]:
-    """CSVs carry no schedule name: the workflow passes one per schedule in the config's order."""
-    if len(paths) != len(names):
-        raise StepError(f"{flag}: {len(paths)} files for the {len(names)} schedules {names}")
-    return dict(zip(names, _existing(paths, rule), strict=True))
+def _metrics(paths: list[str], keys: list, what: str, rule: str, pairs: bool = False) -> dict:
+    """{schedule (or (schedule, preset name)): metric JSON path}, named by each file's content and
+    checked against the config's `keys` (no files given: {})."""
+    files = runfiles.by_name(
+        paths,
+        lambda p: (p, runfiles.read_metrics(p, rule)),
+        lambda c: (
+            (c[1]["schedule"], c[1].get("preset", {}).get("name")) if pairs else c[1]["schedule"]
+        ),
+        keys,
+        what,
+        rule,
+    )
+    return {k: p for k, (p, _) in files.items()}
 
 
 def _paper(rep: dict) -> dict:
@@ -47,38 +33,19 @@ def _paper(rep: dict) -> dict:
 
 
 def main() -> None:
-    parser = step_parser(__doc__)
-    parser.add_argument("--out-dir", required=True, help="folder for table*.{csv,md,tex}")
-    parser.add_argument(
-        "--entropy-json", nargs="*", default=[], help="results/{exp}/entropy/<schedule>.json"
-    )
-    parser.add_argument(
-        "--recon", nargs="*", default=[], help="results/{exp}/recon/<schedule>.json"
-    )
-    parser.add_argument(
-        "--gen", nargs="*", default=[], help="results/{exp}/gen/<schedule>/<preset>.json"
-    )
-    parser.add_argument(
-        "--probe", nargs="*", default=[], help="results/{exp}/probe/<schedule>.json"
-    )
-    parser.add_argument(
-        "--position-loss",
-        nargs="*",
-        default=[],
-        help="results/{exp}/ar/<schedule>_position_loss.csv (AR val loss for the summary)",
+    parser = report_parser(
+        __doc__,
+        out_dir="folder for table*.{csv,md,tex}",
+        manifest="the data set's manifest.json (train count: N where report.n_images is null)",
+        only_theory="Table 1 and the theoretical Table 2 from the config alone (no run files)",
+        entropy_json="results/{exp}/entropy/<schedule>.json",
+        recon="results/{exp}/recon/<schedule>.json",
+        gen="results/{exp}/gen/<schedule>/<preset>.json",
+        probe="results/{exp}/probe/<schedule>.json",
+        position_loss="results/{exp}/ar/<schedule>_position_loss.csv (AR val loss for the summary)",
     )
     parser.add_argument(
         "--summary", default=None, help="summary Markdown (default: <out-dir>/../summary.md)"
-    )
-    parser.add_argument(
-        "--manifest",
-        default=None,
-        help="the data set's manifest.json (its train count is N where report.n_images is null)",
-    )
-    parser.add_argument(
-        "--only-theory",
-        action="store_true",
-        help="Table 1 and the theoretical Table 2 from the config alone (no run files)",
     )
     parser.add_argument(
         "--scaling",
@@ -139,7 +106,10 @@ def main() -> None:
         log.info("theory tables written to %s", out)
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
-    t2 = report.table2(cfg, _one_per_schedule(args.entropy_json, "measure_entropy"))
+    names = report.schedule_names(cfg)
+    pairs = [(n, p["name"]) for n in names for p in presets_for(cfg["sampling"], n)]
+    entropy = _metrics(args.entropy_json, names, "entropy summary", "measure_entropy")
+    t2 = report.table2(cfg, entropy)
     notes = report.footnotes(t2) + report.table2_notes(
         cfg,
         cfg["entropy"]["threshold_bits"],
@@ -152,10 +122,13 @@ def main() -> None:
             t2, paper["table2"], {"k_mean": "k_mean", "bpp": "bpp", "t_star_measured": "t_star"}
         )
     report.write_table(t2, out / "table2", notes)
-    names = report.schedule_names(cfg)
-    gen = _by_schedule(args.gen, "eval_fid")
+    gen: dict[str, list[str]] = {}
+    for (name, _), path in _metrics(
+        args.gen, pairs, "generation metrics file", "eval_fid", True
+    ).items():
+        gen.setdefault(name, []).append(path)
     k_sizes = {n: k_sizes_for(cfg, n) for n in names}
-    recon = _one_per_schedule(args.recon, "eval_recon")
+    recon = _metrics(args.recon, names, "recon metrics file", "eval_recon")
     t4 = report.table4(names, recon, gen, k_sizes, report.cfg_image_size(cfg))
     configured = {n: {guidance_strategy(p) for p in presets_for(cfg["sampling"], n)} for n in names}
     t89, notes89 = report.table_guidance(names, gen, configured)
@@ -172,7 +145,7 @@ def main() -> None:
             t89, paper["table8_9"], {c: c.split(":")[0] for c in t89.columns[1:]}
         )
     report.write_table(t4, out / "table4", notes4)
-    t6 = report.table6(_one_per_schedule(args.probe, "linear_probe"))
+    t6 = report.table6(_metrics(args.probe, names, "probe file", "linear_probe"))
     report.write_table(
         report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6"
     )
@@ -180,9 +153,13 @@ def main() -> None:
     text = report.summary(
         cfg,
         {"table2": t2, "table4": t4, "table6": t6, "table8_9": t89},
-        _in_schedule_order(args.position_loss, names, "--position-loss", "train_ar")
-        if args.position_loss
-        else {},
+        runfiles.frames_by_name(
+            args.position_loss,
+            runfiles.read_position_loss,
+            names,
+            "position-loss file",
+            "train_ar",
+        ),
     )
     summary = Path(args.summary) if args.summary else out.parent / "summary.md"
     with atomic_path(summary) as tmp:

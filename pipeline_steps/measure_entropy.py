@@ -5,18 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from vcq import entropy
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.io import atomic_path, file_sha256, write_json
+from vcq.io import file_sha256, write_json
+from vcq.runfiles import write_entropy_csv
 
 
 def main() -> None:
     """CLI entry point."""
     parser = step_parser(__doc__)
     parser.add_argument("--tokens", required=True, help="HDF5 token store (train split)")
-    parser.add_argument("--schedule", required=True, help="schedule name, recorded in the JSON")
+    parser.add_argument(
+        "--schedule", required=True, help="schedule name, recorded in the JSON and the CSV"
+    )
     parser.add_argument(
         "--tokenizer",
         type=Path,
@@ -46,8 +47,7 @@ def main() -> None:
         **entropy.summarize(result, k_sizes, entropy_cfg["threshold_bits"]),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    with atomic_path(args.out_csv) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    write_entropy_csv(args.out_csv, args.schedule, rows)
     write_json(args.out, summary)
     entropy.plot_entropy(rows, args.schedule, args.out_plot or args.out_csv.with_suffix(".png"))
     log.info(

@@ -3,13 +3,10 @@ and training curves, each titled with the experiment (and schedule and preset wh
 
 from pathlib import Path
 
-import numpy as np
-
-from vcq import report
-from vcq.cli import load_step_config, run_step, setup_logging, step_parser
+from vcq import report, runfiles
+from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import load_config
 from vcq.data.images import ImageFolderDataset
-from vcq.io import StepError, read_json
 from vcq.paths import Layout
 from vcq.sampling import find_preset, presets_for
 
@@ -64,27 +61,6 @@ AR_PANELS = [
 ]
 
 
-def _existing(paths: list[str], flag: str) -> list[str]:
-    """`paths`, each of which must exist (a missing one is an error naming its flag)."""
-    for p in paths:
-        if not Path(p).exists():
-            raise StepError(f"{flag} {p}: missing (run the workflow up to the rule that writes it)")
-    return paths
-
-
-def _by_schedule(paths: list[str], flag: str) -> dict[str, str]:
-    """Schedule name -> metric JSON, named by each file's own `schedule`."""
-    return {read_json(p)["schedule"]: p for p in _existing(paths, flag)}
-
-
-def _in_order(paths: list[str], keys: list, flag: str) -> dict:
-    """Files that carry no schedule name (CSV, .npy, .npz, JSONL logs): the workflow passes them
-    in the config's order, one per key (schedule, or (schedule, preset) pair)."""
-    if paths and len(paths) != len(keys):
-        raise StepError(f"{flag}: {len(paths)} files for {len(keys)} entries {keys}")
-    return dict(zip(keys, _existing(paths, flag), strict=False))
-
-
 def _preset_text(cfg: dict, name: str) -> str:
     p = find_preset(cfg["sampling"], name)
     if p.get("guidance", "none") == "none":
@@ -94,59 +70,18 @@ def _preset_text(cfg: dict, name: str) -> str:
 
 def main() -> None:
     """CLI entry point."""
-    parser = step_parser(__doc__)
-    parser.add_argument("--out-dir", required=True, help="folder for the figures (PNG + PDF)")
-    parser.add_argument(
-        "--entropy-csv",
-        nargs="*",
-        default=[],
-        help="results/{exp}/entropy/<schedule>.csv; omit for the theory-only Fig. 2",
-    )
-    parser.add_argument(
-        "--position-loss",
-        nargs="*",
-        default=[],
-        help="results/{exp}/ar/<schedule>_position_loss.csv",
-    )
-    parser.add_argument(
-        "--samples",
-        nargs="*",
-        default=[],
-        help="work/{exp}/samples/<schedule>/<preset>.npz (one grid per file)",
-    )
-    parser.add_argument(
-        "--tokenizer-log",
-        nargs="*",
-        default=[],
-        help="work/{exp}/tokenizer/<schedule>/train_log.jsonl (named by parent folder)",
-    )
-    parser.add_argument(
-        "--ar-log",
-        nargs="*",
-        default=[],
-        help="work/{exp}/ar/<schedule>/train_log.jsonl (named by parent folder)",
-    )
-    parser.add_argument(
-        "--recon",
-        nargs="*",
-        default=[],
-        help="results/{exp}/recon/<schedule>.json (codebook usage per position, PSNR)",
-    )
-    parser.add_argument(
-        "--recon-images",
-        nargs="*",
-        default=[],
-        help="work/{exp}/recon/<schedule>.npy (originals beside it as <schedule>_orig.npy)",
-    )
-    parser.add_argument(
-        "--manifest",
-        default=None,
-        help="the data set's manifest.json: class names, and N where report.n_images is null",
-    )
-    parser.add_argument(
-        "--only-theory",
-        action="store_true",
-        help="only Fig. 2 from the config (theoretical budget and K_t), no run files",
+    parser = report_parser(
+        __doc__,
+        out_dir="folder for the figures (PNG + PDF)",
+        manifest="the data set's manifest.json: class names, and N where report.n_images is null",
+        only_theory="only Fig. 2 from the config (theoretical budget and K_t), no run files",
+        entropy_csv="results/{exp}/entropy/<schedule>.csv; omit for the theory-only Fig. 2",
+        position_loss="results/{exp}/ar/<schedule>_position_loss.csv",
+        samples="work/{exp}/samples/<schedule>/<preset>.npz (one grid per file)",
+        tokenizer_log="work/{exp}/tokenizer/<schedule>/train_log.jsonl",
+        ar_log="work/{exp}/ar/<schedule>/train_log.jsonl",
+        recon="results/{exp}/recon/<schedule>.json (codebook usage per position, PSNR)",
+        recon_images="work/{exp}/recon/<schedule>.npz (reconstructions and originals)",
     )
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
@@ -167,13 +102,17 @@ def main() -> None:
     labels = {s["name"]: s.get("label") or s["name"] for s in cfg["schedules"]}
     names = report.schedule_names(cfg)
     pairs = [(s, p["name"]) for s in names for p in presets_for(cfg["sampling"], s)]
-    root = Path(cfg["data"]["root"])
-    entropy = _in_order(args.entropy_csv, names, "--entropy-csv")
+
+    entropy = runfiles.frames_by_name(
+        args.entropy_csv, runfiles.read_entropy_csv, names, "entropy CSV", "measure_entropy"
+    )
     written = report.plot_schedules(cfg, out / "fig2_schedules", entropy)
-    if args.position_loss:
-        position_loss = _in_order(args.position_loss, names, "--position-loss")
+    loss = runfiles.frames_by_name(
+        args.position_loss, runfiles.read_position_loss, names, "position-loss file", "train_ar"
+    )
+    if loss:
         written += report.plot_lines(
-            position_loss,
+            loss,
             "t",
             ["train_loss", "val_loss"],
             out / "position_loss",
@@ -181,61 +120,70 @@ def main() -> None:
             "cross-entropy (nats)",
             title=f"{exp}: AR loss per token position (train and val)",
         )
-    if args.recon:
+    recon = runfiles.by_name(
+        args.recon,
+        lambda p: runfiles.read_metrics(p, "eval_recon"),
+        lambda r: r["schedule"],
+        names,
+        "recon metrics file",
+        "eval_recon",
+    )
+    if recon:
         written += report.plot_usage(
-            _by_schedule(args.recon, "--recon"),
-            out / "codebook_usage",
-            title=f"{exp}: codebook usage on the val split",
+            recon, out / "codebook_usage", title=f"{exp}: codebook usage on the val split"
         )
     if args.recon_images:
-        recons = {
-            n: np.load(p, mmap_mode="r")
-            for n, p in _in_order(args.recon_images, names, "--recon-images").items()
-        }
-        first = Path(args.recon_images[0])
-        originals = np.load(first.with_name(first.stem + "_orig.npy"), mmap_mode="r")
-        val_labels = ImageFolderDataset(root / "val").labels[: len(originals)]
-        notes = {
-            n: f"(PSNR {read_json(p)['psnr']:.1f} dB)"
-            for n, p in _by_schedule(args.recon, "--recon").items()
-        }
-        baseline = next((read_json(p)["psnr_mean_colour_baseline"] for p in args.recon), None)
+        images = runfiles.by_name(
+            args.recon_images,
+            runfiles.read_recon_images,
+            lambda r: r.schedule,
+            names,
+            "reconstructions file",
+            "eval_recon",
+        )
+        originals = images[names[0]].originals
+        val_labels = ImageFolderDataset(Path(cfg["data"]["root"]) / "val").labels
+        notes = {n: f"(PSNR {r['psnr']:.1f} dB)" for n, r in recon.items()}
         title = f"{exp}: val images (top row) and each tokenizer's reconstruction"
-        if baseline is not None:
-            title += f"; mean-colour baseline {baseline:.1f} dB"
+        if recon:
+            title += f"; mean-colour baseline {recon[names[0]]['psnr_mean_colour_baseline']:.1f} dB"
         written.append(
             report.plot_reconstructions(
                 originals,
-                recons,
-                val_labels,
+                {n: r.recon for n, r in images.items()},
+                val_labels[: len(originals)],
                 out / "reconstructions.png",
                 classes,
                 title,
                 row_notes=notes,
             )
         )
-    for (schedule, preset), npz in _in_order(args.samples, pairs, "--samples").items():
+    samples = runfiles.by_name(
+        args.samples,
+        runfiles.read_samples,
+        lambda s: (s.schedule, s.preset),
+        pairs,
+        "sample file",
+        "sample",
+    )
+    for (schedule, preset), sample in samples.items():
         title = (
             f"{exp}: samples of {labels.get(schedule, schedule)} ({schedule}), "
             f"{_preset_text(cfg, preset)}\none row per class"
         )
         grid = out / Path(Layout.of(cfg).sample_grid(schedule, preset)).name
-        written.append(report.sample_grid(npz, grid, class_names=classes, title=title))
-    if args.tokenizer_log:
-        tokenizer_logs = _in_order(args.tokenizer_log, names, "--tokenizer-log")
-        written += report.plot_panels(
-            tokenizer_logs,
-            TOKENIZER_PANELS,
-            out / "tokenizer_curves",
-            f"{exp}: tokenizer training, one line per codebook schedule",
-        )
-    if args.ar_log:
-        written += report.plot_panels(
-            _in_order(args.ar_log, names, "--ar-log"),
-            AR_PANELS,
-            out / "ar_curves",
-            f"{exp}: AR model training, one line per codebook schedule",
-        )
+        written.append(report.sample_grid(sample, grid, class_names=classes, title=title))
+    for paths, panels, stem, model, rule in (
+        (args.tokenizer_log, TOKENIZER_PANELS, "tokenizer_curves", "tokenizer", "train_tokenizer"),
+        (args.ar_log, AR_PANELS, "ar_curves", "AR model", "train_ar"),
+    ):
+        if paths:
+            written += report.plot_panels(
+                runfiles.frames_by_name(paths, runfiles.read_log, names, "training log", rule),
+                panels,
+                out / stem,
+                f"{exp}: {model} training, one line per codebook schedule",
+            )
     log.info("wrote %s", [str(p) for p in written])
 
 

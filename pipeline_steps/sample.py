@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +14,9 @@ from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
 from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.plotting import save_image_grid
 from vcq.prologue import prologue_from_extra
+from vcq.runfiles import write_samples
 from vcq.sampling import find_preset, generate
 from vcq.training import init_distributed, progress
-
-
-def assemble_npz(
-    chunks: list[Path], key: str, dtype, shape_tail: tuple, n: int, zf: zipfile.ZipFile
-) -> None:
-    """Stream chunk .npy files into one array member of an open zip, without loading them all."""
-    header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-        "fortran_order": False,
-        "shape": (n, *shape_tail),
-    }
-    with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-        np.lib.format.write_array_header_1_0(member, header)
-        for c in chunks:
-            member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
 
 
 def main() -> None:
@@ -97,13 +82,7 @@ def main() -> None:
     with atomic_path(out.with_name(out.stem + "_tokens.npy")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.concatenate([np.load(c) for c in tok_chunks]))
     save_image_grid(out.with_suffix(".png"), first[:64], ncol=8)
-    with (
-        atomic_path(out) as tmp,
-        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
-    ):
-        assemble_npz(img_chunks, "arr_0", np.uint8, first.shape[1:], n, zf)
-        with zf.open("labels.npy", "w") as member:
-            np.lib.format.write_array(member, labels.astype(np.int64))
+    write_samples(out, args.schedule, args.preset, img_chunks, labels)
     log.info("wrote %s (%d images %s)", out, n, first.shape[1:])
 
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import yaml
 
 from vcq import report
+from vcq.runfiles import Samples
 from vcq.schedules import schedule_k_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,11 +150,8 @@ def test_table4_class_accuracy_columns_and_summary(tmp_path):
     notes = report.table4_notes(df)
     assert any(n.startswith(report.CLASS_ACC + ":") and "chance" in n for n in notes)
     assert any(n.startswith(report.PSNR_BASELINE) for n in notes)
-    pos = tmp_path / "cosine_position_loss.csv"
-    pd.DataFrame({"t": range(4), "train_loss": [1.0, 1, 1, 1], "val_loss": [2.0, 2, 1, 1]}).to_csv(
-        pos, index=False
-    )
-    text = report.summary({"experiment": "demo"}, {"table4": df}, {"cosine": str(pos)})
+    pos = pd.DataFrame({"t": range(4), "train_loss": [1.0, 1, 1, 1], "val_loss": [2.0, 2, 1, 1]})
+    text = report.summary({"experiment": "demo"}, {"table4": df}, {"cosine": pos})
     assert "PSNR 21.00 dB vs 14.00 dB for the mean-colour baseline (+7.00 dB)" in text
     assert "80% with CFG, 40% w/o CFG, 99% on real val images" in text
     assert "val loss 1.500 nats per token" in text
@@ -169,22 +169,17 @@ def test_write_table_and_paper_columns(tmp_path):
 
 
 def test_schedule_figure_written(tmp_path):
-    ent = tmp_path / "cosine.csv"
-    pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)}).to_csv(
-        ent, index=False
-    )
-    paths = report.plot_schedules(imagenet_cfg(), tmp_path / "fig2", {"cosine": str(ent)})
+    ent = pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)})
+    paths = report.plot_schedules(imagenet_cfg(), tmp_path / "fig2", {"cosine": ent})
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
 
 
-def test_usage_figure_reads_recon_json(tmp_path):
-    recon = tmp_path / "cosine.json"
+def test_usage_figure_from_recon_metrics(tmp_path):
     usage = [
         {"t": t, "k_t": 2 ** (t + 1), "used": t + 1, "utilization": (t + 1) / 2 ** (t + 1)}
         for t in range(6)
     ]
-    recon.write_text(json.dumps({"usage_per_position": usage}))
-    paths = report.plot_usage({"cosine": str(recon)}, tmp_path / "usage")
+    paths = report.plot_usage({"cosine": {"usage_per_position": usage}}, tmp_path / "usage")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
         p.stat().st_size > 1000 for p in paths
     )
@@ -240,25 +235,25 @@ def test_guidance_table_tells_empty_by_design_from_not_run(tmp_path):
 
 
 def test_line_figures_and_sample_grid(tmp_path):
-    loss = tmp_path / "cosine_position_loss.csv"
-    pd.DataFrame(
+    loss = pd.DataFrame(
         {"t": range(8), "train_loss": np.linspace(5, 1, 8), "val_loss": np.linspace(6, 2, 8)}
-    ).to_csv(loss, index=False)
-    log = tmp_path / "ar.jsonl"
-    log.write_text("".join(json.dumps({"step": s, "loss": 3.0 / (s + 1)}) + "\n" for s in range(5)))
+    )
+    log = pd.DataFrame({"step": range(5), "loss": 3.0 / np.arange(1, 6)})
     for series, x, ys in (
-        ({"cosine": str(loss)}, "t", ["train_loss", "val_loss"]),
-        ({"ar": str(log)}, "step", ["loss"]),
+        ({"cosine": loss}, "t", ["train_loss", "val_loss"]),
+        ({"ar": log}, "step", ["loss"]),
     ):
         paths = report.plot_lines(series, x, ys, tmp_path / x, "x", "y")
         assert all(p.stat().st_size > 1000 for p in paths)
     rng = np.random.default_rng(0)
-    npz = tmp_path / "best.npz"
-    np.savez(
-        npz, rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8), labels=np.repeat(np.arange(3), 10)
+    samples = Samples(
+        "cosine",
+        "best",
+        rng.integers(0, 255, (30, 4, 4, 3), dtype=np.uint8),
+        np.repeat(np.arange(3), 10),
     )
     png = report.sample_grid(
-        npz, tmp_path / "grid.png", class_names=["circle", "square", "ring"], title="t"
+        samples, tmp_path / "grid.png", class_names=["circle", "square", "ring"], title="t"
     )
     from PIL import Image
 
@@ -276,10 +271,9 @@ def test_sample_grid_rows_are_classes(tmp_path, monkeypatch):
     )
     images = np.zeros((6, 2, 2, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(6)
-    npz = tmp_path / "s.npz"
-    np.savez(npz, images, labels=np.array([1, 0, 1, 0, 2, 2]))
+    samples = Samples("cosine", "p", images, np.array([1, 0, 1, 0, 2, 2]))
     report.sample_grid(
-        npz, tmp_path / "g.png", per_row=2, class_names=["a", "b", "c"], title="demo"
+        samples, tmp_path / "g.png", per_row=2, class_names=["a", "b", "c"], title="demo"
     )
     assert shown["names"] == ["a", "b", "c"] and shown["title"] == "demo"
     assert shown["grid"][0::2, 0::2, 0].tolist() == [[1, 3], [0, 2], [4, 5]]
@@ -297,23 +291,18 @@ def test_reconstruction_figure_and_loss_panels(tmp_path):
         row_notes={"cosine": "(PSNR 9 dB)"},
     )
     assert png.stat().st_size > 1000
-    log = tmp_path / "cosine" / "log.jsonl"
-    log.parent.mkdir()
-    log.write_text(
-        "".join(
-            json.dumps({"step": s, "l1": 1 / (s + 1), "quant": 1e-5 * 10**s}) + "\n"
-            for s in range(5)
-        )
+    log = pd.DataFrame(
+        {"step": range(5), "l1": 1 / np.arange(1, 6), "quant": 1e-5 * 10.0 ** np.arange(5)}
     )
     panels = [
         {"keys": ["l1"], "ylabel": "L1", "caption": "c1"},
         {"keys": ["quant"], "ylabel": "q", "caption": "c2"},
         {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "absent"},
     ]
-    paths = report.plot_panels({"cosine": str(log)}, panels, tmp_path / "curves", "title")
+    paths = report.plot_panels({"cosine": log}, panels, tmp_path / "curves", "title")
     assert all(p.stat().st_size > 1000 for p in paths)
     with pytest.raises(ValueError, match="no curves"):
-        report.plot_panels({"cosine": str(log)}, panels[2:], tmp_path / "none", "title")
+        report.plot_panels({"cosine": log}, panels[2:], tmp_path / "none", "title")
 
 
 def test_n_images_from_the_data_manifest(tmp_path):
@@ -444,9 +433,6 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
 
 
 def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [
             sys.executable,
@@ -487,4 +473,172 @@ def test_table2_notes_state_threshold_and_where_printed_t_star_contradicts_eq2()
     cosine = next(n for n in notes if n.startswith("cosine:"))
     assert (
         "Eq. 2: t* = 9" in cosine and "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine
+    )
+
+
+def _step(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, f"pipeline_steps/{script}", "--config", "config/default.yaml", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Each report input of the default config's schedules and presets, written by the library's
+    writers with different numbers per schedule: ({flag: files in config order}, settings)."""
+    from PIL import Image
+
+    from vcq.config import load_config
+    from vcq.io import write_json
+    from vcq.runfiles import (
+        ENTROPY_COLUMNS,
+        write_entropy_csv,
+        write_position_loss,
+        write_recon_images,
+        write_samples,
+    )
+    from vcq.sampling import presets_for
+    from vcq.training import JsonlLog
+
+    cfg = load_config(ROOT / "config/default.yaml")
+    files: dict[str, list[str]] = {}
+
+    def add(flag: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.setdefault(flag, []).append(str(path))
+        return path
+
+    for i, s in enumerate(n["name"] for n in cfg["schedules"]):
+        usage = [{"t": t, "k_t": 4, "used": 1 + (t + i) % 4, "utilization": 0.5} for t in range(8)]
+        write_json(
+            add("--recon", tmp / "recon" / f"{s}.json"),
+            {
+                "schedule": s,
+                "psnr": 20.0 + i,
+                "psnr_mean_colour_baseline": 14.0,
+                "rfid": 5.0 - i,
+                "fd_label": "FD (demo features)",
+                "usage_per_position": usage,
+            },
+        )
+        write_json(
+            add("--entropy-json", tmp / "entropy" / f"{s}.json"),
+            {"schedule": s, "t_star_measured": 3 + i},
+        )
+        rows = [dict.fromkeys(ENTROPY_COLUMNS, 8 - t - i) | {"t": t} for t in range(8)]
+        write_entropy_csv(add("--entropy-csv", tmp / "entropy" / f"{s}.csv"), s, rows)
+        write_json(
+            add("--probe", tmp / "probe" / f"{s}.json"),
+            {"schedule": s, "rows": [{"features": "codes", "k": 4, "top1": 10.0 + i, "top5": 30}]},
+        )
+        loss = np.linspace(3, 1, 8) + i
+        write_position_loss(add("--position-loss", tmp / "ar" / f"{s}.csv"), s, loss, loss + 0.5)
+        for flag in ("--tokenizer-log", "--ar-log"):
+            log = JsonlLog(add(flag, tmp / flag.strip("-") / f"{s}.jsonl"), s)
+            for step in range(4):
+                log.write({"step": step, "l1": 1 / (step + 1 + i), "loss": 2.0 + i - step / 4})
+        with write_recon_images(
+            add("--recon-images", tmp / "images" / f"{s}.npz"), s, (3, 4, 4, 3)
+        ) as (
+            r,
+            o,
+        ):
+            np.load(r, mmap_mode="r+")[:] = 40 * (i + 1)
+            np.load(o, mmap_mode="r+")[:] = np.arange(3)[:, None, None, None] * 50
+        for j, p in enumerate(presets_for(cfg["sampling"], s)):
+            write_json(
+                add("--gen", tmp / "gen" / s / f"{p['name']}.json"),
+                {"schedule": s, "fid": 10.0 - i - j, "fd_label": "FD (demo features)", "preset": p},
+            )
+            chunk = tmp / "chunks" / f"{s}_{p['name']}.npy"
+            chunk.parent.mkdir(exist_ok=True)
+            np.save(chunk, np.full((6, 4, 4, 3), 30 * (i + j), np.uint8))
+            write_samples(
+                add("--samples", tmp / "samples" / s / f"{p['name']}.npz"),
+                s,
+                p["name"],
+                [chunk],
+                np.arange(6) % 3,
+            )
+    for c in range(3):
+        (tmp / "data" / "val" / f"c{c}").mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp / "data" / "val" / f"c{c}" / "0.png")
+    return files, ["--set", "report.n_images=1200", "--set", f"data.root={tmp / 'data'}"]
+
+
+TABLE_INPUTS = ["--recon", "--entropy-json", "--gen", "--probe", "--position-loss"]
+FIGURE_INPUTS = [
+    "--entropy-csv",
+    "--position-loss",
+    "--recon",
+    "--recon-images",
+    "--samples",
+    "--tokenizer-log",
+    "--ar-log",
+]
+
+
+def _args(files: dict[str, list[str]], flags: list[str], order=lambda x: x) -> list[str]:
+    return [a for f in flags for a in (f, *order(files[f]))]
+
+
+def test_tables_name_schedules_from_file_content_not_order(tmp_path):
+    files, settings = _run_files(tmp_path / "run")
+    outputs = {}
+    for name, order in (("config_order", lambda x: x), ("shuffled", lambda x: x[1:] + x[:1])):
+        out = tmp_path / name
+        r = _step(
+            "make_tables.py",
+            *settings,
+            "--out-dir",
+            str(out),
+            "--summary",
+            str(out / "summary.md"),
+            *_args(files, TABLE_INPUTS, order),
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        outputs[name] = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    assert outputs["config_order"] == outputs["shuffled"]
+    t4 = pd.read_csv(tmp_path / "shuffled" / "table4.csv").set_index("schedule")
+    assert t4.loc["linear", report.PSNR] == 21.0 and t4.loc["cosine", "rFD (demo features)"] == 3.0
+    assert "- **cosine**: val loss 4.500 nats" in outputs["shuffled"]["summary.md"]
+
+
+def test_tables_refuse_a_missing_schedule_and_an_unnamed_file(tmp_path):
+    files, settings = _run_files(tmp_path / "run")
+    files["--position-loss"] = files["--position-loss"][:2]
+    r = _step("make_tables.py", *settings, "--out-dir", str(tmp_path), *_args(files, TABLE_INPUTS))
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        "error: no position-loss file for schedule 'cosine' (rule train_ar)"
+    )
+    old = Path(files["--position-loss"][0])
+    pd.read_csv(old).drop(columns="schedule").to_csv(old, index=False)
+    r = _step("make_tables.py", *settings, "--out-dir", str(tmp_path), *_args(files, TABLE_INPUTS))
+    assert r.returncode == 1 and r.stderr.splitlines()[-1] == (
+        f"error: {old}: names no schedule (written by an older version); rerun the `train_ar` rule"
+    )
+
+
+def test_figures_name_schedules_from_file_content_not_order(tmp_path):
+    files, settings = _run_files(tmp_path / "run")
+    pngs = {}
+    for name, order in (("config_order", lambda x: x), ("shuffled", lambda x: x[::-1])):
+        out = tmp_path / name
+        r = _step(
+            "plot_figures.py", *settings, "--out-dir", str(out), *_args(files, FIGURE_INPUTS, order)
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        pngs[name] = {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+    assert len(pngs["shuffled"]) == 5 + 8 + 1  # curves, one grid per (schedule, preset), recon
+    assert pngs["config_order"] == pngs["shuffled"]
+    files["--samples"].pop()
+    r = _step(
+        "plot_figures.py", *settings, "--out-dir", str(tmp_path), *_args(files, FIGURE_INPUTS)
+    )
+    assert r.stderr.splitlines()[-1] == (
+        "error: no sample file for schedule 'cosine', preset 'cbcfg' (rule sample)"
     )

@@ -1,5 +1,6 @@
 """Shared training plumbing: LR schedule, deterministic batches, RNG capture, atomic checkpoints."""
 
+import json
 import random
 
 import numpy as np
@@ -60,11 +61,26 @@ def test_checkpoint_atomic_and_log_rewinds(tmp_path):
     save_checkpoint(p, {"step": 3, "w": torch.ones(2)})
     assert load_checkpoint(p)["step"] == 3
     assert [f.name for f in tmp_path.iterdir()] == ["ck.pt"]  # no temp files left behind
-    log = JsonlLog(tmp_path / "log.jsonl")
+    log = JsonlLog(tmp_path / "log.jsonl", "cosine")
     for s in range(5):
         log.write({"step": s, "loss": float(s)})
-    JsonlLog(tmp_path / "log.jsonl", resume_step=2)
+    JsonlLog(tmp_path / "log.jsonl", "cosine", resume_step=2)
     assert [r["step"] for r in JsonlLog.read(tmp_path / "log.jsonl")] == [0, 1, 2]
+
+
+def test_log_names_its_schedule_and_a_resumed_log_equals_an_uninterrupted_one(tmp_path):
+    records = [{"step": s, "loss": float(s)} for s in range(5)]
+    whole = JsonlLog(tmp_path / "whole.jsonl", "cosine")
+    for r in records:
+        whole.write(r)
+    assert all(r["schedule"] == "cosine" for r in JsonlLog.read(whole.path))
+    # a log of a run from before logs named their schedule, resumed at step 2
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps(r) + "\n" for r in records))
+    resumed = JsonlLog(old, "cosine", resume_step=2)
+    for r in records[3:]:
+        resumed.write(r)
+    assert old.read_text() == whole.path.read_text()
 
 
 def test_progress_heartbeat_lines_go_to_the_named_fd(tmp_path, monkeypatch):

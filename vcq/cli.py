@@ -31,6 +31,21 @@ def step_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def report_parser(
+    description: str, out_dir: str, manifest: str, only_theory: str, **inputs: str
+) -> argparse.ArgumentParser:
+    """`step_parser` with the flags of the report steps (tables, figures): `--out-dir`,
+    `--manifest`, `--only-theory` (each with the step's help) and one `--NAME FILE...` list of run
+    files per keyword (`entropy_csv="help"` gives `--entropy-csv`, default none)."""
+    parser = step_parser(description)
+    parser.add_argument("--out-dir", required=True, help=out_dir)
+    for name, help_text in inputs.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", nargs="*", default=[], help=help_text)
+    parser.add_argument("--manifest", default=None, help=manifest)
+    parser.add_argument("--only-theory", action="store_true", help=only_theory)
+    return parser
+
+
 def load_step_config(args: argparse.Namespace) -> dict:
     """Load the validated config named by the parsed args; exit with a one-line error if bad."""
     try:

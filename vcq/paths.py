@@ -68,8 +68,8 @@ class Layout:
         return f"{self.results}/recon/{schedule}.json"
 
     def recon_images(self, schedule: str = "{schedule}") -> str:
-        """The val reconstructions (uint8 NHWC .npy; the originals go beside it)."""
-        return f"{self.work}/recon/{schedule}.npy"
+        """The val reconstructions and their originals (.npz, `vcq.runfiles.ReconImages`)."""
+        return f"{self.work}/recon/{schedule}.npz"
 
     def tokens(self, schedule: str = "{schedule}", split: str = "{split}") -> str:
         """The HDF5 token store of one split."""

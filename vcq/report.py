@@ -14,6 +14,7 @@ from vcq.entropy import cliff_position
 from vcq.io import atomic_path, read_json
 from vcq.paths import Layout
 from vcq.plotting import image_grid, pyplot, save_figure
+from vcq.runfiles import Samples
 
 MISSING_NOTE = "empty cell: input file not produced (step not run)"
 
@@ -201,8 +202,11 @@ def table4_notes(df: pd.DataFrame) -> list[str]:
     return [text for col, text in notes.items() if col in df.columns]
 
 
-def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str, str]) -> str:
-    """Markdown with the key figures of every table of a run (results/<exp>/summary.md)."""
+def summary(
+    cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str, pd.DataFrame]
+) -> str:
+    """Markdown with the key figures of every table of a run (results/<exp>/summary.md);
+    `position_loss` maps a schedule to its `vcq.runfiles.read_position_loss` frame."""
     exp = cfg["experiment"]
     out = [
         f"# {exp}: key figures of this run",
@@ -238,14 +242,13 @@ def summary(cfg: dict, tables: dict[str, pd.DataFrame], position_loss: dict[str,
                 )
             out.append(line)
         out.append("")
-    losses = {n: pd.read_csv(p) for n, p in position_loss.items() if Path(p).exists()}
-    if losses:
+    if position_loss:
         out += ["## AR models (position_loss)", ""]
         out += [
             f"- **{n}**: val loss {df['val_loss'].mean():.3f} nats per token "
             f"(mean over {len(df)} positions), "
             f"train loss {df['train_loss'].mean():.3f}"
-            for n, df in losses.items()
+            for n, df in position_loss.items()
         ]
         out.append("")
     t2 = tables.get("table2")
@@ -475,9 +478,10 @@ def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = No
 
 
 def plot_schedules(
-    cfg: dict, out_stem: str | Path, entropy_csvs: dict[str, str] | None = None
+    cfg: dict, out_stem: str | Path, entropy: dict[str, pd.DataFrame] | None = None
 ) -> list[Path]:
-    """Fig. 2: (a) per-position entropy bound log2 N − I(t) (+ measured), (b) K_t."""
+    """Fig. 2: (a) per-position entropy bound log2 N − I(t) (+ measured: `entropy` maps a schedule
+    to its `vcq.runfiles.read_entropy_csv` frame), (b) K_t."""
     plt = pyplot()
 
     from vcq.config import k_sizes_for
@@ -493,9 +497,9 @@ def plot_schedules(
         k_sizes = k_sizes_for(cfg, name)
         budget = np.maximum(schedules.remaining_budget(k_sizes, n)[:-1], 0.0)
         (line,) = ax_a.plot(np.minimum(np.log2(k_sizes), budget)[:17], label=f"{name} (theory)")
-        csv = (entropy_csvs or {}).get(name)
-        if csv and Path(csv).exists():
-            ent, measured = pd.read_csv(csv), True
+        ent = (entropy or {}).get(name)
+        if ent is not None:
+            measured = True
             ax_a.plot(
                 ent["t"][:17],
                 ent["cond_entropy_bits"][:17],
@@ -518,7 +522,7 @@ def plot_schedules(
 
 
 def plot_lines(
-    series: dict[str, str],
+    series: dict[str, pd.DataFrame],
     x: str,
     ys: list[str],
     out_stem: str | Path,
@@ -527,14 +531,11 @@ def plot_lines(
     log_y: bool = False,
     title: str = "",
 ) -> list[Path]:
-    """One line per (file, column): per-position AR loss from CSVs or training curves from JSONL."""
+    """One line per (series, column), e.g. the per-position AR loss of each schedule."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name, path in series.items():
-        if not Path(path).exists():
-            continue
-        df = _read_series(path)
+    for name, df in series.items():
         for y in ys:
             if y in df:
                 rows = df[[x, y]].dropna()
@@ -545,7 +546,7 @@ def plot_lines(
 
 
 def plot_panels(
-    series: dict[str, str], panels: list[dict], out_stem: str | Path, title: str
+    frames: dict[str, pd.DataFrame], panels: list[dict], out_stem: str | Path, title: str
 ) -> list[Path]:
     """Training curves, one panel per loss term, each with its own caption below the axes.
 
@@ -555,10 +556,9 @@ def plot_panels(
     """
     plt = pyplot()
 
-    frames = {name: _read_series(p) for name, p in series.items() if Path(p).exists()}
     panels = [pl for pl in panels if any(k in df for df in frames.values() for k in pl["keys"])]
     if not panels:
-        raise ValueError(f"no curves to plot in {list(series.values())}")
+        raise ValueError(f"no curves to plot for {list(frames)}")
     fig, axes = plt.subplots(
         1, len(panels), figsize=(max(7.0, 4.8 * len(panels)), 4.0), squeeze=False
     )
@@ -597,17 +597,14 @@ def plot_panels(
     return _save(fig, out_stem, tight=True)
 
 
-def _read_series(path: str | Path) -> pd.DataFrame:
-    return pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_csv(path)
-
-
-def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path, title: str = "") -> list[Path]:
-    """Codebook usage per position from eval_recon JSONs: (a) codes used vs K_t, (b) used / K_t."""
+def plot_usage(recon: dict[str, dict], out_stem: str | Path, title: str = "") -> list[Path]:
+    """Codebook usage per position from the eval_recon metrics of each schedule: (a) codes used
+    vs K_t, (b) used / K_t."""
     plt = pyplot()
 
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for name, path in recon_jsons.items():
-        usage = pd.DataFrame(read_json(path)["usage_per_position"])
+    for name, record in recon.items():
+        usage = pd.DataFrame(record["usage_per_position"])
         (line,) = ax_a.plot(usage["t"], usage["used"], label=f"{name} used")
         ax_a.plot(usage["t"], usage["k_t"], ":", color=line.get_color(), label=f"{name} $K_t$")
         ax_b.plot(usage["t"], usage["utilization"], label=name)
@@ -627,7 +624,7 @@ def plot_usage(recon_jsons: dict[str, str], out_stem: str | Path, title: str = "
 
 
 def sample_grid(
-    npz_path: str | Path,
+    samples: Samples,
     out_png: str | Path,
     per_row: int = 8,
     rows: int = 10,
@@ -636,8 +633,7 @@ def sample_grid(
 ) -> Path:
     """A PNG grid of the first `per_row` samples of each class (first `rows` classes), one row per
     class labelled with its name, under `title`."""
-    data = np.load(npz_path)
-    images, labels = data["arr_0"], data.get("labels")
+    images, labels = samples.images, samples.labels
     if labels is None:
         picks = [np.arange(min(len(images), per_row * rows))]
         row_names = [""] * (-(-len(picks[0]) // per_row))

@@ -213,22 +213,32 @@ def _first_line(e: BaseException) -> str:
 
 
 class JsonlLog:
-    """Append-only JSONL metrics log that rewinds to a resumed step."""
+    """Append-only JSONL metrics log of one schedule that rewinds to a resumed step.
 
-    def __init__(self, path: str | os.PathLike, resume_step: int | None = None) -> None:
-        self.path = Path(path)
+    Every record carries `schedule` (first), so the log names what it measured
+    (`vcq.runfiles.read_log`); records kept on resume get it too, so a resumed run's log equals
+    an uninterrupted one.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, schedule: str, resume_step: int | None = None
+    ) -> None:
+        self.path, self.schedule = Path(path), schedule
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
             keep = [r for r in self.read(self.path) if r.get("step", -1) <= resume_step]
             with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+                tmp.write_text("".join(self._line(r) for r in keep))
+
+    def _line(self, record: dict) -> str:
+        return json.dumps({"schedule": self.schedule, **record}) + "\n"
 
     def write(self, record: dict) -> None:
         """Append one record (flushed at once, so a kill loses at most this line)."""
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(self._line(record))
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from vcq.data.synthetic import folder_hash
 from vcq.io import atomic_path, content_key, file_sha256
+from vcq.runfiles import npz_memmap
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +28,6 @@ INCEPTION_URL = (
     "weights-inception-2015-12-05-6726825d.pth"
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-def _npz_memmap(path: Path, key: str = "arr_0") -> np.ndarray:
-    """Memory-map array `key` of an uncompressed .npz (np.savez); load it if compressed."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return np.load(path)[key]
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        name_len = int.from_bytes(local[26:28], "little")
-        extra_len = int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        major, _ = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    return np.memmap(
-        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
-    )
 
 
 class ImageSource(Dataset):
@@ -74,7 +50,7 @@ class ImageSource(Dataset):
             self.array = np.load(self.path, mmap_mode="r")
             n = len(self.array)
         else:
-            self.array = _npz_memmap(self.path)
+            self.array = npz_memmap(self.path)
             n = len(self.array)
         self.n = n if limit is None else min(n, limit)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import os
@@ -19,9 +18,10 @@ from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenBatches, TokenStore
-from vcq.io import atomic_path, write_json
+from vcq.io import write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.prologue import ARWithPrologue, PrologueEncoder
+from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.common import METRICS_LOG, adamw, use_compile
 
@@ -198,7 +198,7 @@ def train(
         T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     jlog = (
-        T.JsonlLog(out.parent / METRICS_LOG, resume_step=step if state else None)
+        T.JsonlLog(out.parent / METRICS_LOG, schedule, step if state else None)
         if env.is_main
         else None
     )
@@ -317,10 +317,7 @@ def train(
         }
         pos = pos_ema.cpu().numpy()
         if position_loss is not None:
-            with atomic_path(position_loss) as tmp, open(tmp, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["t", "train_loss", "val_loss"])
-                w.writerows([t, f"{pos[t]:.6f}", f"{val_pos[t]:.6f}"] for t in range(L))
+            write_position_loss(position_loss, schedule, pos, val_pos)
         write_json(out.with_suffix(".json"), extra)
         if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
             extra["prologue"] = {"config": prologue_cfg, "state_dict": net.prologue.state_dict()}

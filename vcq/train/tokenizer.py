@@ -90,7 +90,7 @@ def train(
         start, skipped = state["step"], set(state.get("skipped", []))
         log.info("resumed from %s at step %d", ckpt_path, start)
     jlog = (
-        T.JsonlLog(outdir / METRICS_LOG, resume_step=start if state is not None else None)
+        T.JsonlLog(outdir / METRICS_LOG, schedule, start if state is not None else None)
         if env.is_main
         else None
     )

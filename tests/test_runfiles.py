@@ -1,0 +1,112 @@
+"""Run files that name their schedule: each reader round-trips its writer and refuses a file
+without the name; `by_name` matches files to the config by content, never by order."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vcq import runfiles
+from vcq.io import StepError
+from vcq.training import JsonlLog
+
+
+def _position_loss(path, schedule, offset=0.0):
+    runfiles.write_position_loss(path, schedule, np.arange(4) + offset, np.arange(4) + offset + 1)
+    return str(path)
+
+
+def test_position_loss_round_trip_and_unnamed_file_refused(tmp_path):
+    path = _position_loss(tmp_path / "a.csv", "cosine", 0.5)
+    name, df = runfiles.read_position_loss(path)
+    assert name == "cosine" and list(df.columns) == ["t", "train_loss", "val_loss"]
+    assert df["train_loss"].tolist() == [0.5, 1.5, 2.5, 3.5] and df["val_loss"][0] == 1.5
+    old = tmp_path / "old.csv"
+    pd.DataFrame({"t": range(4), "train_loss": 1.0, "val_loss": 2.0}).to_csv(old, index=False)
+    with pytest.raises(StepError, match=r"old.csv: names no schedule .* rerun the `train_ar` rule"):
+        runfiles.read_position_loss(old)
+
+
+def test_entropy_csv_round_trip_and_unnamed_file_refused(tmp_path):
+    rows = [dict.fromkeys(runfiles.ENTROPY_COLUMNS, t) for t in range(3)]
+    runfiles.write_entropy_csv(tmp_path / "e.csv", "linear", rows)
+    name, df = runfiles.read_entropy_csv(tmp_path / "e.csv")
+    assert name == "linear" and list(df.columns) == runfiles.ENTROPY_COLUMNS
+    assert df["cond_entropy_bits"].tolist() == [0, 1, 2]
+    pd.DataFrame(rows).to_csv(tmp_path / "old.csv", index=False)
+    with pytest.raises(StepError, match="rerun the `measure_entropy` rule"):
+        runfiles.read_entropy_csv(tmp_path / "old.csv")
+
+
+def test_recon_images_round_trip_memory_mapped_and_unnamed_file_refused(tmp_path):
+    path = tmp_path / "recon" / "cosine.npz"
+    rng = np.random.default_rng(0)
+    recon, orig = (rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8) for _ in range(2))
+    with runfiles.write_recon_images(path, "cosine", recon.shape) as (recon_file, orig_file):
+        np.load(recon_file, mmap_mode="r+")[:] = recon
+        np.load(orig_file, mmap_mode="r+")[:] = orig
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cosine.npz"]  # parts removed
+    images = runfiles.read_recon_images(path)
+    assert images.schedule == "cosine" and isinstance(images.recon, np.memmap)
+    assert np.array_equal(images.recon, recon) and np.array_equal(images.originals, orig)
+    np.savez(tmp_path / "old.npz", recon=recon, originals=orig)
+    with pytest.raises(StepError, match="rerun the `eval_recon` rule"):
+        runfiles.read_recon_images(tmp_path / "old.npz")
+
+
+def test_samples_round_trip_adm_style_and_unnamed_file_refused(tmp_path):
+    from vcq.metrics.fid import ImageSource
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    chunks = []
+    for i, part in enumerate((images[:4], images[4:])):
+        chunks.append(tmp_path / f"{i}.npy")
+        np.save(chunks[-1], part)
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    runfiles.write_samples(tmp_path / "s.npz", "cosine", "cfg", chunks, labels)
+    s = runfiles.read_samples(tmp_path / "s.npz")
+    assert (s.schedule, s.preset) == ("cosine", "cfg") and s.labels.tolist() == labels.tolist()
+    assert np.array_equal(s.images, images)
+    # ADM readers still see arr_0 and labels, without pickle
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["arr_0"], images) and str(z["preset"]) == "cfg"
+    assert np.array_equal(ImageSource(tmp_path / "s.npz")[6].numpy(), images[6].transpose(2, 0, 1))
+    np.savez(tmp_path / "old.npz", images, labels=labels)
+    with pytest.raises(StepError, match="rerun the `sample` rule"):
+        runfiles.read_samples(tmp_path / "old.npz")
+
+
+def test_log_round_trip_and_unnamed_log_refused(tmp_path):
+    log = JsonlLog(tmp_path / "log.jsonl", "power")
+    for s in range(3):
+        log.write({"step": s, "loss": 1.0 / (s + 1)})
+    name, df = runfiles.read_log(log.path)
+    assert name == "power" and df["step"].tolist() == [0, 1, 2] and "schedule" not in df
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
+    with pytest.raises(StepError, match="old.jsonl: names no schedule"):
+        runfiles.read_log(old)
+
+
+def test_by_name_ignores_order_and_names_the_rule_of_a_missing_file(tmp_path):
+    names = ["constant", "linear", "cosine"]
+    files = [_position_loss(tmp_path / f"{n}.csv", n, i) for i, n in enumerate(names)]
+    read = runfiles.read_position_loss
+
+    def index(paths):
+        return runfiles.frames_by_name(paths, read, names, "position-loss file", "train_ar")
+
+    forward, backward = index(files), index(files[::-1])
+    assert list(forward) == list(backward) == names
+    assert all(forward[n].equals(backward[n]) for n in names)
+    assert forward["cosine"]["train_loss"][0] == 2.0
+    with pytest.raises(StepError) as e:
+        index(files[:2])
+    assert str(e.value) == "no position-loss file for schedule 'cosine' (rule train_ar)"
+    with pytest.raises(StepError, match="two position-loss files for schedule 'linear'"):
+        index([*files, _position_loss(tmp_path / "again.csv", "linear")])
+    with pytest.raises(StepError, match="extra.csv: .*'power', which the config does not list"):
+        index([*files, _position_loss(tmp_path / "extra.csv", "power")])
+    assert index([]) == {}

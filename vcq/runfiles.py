@@ -1,0 +1,282 @@
+"""Run files that name their own schedule: one writer and one checking reader per format, and the
+index that matches them to the config's schedules (tables and figures never trust file order)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import zipfile
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from vcq.io import StepError, atomic_path, read_json
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+def unnamed(path: str | Path, rule: str) -> StepError:
+    """The error for a file that does not name its schedule (written before files named theirs)."""
+    return StepError(
+        f"{path}: names no schedule (written by an older version); rerun the `{rule}` rule"
+    )
+
+
+def _named_csv(path: str | Path, columns: list[str], rule: str) -> tuple[str, pd.DataFrame]:
+    """(schedule, the other columns) of a CSV whose `schedule` column holds one name."""
+    df = pd.read_csv(path)
+    if "schedule" not in df or df["schedule"].isna().any():
+        raise unnamed(path, rule)
+    names = df["schedule"].astype(str).unique()
+    if len(names) != 1:
+        raise StepError(f"{path}: rows of several schedules {list(names)}; rerun the `{rule}` rule")
+    missing = [c for c in columns if c not in df]
+    if missing:
+        raise StepError(f"{path}: no column {missing[0]!r}; rerun the `{rule}` rule")
+    return str(names[0]), df.drop(columns="schedule")
+
+
+def _write_named_csv(path: str | Path, schedule: str, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["schedule", *rows[0]])
+        writer.writeheader()
+        writer.writerows({"schedule": schedule, **r} for r in rows)
+
+
+POSITION_LOSS_COLUMNS = ["t", "train_loss", "val_loss"]
+
+
+def write_position_loss(
+    path: str | Path, schedule: str, train_loss: np.ndarray, val_loss: np.ndarray
+) -> None:
+    """Per-position train/val cross-entropy of an AR model (CSV schedule,t,train_loss,val_loss)."""
+    rows = [
+        {"t": t, "train_loss": f"{a:.6f}", "val_loss": f"{b:.6f}"}
+        for t, (a, b) in enumerate(zip(train_loss, val_loss, strict=True))
+    ]
+    _write_named_csv(path, schedule, rows)
+
+
+def read_position_loss(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """(schedule, columns t, train_loss, val_loss) of a position-loss CSV."""
+    return _named_csv(path, POSITION_LOSS_COLUMNS, "train_ar")
+
+
+ENTROPY_COLUMNS = [
+    "t",
+    "k_t",
+    "cond_entropy_bits",
+    "marginal_entropy_bits",
+    "utilization",
+    "distinct_prefixes",
+    "theory_remaining_bits",
+    "theory_bound_bits",
+]
+
+
+def write_entropy_csv(path: str | Path, schedule: str, rows: list[dict]) -> None:
+    """The per-position entropy table (`vcq.entropy.entropy_table` rows) with its schedule."""
+    _write_named_csv(path, schedule, rows)
+
+
+def read_entropy_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """(schedule, the `ENTROPY_COLUMNS`) of a per-position entropy CSV."""
+    return _named_csv(path, ENTROPY_COLUMNS, "measure_entropy")
+
+
+def read_log(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """(schedule, one row per record) of a training log (`vcq.training.JsonlLog`)."""
+    from vcq.training import JsonlLog
+
+    records = JsonlLog.read(path)
+    names = {r.get("schedule") for r in records}
+    if not records or None in names:
+        raise unnamed(path, "train_tokenizer` or `train_ar")
+    if len(names) != 1:
+        raise StepError(f"{path}: records of several schedules {sorted(names)}; rerun its training")
+    return names.pop(), pd.DataFrame(records).drop(columns="schedule")
+
+
+def read_metrics(path: str | Path, rule: str) -> dict:
+    """A metric JSON (recon, entropy, gen, probe), which must carry its `schedule`."""
+    record = read_json(path)
+    if "schedule" not in record:
+        raise unnamed(path, rule)
+    return record
+
+
+def npz_memmap(path: str | Path, key: str = "arr_0") -> np.ndarray:
+    """Memory-map array `key` of an uncompressed .npz (np.savez); load it if compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return np.load(path)[key]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
+    )
+
+
+def _npz_strings(path: str | Path, keys: list[str], rule: str) -> list[str]:
+    """The string entries `keys` of an .npz (loaded without pickle)."""
+    with np.load(path, allow_pickle=False) as z:
+        if any(k not in z for k in keys):
+            raise unnamed(path, rule)
+        return [str(z[k]) for k in keys]
+
+
+def _npz_member(zf: zipfile.ZipFile, key: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(array), allow_pickle=False)
+    zf.writestr(f"{key}.npy", buf.getvalue())
+
+
+class ReconImages(NamedTuple):
+    """The val reconstructions of one tokenizer and their originals (uint8 NHWC, memory-mapped)."""
+
+    schedule: str
+    recon: np.ndarray
+    originals: np.ndarray
+
+
+@contextmanager
+def write_recon_images(
+    path: str | Path, schedule: str, shape: tuple[int, ...]
+) -> Iterator[tuple[Path, Path]]:
+    """Yield two uint8 .npy files of `shape` (reconstructions, originals) to fill in place; on
+    exit pack them with the schedule name into the uncompressed .npz `path` (atomically)."""
+    path = Path(path)
+    parts = path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    files = parts / "recon.npy", parts / "originals.npy"
+    for f in files:
+        np.lib.format.open_memmap(f, mode="w+", dtype=np.uint8, shape=shape).flush()
+    yield files
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        for key, f in zip(("recon", "originals"), files, strict=True):
+            zf.write(f, f"{key}.npy")
+        _npz_member(zf, "schedule", np.array(schedule))
+    shutil.rmtree(parts)
+
+
+def read_recon_images(path: str | Path) -> ReconImages:
+    """The reconstructions file of `eval_recon` (`write_recon_images`), memory-mapped."""
+    (schedule,) = _npz_strings(path, ["schedule"], "eval_recon")
+    return ReconImages(schedule, npz_memmap(path, "recon"), npz_memmap(path, "originals"))
+
+
+class Samples(NamedTuple):
+    """One preset's generated images (uint8 NHWC, memory-mapped) and their class labels."""
+
+    schedule: str
+    preset: str
+    images: np.ndarray
+    labels: np.ndarray | None
+
+
+def write_samples(
+    path: str | Path, schedule: str, preset: str, image_chunks: list[Path], labels: np.ndarray
+) -> None:
+    """The ADM-style sample .npz (`arr_0` uint8 NHWC, `labels`) with `schedule` and `preset`,
+    streamed from chunk .npy files without loading them all."""
+    first = np.load(image_chunks[0], mmap_mode="r")
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+        "fortran_order": False,
+        "shape": (len(labels), *first.shape[1:]),
+    }
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        with zf.open("arr_0.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            for c in image_chunks:
+                member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
+        _npz_member(zf, "labels", labels.astype(np.int64))
+        _npz_member(zf, "schedule", np.array(schedule))
+        _npz_member(zf, "preset", np.array(preset))
+
+
+def read_samples(path: str | Path) -> Samples:
+    """A sample .npz of the `sample` rule (`write_samples`), images memory-mapped."""
+    schedule, preset = _npz_strings(path, ["schedule", "preset"], "sample")
+    with np.load(path, allow_pickle=False) as z:
+        labels = z.get("labels")
+    return Samples(schedule, preset, npz_memmap(path), labels)
+
+
+def by_name(
+    paths: list[str],
+    read: Callable[[str], T],
+    key: Callable[[T], K],
+    expected: list[K],
+    what: str,
+    rule: str,
+) -> dict[K, T]:
+    """{key: content} of files that name themselves, exactly the `expected` keys in their order.
+
+    `key` is a schedule name or a (schedule, preset) pair. A key no file has is an error naming
+    the `rule` that writes it; two files of one key, or a key the config does not list, too. No
+    `paths` at all (the step was not given these files) gives {}.
+    """
+    if not paths:
+        return {}
+    found: dict[K, tuple[str, T]] = {}
+    for p in paths:
+        if not Path(p).exists():
+            raise StepError(f"{p}: missing; the `{rule}` rule writes it (run the workflow to it)")
+        content = read(p)
+        k = key(content)
+        if k in found:
+            raise StepError(f"two {what}s for {_describe(k)}: {found[k][0]} and {p}")
+        if k not in expected:
+            raise StepError(
+                f"{p}: {what} for {_describe(k)}, which the config does not list "
+                f"(it has {', '.join(map(_describe, expected))})"
+            )
+        found[k] = (p, content)
+    for k in expected:
+        if k not in found:
+            raise StepError(f"no {what} for {_describe(k)} (rule {rule})")
+    return {k: found[k][1] for k in expected}
+
+
+def frames_by_name(
+    paths: list[str],
+    read: Callable[[str], tuple[str, pd.DataFrame]],
+    names: list[str],
+    what: str,
+    rule: str,
+) -> dict[str, pd.DataFrame]:
+    """`by_name` for the readers that return (schedule, frame): {schedule: frame}."""
+    files = by_name(paths, read, lambda c: c[0], names, what, rule)
+    return {name: frame for name, (_, frame) in files.items()}
+
+
+def _describe(key: Hashable) -> str:
+    if isinstance(key, tuple):
+        return f"schedule {key[0]!r}, preset {key[1]!r}"
+    return f"schedule {key!r}"
