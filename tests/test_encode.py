@@ -17,6 +17,7 @@ from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import open_tokens, partial_path
 from vcq.data.views import make_views
 from vcq.io import file_sha256, read_json
+from vcq.runfiles import read_recon_images
 from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,11 +217,13 @@ def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions
         "--out",
         out,
         "--out-images",
-        tmp / "recon" / "cosine.npy",
+        tmp / "recon" / "cosine.npz",
         "--no-rfid",
     )
     assert read_json(out)["schedule"] == "cosine"
-    originals = np.load(tmp / "recon" / "cosine_orig.npy")
+    images = read_recon_images(tmp / "recon" / "cosine.npz")
+    originals = images.originals
+    assert images.schedule == "cosine" and images.recon.shape == originals.shape
     grid = np.asarray(Image.open(out.with_suffix(".png")).convert("RGB"))
     # one val image per class (3 classes of 2, sorted by class): originals 0, 2, 4 above their
     # reconstructions

@@ -230,9 +230,10 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
     (tmp_path / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(step), run_name="__main__")
-    d = np.load(out)
+    d = np.load(out, allow_pickle=False)
     assert d["arr_0"].shape == (12, 16, 4, 3) and d["arr_0"].dtype == np.uint8
     assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert (str(d["schedule"]), str(d["preset"])) == ("c", "p1")
     first = d["arr_0"].copy()
     (out.with_suffix(".chunks") / "00001_img.npy").unlink()  # one chunk lost: only it is redone
     (out.with_suffix(".chunks") / "00001_tok.npy").unlink()

@@ -8,6 +8,7 @@ import yaml
 
 from vcq.ar import load_ar
 from vcq.config import resolve_model
+from vcq.runfiles import read_log, read_position_loss
 
 
 def test_resume_is_bit_identical(train_ar_step, tmp_path):
@@ -26,8 +27,10 @@ def test_learns_below_unigram_entropy(train_ar_step, tmp_path):
     r = train_ar_step.run(cfg, out)
     _, extra = load_ar(out)
     assert extra["val_loss_nats"] < 0.5 * extra["unigram_entropy_nats"], r.stderr[-2000:]
-    rows = (tmp_path / "results" / "t" / "ar" / "c_position_loss.csv").read_text().splitlines()
-    assert rows[0] == "t,train_loss,val_loss" and len(rows) == train_ar_step.L + 1
+    name, rows = read_position_loss(tmp_path / "results" / "t" / "ar" / "c_position_loss.csv")
+    assert name == "c" and list(rows) == ["t", "train_loss", "val_loss"]
+    assert rows["t"].tolist() == list(range(train_ar_step.L))
+    assert read_log(out.parent / "train_log.jsonl")[0] == "c"
     assert (out.parent / "loss.png").exists() and "unigram entropy" in r.stderr
 
 
