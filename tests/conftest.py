@@ -208,3 +208,27 @@ def plan(
         jobs.append((block.split(":", 1)[0], dict(p.split("=", 1) for p in pairs)))
     assert Counter(rule for rule, _ in jobs) == counts
     return counts, jobs, out.stdout
+
+
+@pytest.fixture
+def make_tokenizer():
+    """A builder of 16 px, width-16 tokenizers for given K_t (quantizer options as keywords)."""
+    from vcq.tokenizer import Tokenizer, TokenizerConfig
+
+    def build(k_sizes, **quantizer) -> Tokenizer:
+        return Tokenizer(
+            TokenizerConfig(
+                image_size=16,
+                patch_size=8,
+                enc_width=16,
+                enc_depth=1,
+                enc_heads=2,
+                dec_width=16,
+                dec_depth=1,
+                dec_heads=2,
+                k_sizes=list(k_sizes),
+                quantizer={"kind": "vcq", "code_dim": 4, **quantizer},
+            )
+        )
+
+    return build
