@@ -42,25 +42,9 @@ def test_visual_token_loss_alone_trains_the_prologue_encoder_and_codebook():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_prologue_is_not_part_of_the_tokenizer():
+def test_prologue_is_not_part_of_the_tokenizer(make_tokenizer):
     # reconstruction never reaches it: the tokenizer has no prologue parameters at all
-    from vcq.tokenizer import Tokenizer
-
-    tok = Tokenizer(
-        {
-            "image_size": 16,
-            "patch_size": 8,
-            "enc_width": 16,
-            "enc_depth": 1,
-            "enc_heads": 2,
-            "dec_width": 16,
-            "dec_depth": 1,
-            "dec_heads": 2,
-        },
-        4,
-        {"kind": "vcq", "code_dim": 4},
-        SIZES,
-    )
+    tok = make_tokenizer(SIZES)
     assert not any("prologue" in n for n, _ in tok.named_parameters())
 
 
@@ -95,7 +79,9 @@ def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(train_ar_step, 
     )
 
 
-def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, tmp_path):
+def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(
+    train_ar_step, tmp_path, make_tokenizer
+):
     import json
     import subprocess
     import sys
@@ -106,23 +92,9 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, 
         + "probe: {k: [4], epochs: 2}\n"
     )
     from vcq.io import file_sha256
-    from vcq.tokenizer import Tokenizer, save_tokenizer
+    from vcq.tokenizer import save_tokenizer
 
-    tok = Tokenizer(
-        {
-            "image_size": 16,
-            "patch_size": 8,
-            "enc_width": 16,
-            "enc_depth": 1,
-            "enc_heads": 2,
-            "dec_width": 16,
-            "dec_depth": 1,
-            "dec_heads": 2,
-        },
-        16,
-        {"kind": "vcq", "code_dim": 4},
-        [16] * 16,
-    )
+    tok = make_tokenizer([16] * 16)
     save_tokenizer(tmp_path / "tok.pt", tok, {})
     # The probe checks that the token files were encoded by this tokenizer.
     train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))
