@@ -7,7 +7,7 @@ tests/slurm/sbatch_stub.py, shared with the real-cluster checks in tests/slurm/c
 from pathlib import Path
 
 import pytest
-from slurm.sbatch_stub import SNAKEMAKE, submit_all
+from slurm.sbatch_stub import REPO, SNAKEMAKE, submit_all
 
 from vcq.config import load_config
 
@@ -78,7 +78,7 @@ PAPER_RULES = {
 
 @pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 def test_base_sbatch_lines_with_account_partition_and_gpu_model_overrides(tmp_path):
-    cfg = load_config("config/imagenet/base.yaml")
+    cfg = load_config(REPO / "config/imagenet/base.yaml")
     # a second config file merges over the first: without the CFG grids the DAG keeps every rule
     # in a quarter of the jobs
     (tmp_path / "no_grids.yaml").write_text("sampling: {grids: []}\n")
@@ -106,7 +106,7 @@ def test_base_sbatch_lines_with_account_partition_and_gpu_model_overrides(tmp_pa
 
 @pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
 def test_large_sbatch_lines_multi_node_ar(tmp_path):
-    cfg = load_config("config/imagenet/large.yaml")
+    cfg = load_config(REPO / "config/imagenet/large.yaml")
     calls = submit_all(tmp_path, "config/imagenet/large.yaml")
     assert set(calls) == PAPER_RULES
     for rule, jobs in calls.items():
