@@ -391,23 +391,22 @@ def plan(
 @pytest.fixture
 def make_tokenizer():
     """A builder of 16 px, width-16 tokenizers for given K_t (quantizer options as keywords)."""
-    from vcq.tokenizer import Tokenizer
+    from vcq.tokenizer import Tokenizer, TokenizerConfig
 
     def build(k_sizes, **quantizer) -> Tokenizer:
         return Tokenizer(
-            {
-                "image_size": 16,
-                "patch_size": 8,
-                "enc_width": 16,
-                "enc_depth": 1,
-                "enc_heads": 2,
-                "dec_width": 16,
-                "dec_depth": 1,
-                "dec_heads": 2,
-            },
-            len(k_sizes),
-            {"kind": "vcq", "code_dim": 4, **quantizer},
-            list(k_sizes),
+            TokenizerConfig(
+                image_size=16,
+                patch_size=8,
+                enc_width=16,
+                enc_depth=1,
+                enc_heads=2,
+                dec_width=16,
+                dec_depth=1,
+                dec_heads=2,
+                k_sizes=list(k_sizes),
+                quantizer={"kind": "vcq", "code_dim": 4, **quantizer},
+            )
         )
 
     return build

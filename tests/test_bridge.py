@@ -32,22 +32,24 @@ def test_gradients_reach_bridge_and_export_loads():
 
 
 def test_bridged_tokenizer_exports_to_a_plain_codebook_that_encodes_identically():
-    from vcq.tokenizer import Tokenizer, export_for_inference
+    from vcq.tokenizer import Tokenizer, TokenizerConfig, export_for_inference
 
     torch.manual_seed(0)
-    model_cfg = {
-        "image_size": 16,
-        "patch_size": 8,
-        "enc_width": 32,
-        "enc_depth": 1,
-        "enc_heads": 2,
-        "dec_width": 32,
-        "dec_depth": 1,
-        "dec_heads": 2,
-    }
-    tok = Tokenizer(model_cfg, 4, CFG, [16, 32, 64, 64]).eval()
+    cfg = TokenizerConfig(
+        image_size=16,
+        patch_size=8,
+        enc_width=32,
+        enc_depth=1,
+        enc_heads=2,
+        dec_width=32,
+        dec_depth=1,
+        dec_heads=2,
+        k_sizes=[16, 32, 64, 64],
+        quantizer=CFG,
+    )
+    tok = Tokenizer(cfg).eval()
     plain = export_for_inference(tok)
-    assert plain.quantizer_cfg["kind"] == "vcq" and not hasattr(plain.quantizer, "bridge")
+    assert plain.cfg.quantizer["kind"] == "vcq" and not hasattr(plain.quantizer, "bridge")
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     (idx_a, q_a), (idx_b, q_b) = tok.encode(x), plain.encode(x)
     assert torch.equal(idx_a, idx_b)

@@ -8,19 +8,26 @@ import torch
 import yaml
 
 from vcq.schedules import schedule_k_sizes
-from vcq.tokenizer import Tokenizer, load_tokenizer, parameter_breakdown, save_tokenizer
+from vcq.tokenizer import (
+    Tokenizer,
+    TokenizerConfig,
+    load_tokenizer,
+    parameter_breakdown,
+    save_tokenizer,
+)
 
 MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
 
 
-def _model(name: str) -> dict:
-    return yaml.safe_load((MODELS / f"{name}.yaml").read_text())
+def _config(name: str, k_sizes, code_dim: int) -> TokenizerConfig:
+    arch = yaml.safe_load((MODELS / f"{name}.yaml").read_text())
+    return TokenizerConfig(**arch, k_sizes=k_sizes, quantizer={"kind": "vcq", "code_dim": code_dim})
 
 
 def _tiny() -> Tokenizer:
     torch.manual_seed(0)
     k_sizes = schedule_k_sizes("cosine", 4, 64, length=32)
-    return Tokenizer(_model("tokenizer_tiny"), 32, {"kind": "vcq", "code_dim": 8}, k_sizes)
+    return Tokenizer(_config("tokenizer_tiny", k_sizes, code_dim=8))
 
 
 def test_shapes_bounds_and_roundtrip():
@@ -62,7 +69,7 @@ def test_wrong_image_size_message():
 def _meta_count(name: str, k_max: int) -> int:
     k_sizes = schedule_k_sizes("cosine", 16, k_max, length=256)
     with torch.device("meta"):
-        model = Tokenizer(_model(name), 256, {"kind": "vcq", "code_dim": 16}, k_sizes)
+        model = Tokenizer(_config(name, k_sizes, code_dim=16))
     return parameter_breakdown(model)["total"]
 
 
@@ -112,3 +119,59 @@ def test_mean_colour_baseline_is_per_image():
     assert stats.result()["psnr_mean_colour_baseline"] == pytest.approx(
         (2 * 6.0206 + 100) / 3, abs=1e-3
     )
+
+
+def test_config_from_section_checks_the_length_and_drops_the_model_name():
+    section = {
+        "model": {
+            "name": "tokenizer_tiny",
+            **yaml.safe_load((MODELS / "tokenizer_tiny.yaml").read_text()),
+        },
+        "num_tokens": 4,
+        "quantizer": {"kind": "vcq", "code_dim": 8},
+    }
+    cfg = TokenizerConfig.from_section(section, [4, 8, 8, 8])
+    assert cfg.num_tokens == 4 and cfg.k_sizes == [4, 8, 8, 8] and cfg.image_size == 32
+    with pytest.raises(ValueError, match="3 codebook sizes for 4 tokens"):
+        TokenizerConfig.from_section(section, [4, 8, 8])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"patch_size": 5}, "patch_size 5 does not divide 32"),
+        ({"dec_heads": 3}, "dec_heads 3 does not divide dec_width 64"),
+        ({"quantizer": {"kind": "vcq"}}, "quantizer config has no code_dim"),
+    ],
+)
+def test_config_refuses_inconsistent_architectures(change, message):
+    arch = yaml.safe_load((MODELS / "tokenizer_tiny.yaml").read_text())
+    base = {**arch, "k_sizes": [8] * 4, "quantizer": {"kind": "vcq", "code_dim": 8}}
+    with pytest.raises(ValueError, match=message):
+        TokenizerConfig(**{**base, **change})
+
+
+def test_checkpoints_written_before_the_typed_config_still_load(tmp_path):
+    # the earlier spec held the raw config sections and, earlier still, called K_t `sizes`
+    from vcq.training import load_checkpoint, save_checkpoint
+
+    model = _tiny().eval()
+    save_tokenizer(tmp_path / "new.pt", model, {})
+    state = load_checkpoint(tmp_path / "new.pt")
+    arch = {k: getattr(model.cfg, k) for k in ("image_size", "patch_size", "mlp_ratio")}
+    arch |= {
+        f"{p}_{k}": getattr(model.cfg, f"{p}_{k}")
+        for p in ("enc", "dec")
+        for k in ("width", "depth", "heads")
+    }
+    state["spec"] = {
+        "model": {"name": "tokenizer_tiny", **arch},
+        "num_tokens": model.num_tokens,
+        "quantizer": model.cfg.quantizer,
+        "sizes": model.k_sizes,
+    }
+    save_checkpoint(tmp_path / "old.pt", state)
+    old = load_tokenizer(tmp_path / "old.pt")
+    assert old.cfg == model.cfg
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(old.encode(x)[0], model.encode(x)[0])

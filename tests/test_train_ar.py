@@ -40,12 +40,11 @@ def test_help(train_ar_step, tmp_path):
 def write_tokenizer(step, quantizer):
     """A tiny tokenizer checkpoint, recorded in the token files as the one that encoded them."""
     from vcq.io import file_sha256
-    from vcq.tokenizer import Tokenizer, save_tokenizer
+    from vcq.tokenizer import Tokenizer, TokenizerConfig, save_tokenizer
 
     torch.manual_seed(0)
-    tok = Tokenizer(
-        resolve_model("tokenizer", "tokenizer_tiny"), step.L, quantizer, [step.K] * step.L
-    )
+    model = {k: v for k, v in resolve_model("tokenizer", "tokenizer_tiny").items() if k != "name"}
+    tok = Tokenizer(TokenizerConfig(**model, k_sizes=[step.K] * step.L, quantizer=quantizer))
     path = step.tmp / "tok.pt"
     save_tokenizer(path, tok, {})
     for name, seed, n in (("train.h5", 0, 64), ("val.h5", 1, 32)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -48,34 +49,72 @@ class ViT(nn.Module):
         return self.norm(x)
 
 
+@dataclass
+class TokenizerConfig:
+    """Architecture, quantizer and K_t of a tokenizer; stored in every checkpoint."""
+
+    image_size: int
+    patch_size: int
+    enc_width: int
+    enc_depth: int
+    enc_heads: int
+    dec_width: int
+    dec_depth: int
+    dec_heads: int
+    k_sizes: list[int]  # K_t per latent position; its length is the latent length L
+    quantizer: dict  # the resolved `tokenizer.quantizer` section; `kind` picks the class
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        self.k_sizes = [int(k) for k in self.k_sizes]
+        self.quantizer = dict(self.quantizer)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide {self.image_size}")
+        for part in ("enc", "dec"):
+            width, heads = getattr(self, f"{part}_width"), getattr(self, f"{part}_heads")
+            if width % heads:
+                raise ValueError(f"{part}_heads {heads} does not divide {part}_width {width}")
+        if "code_dim" not in self.quantizer:
+            raise ValueError("the quantizer config has no code_dim")
+
+    @property
+    def num_tokens(self) -> int:
+        """Latent sequence length L."""
+        return len(self.k_sizes)
+
+    @classmethod
+    def from_section(cls, tokenizer_cfg: dict, k_sizes: Sequence[int]) -> TokenizerConfig:
+        """From the resolved `tokenizer` config section and one schedule's K_t."""
+        if len(k_sizes) != tokenizer_cfg["num_tokens"]:
+            raise ValueError(
+                f"{len(k_sizes)} codebook sizes for {tokenizer_cfg['num_tokens']} tokens"
+            )
+        model = {k: v for k, v in tokenizer_cfg["model"].items() if k != "name"}
+        return cls(**model, k_sizes=list(k_sizes), quantizer=tokenizer_cfg["quantizer"])
+
+
 class Tokenizer(nn.Module):
     """1D tokenizer; images are in [-1, 1] both at the input and at the output."""
 
-    def __init__(
-        self, model: dict, num_tokens: int, quantizer: dict, k_sizes: Sequence[int]
-    ) -> None:
+    def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
-        self.model_cfg, self.quantizer_cfg = dict(model), dict(quantizer)
-        self.k_sizes = [int(k) for k in k_sizes]
-        if len(self.k_sizes) != num_tokens:
-            raise ValueError(f"{len(self.sizes)} codebook sizes for {num_tokens} tokens")
-        self.num_tokens = num_tokens
-        self.image_size, self.patch = model["image_size"], model["patch_size"]
+        self.cfg = cfg
+        self.k_sizes, self.num_tokens = cfg.k_sizes, cfg.num_tokens
+        self.image_size, self.patch = cfg.image_size, cfg.patch_size
         self.grid = self.image_size // self.patch
         n_patches, patch_dim = self.grid**2, 3 * self.patch**2
-        ew, dw, mlp = model["enc_width"], model["dec_width"], model.get("mlp_ratio", 4.0)
-        code_dim = quantizer.get("code_dim", 16)
+        ew, dw, code_dim = cfg.enc_width, cfg.dec_width, cfg.quantizer["code_dim"]
         scale = 0.02
         self.patch_embed = nn.Linear(patch_dim, ew)
-        self.enc_pos = nn.Parameter(scale * torch.randn(n_patches + num_tokens, ew))
-        self.latents = nn.Parameter(scale * torch.randn(num_tokens, ew))
-        self.encoder = ViT(ew, model["enc_depth"], model["enc_heads"], mlp)
+        self.enc_pos = nn.Parameter(scale * torch.randn(n_patches + self.num_tokens, ew))
+        self.latents = nn.Parameter(scale * torch.randn(self.num_tokens, ew))
+        self.encoder = ViT(ew, cfg.enc_depth, cfg.enc_heads, cfg.mlp_ratio)
         self.to_code = nn.Linear(ew, code_dim)
-        self.quantizer = build_quantizer(quantizer, self.k_sizes)
+        self.quantizer = build_quantizer(cfg.quantizer, self.k_sizes)
         self.from_code = nn.Linear(code_dim, dw)
         self.mask_token = nn.Parameter(scale * torch.randn(dw))
-        self.dec_pos = nn.Parameter(scale * torch.randn(num_tokens + n_patches, dw))
-        self.decoder = ViT(dw, model["dec_depth"], model["dec_heads"], mlp)
+        self.dec_pos = nn.Parameter(scale * torch.randn(self.num_tokens + n_patches, dw))
+        self.decoder = ViT(dw, cfg.dec_depth, cfg.dec_heads, cfg.mlp_ratio)
         self.to_pixels = nn.Linear(dw, patch_dim)
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +162,7 @@ class Tokenizer(nn.Module):
 
 def build_tokenizer(tokenizer_cfg: dict, k_sizes: Sequence[int]) -> Tokenizer:
     """A tokenizer from the resolved `tokenizer` config section and the schedule's K_t."""
-    return Tokenizer(
-        tokenizer_cfg["model"], tokenizer_cfg["num_tokens"], tokenizer_cfg["quantizer"], k_sizes
-    )
+    return Tokenizer(TokenizerConfig.from_section(tokenizer_cfg, k_sizes))
 
 
 def parameter_breakdown(model: Tokenizer) -> dict[str, int]:
@@ -153,10 +190,8 @@ def export_for_inference(model: Tokenizer) -> Tokenizer:
     """The model with training-only quantizer parts dropped (VQBridge -> its projected codebook)."""
     if not hasattr(model.quantizer, "export"):
         return model
-    plain_cfg = {**model.quantizer_cfg, "kind": "vcq"}
-    plain = Tokenizer(model.model_cfg, model.num_tokens, plain_cfg, model.k_sizes).to(
-        next(model.parameters()).device
-    )
+    plain_cfg = replace(model.cfg, quantizer={**model.cfg.quantizer, "kind": "vcq"})
+    plain = Tokenizer(plain_cfg).to(next(model.parameters()).device)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
     plain.load_state_dict(state, strict=False)
     plain.quantizer.embedding.data.copy_(model.quantizer.export())
@@ -169,12 +204,7 @@ def save_tokenizer(
     """Save weights and everything needed to rebuild the model (atomic)."""
     from vcq.training import save_checkpoint
 
-    spec = {
-        "model": model.model_cfg,
-        "num_tokens": model.num_tokens,
-        "quantizer": model.quantizer_cfg,
-        "k_sizes": model.k_sizes,
-    }
+    spec = asdict(model.cfg)
     # Loader-private keys (`_config_path`) would make the file, and so its hash, depend on where
     # the checkout lives.
     config = {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -182,14 +212,22 @@ def save_tokenizer(
     save_checkpoint(path, state)
 
 
+def _config_of(spec: dict) -> TokenizerConfig:
+    """The config of a checkpoint's `spec`, also from the layout written before TokenizerConfig."""
+    if "model" not in spec:
+        return TokenizerConfig(**spec)
+    # Older checkpoints hold the raw sections (and, older still, call K_t `sizes`); tokenizers
+    # are costly to train, so they stay loadable.
+    model = {k: v for k, v in spec["model"].items() if k != "name"}
+    k_sizes = spec["k_sizes"] if "k_sizes" in spec else spec["sizes"]
+    return TokenizerConfig(**model, k_sizes=k_sizes, quantizer=spec["quantizer"])
+
+
 def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Tokenizer:
     """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
     from vcq.training import require_checkpoint, restore_module
 
     state = require_checkpoint(path, ["spec", "state_dict"], map_location)
-    spec = state["spec"]
-    # checkpoints written before K_t was `k_sizes` everywhere call it `sizes`
-    k_sizes = spec["k_sizes"] if "k_sizes" in spec else spec["sizes"]
-    model = Tokenizer(spec["model"], spec["num_tokens"], spec["quantizer"], k_sizes)
+    model = Tokenizer(_config_of(state["spec"]))
     restore_module(model, state["state_dict"], path)
     return model.to(map_location).eval()
