@@ -3,19 +3,25 @@
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from PIL import Image
 
-from vcq.config import load_schema, resolve_model, validate
+import vcq.tokenizer
+from vcq.config import k_sizes_for, load_config, load_schema, resolve_model, validate
 from vcq.data.tokens import TokenWriter
+from vcq.tokenizer import build_tokenizer, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,18 +113,23 @@ class TrainARStep:
             *extra,
         ]
 
+    def attempt(self, cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        """Run the step on the folder's token files as they are, succeeding or not."""
+        return subprocess.run(
+            self.command(cfg, out, *extra),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+
     def run(self, cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
         """Run the step (writing the token files first if missing); it must succeed."""
         for name, n, seed in (("train.h5", 64, 0), ("val.h5", 32, 1)):
             if not (self.tmp / name).exists():
                 self.write_tokens(self.tmp / name, n, seed)
-        r = subprocess.run(
-            self.command(cfg, out, *extra),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        r = self.attempt(cfg, out, *extra)
         assert r.returncode == 0, r.stderr[-3000:]
         return r
 
@@ -168,6 +179,173 @@ def tokenizer_cfg():
     """`tokenizer_cfg(**train)`: a config for in-process tokenizer training (tiny model, 6 steps,
     cosine schedule of 32 tokens); keyword arguments override `tokenizer.train`."""
     return _tokenizer_cfg
+
+
+def _image_folder(root: Path, n: int, shape: tuple[int, int] = (36, 36), seed: int = 0) -> Path:
+    """n random RGB PNGs of `shape` (height, width) alternating between class folders c0 and c1."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(
+            root / f"c{i % 2}" / f"{i}.png"
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder():
+    """`image_folder(root, n, shape=(36, 36), seed=0)`: n random PNGs in two class folders."""
+    return _image_folder
+
+
+def _run_step(name: str, *args) -> None:
+    """Run `pipeline_steps/NAME.py` in this process as a script with the arguments `args`."""
+    argv = sys.argv
+    sys.argv = [f"{name}.py", *map(str, args)]
+    try:
+        runpy.run_path(str(ROOT / "pipeline_steps" / f"{name}.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+@pytest.fixture(scope="session")
+def run_step():
+    """`run_step(name, *args)`: `pipeline_steps/NAME.py` run in this process as a script."""
+    return _run_step
+
+
+def _encode_args(cfg_path: Path, tokenizer: Path, split: str, out: Path) -> list[str]:
+    return [
+        "--config",
+        str(cfg_path),
+        "--schedule",
+        "cosine",
+        "--tokenizer",
+        str(tokenizer),
+        "--split",
+        split,
+        "--out",
+        str(out),
+    ]
+
+
+@pytest.fixture(scope="session")
+def encode_args():
+    """`encode_args(config, tokenizer, split, out)`: encode_tokens' arguments for schedule
+    `cosine` of the config, the split encoded by the tokenizer checkpoint into `out`."""
+    return _encode_args
+
+
+class EncodeSetup(NamedTuple):
+    """Synthetic data made by make_dataset and an untrained tiny tokenizer `final.pt`, in `tmp`."""
+
+    tmp: Path
+    cfg_path: Path
+    cfg: dict
+
+    def args(self, split: str, out: Path) -> list[str]:
+        """encode_tokens' arguments for `split` with this tokenizer, written to `out`."""
+        return _encode_args(self.cfg_path, self.tmp / "final.pt", split, out)
+
+    def encode(self, out: Path, split: str = "train", *extra: str) -> None:
+        """Run encode_tokens in this process; `extra` arguments after the others."""
+        _run_step("encode_tokens", *self.args(split, out), *extra)
+
+
+def _encode_setup(tmp: Path, train_per_class: int, batch_size: int) -> EncodeSetup:
+    cfg_path = tmp / "cfg.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "t",
+                "device": "cpu",
+                "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
+                "data": {
+                    "root": str(tmp / "data"),
+                    "num_classes": 3,
+                    "train_per_class": train_per_class,
+                    "val_per_class": 2,
+                },
+                "tokenizer": {
+                    "model": "tokenizer_tiny",
+                    "num_tokens": 32,
+                    "quantizer": {"kind": "vcq", "code_dim": 8},
+                },
+                "encode": {"batch_size": batch_size, "chunk_rows": 4},
+            }
+        )
+    )
+    cfg = load_config(cfg_path)
+    _run_step("make_dataset", "--config", cfg_path)
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine"))
+    save_tokenizer(tmp / "final.pt", model, cfg, {"schedule": "cosine"})
+    return EncodeSetup(tmp, cfg_path, cfg)
+
+
+@pytest.fixture(scope="session")
+def make_encode_setup():
+    """`make_encode_setup(tmp, train_per_class, batch_size)` -> EncodeSetup: 3 classes of
+    `train_per_class` train and 2 val images, schedule `cosine` of 32 tokens, encoding in batches
+    of `batch_size` and chunks of 4 rows."""
+    return _encode_setup
+
+
+class SampleStep:
+    """`pipeline_steps/sample.py` in this process for schedule `c` of `c.yaml`, with the AR model
+    `ar.pt` and a stand-in tokenizer `tok.pt` (its bytes only feed the chunk key)."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch):
+        self.tmp, self.monkeypatch = tmp, monkeypatch
+
+    def stand_in_tokenizer(self, scale: float) -> None:
+        """Decode token ids as grey levels `id / scale - 1`, 4 pixels wide."""
+
+        class FakeTokenizer(torch.nn.Module):
+            def decode_indices(self, idx):
+                return (idx.float()[:, None, :, None] / scale - 1).expand(-1, 3, -1, 4)
+
+        self.monkeypatch.setattr(
+            vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer()
+        )
+        (self.tmp / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
+
+    def config(self, k_max: int, preset: dict, **sampling) -> None:
+        """One constant schedule `c` of `k_max` and one preset; `sampling` keys beside it."""
+        cfg = {
+            "experiment": "t",
+            "device": "cpu",
+            "schedules": [{"name": "c", "kind": "constant", "k_max": k_max}],
+            "sampling": {"presets": [preset], **sampling},
+        }
+        (self.tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+
+    def run(self, preset: str, *overrides: str) -> Path:
+        """Sample `preset` into s/PRESET.npz with `--set` overrides; the output path."""
+        out = self.tmp / "s" / f"{preset}.npz"
+        _run_step(
+            "sample",
+            "--config",
+            self.tmp / "c.yaml",
+            "--schedule",
+            "c",
+            "--preset",
+            preset,
+            "--ar",
+            self.tmp / "ar.pt",
+            "--tokenizer",
+            self.tmp / "tok.pt",
+            "--out",
+            out,
+            *[a for o in overrides for a in ("--set", o)],
+        )
+        return out
+
+
+@pytest.fixture
+def sample_step(tmp_path, monkeypatch) -> SampleStep:
+    """The sample step in `tmp_path` (see SampleStep)."""
+    return SampleStep(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """End-to-end tests of make_dataset and encode_tokens on a tiny tokenizer and synthetic data."""
 
-import runpy
 import shutil
 import subprocess
 import sys
@@ -10,77 +9,21 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from vcq.config import k_sizes_for, load_config
+from vcq.config import k_sizes_for
 from vcq.data.images import ImageFolderDataset
 from vcq.data.tokens import open_tokens, partial_path
 from vcq.data.views import make_views
 from vcq.io import file_sha256, read_json
 from vcq.runfiles import read_recon_images
-from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from vcq.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(step: str, *args: str) -> None:
-    argv = sys.argv
-    sys.argv = [step, *map(str, args)]
-    try:
-        runpy.run_path(str(REPO / "pipeline_steps" / f"{step}.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("encode")
-    cfg_path = tmp / "cfg.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            {
-                "experiment": "t",
-                "device": "cpu",
-                "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
-                "data": {
-                    "root": str(tmp / "data"),
-                    "num_classes": 3,
-                    "train_per_class": 4,
-                    "val_per_class": 2,
-                },
-                "tokenizer": {
-                    "model": "tokenizer_tiny",
-                    "num_tokens": 32,
-                    "quantizer": {"kind": "vcq", "code_dim": 8},
-                },
-                "encode": {"batch_size": 3, "chunk_rows": 4},
-            }
-        )
-    )
-    cfg = load_config(cfg_path)
-    _run("make_dataset", "--config", cfg_path)
-    torch.manual_seed(0)
-    model = build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine"))
-    save_tokenizer(tmp / "final.pt", model, cfg, {"schedule": "cosine"})
-    return tmp, cfg_path, cfg
-
-
-def _encode(setup, out, split="train", *extra):
-    tmp, cfg_path, _ = setup
-    _run(
-        "encode_tokens",
-        "--config",
-        cfg_path,
-        "--schedule",
-        "cosine",
-        "--tokenizer",
-        tmp / "final.pt",
-        "--split",
-        split,
-        "--out",
-        out,
-        *extra,
-    )
+def setup(tmp_path_factory, make_encode_setup):
+    return make_encode_setup(tmp_path_factory.mktemp("encode"), train_per_class=4, batch_size=3)
 
 
 def test_make_dataset_manifest(setup):
@@ -92,7 +35,7 @@ def test_make_dataset_manifest(setup):
 def test_encode_train_views_match_direct_encoding(setup):
     tmp, _, cfg = setup
     out = tmp / "train.h5"
-    _encode(setup, out)
+    setup.encode(out)
     model = load_tokenizer(tmp / "final.pt")
     data = ImageFolderDataset(tmp / "data" / "train")
     with open_tokens(out, k_sizes_for(cfg, "cosine")) as s:
@@ -108,7 +51,7 @@ def test_encode_train_views_match_direct_encoding(setup):
 
 def test_encode_val_uses_center_view(setup):
     tmp, _, _ = setup
-    _encode(setup, tmp / "val.h5", "val")
+    setup.encode(tmp / "val.h5", "val")
     with open_tokens(tmp / "val.h5") as s:
         assert s.view_names == ["center"] and s.read().shape == (6, 1, 32)
 
@@ -116,31 +59,22 @@ def test_encode_val_uses_center_view(setup):
 def test_resume_after_kill_equals_uninterrupted(setup):
     tmp, _, _ = setup
     out = tmp / "resumed.h5"
-    _encode(setup, out, "train", "--stop-after-batches", "2")
+    setup.encode(out, "train", "--stop-after-batches", "2")
     assert not out.exists()
     with h5py.File(partial_path(out)) as f:
         assert f["done"][:].sum() == 6
-    _encode(setup, out)
+    setup.encode(out)
     with open_tokens(out) as r, open_tokens(tmp / "train.h5") as full:
         assert np.array_equal(r.read(), full.read()) and np.array_equal(r.labels, full.labels)
 
 
 def test_wrong_schedule_is_refused(setup):
-    tmp, cfg_path, _ = setup
+    tmp, _, _ = setup
     proc = subprocess.run(
         [
             sys.executable,
             "pipeline_steps/encode_tokens.py",
-            "--config",
-            str(cfg_path),
-            "--schedule",
-            "cosine",
-            "--tokenizer",
-            str(tmp / "final.pt"),
-            "--split",
-            "val",
-            "--out",
-            str(tmp / "x.h5"),
+            *setup.args("val", tmp / "x.h5"),
             "--set",
             "schedules=[{name: cosine, kind: cosine, k_min: 4, k_max: 32}]",
         ],
@@ -153,10 +87,10 @@ def test_wrong_schedule_is_refused(setup):
 
 @pytest.mark.slow
 def test_torchrun_shards_merge_to_single_process_result(setup):
-    tmp, cfg_path, _ = setup
+    tmp, _, _ = setup
     out = tmp / "dist.h5"
     if not (tmp / "train.h5").exists():
-        _encode(setup, tmp / "train.h5")
+        setup.encode(tmp / "train.h5")
     subprocess.run(
         [
             sys.executable,
@@ -167,16 +101,7 @@ def test_torchrun_shards_merge_to_single_process_result(setup):
             "--master_port",
             "29617",
             "pipeline_steps/encode_tokens.py",
-            "--config",
-            str(cfg_path),
-            "--schedule",
-            "cosine",
-            "--tokenizer",
-            str(tmp / "final.pt"),
-            "--split",
-            "train",
-            "--out",
-            str(out),
+            *setup.args("train", out),
         ],
         cwd=REPO,
         check=True,
@@ -188,25 +113,25 @@ def test_torchrun_shards_merge_to_single_process_result(setup):
 
 
 def test_encode_skips_corrupt_image(setup, tmp_path, capsys):
-    tmp, cfg_path, _ = setup
+    tmp, _, _ = setup
     root = tmp_path / "data"
     shutil.copytree(tmp / "data" / "val", root / "val")
     bad = sorted((root / "val").rglob("*.png"))[1]
     bad.write_bytes(bad.read_bytes()[:50])
     # The step's logging handler writes to stderr (setup_logging replaces pytest's handlers).
-    _encode(setup, tmp_path / "val.h5", "val", "--set", f"data.root={root}")
+    setup.encode(tmp_path / "val.h5", "val", "--set", f"data.root={root}")
     err = capsys.readouterr().err
     assert "1 corrupt images skipped" in err and str(bad) in err
     with open_tokens(tmp_path / "val.h5") as s:
         assert s.num_rows == 6 and np.array_equal(s.read()[1], s.read()[2])
 
 
-def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions(setup):
+def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions(setup, run_step):
     from PIL import Image
 
     tmp, cfg_path, _ = setup
     out = tmp / "recon" / "cosine.json"
-    _run(
+    run_step(
         "eval_recon",
         "--config",
         cfg_path,

@@ -6,7 +6,6 @@ test_faults_training.py and test_workflow.py / test_sbatch*.py; the numbers belo
 
 import errno
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 import yaml
 
 from vcq.ar import ARConfig, ARModel, load_ar, save_ar
-from vcq.config import ConfigError, k_sizes_for, load_config
+from vcq.config import ConfigError, load_config
 from vcq.data.tokens import TokenFileError, TokenWriter, open_tokens, partial_path
 from vcq.entropy import read_token_matrix
 from vcq.io import StepError, file_sha256
@@ -30,11 +29,6 @@ from vcq.training import CheckpointError, load_checkpoint, restore_module, save_
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = np.array([4, 8, 16, 16])
-
-
-def _run_step(name: str) -> None:
-    """Run `pipeline_steps/NAME.py` in this process as a script (argv set by the caller)."""
-    runpy.run_path(str(REPO / "pipeline_steps" / f"{name}.py"), run_name="__main__")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -51,24 +45,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def _last_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
-
-
-def _train_ar(tmp_path, config: str, *extra: str) -> subprocess.CompletedProcess:
-    """train_ar on tmp_path's train.h5/val.h5 for schedule `c`, writing tmp_path/a/final.pt."""
-    return _cli(
-        "pipeline_steps/train_ar.py",
-        "--config",
-        config,
-        "--schedule",
-        "c",
-        "--tokens",
-        tmp_path / "train.h5",
-        "--val-tokens",
-        tmp_path / "val.h5",
-        "--out",
-        tmp_path / "a" / "final.pt",
-        *extra,
-    )
 
 
 def _tokens(path, n=40, k_sizes=SIZES, sha="tok", seed=0, views=2):
@@ -89,53 +65,34 @@ def _tokens(path, n=40, k_sizes=SIZES, sha="tok", seed=0, views=2):
     return tokens
 
 
+def _writer(path: Path, num_rows: int, **inputs: str) -> TokenWriter:
+    """A one-view token writer of SIZES (3 classes, schedule `s`, tokenizer `x`)."""
+    return TokenWriter(
+        path,
+        num_rows=num_rows,
+        k_sizes=SIZES,
+        view_names=["v"],
+        num_classes=3,
+        schedule="s",
+        tokenizer_sha256="x",
+        **inputs,
+    )
+
+
 # --- 1. stale samples -------------------------------------------------------------------------
 
 
-def test_1_sample_chunks_from_other_inputs_are_discarded(tmp_path, monkeypatch, capfd):
-    import vcq.tokenizer
-
-    class FakeTokenizer(torch.nn.Module):
-        def decode_indices(self, idx):
-            return (idx.float()[:, None, :, None] / 8 - 1).expand(-1, 3, -1, 4)
-
-    monkeypatch.setattr(vcq.tokenizer, "load_tokenizer", lambda *a, **k: FakeTokenizer())
+def test_1_sample_chunks_from_other_inputs_are_discarded(sample_step, tmp_path, capfd):
+    sample_step.stand_in_tokenizer(scale=8)
     torch.manual_seed(0)
     ar = ARModel(ARConfig(vocab_size=16, seq_len=4, num_classes=2, n_layer=1, n_head=2, dim=16))
     save_ar(tmp_path / "ar.pt", ar, ar.cfg, {"k_sizes": SIZES.tolist()})
-    (tmp_path / "tok.pt").write_bytes(b"tokenizer")
-    cfg = {
-        "experiment": "t",
-        "device": "cpu",
-        "schedules": [{"name": "c", "kind": "constant", "k_max": 16}],
-        "sampling": {
-            "presets": [{"name": "p", "guidance": "none"}],
-            "samples_per_class": 4,
-            "batch_size": 4,
-            "chunk_size": 4,
-        },
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "s" / "p.npz"
+    sample_step.config(
+        16, {"name": "p", "guidance": "none"}, samples_per_class=4, batch_size=4, chunk_size=4
+    )
 
     def sample(*overrides):
-        argv = [
-            "sample.py",
-            "--config",
-            str(tmp_path / "c.yaml"),
-            "--schedule",
-            "c",
-            "--preset",
-            "p",
-            "--ar",
-            str(tmp_path / "ar.pt"),
-            "--tokenizer",
-            str(tmp_path / "tok.pt"),
-            "--out",
-            str(out),
-        ]
-        monkeypatch.setattr(sys, "argv", argv + [a for o in overrides for a in ("--set", o)])
-        _run_step("sample")
+        out = sample_step.run("p", *overrides)
         return np.load(out.with_name("p_tokens.npy"))
 
     first = sample()
@@ -286,15 +243,7 @@ def test_6_checkpoints_hold_only_tensors_and_plain_types(tmp_path):
 
 
 def test_7_a_failed_token_write_is_one_line_and_leaves_nothing_complete(tmp_path, monkeypatch):
-    w = TokenWriter(
-        tmp_path / "t.h5",
-        num_rows=8,
-        k_sizes=SIZES,
-        view_names=["v"],
-        num_classes=3,
-        schedule="s",
-        tokenizer_sha256="x",
-    )
+    w = _writer(tmp_path / "t.h5", 8)
     w.write(np.arange(4), np.zeros((4, 1, 4), int), np.zeros(4, int))
 
     def full(self, key, value):
@@ -308,15 +257,7 @@ def test_7_a_failed_token_write_is_one_line_and_leaves_nothing_complete(tmp_path
     monkeypatch.undo()
     w.close()
     assert not (tmp_path / "t.h5").exists()
-    resumed = TokenWriter(
-        tmp_path / "t.h5",
-        num_rows=8,
-        k_sizes=SIZES,
-        view_names=["v"],
-        num_classes=3,
-        schedule="s",
-        tokenizer_sha256="x",
-    )
+    resumed = _writer(tmp_path / "t.h5", 8)
     assert resumed.pending_rows().tolist() == [4, 5, 6, 7]
     resumed.close()
 
@@ -327,15 +268,7 @@ def test_7_rows_that_read_back_wrong_are_not_finalised_and_are_rewritten(tmp_pat
     labels = rng.integers(0, 3, 10)
 
     def writer():
-        return TokenWriter(
-            tmp_path / "t.h5",
-            num_rows=10,
-            k_sizes=SIZES,
-            view_names=["v"],
-            num_classes=3,
-            schedule="s",
-            tokenizer_sha256="x",
-        )
+        return _writer(tmp_path / "t.h5", 10)
 
     w = writer()
     w.write(np.arange(10), tokens, labels)
@@ -359,16 +292,7 @@ def test_7_rows_that_read_back_wrong_are_not_finalised_and_are_rewritten(tmp_pat
 
 def test_7_a_partial_token_file_from_other_inputs_is_discarded(tmp_path, capfd):
     def writer(inputs):
-        return TokenWriter(
-            tmp_path / "t.h5",
-            num_rows=8,
-            k_sizes=SIZES,
-            view_names=["v"],
-            num_classes=3,
-            schedule="s",
-            tokenizer_sha256="x",
-            inputs_sha256=inputs,
-        )
+        return _writer(tmp_path / "t.h5", 8, inputs_sha256=inputs)
 
     with writer("data seed 0") as w:
         w.write(np.arange(4), np.zeros((4, 1, 4), int), np.zeros(4, int))
@@ -380,40 +304,8 @@ def test_7_a_partial_token_file_from_other_inputs_is_discarded(tmp_path, capfd):
 
 
 @pytest.fixture(scope="module")
-def encode_setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("encode")
-    cfg_path = tmp / "cfg.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            {
-                "experiment": "t",
-                "device": "cpu",
-                "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
-                "data": {
-                    "root": str(tmp / "data"),
-                    "num_classes": 3,
-                    "train_per_class": 8,
-                    "val_per_class": 2,
-                },
-                "tokenizer": {
-                    "model": "tokenizer_tiny",
-                    "num_tokens": 32,
-                    "quantizer": {"kind": "vcq", "code_dim": 8},
-                },
-                "encode": {"batch_size": 4, "chunk_rows": 4},
-            }
-        )
-    )
-    assert _cli("pipeline_steps/make_dataset.py", "--config", cfg_path).returncode == 0
-    cfg = load_config(cfg_path)
-    torch.manual_seed(0)
-    save_tokenizer(
-        tmp / "final.pt",
-        build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine")),
-        cfg,
-        {"schedule": "cosine"},
-    )
-    return tmp, cfg_path
+def encode_setup(tmp_path_factory, make_encode_setup):
+    return make_encode_setup(tmp_path_factory.mktemp("encode"), train_per_class=8, batch_size=4)
 
 
 @pytest.fixture
@@ -437,19 +329,8 @@ def tiny_disk(tmp_path):
 def test_7_encoding_onto_a_full_disk_fails_in_one_line_and_resumes(
     encode_setup, tiny_disk, tmp_path
 ):
-    tmp, cfg_path = encode_setup
-    args = [
-        "pipeline_steps/encode_tokens.py",
-        "--config",
-        cfg_path,
-        "--schedule",
-        "cosine",
-        "--tokenizer",
-        tmp / "final.pt",
-        "--split",
-        "train",
-    ]
-    r = _cli(*args, "--out", tiny_disk / "train.h5")
+    step = "pipeline_steps/encode_tokens.py"
+    r = _cli(step, *encode_setup.args("train", tiny_disk / "train.h5"))
     assert r.returncode == 1, r.stderr[-2000:]
     assert (
         _last_line(r)
@@ -459,9 +340,9 @@ def test_7_encoding_onto_a_full_disk_fails_in_one_line_and_resumes(
     shutil.copy(
         tiny_disk / "train.h5.partial", tmp_path / "train.h5.partial"
     )  # space again: resume
-    r = _cli(*args, "--out", tmp_path / "train.h5")
+    r = _cli(step, *encode_setup.args("train", tmp_path / "train.h5"))
     assert r.returncode == 0, r.stderr[-2000:]
-    fresh = _cli(*args, "--out", tmp_path / "fresh.h5")
+    fresh = _cli(step, *encode_setup.args("train", tmp_path / "fresh.h5"))
     assert fresh.returncode == 0
     with open_tokens(tmp_path / "train.h5") as a, open_tokens(tmp_path / "fresh.h5") as b:
         assert np.array_equal(a.read(), b.read()) and np.array_equal(a.labels, b.labels)
@@ -537,7 +418,7 @@ def test_10_training_step_with_a_truncated_last_pt_exits_with_one_line(train_ar_
     write_tokens(tmp_path / "val.h5", 8, 1)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
-    r = _train_ar(tmp_path, cfg)
+    r = train_ar_step.attempt(cfg, tmp_path / "a" / "final.pt")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert _last_line(r).startswith(f"error: {tmp_path / 'a' / 'last.pt'}: unreadable checkpoint")
 
@@ -549,8 +430,9 @@ def test_10_resuming_with_a_checkpoint_of_another_model_config_exits_with_one_li
 
     write_tokens(tmp_path / "train.h5", 16, 0)
     write_tokens(tmp_path / "val.h5", 8, 1)
-    assert _train_ar(tmp_path, config(4), "--stop-after", "1").returncode == 0
-    r = _train_ar(tmp_path, config(4), "--set", "ar.model={name: ar_tiny, dim: 64}")
+    out = tmp_path / "a" / "final.pt"
+    assert train_ar_step.attempt(config(4), out, "--stop-after", "1").returncode == 0
+    r = train_ar_step.attempt(config(4), out, "--set", "ar.model={name: ar_tiny, dim: 64}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert _last_line(r).startswith(
         f"error: {tmp_path / 'a' / 'last.pt'} does not fit this configuration's"
@@ -564,7 +446,7 @@ def test_4_ar_training_refuses_tokens_beyond_k_t_in_one_line(train_ar_step, tmp_
     write_tokens(tmp_path / "val.h5", 8, 1)
     with h5py.File(tmp_path / "train.h5", "r+") as f:
         f["tokens"][:, :, 3] = 16  # K_t = 16 everywhere
-    r = _train_ar(tmp_path, config(2))
+    r = train_ar_step.attempt(config(2), tmp_path / "a" / "final.pt")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "train.h5: token 16 at row" in _last_line(
         r
@@ -639,37 +521,27 @@ def test_12_folder_data_is_validated_by_the_workflow(snakemake_exe, tmp_path):
         / "manifests"
         / f"{str(tmp_path / 'mine').strip('/').replace('/', '_')}.json"
     )
-    r = subprocess.run(
-        [snakemake_exe, "--configfile", str(tmp_path / "c.yaml"), "--cores", "1", manifest],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [snakemake_exe, "--configfile", str(tmp_path / "c.yaml"), "--cores", "1", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+
+    r = snakemake(manifest)
     assert r.returncode != 0 and not Path(manifest).exists()
     log = (tmp_path / "work" / "demo" / "logs" / "make_dataset.log").read_text()
     assert log.strip().splitlines()[-1].startswith("error: data.root:")
     assert "different class folders" in log
     (tmp_path / "mine" / "val" / "b").rename(tmp_path / "mine" / "val" / "a")
     (tmp_path / "mine" / "train" / "a" / "bad.png").write_bytes(b"not an image")
-    dry = subprocess.run(
-        [snakemake_exe, "-n", "--configfile", str(tmp_path / "c.yaml"), "--cores", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
+    dry = snakemake("-n")
     assert "rule make_dataset" in dry.stdout and manifest in dry.stdout
-    r = subprocess.run(
-        [snakemake_exe, "--configfile", str(tmp_path / "c.yaml"), "--cores", "1", manifest],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
+    r = snakemake(manifest)
     assert r.returncode == 0, r.stderr[-2000:]
     m = yaml.safe_load(Path(manifest).read_text())
     assert m["counts"] == {"train": 1, "val": 1} and m["skipped"]["train"][0].endswith("bad.png")

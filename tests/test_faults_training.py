@@ -6,11 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from vcq.ar import ARConfig, ARModel, save_ar
 from vcq.config import k_sizes_for, load_config
@@ -21,16 +19,6 @@ from vcq.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def images(root: Path, n: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
-            root / f"c{i % 2}" / f"{i}.png"
-        )
-    return root
 
 
 def config(tmp: Path, **train) -> Path:
@@ -88,8 +76,10 @@ def test_guard_names_the_first_non_finite_step_and_term():
         guard.check()
 
 
-def test_diverging_tokenizer_stops_with_one_line_and_no_non_finite_checkpoint(tmp_path):
-    images(tmp_path / "data" / "train")
+def test_diverging_tokenizer_stops_with_one_line_and_no_non_finite_checkpoint(
+    image_folder, tmp_path
+):
+    image_folder(tmp_path / "data" / "train", n=8)
     out = tmp_path / "tok" / "final.pt"
     r = step(
         "train_tokenizer",
@@ -120,27 +110,17 @@ def test_diverging_ar_stops_with_one_line(train_ar_step, tmp_path):
     train_ar_step.write_tokens(tmp_path / "val.h5", 32, 1)
     cfg = train_ar_step.config(6, lr=1e10, warmup_steps=0, grad_clip=0.0, log_every=3, ckpt_every=1)
     out = tmp_path / "ar" / "final.pt"
-    r = step(
-        "train_ar",
-        "--config",
-        cfg,
-        "--schedule",
-        "c",
-        "--tokens",
-        tmp_path / "train.h5",
-        "--val-tokens",
-        tmp_path / "val.h5",
-        "--out",
-        out,
-    )
+    r = train_ar_step.attempt(cfg, out)
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert "training diverged: non-finite" in last and "at step" in last, r.stderr[-2000:]
     assert not out.exists()
 
 
-def test_non_finite_weights_are_refused_by_encoding_and_sampling(tmp_path):
-    images(tmp_path / "data" / "val")
+def test_non_finite_weights_are_refused_by_encoding_and_sampling(
+    image_folder, encode_args, tmp_path
+):
+    image_folder(tmp_path / "data" / "val", n=8)
     cfg_path = config(tmp_path)
     cfg = load_config(cfg_path)
     torch.manual_seed(0)
@@ -158,17 +138,7 @@ def test_non_finite_weights_are_refused_by_encoding_and_sampling(tmp_path):
     tok.decoder.norm.weight.data[0] = float("nan")
     save_tokenizer(tmp_path / "nan.pt", tok, cfg, {"schedule": "cosine"})
     r = step(
-        "encode_tokens",
-        "--config",
-        cfg_path,
-        "--schedule",
-        "cosine",
-        "--tokenizer",
-        tmp_path / "nan.pt",
-        "--split",
-        "val",
-        "--out",
-        tmp_path / "val.h5",
+        "encode_tokens", *encode_args(cfg_path, tmp_path / "nan.pt", "val", tmp_path / "val.h5")
     )
     assert (
         r.returncode != 0
@@ -202,11 +172,11 @@ def test_non_finite_weights_are_refused_by_encoding_and_sampling(tmp_path):
 
 
 def test_truncated_image_is_skipped_and_counted_in_tokenizer_training(
-    tokenizer_cfg, tmp_path, caplog
+    tokenizer_cfg, image_folder, tmp_path, caplog
 ):
     from vcq.train.tokenizer import train
 
-    root = images(tmp_path / "images", n=4)
+    root = image_folder(tmp_path / "images", n=4)
     bad = root / "c0" / "0.png"
     bad.write_bytes(bad.read_bytes()[:60])
     cfg = tokenizer_cfg(num_workers=2, steps=2, grad_accum=1)
@@ -218,9 +188,9 @@ def test_truncated_image_is_skipped_and_counted_in_tokenizer_training(
     )
 
 
-def test_symlinks_are_not_followed_out_of_the_data_root(tmp_path):
-    root = images(tmp_path / "data", n=4)
-    outside = images(tmp_path / "elsewhere", n=4)
+def test_symlinks_are_not_followed_out_of_the_data_root(image_folder, tmp_path):
+    root = image_folder(tmp_path / "data", n=4)
+    outside = image_folder(tmp_path / "elsewhere", n=4)
     (root / "c0" / "loop").symlink_to(root / "c0", target_is_directory=True)
     (root / "c0" / "loop.png").symlink_to(root / "c0")
     (root / "c1" / "foreign.png").symlink_to(outside / "c1" / "1.png")

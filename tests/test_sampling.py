@@ -179,57 +179,14 @@ def test_grid_points_carry_the_reading_and_strategy_column():
     assert (a < torch.as_tensor(K_VAR)).all()
 
 
-def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
-    import runpy
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    import vcq.tokenizer
+def test_sample_step_writes_npz_and_resumes(sample_step, tmp_path):
     from vcq.ar import save_ar
 
-    class FakeTokenizer(torch.nn.Module):
-        def decode_indices(self, idx):
-            return (idx.float()[:, None, :, None] / 16 - 1).expand(-1, 3, -1, 4)
-
-    monkeypatch.setattr(
-        vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer()
-    )
+    sample_step.stand_in_tokenizer(scale=16)
     m = model()
     save_ar(tmp_path / "ar.pt", m, m.cfg, {"k_sizes": K_VAR.tolist()})
-    cfg = {
-        "experiment": "t",
-        "device": "cpu",
-        "schedules": [{"name": "c", "kind": "constant", "k_max": 32}],
-        "sampling": {
-            "presets": [preset(name="p1")],
-            "samples_per_class": 3,
-            "batch_size": 4,
-            "chunk_size": 5,
-        },
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "sample.py"
-    out = tmp_path / "s" / "p1.npz"
-    argv = [
-        "sample.py",
-        "--config",
-        str(tmp_path / "c.yaml"),
-        "--schedule",
-        "c",
-        "--preset",
-        "p1",
-        "--ar",
-        str(tmp_path / "ar.pt"),
-        "--tokenizer",
-        str(tmp_path / "tok.pt"),
-        "--out",
-        str(out),
-    ]
-    (tmp_path / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(step), run_name="__main__")
+    sample_step.config(32, preset(name="p1"), samples_per_class=3, batch_size=4, chunk_size=5)
+    out = sample_step.run("p1")
     d = np.load(out, allow_pickle=False)
     assert d["arr_0"].shape == (12, 16, 4, 3) and d["arr_0"].dtype == np.uint8
     assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
@@ -237,6 +194,6 @@ def test_sample_step_writes_npz_and_resumes(tmp_path, monkeypatch):
     first = d["arr_0"].copy()
     (out.with_suffix(".chunks") / "00001_img.npy").unlink()  # one chunk lost: only it is redone
     (out.with_suffix(".chunks") / "00001_tok.npy").unlink()
-    runpy.run_path(str(step), run_name="__main__")
+    sample_step.run("p1")
     assert np.array_equal(np.load(out)["arr_0"], first)
     assert out.with_suffix(".png").exists()

@@ -33,7 +33,7 @@ def test_in_memory_config_resolves_extends_like_a_file(tmp_path):
 
 
 def test_resolved_config_reads_back_to_itself(tmp_path):
-    cfg = load_config("config/imagenet/quantizers.yaml")
+    cfg = load_config(REPO / "config/imagenet/quantizers.yaml")
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
     again = load_config(path)
@@ -43,7 +43,7 @@ def test_resolved_config_reads_back_to_itself(tmp_path):
 def test_experiment_paths_derive_from_the_experiment(tmp_path):
     child = tmp_path / "mine.yaml"
     child.write_text(f"extends: {REPO / 'config/default.yaml'}\nexperiment: mine\n")
-    demo, mine = load_config("config/default.yaml"), load_config(child)
+    demo, mine = load_config(REPO / "config/default.yaml"), load_config(child)
     assert demo["eval"]["demo_weights"] == "work/demo/features/demo_net.pt"
     assert mine["eval"]["demo_weights"] == "work/mine/features/demo_net.pt"
     assert mine["eval"]["cache_dir"] == "work/mine/cache/eval"

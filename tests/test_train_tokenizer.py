@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -75,45 +74,38 @@ def test_lpips_loads_local_vgg_trunk(tmp_path):
     assert model(x, -x).item() > 0
 
 
-def image_folder(root: Path, n: int = 10) -> Path:
-    """n random 40x36 PNGs in two class folders."""
-    from PIL import Image
-
-    rng = np.random.default_rng(123)
-    for i in range(n):
-        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(
-            root / f"c{i % 2}" / f"{i}.png"
-        )
-    return root
-
-
-def _run(cfg, out, stop_at=None):
+@pytest.fixture
+def train_run(image_folder, tmp_path):
+    """`train_run(cfg, out, stop_at=None)`: tokenizer training on 10 random 40x36 PNGs in
+    tmp_path/images; the records of its log."""
     from vcq.data.images import ImageFolderDataset
     from vcq.train.tokenizer import train
 
-    root = out.parents[1] / "images"
-    if not root.exists():
-        image_folder(root)
-    train(cfg, "cosine", ImageFolderDataset(root), out, stop_at=stop_at)
-    return [json.loads(line) for line in (out.parent / "train_log.jsonl").read_text().splitlines()]
+    root = image_folder(tmp_path / "images", n=10, shape=(36, 40), seed=123)
+
+    def run(cfg, out, stop_at=None):
+        train(cfg, "cosine", ImageFolderDataset(root), out, stop_at=stop_at)
+        log = (out.parent / "train_log.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in log]
+
+    return run
 
 
-def test_resume_continues_bit_for_bit(tokenizer_cfg, tmp_path):
+def test_resume_continues_bit_for_bit(tokenizer_cfg, train_run, tmp_path):
     cfg = tokenizer_cfg()
-    straight = _run(cfg, tmp_path / "a" / "final.pt")
-    _run(cfg, tmp_path / "b" / "final.pt", stop_at=3)
-    resumed = _run(cfg, tmp_path / "b" / "final.pt")
+    straight = train_run(cfg, tmp_path / "a" / "final.pt")
+    train_run(cfg, tmp_path / "b" / "final.pt", stop_at=3)
+    resumed = train_run(cfg, tmp_path / "b" / "final.pt")
     assert len(straight) == 6 and "disc" in straight[-1]
     assert resumed == straight
     assert (tmp_path / "b" / "final.pt").exists() and (tmp_path / "b" / "loss.png").exists()
 
 
-def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, tmp_path):
-    straight = _run(tokenizer_cfg(), tmp_path / "a" / "final.pt")
+def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, train_run, tmp_path):
+    straight = train_run(tokenizer_cfg(), tmp_path / "a" / "final.pt")
     workers = tokenizer_cfg(num_workers=2, prefetch_factor=1)
-    _run(workers, tmp_path / "b" / "final.pt", stop_at=2)
-    assert _run(workers, tmp_path / "b" / "final.pt") == straight
+    train_run(workers, tmp_path / "b" / "final.pt", stop_at=2)
+    assert train_run(workers, tmp_path / "b" / "final.pt") == straight
 
 
 def test_cli_help():

@@ -21,24 +21,27 @@ def sample_jobs(jobs) -> Counter:
 
 
 PER_SCHEDULE = ["train_tokenizer", "eval_recon", "measure_entropy", "linear_probe", "train_ar"]
+ONCE = ["make_dataset", "theory", "tables", "figures", "all"]
+
+
+def job_counts(schedules: int, samples: int, **more: int) -> Counter:
+    """Jobs per rule: one of each ONCE rule, one per schedule of each PER_SCHEDULE rule, a train and
+    a val token file per schedule, `samples` sample jobs each with its FID, and `more`."""
+    return Counter(
+        encode_tokens=2 * schedules,
+        sample=samples,
+        eval_fid=samples,
+        **dict.fromkeys(ONCE, 1),
+        **dict.fromkeys(PER_SCHEDULE, schedules),
+        **more,
+    )
 
 
 def test_demo_dag_generates_its_data_and_demo_features(dry_run):
     counts, jobs, _ = dry_run("config/default.yaml", "local")
     # three schedules (constant, linear, cosine); presets nocfg (all), cfg (all), cbcfg (linear,
     # cosine)
-    assert counts == Counter(
-        make_dataset=1,
-        train_feature_net=1,
-        theory=1,
-        encode_tokens=6,
-        sample=8,
-        eval_fid=8,
-        tables=1,
-        figures=1,
-        all=1,
-        **{rule: 3 for rule in PER_SCHEDULE},
-    )
+    assert counts == job_counts(3, 8, train_feature_net=1)
     pairs = {(w["schedule"], w["preset"]) for rule, w in jobs if rule == "sample"}
     assert pairs == {
         ("constant", "nocfg"),
@@ -68,17 +71,7 @@ def test_imagenet_dag_lists_the_whole_paper_pipeline(dry_run):
     }
     assert sample_jobs(jobs) == expected
     # ImageNet is used in place, after make_dataset has validated the folder into its manifest
-    assert counts == Counter(
-        make_dataset=1,
-        theory=1,
-        encode_tokens=10,
-        sample=123,
-        eval_fid=123,
-        tables=1,
-        figures=1,
-        all=1,
-        **{rule: 5 for rule in PER_SCHEDULE},
-    )
+    assert counts == job_counts(5, 123)
     cosine = {w["preset"] for rule, w in jobs if rule == "sample" and w["schedule"] == "cosine"}
     assert {"nocfg", "t7-cosine", "vanilla-s5-p1", "cbcap-s13-p2", "cbeq4-s3"} <= cosine
     assert not any(p.startswith(("t7-linear", "cbcfg")) for p in cosine)

@@ -1,6 +1,6 @@
 """Checks against the real SLURM cluster that start_cluster.sh started (run by run_cluster_test.sh).
 
-1. The paper-scale sbatch lines (as the plugin builds them, see tests/test_sbatch.py) pass
+1. The paper-scale sbatch lines (as the plugin builds them, recorded by sbatch_stub.py) pass
    `sbatch --test-only` on the declared 8-GPU, 128-CPU nodes.
 2. config/test_slurm.yaml runs through workflow/profiles/slurm and gives the same tables as a local
    run of the same config.
@@ -18,9 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from test_sbatch import submit_all  # noqa: E402 (importable once the path is set above)
+from sbatch_stub import REPO, submit_all
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = "config/test_slurm.yaml"

@@ -1,0 +1,1 @@
+"""SLURM test support: the stub SLURM commands (sbatch_stub) and the real-cluster checks."""
