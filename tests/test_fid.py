@@ -1,5 +1,6 @@
 """FID/IS/PR/KID plumbing: lazy npz reading, Inception weights from a local file, ADM statistics."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,34 @@ def test_demo_features_train_load_and_label(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="train_feature_net"):
         load_demo_extractor(tmp_path / "missing.pt")
+
+
+def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
+    from vcq.metrics import fid as fid_mod
+
+    monkeypatch.setattr(fid_mod, "build_extractor", lambda cfg: (_TinyNet(), "FID"))
+    references = []
+    extract = fid_mod.extract_features
+
+    def counting(net, src, batch_size, desc=""):
+        references.append(desc == "reference")
+        return extract(net, src, batch_size, desc)
+
+    monkeypatch.setattr(fid_mod, "extract_features", counting)
+    np.savez(tmp_path / "s.npz", arr_0=_images(6, 1))
+    (tmp_path / "ref" / "c").mkdir(parents=True)
+    for i, im in enumerate(_images(6, 2)):
+        Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
+    cfg = _cfg(tmp_path, tmp_path / "unused.pth")
+    first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"]
+    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"] == first
+    assert references == [True, False, False]  # the second run reused the cached statistics
+
+    # a rewritten image changes the key even when its size does not (an explicit later mtime:
+    # file systems store times coarser than nanoseconds)
+    img = tmp_path / "ref" / "c" / "0.png"
+    stat = img.stat()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(img)
+    os.utime(img, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"] != pytest.approx(first)
+    assert references[3:] == [True, False]

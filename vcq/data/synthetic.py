@@ -118,13 +118,22 @@ def _image_rng(seed: int, split: str, class_id: int, index: int) -> np.random.Ge
     return np.random.default_rng([seed, 0 if split == "train" else 1, class_id, index])
 
 
-def folder_hash(root: str | os.PathLike, content: bool = True) -> str:
-    """SHA-256 over sorted relative paths and file bytes (or, if not `content`, sizes)."""
+def folder_hash(root: str | os.PathLike, by: str = "bytes") -> str:
+    """SHA-256 over sorted relative paths and each file's `bytes`, `sizes` or `stats` (size and
+    modification time)."""
+    if by not in ("bytes", "sizes", "stats"):
+        raise ValueError(f"folder_hash by {by!r}: expected bytes, sizes or stats")
     root = Path(root)
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != "manifest.json"):
         h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes() if content else str(p.stat().st_size).encode())
+        st = p.stat()
+        if by == "bytes":
+            h.update(p.read_bytes())
+        elif by == "sizes":
+            h.update(str(st.st_size).encode())
+        else:
+            h.update(f"{st.st_size} {st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 

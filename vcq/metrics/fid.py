@@ -124,14 +124,19 @@ def _cache_file(ref: Path, cfg: dict, extractor: str) -> Path:
 
 
 def _content_key(ref: Path, cfg: dict, extractor: str) -> str:
-    """Hash of what the cached statistics are a function of: reference bytes, feature weights, limit
-    and the side folder images are brought to."""
+    """Hash of what the cached statistics are a function of: the reference, feature weights, limit
+    and the side folder images are brought to.
+
+    A folder is keyed by its files' paths, sizes and modification times, not bytes: re-reading
+    ImageNet val (6.4 GB) in every evaluation job would cost more than the evaluation, and any
+    rewritten file still changes the key.
+    """
     eval_cfg = cfg["eval"]
     weights = Path(
         eval_cfg["demo_weights"] if extractor == "demo" else eval_cfg["inception_weights"]
     )
     return content_key(
-        reference=folder_hash(ref) if ref.is_dir() else file_sha256(ref),
+        reference=folder_hash(ref, by="stats") if ref.is_dir() else file_sha256(ref),
         weights=file_sha256(weights) if weights.is_file() else None,
         extractor=extractor,
         limit=eval_cfg["num_samples"],
