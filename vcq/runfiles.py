@@ -44,7 +44,7 @@ def _named_csv(path: str | Path, columns: list[str], rule: str) -> tuple[str, pd
 
 def _write_named_csv(path: str | Path, schedule: str, rows: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["schedule", *rows[0]])
+        writer = csv.DictWriter(fh, fieldnames=["schedule", *rows[0]], lineterminator="\n")
         writer.writeheader()
         writer.writerows({"schedule": schedule, **r} for r in rows)
 
