@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,26 +36,33 @@ def test_checkout_folders_link_to_the_package_data():
     assert (ROOT / "config" / "models").resolve() == ROOT / "vcq" / "model_configs"
 
 
-def test_wheel_install_loads_the_default_config_outside_the_checkout(tmp_path):
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory) -> Path:
+    """A folder holding vcq installed from a wheel (not editable), for PYTHONPATH."""
+    tmp = tmp_path_factory.mktemp("wheel")
     # build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
-    src = tmp_path / "src"
+    src = tmp / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "vcq", src / "vcq", ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", src],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src],
         check=True,
         capture_output=True,
     )
-    wheel = next((tmp_path / "dist").glob("vcq-*.whl"))
-    target = tmp_path / "site"
+    wheel = next((tmp / "dist").glob("vcq-*.whl"))
+    target = tmp / "site"
     subprocess.run(
         [*pip, "install", "--no-deps", "--no-compile", "--target", target, wheel],
         check=True,
         capture_output=True,
     )
+    return target
+
+
+def test_wheel_install_loads_the_default_config_outside_the_checkout(tmp_path, wheel_site):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(ROOT / "config" / "default.yaml", elsewhere / "exp.yaml")
@@ -62,11 +70,33 @@ def test_wheel_install_loads_the_default_config_outside_the_checkout(tmp_path):
         "import vcq, vcq.config as c; cfg = c.load_config('exp.yaml'); "
         "print(vcq.__file__); print(cfg['tokenizer']['model']['name'])"
     )
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    env = {**os.environ, "PYTHONPATH": str(wheel_site)}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr[-2000:]
     module_file, model_name = out.stdout.split()
-    assert Path(module_file).is_relative_to(target)
+    assert Path(module_file).is_relative_to(wheel_site)
     assert model_name == "tokenizer_tiny"
+
+
+def test_library_tests_pass_against_the_wheel_install(tmp_path, wheel_site):
+    # the config, schedule and tokenizer tests read schemas and model files through the package;
+    # a probe test run beside them checks that they imported the wheel, not the checkout
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "import os, vcq\n"
+        "def test_vcq_comes_from_the_wheel():\n"
+        "    assert vcq.__file__.startswith(os.environ['VCQ_WHEEL_SITE']), vcq.__file__\n"
+    )
+    tests = [str(ROOT / "tests" / f"test_{m}.py") for m in ("config", "schedules", "tokenizer")]
+    env = {**os.environ, "PYTHONPATH": str(wheel_site), "VCQ_WHEEL_SITE": str(wheel_site)}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(probe), *tests],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert " passed" in out.stdout.splitlines()[-1]
