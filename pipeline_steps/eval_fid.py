@@ -7,6 +7,7 @@ from pathlib import Path
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.io import write_json
 from vcq.metrics.fid import evaluate
+from vcq.runfiles import sample_names
 from vcq.sampling import find_preset
 
 
@@ -24,9 +25,15 @@ def main() -> None:
     parser.add_argument(
         "--out", required=True, help="output JSON, e.g. results/EXP/gen/SCHEDULE/PRESET.json"
     )
-    parser.add_argument("--schedule", default=None, help="schedule name, recorded in the JSON")
     parser.add_argument(
-        "--preset", default=None, help="sampling preset name; its settings are recorded in the JSON"
+        "--schedule",
+        default=None,
+        help="schedule recorded in the JSON when the samples do not name theirs",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="preset whose settings are recorded when the samples do not name theirs",
     )
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
@@ -41,14 +48,15 @@ def main() -> None:
         reference,
         cfg["eval"]["feature_extractor"],
     )
+    schedule, preset = sample_names(args.samples, args.schedule, args.preset)
     try:
         res = evaluate(args.samples, reference, cfg)
     except FileNotFoundError as e:
         parser.exit(1, f"error: {e}\n")
-    if args.schedule:
-        res["schedule"] = args.schedule
-    if args.preset:
-        res["preset"] = find_preset(cfg["sampling"], args.preset)
+    if schedule:
+        res["schedule"] = schedule
+    if preset:
+        res["preset"] = find_preset(cfg["sampling"], preset)
     write_json(args.out, res)
     log.info(
         "%s %.4f  IS %.2f  precision %s  recall %s -> %s",

@@ -78,6 +78,19 @@ def test_samples_round_trip_adm_style_and_unnamed_file_refused(tmp_path):
         runfiles.read_samples(tmp_path / "old.npz")
 
 
+def test_sample_names_come_from_the_file_and_must_agree_with_given_ones(tmp_path):
+    np.save(tmp_path / "0.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    runfiles.write_samples(tmp_path / "s.npz", "cosine", "cfg", [tmp_path / "0.npy"], np.zeros(2))
+    assert runfiles.sample_names(tmp_path / "s.npz") == ("cosine", "cfg")
+    assert runfiles.sample_names(tmp_path / "s.npz", "cosine", "cfg") == ("cosine", "cfg")
+    with pytest.raises(StepError, match=r"s.npz: holds samples of preset 'cfg', not 'nocfg'"):
+        runfiles.sample_names(tmp_path / "s.npz", "cosine", "nocfg")
+    # samples from elsewhere (an ADM batch, an image folder) carry no names: the given ones count
+    np.savez(tmp_path / "adm.npz", np.zeros((2, 4, 4, 3), np.uint8))
+    assert runfiles.sample_names(tmp_path / "adm.npz", "mine", None) == ("mine", None)
+    assert runfiles.sample_names(tmp_path, None, "p") == (None, "p")
+
+
 def test_log_round_trip_and_unnamed_log_refused(tmp_path):
     log = JsonlLog(tmp_path / "log.jsonl", "power")
     for s in range(3):

@@ -228,6 +228,24 @@ def read_samples(path: str | Path) -> Samples:
     return Samples(schedule, preset, npz_memmap(path), labels)
 
 
+def sample_names(
+    path: str | Path, schedule: str | None = None, preset: str | None = None
+) -> tuple[str | None, str | None]:
+    """(schedule, preset) a sample .npz names, checked against any given; for a folder or an .npz
+    the `sample` rule did not write (no names inside), the given ones."""
+    path = Path(path)
+    if path.is_dir():
+        return schedule, preset
+    with np.load(path, allow_pickle=False) as z:
+        if "schedule" not in z or "preset" not in z:
+            return schedule, preset
+        named = str(z["schedule"]), str(z["preset"])
+    for what, given, inside in zip(("schedule", "preset"), (schedule, preset), named, strict=True):
+        if given is not None and given != inside:
+            raise StepError(f"{path}: holds samples of {what} {inside!r}, not {given!r}")
+    return named
+
+
 def by_name(
     paths: list[str],
     read: Callable[[str], T],
