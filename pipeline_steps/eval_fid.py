@@ -28,12 +28,12 @@ def main() -> None:
     parser.add_argument(
         "--schedule",
         default=None,
-        help="schedule recorded in the JSON when the samples do not name theirs",
+        help="schedule recorded in the JSON; must match the one a sample .npz names",
     )
     parser.add_argument(
         "--preset",
         default=None,
-        help="preset whose settings are recorded when the samples do not name theirs",
+        help="preset whose settings are recorded; must match the one a sample .npz names",
     )
     parser.add_argument("--log", default=None, help="log file")
     args = parser.parse_args()
@@ -48,8 +48,8 @@ def main() -> None:
         reference,
         cfg["eval"]["feature_extractor"],
     )
-    schedule, preset = sample_names(args.samples, args.schedule, args.preset)
     try:
+        schedule, preset = sample_names(args.samples, args.schedule, args.preset)
         res = evaluate(args.samples, reference, cfg)
     except FileNotFoundError as e:
         parser.exit(1, f"error: {e}\n")

@@ -1,6 +1,7 @@
 """Plot Fig. 2 (budget and K_t per schedule), per-position AR loss, sample grids, reconstructions
 and training curves, each titled with the experiment (and schedule and preset where it applies)."""
 
+from functools import partial
 from pathlib import Path
 
 from vcq import report, runfiles
@@ -179,7 +180,9 @@ def main() -> None:
     ):
         if paths:
             written += report.plot_panels(
-                runfiles.frames_by_name(paths, runfiles.read_log, names, "training log", rule),
+                runfiles.frames_by_name(
+                    paths, partial(runfiles.read_log, rule=rule), names, "training log", rule
+                ),
                 panels,
                 out / stem,
                 f"{exp}: {model} training, one line per codebook schedule",

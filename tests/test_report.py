@@ -488,7 +488,10 @@ def _step(script: str, *args: str) -> subprocess.CompletedProcess:
 
 def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
     """Each report input of the default config's schedules and presets, written by the library's
-    writers with different numbers per schedule: ({flag: files in config order}, settings)."""
+    writers with different numbers per schedule: ({flag: files in config order}, settings).
+
+    Every file's path names another schedule than the one inside (the next in config order), so
+    a reader that trusted paths would put the numbers in the wrong rows."""
     from PIL import Image
 
     from vcq.config import load_config
@@ -511,10 +514,12 @@ def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
         files.setdefault(flag, []).append(str(path))
         return path
 
-    for i, s in enumerate(n["name"] for n in cfg["schedules"]):
+    names = [n["name"] for n in cfg["schedules"]]
+    for i, s in enumerate(names):
+        decoy = names[(i + 1) % len(names)]
         usage = [{"t": t, "k_t": 4, "used": 1 + (t + i) % 4, "utilization": 0.5} for t in range(8)]
         write_json(
-            add("--recon", tmp / "recon" / f"{s}.json"),
+            add("--recon", tmp / "recon" / f"{decoy}.json"),
             {
                 "schedule": s,
                 "psnr": 20.0 + i,
@@ -525,23 +530,25 @@ def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
             },
         )
         write_json(
-            add("--entropy-json", tmp / "entropy" / f"{s}.json"),
+            add("--entropy-json", tmp / "entropy" / f"{decoy}.json"),
             {"schedule": s, "t_star_measured": 3 + i},
         )
         rows = [dict.fromkeys(ENTROPY_COLUMNS, 8 - t - i) | {"t": t} for t in range(8)]
-        write_entropy_csv(add("--entropy-csv", tmp / "entropy" / f"{s}.csv"), s, rows)
+        write_entropy_csv(add("--entropy-csv", tmp / "entropy" / f"{decoy}.csv"), s, rows)
         write_json(
-            add("--probe", tmp / "probe" / f"{s}.json"),
+            add("--probe", tmp / "probe" / f"{decoy}.json"),
             {"schedule": s, "rows": [{"features": "codes", "k": 4, "top1": 10.0 + i, "top5": 30}]},
         )
         loss = np.linspace(3, 1, 8) + i
-        write_position_loss(add("--position-loss", tmp / "ar" / f"{s}.csv"), s, loss, loss + 0.5)
+        write_position_loss(
+            add("--position-loss", tmp / "ar" / f"{decoy}.csv"), s, loss, loss + 0.5
+        )
         for flag in ("--tokenizer-log", "--ar-log"):
-            log = JsonlLog(add(flag, tmp / flag.strip("-") / f"{s}.jsonl"), s)
+            log = JsonlLog(add(flag, tmp / flag.strip("-") / f"{decoy}.jsonl"), s)
             for step in range(4):
                 log.write({"step": step, "l1": 1 / (step + 1 + i), "loss": 2.0 + i - step / 4})
         with write_recon_images(
-            add("--recon-images", tmp / "images" / f"{s}.npz"), s, (3, 4, 4, 3)
+            add("--recon-images", tmp / "images" / f"{decoy}.npz"), s, (3, 4, 4, 3)
         ) as (
             r,
             o,
@@ -550,14 +557,14 @@ def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
             np.load(o, mmap_mode="r+")[:] = np.arange(3)[:, None, None, None] * 50
         for j, p in enumerate(presets_for(cfg["sampling"], s)):
             write_json(
-                add("--gen", tmp / "gen" / s / f"{p['name']}.json"),
+                add("--gen", tmp / "gen" / decoy / f"{p['name']}.json"),
                 {"schedule": s, "fid": 10.0 - i - j, "fd_label": "FD (demo features)", "preset": p},
             )
-            chunk = tmp / "chunks" / f"{s}_{p['name']}.npy"
+            chunk = tmp / "chunks" / f"{decoy}_{p['name']}.npy"
             chunk.parent.mkdir(exist_ok=True)
             np.save(chunk, np.full((6, 4, 4, 3), 30 * (i + j), np.uint8))
             write_samples(
-                add("--samples", tmp / "samples" / s / f"{p['name']}.npz"),
+                add("--samples", tmp / "samples" / decoy / f"{p['name']}.npz"),
                 s,
                 p["name"],
                 [chunk],

@@ -28,6 +28,13 @@ def test_position_loss_round_trip_and_unnamed_file_refused(tmp_path):
         runfiles.read_position_loss(old)
 
 
+@pytest.mark.parametrize("schedule", ["007", "NA", "null", "1e3"])
+def test_schedule_names_read_back_as_written(tmp_path, schedule):
+    # names the config schema allows that pandas would turn into numbers or missing values
+    name, df = runfiles.read_position_loss(_position_loss(tmp_path / "a.csv", schedule))
+    assert name == schedule and df["train_loss"].dtype == float
+
+
 def test_entropy_csv_round_trip_and_unnamed_file_refused(tmp_path):
     rows = [dict.fromkeys(runfiles.ENTROPY_COLUMNS, t) for t in range(3)]
     runfiles.write_entropy_csv(tmp_path / "e.csv", "linear", rows)
@@ -95,17 +102,25 @@ def test_log_round_trip_and_unnamed_log_refused(tmp_path):
     log = JsonlLog(tmp_path / "log.jsonl", "power")
     for s in range(3):
         log.write({"step": s, "loss": 1.0 / (s + 1)})
-    name, df = runfiles.read_log(log.path)
+    name, df = runfiles.read_log(log.path, "train_ar")
     assert name == "power" and df["step"].tolist() == [0, 1, 2] and "schedule" not in df
     old = tmp_path / "old.jsonl"
     old.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
-    with pytest.raises(StepError, match="old.jsonl: names no schedule"):
-        runfiles.read_log(old)
+    with pytest.raises(
+        StepError, match="old.jsonl: names no schedule .* rerun the `train_ar` rule"
+    ):
+        runfiles.read_log(old, "train_ar")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(
+        StepError, match="empty.jsonl: no records; rerun the `train_tokenizer` rule"
+    ):
+        runfiles.read_log(tmp_path / "empty.jsonl", "train_tokenizer")
 
 
 def test_by_name_ignores_order_and_names_the_rule_of_a_missing_file(tmp_path):
     names = ["constant", "linear", "cosine"]
-    files = [_position_loss(tmp_path / f"{n}.csv", n, i) for i, n in enumerate(names)]
+    # each file's name is another schedule's: only the content may decide
+    files = [_position_loss(tmp_path / f"{names[i - 1]}.csv", n, i) for i, n in enumerate(names)]
     read = runfiles.read_position_loss
 
     def index(paths):

@@ -30,7 +30,7 @@ def test_learns_below_unigram_entropy(train_ar_step, tmp_path):
     name, rows = read_position_loss(tmp_path / "results" / "t" / "ar" / "c_position_loss.csv")
     assert name == "c" and list(rows) == ["t", "train_loss", "val_loss"]
     assert rows["t"].tolist() == list(range(train_ar_step.L))
-    assert read_log(out.parent / "train_log.jsonl")[0] == "c"
+    assert read_log(out.parent / "train_log.jsonl", "train_ar")[0] == "c"
     assert (out.parent / "loss.png").exists() and "unigram entropy" in r.stderr
 
 

@@ -15,13 +15,13 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import pandas as pd
 
-from vcq.io import StepError, atomic_path, read_json
+from vcq.io import StepError, atomic_path, npz_memmap, read_json
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 
-def unnamed(path: str | Path, rule: str) -> StepError:
+def unnamed_error(path: str | Path, rule: str) -> StepError:
     """The error for a file that does not name its schedule (written before files named theirs)."""
     return StepError(
         f"{path}: names no schedule (written by an older version); rerun the `{rule}` rule"
@@ -30,16 +30,18 @@ def unnamed(path: str | Path, rule: str) -> StepError:
 
 def _named_csv(path: str | Path, columns: list[str], rule: str) -> tuple[str, pd.DataFrame]:
     """(schedule, the other columns) of a CSV whose `schedule` column holds one name."""
-    df = pd.read_csv(path)
-    if "schedule" not in df or df["schedule"].isna().any():
-        raise unnamed(path, rule)
-    names = df["schedule"].astype(str).unique()
+    # names through the csv module: pandas would read the schedule `007` as 7 and `NA` as missing
+    with open(path, newline="") as fh:
+        names = sorted({row.get("schedule") or "" for row in csv.DictReader(fh)})
+    if not names or "" in names:
+        raise unnamed_error(path, rule)
     if len(names) != 1:
-        raise StepError(f"{path}: rows of several schedules {list(names)}; rerun the `{rule}` rule")
+        raise StepError(f"{path}: rows of several schedules {names}; rerun the `{rule}` rule")
+    df = pd.read_csv(path).drop(columns="schedule")
     missing = [c for c in columns if c not in df]
     if missing:
         raise StepError(f"{path}: no column {missing[0]!r}; rerun the `{rule}` rule")
-    return str(names[0]), df.drop(columns="schedule")
+    return names[0], df
 
 
 def _write_named_csv(path: str | Path, schedule: str, rows: list[dict]) -> None:
@@ -90,16 +92,18 @@ def read_entropy_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
     return _named_csv(path, ENTROPY_COLUMNS, "measure_entropy")
 
 
-def read_log(path: str | Path) -> tuple[str, pd.DataFrame]:
-    """(schedule, one row per record) of a training log (`vcq.training.JsonlLog`)."""
+def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
+    """(schedule, one row per record) of a training log (`vcq.training.JsonlLog`) of `rule`."""
     from vcq.training import JsonlLog
 
     records = JsonlLog.read(path)
+    if not records:
+        raise StepError(f"{path}: no records; rerun the `{rule}` rule")
     names = {r.get("schedule") for r in records}
-    if not records or None in names:
-        raise unnamed(path, "train_tokenizer` or `train_ar")
+    if None in names:
+        raise unnamed_error(path, rule)
     if len(names) != 1:
-        raise StepError(f"{path}: records of several schedules {sorted(names)}; rerun its training")
+        raise StepError(f"{path}: records of several schedules {sorted(names)}; rerun `{rule}`")
     return names.pop(), pd.DataFrame(records).drop(columns="schedule")
 
 
@@ -107,40 +111,15 @@ def read_metrics(path: str | Path, rule: str) -> dict:
     """A metric JSON (recon, entropy, gen, probe), which must carry its `schedule`."""
     record = read_json(path)
     if "schedule" not in record:
-        raise unnamed(path, rule)
+        raise unnamed_error(path, rule)
     return record
-
-
-def npz_memmap(path: str | Path, key: str = "arr_0") -> np.ndarray:
-    """Memory-map array `key` of an uncompressed .npz (np.savez); load it if compressed."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        return np.load(path)[key]
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        name_len = int.from_bytes(local[26:28], "little")
-        extra_len = int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        major, _ = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if major == 1
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    return np.memmap(
-        path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
-    )
 
 
 def _npz_strings(path: str | Path, keys: list[str], rule: str) -> list[str]:
     """The string entries `keys` of an .npz (loaded without pickle)."""
     with np.load(path, allow_pickle=False) as z:
         if any(k not in z for k in keys):
-            raise unnamed(path, rule)
+            raise unnamed_error(path, rule)
         return [str(z[k]) for k in keys]
 
 
@@ -234,7 +213,7 @@ def sample_names(
     """(schedule, preset) a sample .npz names, checked against any given; for a folder or an .npz
     the `sample` rule did not write (no names inside), the given ones."""
     path = Path(path)
-    if path.is_dir():
+    if path.suffix != ".npz":
         return schedule, preset
     with np.load(path, allow_pickle=False) as z:
         if "schedule" not in z or "preset" not in z:

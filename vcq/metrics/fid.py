@@ -18,8 +18,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from tqdm import tqdm
 
 from vcq.data.synthetic import folder_hash
-from vcq.io import atomic_path, content_key, file_sha256
-from vcq.runfiles import npz_memmap
+from vcq.io import atomic_path, content_key, file_sha256, npz_memmap
 
 log = logging.getLogger(__name__)
 

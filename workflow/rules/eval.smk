@@ -44,7 +44,8 @@ rule eval_fid:
         ),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved} '
-        "--samples {input.samples} --out {output.metrics} > {log} 2>&1"
+        "--samples {input.samples} --schedule {wildcards.schedule} "
+        "--preset {wildcards.preset} --out {output.metrics} > {log} 2>&1"
 
 
 rule linear_probe:
