@@ -62,6 +62,13 @@ def test_recon_images_round_trip_memory_mapped_and_unnamed_file_refused(tmp_path
         runfiles.read_recon_images(tmp_path / "old.npz")
 
 
+def test_failed_recon_images_leave_neither_parts_nor_a_file(tmp_path):
+    path = tmp_path / "recon" / "cosine.npz"
+    with pytest.raises(RuntimeError), runfiles.write_recon_images(path, "cosine", (2, 4, 4, 3)):
+        raise RuntimeError("tokenizer failed")
+    assert list(path.parent.iterdir()) == []
+
+
 def test_samples_round_trip_adm_style_and_unnamed_file_refused(tmp_path):
     from vcq.metrics.fid import ImageSource
 
