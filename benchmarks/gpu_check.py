@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vcq.ar import ARConfig, ARModel
-from vcq.config import k_sizes_for, load_config, tokenizer_config
+from vcq.config import k_sizes_for, load_config, tokenizer_section
 from vcq.data.images import normalize_uint8
 from vcq.data.views import view_names
 from vcq.losses import TokenizerLoss
@@ -68,7 +68,7 @@ def tokenizer_training(
     cfg: dict, device: torch.device, batch: int, peak: float, tiny: bool
 ) -> None:
     train_cfg = {**cfg["tokenizer"]["train"], "disc_start": 0, "lpips_weights": None}
-    model = build_tokenizer(tokenizer_config(cfg, "cosine"), k_sizes_for(cfg, "cosine")).to(device)
+    model = build_tokenizer(tokenizer_section(cfg, "cosine"), k_sizes_for(cfg, "cosine")).to(device)
     loss_fn = TokenizerLoss(train_cfg).to(device)
     if not tiny:  # LPIPS with a random VGG trunk: same cost as the real one, no weight file needed
         import lpips
@@ -188,7 +188,7 @@ def ar_sampling(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None
 
 def encoding(cfg: dict, device: torch.device, batch: int, views: int, tiny: bool) -> None:
     model = (
-        build_tokenizer(tokenizer_config(cfg, "cosine"), k_sizes_for(cfg, "cosine"))
+        build_tokenizer(tokenizer_section(cfg, "cosine"), k_sizes_for(cfg, "cosine"))
         .to(device)
         .eval()
     )

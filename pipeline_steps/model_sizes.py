@@ -9,7 +9,7 @@ import yaml
 
 from vcq.ar import ARConfig, count_params, format_breakdown
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.config import k_sizes_for, tokenizer_config
+from vcq.config import k_sizes_for, tokenizer_section
 from vcq.tokenizer import build_tokenizer, parameter_breakdown
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     name = max(cfg["schedules"], key=lambda s: s["k_max"])["name"]  # the largest codebook
     k_sizes = k_sizes_for(cfg, name)
     with torch.device("meta"):
-        tok = parameter_breakdown(build_tokenizer(tokenizer_config(cfg, name), k_sizes))
+        tok = parameter_breakdown(build_tokenizer(tokenizer_section(cfg, name), k_sizes))
     ar_cfg = ARConfig.from_dict(
         {
             **cfg["ar"]["model"],

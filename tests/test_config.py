@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vcq.config import ConfigError, k_sizes_for, load_config, tokenizer_config
+from vcq.config import ConfigError, k_sizes_for, load_config, tokenizer_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(
@@ -92,8 +92,8 @@ def test_schedule_quantizer_overrides_apply_to_that_schedule_only(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cfg = load_config(path)
-    assert tokenizer_config(cfg, "d")["quantizer"]["l2_norm"] is False
-    assert tokenizer_config(cfg, "c")["quantizer"]["l2_norm"] is True
+    assert tokenizer_section(cfg, "d")["quantizer"]["l2_norm"] is False
+    assert tokenizer_section(cfg, "c")["quantizer"]["l2_norm"] is True
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):

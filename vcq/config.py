@@ -224,13 +224,13 @@ def validate_config(cfg: dict, where: str) -> dict:
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
             validate(
-                tokenizer_config(cfg, s["name"])["quantizer"],
+                tokenizer_section(cfg, s["name"])["quantizer"],
                 quantizer_schema,
                 where=f"{where}: schedules.{i}.quantizer",
             )
     for i, s in enumerate(cfg["schedules"]):
         if s["ar_head"] == "leech_factorized":
-            kind = tokenizer_config(cfg, s["name"])["quantizer"]["kind"]
+            kind = tokenizer_section(cfg, s["name"])["quantizer"]["kind"]
             if kind != "leech":
                 raise ConfigError(
                     f"{where}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
@@ -306,7 +306,7 @@ def k_sizes_for(cfg: dict, name: str) -> np.ndarray:
     )
 
 
-def tokenizer_config(cfg: dict, name: str) -> dict:
+def tokenizer_section(cfg: dict, name: str) -> dict:
     """The tokenizer section for schedule `name`, with its `quantizer` overrides applied."""
     tok = copy.deepcopy(cfg["tokenizer"])
     tok["quantizer"].update(copy.deepcopy(schedule(cfg, name).get("quantizer", {})))

@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vcq import training as T
-from vcq.config import k_sizes_for, tokenizer_config
+from vcq.config import k_sizes_for, tokenizer_section
 from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
@@ -67,7 +67,7 @@ def train(
     if env.device.type == "cuda":
         enable_tf32()
     torch.manual_seed(seed)
-    model = build_tokenizer(tokenizer_config(cfg, schedule), k_sizes_for(cfg, schedule)).to(
+    model = build_tokenizer(tokenizer_section(cfg, schedule), k_sizes_for(cfg, schedule)).to(
         env.device
     )
     loss_fn = TokenizerLoss(train_cfg).to(env.device)
