@@ -9,23 +9,13 @@ from vcq import report, runfiles
 from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import k_sizes_for, load_config
 from vcq.io import atomic_path
-from vcq.sampling import guidance_strategy, presets_for
+from vcq.sampling import guidance_strategy, presets_for, sampled_pairs
 
 
-def _metrics(paths: list[str], keys: list, what: str, rule: str, pairs: bool = False) -> dict:
+def _metrics(paths: list[str], keys: list, what: str, rule: str) -> dict:
     """{schedule (or (schedule, preset name)): metric JSON path}, named by each file's content and
     checked against the config's `keys` (no files given: {})."""
-    files = runfiles.by_name(
-        paths,
-        lambda p: (p, runfiles.read_metrics(p, rule)),
-        lambda c: (
-            (c[1]["schedule"], c[1].get("preset", {}).get("name")) if pairs else c[1]["schedule"]
-        ),
-        keys,
-        what,
-        rule,
-    )
-    return {k: p for k, (p, _) in files.items()}
+    return {k: p for k, (p, _) in runfiles.metrics_by_name(paths, keys, what, rule).items()}
 
 
 def _paper(rep: dict) -> dict:
@@ -107,7 +97,7 @@ def main() -> None:
         return
     paper = _paper(rep) if rep["paper_comparison"] else None
     names = report.schedule_names(cfg)
-    pairs = [(n, p["name"]) for n in names for p in presets_for(cfg["sampling"], n)]
+    pairs = sampled_pairs(cfg)
     entropy = _metrics(args.entropy_json, names, "entropy summary", "measure_entropy")
     t2 = report.table2(cfg, entropy)
     notes = report.footnotes(t2) + report.table2_notes(
@@ -123,9 +113,7 @@ def main() -> None:
         )
     report.write_table(t2, out / "table2", notes)
     gen: dict[str, list[str]] = {}
-    for (name, _), path in _metrics(
-        args.gen, pairs, "generation metrics file", "eval_fid", True
-    ).items():
+    for (name, _), path in _metrics(args.gen, pairs, "generation metrics file", "eval_fid").items():
         gen.setdefault(name, []).append(path)
     k_sizes = {n: k_sizes_for(cfg, n) for n in names}
     recon = _metrics(args.recon, names, "recon metrics file", "eval_recon")

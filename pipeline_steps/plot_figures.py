@@ -9,7 +9,7 @@ from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import load_config
 from vcq.data.images import ImageFolderDataset
 from vcq.paths import Layout
-from vcq.sampling import find_preset, presets_for
+from vcq.sampling import find_preset, sampled_pairs
 
 TOKENIZER_PANELS = [
     {
@@ -102,7 +102,7 @@ def main() -> None:
         return
     labels = {s["name"]: s.get("label") or s["name"] for s in cfg["schedules"]}
     names = report.schedule_names(cfg)
-    pairs = [(s, p["name"]) for s in names for p in presets_for(cfg["sampling"], s)]
+    pairs = sampled_pairs(cfg)
 
     entropy = runfiles.frames_by_name(
         args.entropy_csv, runfiles.read_entropy_csv, names, "entropy CSV", "measure_entropy"
@@ -121,14 +121,12 @@ def main() -> None:
             "cross-entropy (nats)",
             title=f"{exp}: AR loss per token position (train and val)",
         )
-    recon = runfiles.by_name(
-        args.recon,
-        lambda p: runfiles.read_metrics(p, "eval_recon"),
-        lambda r: r["schedule"],
-        names,
-        "recon metrics file",
-        "eval_recon",
-    )
+    recon = {
+        name: record
+        for name, (_, record) in runfiles.metrics_by_name(
+            args.recon, names, "recon metrics file", "eval_recon"
+        ).items()
+    }
     if recon:
         written += report.plot_usage(
             recon, out / "codebook_usage", title=f"{exp}: codebook usage on the val split"

@@ -206,6 +206,15 @@ def presets_for(sampling_cfg: dict, schedule: str) -> list[dict]:
     ]
 
 
+def sampled_pairs(cfg: dict) -> list[tuple[str, str]]:
+    """The (schedule, preset name) pairs an experiment samples and evaluates, in config order."""
+    return [
+        (s["name"], p["name"])
+        for s in cfg["schedules"]
+        for p in presets_for(cfg["sampling"], s["name"])
+    ]
+
+
 def find_preset(sampling_cfg: dict, name: str) -> dict:
     """The expanded preset called `name`."""
     for p in expand_presets(sampling_cfg):

@@ -10,7 +10,7 @@ from pathlib import Path
 from vcq.config import ConfigError, dump_config, extends_dir, resolve_config, schedule
 from vcq.io import atomic_path
 from vcq.paths import Layout
-from vcq.sampling import expand_presets, presets_for
+from vcq.sampling import expand_presets, sampled_pairs
 
 DEFAULT_CONFIG = "config/default.yaml"
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles]
@@ -31,7 +31,7 @@ PATHS = Layout.of(CFG)
 SCHEDULES = [s["name"] for s in CFG["schedules"]]
 PRESETS = {p["name"]: p for p in expand_presets(CFG["sampling"])}
 # (schedule, preset) pairs to sample and evaluate: a preset may be restricted to some schedules.
-PAIRS = [(s, p["name"]) for s in SCHEDULES for p in presets_for(CFG["sampling"], s)]
+PAIRS = sampled_pairs(CFG)
 DEMO_FEATURES = CFG["eval"]["feature_extractor"] == "demo"
 
 # Every step reads this resolved config, so the steps and the workflow cannot disagree. It is
