@@ -13,6 +13,7 @@ import pytest
 
 from vcq.data.tokens import TokenWriter
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
+from vcq.runfiles import read_entropy_csv
 from vcq.schedules import schedule_k_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,9 @@ def _cli(tmp_path, capsys, *argv):
     err = capsys.readouterr().err
     if code:
         return code, err
-    return pd.read_csv(tmp_path / "out.csv"), json.loads((tmp_path / "out.json").read_text())
+    name, df = read_entropy_csv(tmp_path / "out.csv")  # the pipeline's format, named by the file
+    assert name == Path(argv[0]).stem
+    return df, json.loads((tmp_path / "out.json").read_text())
 
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "pt", "h5"])

@@ -353,14 +353,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_outputs(prefix: str, rows: list[dict], summary: dict) -> None:
-    import csv
+    from vcq.io import write_json
+    from vcq.runfiles import write_entropy_csv
 
-    from vcq.io import atomic_path, write_json
-
-    with atomic_path(f"{prefix}.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    # the pipeline's format, named after the token file, so one reader serves both
+    write_entropy_csv(f"{prefix}.csv", Path(summary["tokens"]).stem, rows)
     write_json(f"{prefix}.json", summary)
     plot_entropy(rows, Path(summary["tokens"]).name, f"{prefix}.png")
 
