@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the whole DAG on the embedded default data set
+	@test -f $(CONFIG) || { echo "error: CONFIG=$(CONFIG): no such file" >&2; exit 1; }
 	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES)
 
 test: $(STAMP)  ## the default (fast) test suite

@@ -21,8 +21,8 @@ from vcq.training import init_distributed, progress
 
 def main() -> None:
     p = step_parser(__doc__)
-    p.add_argument("--schedule", required=True)
-    p.add_argument("--preset", required=True)
+    p.add_argument("--schedule", required=True, help="codebook schedule name (K_t of the AR model)")
+    p.add_argument("--preset", required=True, help="sampling preset name (sampling.presets)")
     p.add_argument("--ar", required=True, help="AR model (vcq.ar.save_ar)")
     p.add_argument("--tokenizer", required=True, help="tokenizer (vcq.tokenizer.save_tokenizer)")
     p.add_argument("--out", required=True, help="output .npz (tokens .npy and grid .png beside it)")

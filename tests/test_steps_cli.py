@@ -39,3 +39,34 @@ def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(tmp_path):
     )
     assert out.returncode != 0 and not (tmp_path / "out").exists()
     assert out.stderr.strip().count("\n") == 0 and "report.k" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "step, args, message",
+    [
+        ("sample.py", ["--schedule", "cosine", "--preset", "cbcgf"], "no sampling preset 'cbcgf'"),
+        ("train_ar.py", ["--schedule", "cosine"], "tok.pt: no such file"),
+    ],
+)
+def test_an_unknown_name_or_missing_file_stops_a_step_with_one_line(tmp_path, step, args, message):
+    import subprocess
+
+    files = ["--tokens", "t.h5", "--val-tokens", "v.h5"] if step == "train_ar.py" else ["--ar", "a"]
+    out = subprocess.run(
+        [
+            sys.executable,
+            f"pipeline_steps/{step}",
+            *args,
+            *files,
+            "--tokenizer",
+            "tok.pt",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert last.startswith("error: ") and message in last

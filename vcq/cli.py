@@ -69,14 +69,18 @@ def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Log
 
 
 def run_step(main: Callable[[], None]) -> None:
-    """Run a step's `main`; a StepError or a full disk ends it with one line and exit status 1."""
+    """Run a step's `main`; a StepError, a ConfigError, a missing input file or a full disk ends it
+    with one line and exit status 1."""
     try:
         main()
-    except (StepError, OSError, RuntimeError) as e:
+    except (StepError, ConfigError, OSError, RuntimeError) as e:
         full = is_disk_full(e)
-        if not (full or isinstance(e, StepError)):
+        missing = isinstance(e, FileNotFoundError) and e.filename is not None
+        if not (full or missing or isinstance(e, (StepError, ConfigError))):
             raise
-        if full and not isinstance(e, StepError):
+        if missing:
+            e = StepError(f"{e.filename}: no such file")
+        elif full and not isinstance(e, (StepError, ConfigError)):
             e = disk_full_error(getattr(e, "filename", None) or "an output file")
         logging.shutdown()
         # An interrupted progress bar has no newline yet: close it so the error starts a line.

@@ -167,8 +167,11 @@ def _read_config_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def load_config(path: str | Path, overrides: Iterable[str] | None = None) -> dict:
     """Read (following `extends`), override, validate and fill an experiment config (models too)."""
     cfg = _read_config_yaml(Path(path))
-    apply_overrides(cfg, overrides or [])
-    return validate_config(cfg, where=str(path))
+    overrides = list(overrides or [])
+    apply_overrides(cfg, overrides)
+    # a bad key may come from the command line rather than the file: say so
+    where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return validate_config(cfg, where=where)
 
 
 def resolve_config(cfg: dict, base_dir: str | Path, where: str) -> dict:

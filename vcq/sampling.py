@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vcq.ar import ARModel
+from vcq.config import ConfigError
 from vcq.prologue import PrologueEncoder
 
 GUIDANCE = ("none", "constant", "power-cosine", "codebook-aware")
@@ -220,6 +221,6 @@ def find_preset(sampling_cfg: dict, name: str) -> dict:
     for p in expand_presets(sampling_cfg):
         if p["name"] == name:
             return p
-    raise KeyError(
+    raise ConfigError(
         f"no sampling preset {name!r}; have {[p['name'] for p in expand_presets(sampling_cfg)]}"
     )
