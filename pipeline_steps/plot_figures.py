@@ -120,6 +120,7 @@ def main() -> None:
             "position t",
             "cross-entropy (nats)",
             title=f"{exp}: AR loss per token position (train and val)",
+            labels={"train_loss": "train (EMA over steps)", "val_loss": "val"},
         )
     recon = {
         name: record

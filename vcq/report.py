@@ -247,7 +247,7 @@ def summary(
         out += [
             f"- **{n}**: val loss {df['val_loss'].mean():.3f} nats per token "
             f"(mean over {len(df)} positions), "
-            f"train loss {df['train_loss'].mean():.3f}"
+            f"train loss {df['train_loss'].mean():.3f} (EMA over training steps)"
             for n, df in position_loss.items()
         ]
         out.append("")
@@ -530,16 +530,19 @@ def plot_lines(
     ylabel: str,
     log_y: bool = False,
     title: str = "",
+    labels: dict[str, str] | None = None,
 ) -> list[Path]:
-    """One line per (series, column), e.g. the per-position AR loss of each schedule."""
+    """One line per (series, column), e.g. the per-position AR loss of each schedule: one colour
+    per series, one line style per column (`labels` renames columns in the legend)."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name, df in series.items():
-        for y in ys:
+    for i, (name, df) in enumerate(series.items()):
+        for y, style in zip(ys, ("-", "--", ":", "-."), strict=False):
             if y in df:
                 rows = df[[x, y]].dropna()
-                ax.plot(rows[x], rows[y], label=f"{name} {y}")
+                label = f"{name} {(labels or {}).get(y, y)}"
+                ax.plot(rows[x], rows[y], style, color=f"C{i % 10}", label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if log_y else "linear", title=title)
     ax.legend(fontsize=8)
     return _save(fig, out_stem)
