@@ -68,7 +68,9 @@ def main() -> None:
 
     if args.only_theory:
         report.write_table(
-            report.table1(rep["datasets"], rep["k"], rep["thresholds"]), out / "table1", notes=[]
+            report.table1(rep["datasets"], rep["k"], rep["thresholds"]),
+            out / "table1",
+            notes=report.table1_notes(rep["k"]),
         )
         t2 = report.table2(cfg).drop(columns="t_star_measured")
         report.write_table(t2, out / "table2_theory", [*report.table2_notes(cfg, None), n_source])
@@ -135,7 +137,9 @@ def main() -> None:
     report.write_table(t4, out / "table4", notes4)
     t6 = report.table6(_metrics(args.probe, names, "probe file", "linear_probe"))
     report.write_table(
-        report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6, out / "table6"
+        report.add_probe_paper_columns(t6, paper["table6"]) if paper else t6,
+        out / "table6",
+        [*report.footnotes(t6), *report.TABLE6_NOTES],
     )
     report.write_table(t89, out / "table8_9", notes89)
     text = report.summary(

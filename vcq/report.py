@@ -36,6 +36,15 @@ def with_data_manifest(cfg: dict, manifest: str | Path | None) -> tuple[dict, li
     return cfg, sorted(data["classes"]) if data and "classes" in data else None
 
 
+def table1_notes(k: int, imagenet_n: int = 1281167) -> list[str]:
+    """What Table 1's columns mean."""
+    return [
+        f"t_star: Eq. 2 with a constant codebook K = {k:,} (the paper's), the first t with "
+        "t * log2 K >= log2 N",
+        f"x_ImageNet: N as a multiple of ImageNet-1K's {imagenet_n:,} training images",
+    ]
+
+
 def table1(
     datasets: list[dict], k: int, thresholds: list[int], imagenet_n: int = 1281167
 ) -> pd.DataFrame:
@@ -104,7 +113,9 @@ def table2_notes(
     if threshold_bits is not None:
         notes.append(
             f"t_star_measured: the first t from which the measured H(x_s | x_<s) stays below "
-            f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits)"
+            f"{threshold_bits:g} bits for every s >= t (entropy.threshold_bits). It is later "
+            "than t_star_theory when tokens use fewer than log2 K_s bits per position (unused "
+            "or unevenly used codes): Eq. 2 is the earliest cliff any tokenizer can have"
         )
     for name in schedule_names(cfg):
         printed = (paper_t2 or {}).get(name, {}).get("t_star")
@@ -366,6 +377,13 @@ def table5(rows: list[dict], paper: dict | None = None) -> pd.DataFrame:
     return df.rename(columns=names | {f"{k} (paper)": f"{v} (paper)" for k, v in names.items()})
 
 
+TABLE6_NOTES = [
+    "features codes: a linear classifier on the quantized code vectors of the first k tokens "
+    "(standardised); prologue: on the k prologue tokens' code vectors",
+    "top1, top5: val accuracy in % (linear probe, probe.epochs)",
+]
+
+
 def table6(probe: dict[str, str]) -> pd.DataFrame:
     """Table 6: linear-probe top-1/top-5 per schedule and prefix length k."""
     rows = [
@@ -465,7 +483,8 @@ def write_table(df: pd.DataFrame, stem: str | Path, notes: list[str] | None = No
     paths = [stem.with_suffix(s) for s in (".csv", ".md", ".tex")]
     texts = [
         df.to_csv(index=False),
-        df.astype(object).where(df.notna(), "").to_markdown(index=False)
+        # four significant digits for reading; the CSV keeps every digit
+        df.astype(object).where(df.notna(), "").to_markdown(index=False, floatfmt=".4g")
         + "".join(f"\n\n{n}" for n in notes)
         + "\n",
         df.to_latex(index=False, na_rep="", float_format="%.3g")
@@ -483,6 +502,7 @@ def plot_schedules(
     """Fig. 2: (a) per-position entropy bound log2 N − I(t) (+ measured: `entropy` maps a schedule
     to its `vcq.runfiles.read_entropy_csv` frame), (b) K_t."""
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     from vcq.config import k_sizes_for
 
@@ -513,9 +533,13 @@ def plot_schedules(
         xlabel="position t",
         ylabel="bits",
         title="(a) H(x_t | x_<t): ideal min(log2 K_t, log2 N − I(t))"
-        + (" and measured" if measured else ""),
+        + (" and measured" if measured else "")
+        + "\nI(t) = sum of log2 K_s over s < t: the bits the first t tokens can carry",
     )
     ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
+    # plain numbers (2, 64, 16384) rather than 2×10⁰, 6×10¹ on the log axis
+    ax_b.yaxis.set_major_formatter(ScalarFormatter())
+    ax_b.yaxis.set_minor_formatter(NullFormatter())
     for ax in (ax_a, ax_b):
         ax.legend(fontsize=8)
     return _save(fig, out_stem)
@@ -722,7 +746,11 @@ def _save(fig, out_stem: str | Path, tight: bool = False) -> list[Path]:
 
 def merge_schedules(cfgs: list[dict]) -> dict:
     """One config holding the schedules of several (same L and image size), for reference tables."""
-    merged = {**cfgs[0], "schedules": [s for c in cfgs for s in c["schedules"]]}
+    merged = {
+        **cfgs[0],
+        "experiment": " + ".join(dict.fromkeys(c["experiment"] for c in cfgs)),
+        "schedules": [s for c in cfgs for s in c["schedules"]],
+    }
     for c in cfgs[1:]:
         if c["tokenizer"]["num_tokens"] != merged["tokenizer"]["num_tokens"] or cfg_image_size(
             c
