@@ -155,6 +155,17 @@ def test_table4_class_accuracy_columns_and_summary(tmp_path):
     assert "PSNR 21.00 dB vs 14.00 dB for the mean-colour baseline (+7.00 dB)" in text
     assert "80% with CFG, 40% w/o CFG, 99% on real val images" in text
     assert "val loss 1.500 nats per token" in text
+    probe = pd.DataFrame(
+        {
+            "schedule": ["cosine"] * 2,
+            "features": ["codes", "prologue"],
+            "k": [4, 2],
+            "top1": [24.5, 18.0],
+            "top5": [68.5, 58.5],
+        }
+    )
+    text = report.summary({"experiment": "demo"}, {"table6": probe}, {})
+    assert "- **cosine**: k = 4: top-1 24.5%, prologue tokens, k = 2: top-1 18.0%" in text
 
 
 def test_write_table_and_paper_columns(tmp_path):

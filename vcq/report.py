@@ -277,7 +277,8 @@ def summary(
         out += ["## Linear probe on the tokens (table6)", ""]
         for name, rows in t6.groupby("schedule", sort=False):
             parts = [
-                f"k = {'all' if _isnan(r['k']) else int(r['k'])}: top-1 {_fmt(r['top1'], 1)}%"
+                ("" if r.get("features", "codes") == "codes" else f"{r['features']} tokens, ")
+                + f"k = {'all' if _isnan(r['k']) else int(r['k'])}: top-1 {_fmt(r['top1'], 1)}%"
                 for r in rows.to_dict("records")
             ]
             out.append(f"- **{name}**: " + ", ".join(parts))
