@@ -503,7 +503,7 @@ def plot_schedules(
     """Fig. 2: (a) per-position entropy bound log2 N − I(t) (+ measured: `entropy` maps a schedule
     to its `vcq.runfiles.read_entropy_csv` frame), (b) K_t."""
     plt = pyplot()
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     from vcq.config import k_sizes_for
 
@@ -537,8 +537,10 @@ def plot_schedules(
         + (" and measured" if measured else "")
         + "\nI(t) = sum of log2 K_s over s < t: the bits the first t tokens can carry",
     )
-    ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", yscale="log", title="(b) schedules")
-    # plain numbers (2, 64, 16384) rather than 2×10⁰, 6×10¹ on the log axis
+    ax_b.set(xlabel="position t", ylabel="codebook size $K_t$", title="(b) schedules")
+    # powers of two as plain numbers (2, 64, 16384), the units codebook sizes come in
+    ax_b.set_yscale("log", base=2)
+    ax_b.yaxis.set_major_locator(LogLocator(base=2, numticks=8))
     ax_b.yaxis.set_major_formatter(ScalarFormatter())
     ax_b.yaxis.set_minor_formatter(NullFormatter())
     for ax in (ax_a, ax_b):
