@@ -115,11 +115,11 @@ def read_metrics(path: str | Path, rule: str) -> dict:
     return record
 
 
-def _npz_strings(path: str | Path, keys: list[str], rule: str) -> list[str]:
-    """The string entries `keys` of an .npz (loaded without pickle)."""
+def _npz_strings(path: str | Path, keys: list[str]) -> list[str] | None:
+    """The string entries `keys` of an .npz (loaded without pickle); None if one is absent."""
     with np.load(path, allow_pickle=False) as z:
         if any(k not in z for k in keys):
-            raise unnamed_error(path, rule)
+            return None
         return [str(z[k]) for k in keys]
 
 
@@ -168,8 +168,10 @@ def write_recon_images(
 
 def read_recon_images(path: str | Path) -> ReconImages:
     """The reconstructions file of `eval_recon` (`write_recon_images`), memory-mapped."""
-    (schedule,) = _npz_strings(path, ["schedule"], "eval_recon")
-    return ReconImages(schedule, npz_memmap(path, "recon"), npz_memmap(path, "originals"))
+    names = _npz_strings(path, ["schedule"])
+    if names is None:
+        raise unnamed_error(path, "eval_recon")
+    return ReconImages(names[0], npz_memmap(path, "recon"), npz_memmap(path, "originals"))
 
 
 class Samples(NamedTuple):
@@ -207,10 +209,12 @@ def write_samples(
 
 def read_samples(path: str | Path) -> Samples:
     """A sample .npz of the `sample` rule (`write_samples`), images memory-mapped."""
-    schedule, preset = _npz_strings(path, ["schedule", "preset"], "sample")
+    names = _npz_strings(path, ["schedule", "preset"])
+    if names is None:
+        raise unnamed_error(path, "sample")
     with np.load(path, allow_pickle=False) as z:
         labels = z.get("labels")
-    return Samples(schedule, preset, npz_memmap(path), labels)
+    return Samples(*names, npz_memmap(path), labels)
 
 
 def sample_names(
@@ -221,14 +225,13 @@ def sample_names(
     path = Path(path)
     if path.suffix != ".npz":
         return schedule, preset
-    with np.load(path, allow_pickle=False) as z:
-        if "schedule" not in z or "preset" not in z:
-            return schedule, preset
-        named = str(z["schedule"]), str(z["preset"])
+    named = _npz_strings(path, ["schedule", "preset"])
+    if named is None:
+        return schedule, preset
     for what, given, inside in zip(("schedule", "preset"), (schedule, preset), named, strict=True):
         if given is not None and given != inside:
             raise StepError(f"{path}: holds samples of {what} {inside!r}, not {given!r}")
-    return named
+    return named[0], named[1]
 
 
 def by_name(
