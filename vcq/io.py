@@ -42,6 +42,17 @@ def disk_full_error(path: str | os.PathLike) -> StepError:
 
 
 @contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike) -> Iterator[None]:
+    """Turn running out of space inside the block into the one-line error naming `path`."""
+    try:
+        yield
+    except BaseException as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from e
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` that replaces `path` only if the block succeeds."""
     path = Path(path)
@@ -51,12 +62,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should be shareable
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException as e:
+        with disk_full_names(path):
+            yield tmp_path
+            os.replace(tmp_path, path)
+    except BaseException:
         tmp_path.unlink(missing_ok=True)
-        if is_disk_full(e):
-            raise disk_full_error(path) from e
         raise
 
 

@@ -127,12 +127,12 @@ def folder_hash(root: str | os.PathLike, by: str = "bytes") -> str:
     h = hashlib.sha256()
     for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != "manifest.json"):
         h.update(str(p.relative_to(root)).encode())
-        st = p.stat()
         if by == "bytes":
             h.update(p.read_bytes())
         elif by == "sizes":
-            h.update(str(st.st_size).encode())
+            h.update(str(p.stat().st_size).encode())
         else:
+            st = p.stat()
             h.update(f"{st.st_size} {st.st_mtime_ns}".encode())
     return h.hexdigest()
 

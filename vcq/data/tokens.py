@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from vcq.io import StepError, atomic_path, disk_full_error, is_disk_full
+from vcq.io import StepError, atomic_path, disk_full_names, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class TokenWriter:
         order = np.argsort(rows)
         rows, tokens, labels = rows[order], tokens[order], np.asarray(labels, dtype=np.int64)[order]
         sums = row_checksums(tokens)
-        try:
+        with disk_full_names(self.partial):
             for start, stop in _runs(rows):
                 span = slice(rows[start], rows[stop - 1] + 1)
                 self.datasets["tokens"][span] = tokens[start:stop]
@@ -198,10 +198,6 @@ class TokenWriter:
                 self.datasets["done"][rows[start] : rows[stop - 1] + 1] = True
             # Flushed per batch: after a kill, every row flagged done is on disk.
             self.file.flush()
-        except (OSError, RuntimeError) as e:
-            if is_disk_full(e):
-                raise disk_full_error(self.partial) from e
-            raise
 
     def finalize(self) -> Path:
         """Verify every row as read back from disk, set `complete`, rename `.partial` to path."""
@@ -211,16 +207,11 @@ class TokenWriter:
                 raise RuntimeError(f"{self.partial}: {missing} rows not written yet")
             self.close()
             bad = self._verify_on_disk()
-            try:
-                with h5py.File(self.partial, "r+") as f:
-                    if bad.size:
-                        f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
-                    else:
-                        f.attrs["complete"] = True
-            except (OSError, RuntimeError) as e:
-                if is_disk_full(e):
-                    raise disk_full_error(self.partial) from e
-                raise
+            with disk_full_names(self.partial), h5py.File(self.partial, "r+") as f:
+                if bad.size:
+                    f["done"][:] = f["done"][:] & ~np.isin(np.arange(self.num_rows), bad)
+                else:
+                    f.attrs["complete"] = True
             if bad.size:
                 raise TokenFileError(
                     f"{self.partial}: {bad.size} rows read back differently from what was written "
@@ -246,12 +237,8 @@ class TokenWriter:
         """Close the file (the `.partial` stays for a later resume)."""
         if self.file is not None:
             f, self.file, self.datasets = self.file, None, {}
-            try:
+            with disk_full_names(self.partial):
                 f.close()
-            except (OSError, RuntimeError) as e:
-                if is_disk_full(e):
-                    raise disk_full_error(self.partial) from e
-                raise
 
     def __enter__(self) -> TokenWriter:
         return self
