@@ -21,15 +21,16 @@ from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
 from vcq.io import content_key, file_sha256
 from vcq.numerics import check_finite_weights, inference_autocast
-from vcq.tokenizer import load_tokenizer
-from vcq.training import cleanup_distributed, init_distributed, progress, require_checkpoint
+from vcq.tokenizer import load_tokenizer_with_extra
+from vcq.training import cleanup_distributed, init_distributed, progress
 
 
 def checked_k_sizes(
-    cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int]
+    cfg: dict, schedule: str, tokenizer_path: Path, model_sizes: list[int], extra: dict
 ) -> np.ndarray:
-    """K_t of the checkpoint, after checking it belongs to `schedule` of this config."""
-    saved = require_checkpoint(tokenizer_path, ["extra"])["extra"].get("schedule", schedule)
+    """K_t of the checkpoint, after checking it (`extra`: its metadata) belongs to `schedule` of
+    this config."""
+    saved = extra.get("schedule", schedule)
     if saved != schedule:
         sys.exit(f"{tokenizer_path} was trained for schedule '{saved}', not '{schedule}'")
     k_sizes = np.asarray(model_sizes, dtype=np.int64)
@@ -55,9 +56,9 @@ def main() -> None:
     env = init_distributed(cfg["device"])
     enc = cfg["encode"]
 
-    model = load_tokenizer(args.tokenizer, env.device)
+    model, extra = load_tokenizer_with_extra(args.tokenizer, env.device)
     check_finite_weights(model, str(args.tokenizer))
-    k_sizes = checked_k_sizes(cfg, args.schedule, args.tokenizer, model.k_sizes)
+    k_sizes = checked_k_sizes(cfg, args.schedule, args.tokenizer, model.k_sizes, extra)
     recipe = enc["views"] if args.split == "train" else "center"
     names = view_names(recipe)
     # uint8 views through the loader (a quarter of float32's bytes), normalised on the device

@@ -223,11 +223,28 @@ def _config_of(spec: dict) -> TokenizerConfig:
     return TokenizerConfig(**model, k_sizes=k_sizes, quantizer=spec["quantizer"])
 
 
-def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Tokenizer:
-    """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
-    from vcq.training import require_checkpoint, restore_module
+def _restored(state: dict, path: str | os.PathLike, map_location: str | torch.device) -> Tokenizer:
+    """The eval-mode tokenizer of a loaded `save_tokenizer` checkpoint."""
+    from vcq.training import restore_module
 
-    state = require_checkpoint(path, ["spec", "state_dict"], map_location)
     model = Tokenizer(_config_of(state["spec"]))
     restore_module(model, state["state_dict"], path)
     return model.to(map_location).eval()
+
+
+def load_tokenizer_with_extra(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Tokenizer, dict]:
+    """`load_tokenizer` and the checkpoint's `extra` (schedule, training metadata), one read."""
+    from vcq.training import require_checkpoint
+
+    state = require_checkpoint(path, ["spec", "state_dict", "extra"], map_location)
+    return _restored(state, path, map_location), state["extra"]
+
+
+def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Tokenizer:
+    """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
+    from vcq.training import require_checkpoint
+
+    state = require_checkpoint(path, ["spec", "state_dict"], map_location)
+    return _restored(state, path, map_location)
