@@ -152,6 +152,11 @@ def dataset_ready():
     return [DATA_MANIFEST]
 
 
+def manifest_flag(wildcards, input):
+    """`--manifest FILE` for the report steps where the rule reads the data manifest."""
+    return f"--manifest {input.data}" if input.data else ""
+
+
 def feature_net():
     """The demo feature network (only when the config evaluates with demo features)."""
     return [CFG["eval"]["demo_weights"]] if DEMO_FEATURES else []

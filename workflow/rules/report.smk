@@ -24,7 +24,7 @@ rule tables:
         **rule_resources("tables"),
     params:
         resolved=RESOLVED_CONFIG,
-        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
+        manifest=manifest_flag,
         config=config_hash(*RESULT_SECTIONS),
         out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
     shell:
@@ -65,7 +65,7 @@ rule figures:
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
-        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
+        manifest=manifest_flag,
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} '
         "--out-dir {params.out_dir} --entropy-csv {input.entropy} "

@@ -25,7 +25,7 @@ rule theory:
         **rule_resources("theory"),
     params:
         resolved=RESOLVED_CONFIG,
-        manifest=lambda wc, input: f"--manifest {input.data}" if input.data else "",
+        manifest=manifest_flag,
         config=config_hash("report", "schedules", "tokenizer", "data"),
         tables=lambda wildcards, output: Path(output.tables[0]).parent,
         figures=lambda wildcards, output: Path(output.figures[0]).parent,
