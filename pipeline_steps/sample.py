@@ -15,7 +15,7 @@ from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.plotting import save_image_grid
 from vcq.prologue import prologue_from_extra
 from vcq.runfiles import write_samples
-from vcq.sampling import find_preset, generate
+from vcq.sampling import find_preset, generate, run_settings
 from vcq.training import init_distributed, progress
 
 
@@ -47,7 +47,7 @@ def main() -> None:
         ar=file_sha256(args.ar),
         tokenizer=file_sha256(args.tokenizer),
         preset=preset,
-        sampling={k: v for k, v in sampling_cfg.items() if k not in ("presets", "grids")},
+        sampling=run_settings(sampling_cfg),
     )
     chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
     labels = np.repeat(np.arange(model.cfg.num_classes), sampling_cfg["samples_per_class"])

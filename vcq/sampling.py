@@ -198,21 +198,26 @@ def expand_presets(sampling_cfg: dict) -> list[dict]:
     return presets
 
 
+def _applies(preset: dict, schedule: str) -> bool:
+    """Whether an expanded preset samples `schedule` (an empty `schedules` list means all)."""
+    return not preset.get("schedules") or schedule in preset["schedules"]
+
+
 def presets_for(sampling_cfg: dict, schedule: str) -> list[dict]:
-    """The expanded presets that apply to `schedule` (an empty `schedules` list means all)."""
-    return [
-        p
-        for p in expand_presets(sampling_cfg)
-        if not p.get("schedules") or schedule in p["schedules"]
-    ]
+    """The expanded presets that apply to `schedule`."""
+    return [p for p in expand_presets(sampling_cfg) if _applies(p, schedule)]
+
+
+def run_settings(sampling_cfg: dict) -> dict:
+    """The sampling settings every preset shares (the section without `presets` and `grids`)."""
+    return {k: v for k, v in sampling_cfg.items() if k not in ("presets", "grids")}
 
 
 def sampled_pairs(cfg: dict) -> list[tuple[str, str]]:
     """The (schedule, preset name) pairs an experiment samples and evaluates, in config order."""
+    presets = expand_presets(cfg["sampling"])
     return [
-        (s["name"], p["name"])
-        for s in cfg["schedules"]
-        for p in presets_for(cfg["sampling"], s["name"])
+        (s["name"], p["name"]) for s in cfg["schedules"] for p in presets if _applies(p, s["name"])
     ]
 
 

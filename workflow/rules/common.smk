@@ -10,7 +10,7 @@ from pathlib import Path
 from vcq.config import ConfigError, dump_config, extends_dir, resolve_config, schedule
 from vcq.io import atomic_path
 from vcq.paths import Layout
-from vcq.sampling import expand_presets, sampled_pairs
+from vcq.sampling import expand_presets, run_settings, sampled_pairs
 
 DEFAULT_CONFIG = "config/default.yaml"
 CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles]
@@ -54,7 +54,7 @@ _SECTIONS = {
         for k, v in CFG.items()
         if k not in ("resources", "slurm", "paths", "device", "_config_path")
     },
-    "sampling_run": {k: v for k, v in CFG["sampling"].items() if k not in ("presets", "grids")},
+    "sampling_run": run_settings(CFG["sampling"]),
 }
 RESULT_SECTIONS = [k for k in _SECTIONS if k != "sampling_run"]
 
