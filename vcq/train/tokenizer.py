@@ -163,10 +163,8 @@ def train(
             opt_d.zero_grad(set_to_none=True)
         done = step + 1
         bar.update(1)
-        if bool(
-            replaced.ne(-1).any()
-        ):  # the flags come from the workers: a CPU tensor, no device sync
-            skipped.update(int(i) for i in replaced[replaced.ne(-1)])
+        # the flags come from the workers: a CPU tensor, no device sync
+        skipped.update(replaced[replaced.ne(-1)].tolist())
 
         # evaluate: metrics of this step (the only host syncs) at logging intervals
         if done % train_cfg["log_every"] == 0 or done == steps:
