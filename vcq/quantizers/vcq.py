@@ -104,20 +104,27 @@ class SharedCodebookQuantizer(Quantizer):
             )
         else:
             loss = self.commitment_weight * commit
-            if self.training:
-                self._ema_update(z.detach().float(), indices)
-        if self.training and self.restart_after > 0:
-            self._restart_dead_codes(z.detach().float(), indices)
+        # one count of this batch's codes serves the statistics and, summed over ranks, the updates
+        counts = code_counts(indices, self.k_max)
+        ema = self.training and self.update == "ema"
+        restart = self.training and self.restart_after > 0
+        if ema or restart:
+            total = counts.clone()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(total)
+            if ema:
+                self._ema_update(z.detach().float(), indices, total)
+            if restart:
+                self._restart_dead_codes(z.detach().float(), total)
         quantized = z + (q - z).detach()
-        return QuantizerOutput(quantized, indices, loss, self._batch_stats(indices))
+        return QuantizerOutput(quantized, indices, loss, self._batch_stats(counts))
 
     @torch.no_grad()
-    def _ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+    def _ema_update(self, z: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
+        """EMA codebook step from this batch's latents and the code `counts` of all ranks."""
         flat_idx, flat_z = indices.reshape(-1), z.reshape(-1, z.shape[-1])
-        counts = code_counts(flat_idx, self.k_max)
         sums = torch.zeros_like(self.embed_sum).index_add_(0, flat_idx, flat_z)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
             torch.distributed.all_reduce(sums)
         d = self.ema_decay
         self.cluster_size.mul_(d).add_(counts, alpha=1 - d)
@@ -129,17 +136,14 @@ class SharedCodebookQuantizer(Quantizer):
         self.embedding.copy_(self.embed_sum / smoothed[:, None])
 
     @torch.no_grad()
-    def _restart_dead_codes(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+    def _restart_dead_codes(self, z: torch.Tensor, counts: torch.Tensor) -> None:
         """Move codes unused for `restart_after` steps onto random current latents that may use
         them.
 
         A code j is only reachable from positions with K_t > j, so its new value is drawn from those
         positions. Rank 0 draws and broadcasts, keeping the codebook identical across DDP ranks.
         """
-        counts = torch.bincount(indices.reshape(-1), minlength=self.k_max)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed:
-            torch.distributed.all_reduce(counts)
         self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
         dead = torch.nonzero(self.unused_steps >= self.restart_after).flatten()
         if dead.numel() == 0:
@@ -158,8 +162,8 @@ class SharedCodebookQuantizer(Quantizer):
         self.unused_steps[dead] = 0
 
     @torch.no_grad()
-    def _batch_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = code_counts(indices, self.k_max)
+    def _batch_stats(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Perplexity and used fraction of this rank's code `counts`."""
         p = counts / counts.sum()
         perplexity = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
         return {"perplexity": perplexity, "used_fraction": (counts > 0).float().mean()}
