@@ -6,10 +6,10 @@ from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
-from vcq.io import StepError, file_sha256
-from vcq.numerics import NonFiniteError
+from vcq.io import file_sha256
 from vcq.paths import Layout
 from vcq.train.ar import ARData, needs_codebook, tokenizer_codebook, train
+from vcq.train.common import divergence_reported
 from vcq.training import init_distributed
 
 
@@ -41,7 +41,7 @@ def main() -> None:
         codebook = (
             tokenizer_codebook(args.tokenizer) if needs_codebook(cfg, args.schedule) else None
         )
-        try:
+        with divergence_reported("ar", args.schedule):
             train(
                 cfg,
                 args.schedule,
@@ -50,10 +50,6 @@ def main() -> None:
                 args.stop_after,
                 pos_csv,
             )
-        except NonFiniteError as e:
-            raise StepError(
-                f"ar {args.schedule}: training diverged: {e}; no checkpoint was written after it"
-            ) from e
 
 
 if __name__ == "__main__":

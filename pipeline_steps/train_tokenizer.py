@@ -6,8 +6,7 @@ from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
-from vcq.io import StepError
-from vcq.numerics import NonFiniteError
+from vcq.train.common import divergence_reported
 from vcq.train.tokenizer import train
 from vcq.training import init_distributed
 
@@ -27,12 +26,8 @@ def main() -> None:
     log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)
     dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / "train")
     log.info("training tokenizer %s on %d images", args.schedule, len(dataset))
-    try:
+    with divergence_reported("tokenizer", args.schedule):
         train(cfg, args.schedule, dataset, args.out, args.stop_after)
-    except NonFiniteError as e:
-        raise StepError(
-            f"tokenizer {args.schedule}: training diverged: {e}; no checkpoint was written after it"
-        ) from e
     log.info("wrote %s", args.out)
 
 

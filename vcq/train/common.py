@@ -8,7 +8,13 @@ right after a checkpoint would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+
+from vcq.io import StepError
+from vcq.numerics import NonFiniteError
 
 # One name for the JSONL metrics log beside every model's final.pt.
 METRICS_LOG = "train_log.jsonl"
@@ -25,3 +31,14 @@ def adamw(
 ) -> torch.optim.AdamW:
     """AdamW, with the fused CUDA kernel on CUDA."""
     return torch.optim.AdamW(groups, fused=device.type == "cuda", **kwargs)
+
+
+@contextmanager
+def divergence_reported(model: str, schedule: str) -> Iterator[None]:
+    """Turn a non-finite loss or gradient inside the block into the one-line step error."""
+    try:
+        yield
+    except NonFiniteError as e:
+        raise StepError(
+            f"{model} {schedule}: training diverged: {e}; no checkpoint was written after it"
+        ) from e
