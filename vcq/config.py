@@ -199,15 +199,20 @@ def dump_config(cfg: dict) -> str:
     return yaml.safe_dump({k: v for k, v in cfg.items() if k != "_config_path"}, sort_keys=False)
 
 
+def rule_spec(cfg: dict, rule: str) -> dict:
+    """The resources of a workflow rule: its own entry over `default` over the built-in values."""
+    spec = {"gpus": 0, "nodes": 1, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60}
+    spec.update(cfg["resources"].get("default", {}))
+    spec.update(cfg["resources"].get(rule, {}))
+    return spec
+
+
 def validate_config(cfg: dict, where: str) -> dict:
     """Validate and fill a merged config mapping in place; resolve models and derived paths."""
     validate(cfg, load_schema(), where=where)
     _derive_experiment_paths(cfg)
     for rule, res in cfg["resources"].items():
-        if (
-            res.get("nodes", 1) > 1
-            and res.get("gpus", cfg["resources"].get("default", {}).get("gpus", 0)) < 1
-        ):
+        if res.get("nodes", 1) > 1 and rule_spec(cfg, rule)["gpus"] < 1:
             raise ConfigError(
                 f"{where}: resources.{rule}.nodes: more than one node needs gpus >= 1 "
                 "(nodes only spread torchrun's GPU ranks)"

@@ -7,7 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from vcq.config import ConfigError, dump_config, extends_dir, resolve_config, schedule
+from vcq.config import (
+    ConfigError,
+    dump_config,
+    extends_dir,
+    resolve_config,
+    rule_spec,
+    schedule,
+)
 from vcq.io import atomic_path
 from vcq.paths import Layout
 from vcq.sampling import expand_presets, run_settings, sampled_pairs
@@ -74,18 +81,10 @@ def config_hash(*sections, per_schedule=False, per_preset=False):
     return digest
 
 
-def _rule_spec(rule_name):
-    """The config's resources for a rule: its own entry over `default` over the built-in values."""
-    r = {"gpus": 0, "nodes": 1, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60}
-    r.update(CFG["resources"].get("default", {}))
-    r.update(CFG["resources"].get(rule_name, {}))
-    return r
-
-
 def rule_resources(rule_name):
     """Snakemake resources of a rule, in the keys snakemake-executor-plugin-slurm 2.8 turns into
     sbatch flags: one task per node with `cpus_per_task` CPUs, `mem_mb` and GPUs per node."""
-    r = _rule_spec(rule_name)
+    r = rule_spec(CFG, rule_name)
     out = {
         "mem_mb": r["mem_mb"],
         "runtime": r["runtime"],
@@ -106,12 +105,12 @@ def rule_resources(rule_name):
 
 def rule_retries(rule_name):
     """Resubmissions of a failed or timed-out job (None: the profile's `retries`)."""
-    return _rule_spec(rule_name).get("retries")
+    return rule_spec(CFG, rule_name).get("retries")
 
 
 def launcher(rule_name):
     """`python`, or torchrun with one rank per GPU of the job (on every node, through srun)."""
-    r = _rule_spec(rule_name)
+    r = rule_spec(CFG, rule_name)
     gpus, nodes = r["gpus"], r["nodes"]
     python = shlex.quote(sys.executable)
     if gpus * nodes <= 1:
