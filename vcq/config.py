@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,27 @@ class ConfigError(ValueError):
     """A configuration problem, reported in one line that names the offending key."""
 
 
+# YAML 1.1 (PyYAML) reads `5e-4` as a string: its floats need a dot and a signed exponent. YAML 1.2
+# and every user read it as a number, so the one loader does too.
+_EXP_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's exponent floats (`5e-4`, `1e6`)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+.0123456789"))
+
+
+def load_yaml(text: Any) -> Any:
+    """YAML text or stream as the config system reads it (safe; `5e-4` is a float)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         with open(path) as f:
-            return yaml.safe_load(f)
+            return load_yaml(f)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {path}") from e
     except yaml.YAMLError as e:
@@ -56,6 +74,9 @@ def _fill_defaults(validator_class: type) -> type:
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for key, sub in properties.items():
+                if _is_exp_float_string(instance.get(key), sub):
+                    # Snakemake reads --configfile with YAML 1.1, so `5e-4` arrives as a string
+                    instance[key] = float(instance[key])
                 if "default" in sub and key not in instance:
                     instance[key] = copy.deepcopy(sub["default"])
                 elif sub.get("type") == "object" and key not in instance and "properties" in sub:
@@ -64,6 +85,13 @@ def _fill_defaults(validator_class: type) -> type:
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _is_exp_float_string(value: Any, schema: dict) -> bool:
+    """`value` is a `5e-4` that a YAML 1.1 reader left a string where `schema` wants a number."""
+    types = schema.get("type", [])
+    wants_number = "number" in (types if isinstance(types, list) else [types])
+    return wants_number and isinstance(value, str) and bool(_EXP_FLOAT.match(value))
 
 
 _Validator = _fill_defaults(jsonschema.Draft202012Validator)
@@ -117,7 +145,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.path=value")
         key, raw = item.split("=", 1)
-        _set_dotted(cfg, key.strip(), yaml.safe_load(raw))
+        _set_dotted(cfg, key.strip(), load_yaml(raw))
     return cfg
 
 
@@ -228,6 +256,7 @@ def validate_config(cfg: dict, where: str) -> dict:
             raise ConfigError(f"{where}: schedules.{s['name']}: k_min > k_max")
     _check_preset_schedules(cfg, set(names), where)
     _check_divisibility(cfg, where)
+    _check_workflow_paths(cfg, where)
     quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
@@ -282,6 +311,30 @@ def _check_divisibility(cfg: dict, path: str | Path) -> None:
         if value % divisor:
             raise ConfigError(
                 f"{path}: bad value at '{key}': {value} is not divisible by {other} = {divisor}"
+            )
+
+
+def _workflow_paths(cfg: dict) -> dict[str, str]:
+    """The config's file and folder paths that become Snakemake inputs or outputs, by key."""
+    paths = {f"paths.{k}": v for k, v in cfg["paths"].items()}
+    paths["data.root"] = cfg["data"]["root"]
+    for key in ("inception_weights", "demo_weights", "reference", "cache_dir"):
+        paths[f"eval.{key}"] = cfg["eval"][key]
+    paths["report.paper_numbers"] = cfg["report"]["paper_numbers"]
+    for i, ref in enumerate(cfg["report"]["reference_configs"]):
+        paths[f"report.reference_configs.{i}"] = ref
+    return {k: v for k, v in paths.items() if v is not None}
+
+
+def _check_workflow_paths(cfg: dict, where: str) -> None:
+    """Paths the workflow can use: every rule quotes them for the shell, but Snakemake reads braces
+    in a path as a wildcard and a line break would split its job listing."""
+    for key, value in _workflow_paths(cfg).items():
+        bad = sorted(set(value) & set("{}\n\r"))
+        if bad:
+            raise ConfigError(
+                f"{where}: bad value at '{key}': {value!r} contains {bad[0]!r}, which Snakemake "
+                "cannot take in a path (rename the folder)"
             )
 
 

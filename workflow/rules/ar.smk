@@ -22,9 +22,9 @@ rule train_ar:
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py '
-        "--config {params.resolved} --schedule {wildcards.schedule} --tokens {input.train} "
-        "--val-tokens {input.val} --tokenizer {input.tok} --out {output.model} "
-        "--out-position-loss {output.position_loss} 3>&2 > {log} 2>&1"
+        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --tokens {input.train:q} "
+        "--val-tokens {input.val:q} --tokenizer {input.tok:q} --out {output.model:q} "
+        "--out-position-loss {output.position_loss:q} 3>&2 > {log:q} 2>&1"
 
 
 rule sample:
@@ -46,6 +46,6 @@ rule sample:
             "seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True
         ),
     shell:
-        'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --preset {wildcards.preset} --ar {input.ar} "
-        "--tokenizer {input.tok} --out {output.samples} 3>&2 > {log} 2>&1"
+        'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved:q} '
+        "--schedule {wildcards.schedule:q} --preset {wildcards.preset:q} --ar {input.ar:q} "
+        "--tokenizer {input.tok:q} --out {output.samples:q} 3>&2 > {log:q} 2>&1"

@@ -152,8 +152,8 @@ def dataset_ready():
 
 
 def manifest_flag(wildcards, input):
-    """`--manifest FILE` for the report steps where the rule reads the data manifest."""
-    return f"--manifest {input.data}" if input.data else ""
+    """`--manifest FILE` (shell-quoted) for the report steps where the rule reads the data manifest."""
+    return shlex.join(["--manifest", *input.data]) if input.data else ""
 
 
 def feature_net():

@@ -20,4 +20,4 @@ rule make_dataset:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data"),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {params.resolved} --out {output} > {log} 2>&1'
+        '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {params.resolved:q} --out {output:q} > {log:q} 2>&1'

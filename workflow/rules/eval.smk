@@ -19,8 +19,8 @@ if DEMO_FEATURES:
             resolved=RESOLVED_CONFIG,
             config=config_hash("seed", "data", "eval"),
         shell:
-            '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {params.resolved} '
-            "--out {output} > {log} 2>&1"
+            '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {params.resolved:q} '
+            "--out {output:q} > {log:q} 2>&1"
 
 
 rule eval_fid:
@@ -43,9 +43,9 @@ rule eval_fid:
             "seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True
         ),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved} '
-        "--samples {input.samples} --schedule {wildcards.schedule} "
-        "--preset {wildcards.preset} --out {output.metrics} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved:q} '
+        "--samples {input.samples:q} --schedule {wildcards.schedule:q} "
+        "--preset {wildcards.preset:q} --out {output.metrics:q} > {log:q} 2>&1"
 
 
 rule linear_probe:
@@ -66,8 +66,8 @@ rule linear_probe:
     params:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
-        ar=lambda wc, input: f"--ar {input.ar}" if input.ar else "",
+        ar=lambda wc, input: shlex.join(["--ar", *input.ar]) if input.ar else "",
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --tokenizer {input.tok} --train-tokens {input.train} "
-        "--val-tokens {input.val} {params.ar} --out {output.metrics} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {params.resolved:q} '
+        "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} --train-tokens {input.train:q} "
+        "--val-tokens {input.val:q} {params.ar} --out {output.metrics:q} > {log:q} 2>&1"

@@ -28,10 +28,10 @@ rule tables:
         config=config_hash(*RESULT_SECTIONS),
         out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} '
-        "--out-dir {params.out_dir} --recon {input.recon} --entropy-json {input.entropy} "
-        "--gen {input.gen} --probe {input.probe} --position-loss {input.position_loss} "
-        "--summary {output.summary} {params.manifest} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved:q} '
+        "--out-dir {params.out_dir:q} --recon {input.recon:q} --entropy-json {input.entropy:q} "
+        "--gen {input.gen:q} --probe {input.probe:q} --position-loss {input.position_loss:q} "
+        "--summary {output.summary:q} {params.manifest} > {log:q} 2>&1"
 
 
 rule figures:
@@ -67,9 +67,9 @@ rule figures:
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=manifest_flag,
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} '
-        "--out-dir {params.out_dir} --entropy-csv {input.entropy} "
-        "--position-loss {input.position_loss} --recon {input.recon} "
-        "--recon-images {input.recon_images} --samples {input.samples} "
-        "--tokenizer-log {params.tokenizer_log} --ar-log {params.ar_log} {params.manifest} "
-        "> {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved:q} '
+        "--out-dir {params.out_dir:q} --entropy-csv {input.entropy:q} "
+        "--position-loss {input.position_loss:q} --recon {input.recon:q} "
+        "--recon-images {input.recon_images:q} --samples {input.samples:q} "
+        "--tokenizer-log {params.tokenizer_log:q} --ar-log {params.ar_log:q} {params.manifest} "
+        "> {log:q} 2>&1"

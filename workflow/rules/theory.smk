@@ -30,7 +30,7 @@ rule theory:
         tables=lambda wildcards, output: Path(output.tables[0]).parent,
         figures=lambda wildcards, output: Path(output.figures[0]).parent,
     shell:
-        '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved} --only-theory '
-        "--out-dir {params.tables} {params.manifest} && "
-        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved} --only-theory '
-        "--out-dir {params.figures} {params.manifest}) > {log} 2>&1"
+        '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved:q} --only-theory '
+        "--out-dir {params.tables:q} {params.manifest} && "
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved:q} --only-theory '
+        "--out-dir {params.figures:q} {params.manifest}) > {log:q} 2>&1"

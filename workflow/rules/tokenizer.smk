@@ -20,8 +20,8 @@ rule train_tokenizer:
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
-        "--config {params.resolved} --schedule {wildcards.schedule} --out {output.model} "
-        "3>&2 > {log} 2>&1"
+        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --out {output.model:q} "
+        "3>&2 > {log:q} 2>&1"
 
 
 rule eval_recon:
@@ -42,9 +42,9 @@ rule eval_recon:
         resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --tokenizer {input.tok} "
-        "--out {output.metrics} --out-images {output.images} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {params.resolved:q} '
+        "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
+        "--out {output.metrics:q} --out-images {output.images:q} > {log:q} 2>&1"
 
 
 rule encode_tokens:
@@ -64,8 +64,8 @@ rule encode_tokens:
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
-        "--config {params.resolved} --schedule {wildcards.schedule} --tokenizer {input.tok} "
-        "--split {wildcards.split} --out {output.tokens} 3>&2 > {log} 2>&1"
+        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
+        "--split {wildcards.split:q} --out {output.tokens:q} 3>&2 > {log:q} 2>&1"
 
 
 rule measure_entropy:
@@ -86,6 +86,6 @@ rule measure_entropy:
         resolved=RESOLVED_CONFIG,
         config=config_hash("entropy", "tokenizer", per_schedule=True),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {params.resolved} '
-        "--schedule {wildcards.schedule} --tokens {input.tokens} --tokenizer {input.tok} "
-        "--out {output.json} --out-csv {output.csv} > {log} 2>&1"
+        '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {params.resolved:q} '
+        "--schedule {wildcards.schedule:q} --tokens {input.tokens:q} --tokenizer {input.tok:q} "
+        "--out {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"
