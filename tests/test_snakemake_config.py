@@ -87,7 +87,8 @@ def test_command_line_config_reaches_every_path():
         "work/other/features/demo_net.pt" in out.stdout
         and "results/other/tables/table4.md" in out.stdout
     )
-    assert "work/demo/" not in out.stdout and "--config work/other/config.yaml" in out.stdout
+    assert "work/demo/" not in out.stdout
+    assert re.search(r"--config work/other/config/[0-9a-f]{16}\.yaml ", out.stdout)
 
 
 @needs_snakemake
@@ -96,6 +97,11 @@ def test_bad_command_line_config_is_one_line():
     assert out.returncode != 0 and "config error:" in out.stderr and "experiment" in out.stderr
     out = snakemake("-n", "--config", "resources={train_arr: {}}", check=False)
     assert out.returncode != 0 and "config error: resources: no rule named train_arr" in out.stderr
+
+
+def tree_state(root: Path) -> dict[str, int]:
+    """Every file under `root` with its modification time."""
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
 @needs_snakemake
@@ -108,10 +114,43 @@ def test_config_edit_reruns_only_the_rules_that_read_it(tmp_path):
     edited.write_text("report: {n_images: 500}\n")
     run = ["--until", "theory", "--config", *paths]  # theory needs make_dataset (the manifest)
     snakemake("--cores", "2", "--configfile", "config/default.yaml", *run)
-    resolved = tmp_path / "work/demo/config.yaml"
+    (resolved,) = (tmp_path / "work/demo/config").iterdir()  # the run's snapshot
     assert load_config(resolved)["report"]["n_images"] is None  # N from the data manifest
-    mtime = resolved.stat().st_mtime_ns
     assert planned(snakemake("-n", "--configfile", "config/default.yaml", *run)) == Counter()
-    assert resolved.stat().st_mtime_ns == mtime  # unchanged content is not rewritten
     changed = snakemake("-n", "--configfile", "config/default.yaml", str(edited), *run)
     assert planned(changed) == Counter({"theory": 1}) and "params" in changed.stdout.lower()
+
+
+@needs_snakemake
+def test_only_a_run_that_starts_jobs_writes_a_config_snapshot(tmp_path):
+    # issue 22 case 2: a dry run, --summary, --unlock, --lint or a run refused by the lock, with an
+    # edited config, rewrote the config that the running workflow's later jobs read
+    paths = [
+        f"paths={{work_dir: {tmp_path}/work, results_dir: {tmp_path}/results}}",
+        f"data={{root: {tmp_path}/data}}",
+    ]
+    edited = tmp_path / "edited.yaml"
+    edited.write_text("report: {n_images: 500}\n")
+    run = ["--until", "make_dataset", "--config", *paths]
+    snakemake("--cores", "1", "--configfile", "config/default.yaml", *run)
+    (first,) = (tmp_path / "work/demo/config").iterdir()
+    before = tree_state(tmp_path)
+    # a run of the edited config is refused by the lock of a run writing the same outputs
+    lock = REPO / ".snakemake/locks" / f"{90000 + os.getpid() % 10000}.output.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{tmp_path}/results/demo/tables/table1.md\n")
+    try:
+        # (--unlock last: it removes every lock)
+        for flags in (["--cores", "1"], ["-n"], ["--summary"], ["--lint"], ["--unlock"]):
+            args = ["--configfile", "config/default.yaml", str(edited), "--forceall", *run[2:]]
+            out = snakemake(*flags, *args, "--until", "theory", check=False)
+            assert tree_state(tmp_path) == before, (flags, out.stderr[-2000:])
+    finally:
+        lock.unlink(missing_ok=True)
+    # a run with the edited config writes its own snapshot beside the first, which stays as it was
+    snakemake("--cores", "1", "--configfile", "config/default.yaml", str(edited), *run, "-F")
+    snapshots = sorted((tmp_path / "work/demo/config").iterdir())
+    assert len(snapshots) == 2 and first.stat().st_mtime_ns == before[str(first)]
+    new = next(p for p in snapshots if p != first)
+    assert load_config(new)["report"]["n_images"] == 500
+    assert load_config(first)["report"]["n_images"] is None

@@ -32,9 +32,9 @@ class Layout:
         """The experiment's reported files (tables, figures, metrics)."""
         return f"{self.results_dir}/{self.experiment}"
 
-    def resolved_config(self) -> str:
-        """The validated config every step of the workflow reads."""
-        return f"{self.work}/config.yaml"
+    def config_snapshot(self, sha: str) -> str:
+        """The resolved config of one run, named by its content's hash: what its jobs read."""
+        return f"{self.work}/config/{sha}.yaml"
 
     def data_manifest(self, data: dict) -> str:
         """The data set's manifest: inside a generated set; for an image folder, which may be

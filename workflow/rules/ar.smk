@@ -18,11 +18,10 @@ rule train_ar:
     resources:
         **rule_resources("train_ar"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py '
-        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --tokens {input.train:q} "
+        "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --tokens {input.train:q} "
         "--val-tokens {input.val:q} --tokenizer {input.tok:q} --out {output.model:q} "
         "--out-position-loss {output.position_loss:q} 3>&2 > {log:q} 2>&1"
 
@@ -41,11 +40,10 @@ rule sample:
     resources:
         **rule_resources("sample"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash(
             "seed", "data", "tokenizer", "ar", "sampling_run", per_schedule=True, per_preset=True
         ),
     shell:
-        'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {params.resolved:q} '
+        'VCQ_PROGRESS_FD=3 "$VCQ_PYTHON" pipeline_steps/sample.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --preset {wildcards.preset:q} --ar {input.ar:q} "
         "--tokenizer {input.tok:q} --out {output.samples:q} 3>&2 > {log:q} 2>&1"

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake_interface_executor_plugins.settings import ExecMode
+
 from vcq.config import (
     ConfigError,
     dump_config,
@@ -41,16 +43,28 @@ PRESETS = {p["name"]: p for p in expand_presets(CFG["sampling"])}
 PAIRS = sampled_pairs(CFG)
 DEMO_FEATURES = CFG["eval"]["feature_extractor"] == "demo"
 
-# Every step reads this resolved config, so the steps and the workflow cannot disagree. It is
-# rewritten only when its content changes (a job's own parse finds it equal), and it is not a rule
-# input: reruns follow the per-rule config hashes below, not its mtime.
-RESOLVED_CONFIG = PATHS.resolved_config()
-_resolved_text = dump_config(CFG)
-if not workflow.dryrun and (
-    not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _resolved_text
-):
-    with atomic_path(RESOLVED_CONFIG) as _tmp:
-        _tmp.write_text(_resolved_text)
+# Every job reads the resolved config its own run planned with: a content-addressed snapshot,
+# work/<experiment>/config/<sha>.yaml, named in the job's command ({RESOLVED_CONFIG:q} in the
+# shell lines). It is not a param (editing `resources` would rerun every rule); reruns follow the
+# per-rule config hashes below. Only a run that starts jobs writes it (onstart: never a dry run,
+# --summary, --unlock, --lint or a run refused by the lock), and never over another run's
+# snapshot: jobs still running from an earlier config keep reading theirs. A job that Snakemake
+# spawns for a cluster executor reads the snapshot of the run that submitted it (inherited through
+# VCQ_CONFIG_SNAPSHOT), even if the config files were edited since.
+_RESOLVED_TEXT = dump_config(CFG)
+CONFIG_SHA256 = hashlib.sha256(_RESOLVED_TEXT.encode()).hexdigest()
+if workflow.exec_mode == ExecMode.DEFAULT or "VCQ_CONFIG_SNAPSHOT" not in os.environ:
+    RESOLVED_CONFIG = PATHS.config_snapshot(CONFIG_SHA256[:16])
+    os.environ["VCQ_CONFIG_SNAPSHOT"] = RESOLVED_CONFIG
+else:
+    RESOLVED_CONFIG = os.environ["VCQ_CONFIG_SNAPSHOT"]
+
+
+def write_config_snapshot():
+    """Write this run's config snapshot (once: equal content under an equal name)."""
+    if not Path(RESOLVED_CONFIG).exists():
+        with atomic_path(RESOLVED_CONFIG) as tmp:
+            tmp.write_text(_RESOLVED_TEXT)
 
 
 # The sections that decide results; `resources`, `slurm`, `paths` and `device` only say where and
@@ -144,6 +158,7 @@ envvars:
     "VCQ_LAUNCH_TRAIN_TOKENIZER",
     "VCQ_LAUNCH_ENCODE_TOKENS",
     "VCQ_LAUNCH_TRAIN_AR",
+    "VCQ_CONFIG_SNAPSHOT",
 
 
 def dataset_ready():
@@ -193,3 +208,7 @@ def final_outputs():
         + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
         + per_pair(PATHS.sample_grid())
     )
+
+
+onstart:
+    write_config_snapshot()

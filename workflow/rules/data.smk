@@ -17,7 +17,6 @@ rule make_dataset:
     resources:
         **rule_resources("make_dataset"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data"),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {params.resolved:q} --out {output:q} > {log:q} 2>&1'
+        '"$VCQ_PYTHON" pipeline_steps/make_dataset.py --config {RESOLVED_CONFIG:q} --out {output:q} > {log:q} 2>&1'

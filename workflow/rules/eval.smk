@@ -16,10 +16,9 @@ if DEMO_FEATURES:
         resources:
             **rule_resources("train_feature_net"),
         params:
-            resolved=RESOLVED_CONFIG,
             config=config_hash("seed", "data", "eval"),
         shell:
-            '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {params.resolved:q} '
+            '"$VCQ_PYTHON" pipeline_steps/train_feature_net.py --config {RESOLVED_CONFIG:q} '
             "--out {output:q} > {log:q} 2>&1"
 
 
@@ -38,12 +37,11 @@ rule eval_fid:
     resources:
         **rule_resources("eval_fid"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash(
             "seed", "data", "eval", "sampling_run", per_schedule=True, per_preset=True
         ),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/eval_fid.py --config {RESOLVED_CONFIG:q} '
         "--samples {input.samples:q} --schedule {wildcards.schedule:q} "
         "--preset {wildcards.preset:q} --out {output.metrics:q} > {log:q} 2>&1"
 
@@ -64,10 +62,9 @@ rule linear_probe:
     resources:
         **rule_resources("linear_probe"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
         ar=lambda wc, input: shlex.join(["--ar", *input.ar]) if input.ar else "",
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} --train-tokens {input.train:q} "
         "--val-tokens {input.val:q} {params.ar} --out {output.metrics:q} > {log:q} 2>&1"

@@ -23,12 +23,11 @@ rule tables:
     resources:
         **rule_resources("tables"),
     params:
-        resolved=RESOLVED_CONFIG,
         manifest=manifest_flag,
         config=config_hash(*RESULT_SECTIONS),
         out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} --recon {input.recon:q} --entropy-json {input.entropy:q} "
         "--gen {input.gen:q} --probe {input.probe:q} --position-loss {input.position_loss:q} "
         "--summary {output.summary:q} {params.manifest} > {log:q} 2>&1"
@@ -59,7 +58,6 @@ rule figures:
     resources:
         **rule_resources("figures"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash(*RESULT_SECTIONS),
         out_dir=lambda wildcards, output: Path(output.curves[0]).parent,
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
@@ -67,7 +65,7 @@ rule figures:
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=manifest_flag,
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} --entropy-csv {input.entropy:q} "
         "--position-loss {input.position_loss:q} --recon {input.recon:q} "
         "--recon-images {input.recon_images:q} --samples {input.samples:q} "

@@ -24,13 +24,12 @@ rule theory:
     resources:
         **rule_resources("theory"),
     params:
-        resolved=RESOLVED_CONFIG,
         manifest=manifest_flag,
         config=config_hash("report", "schedules", "tokenizer", "data"),
         tables=lambda wildcards, output: Path(output.tables[0]).parent,
         figures=lambda wildcards, output: Path(output.figures[0]).parent,
     shell:
-        '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {params.resolved:q} --only-theory '
+        '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} --only-theory '
         "--out-dir {params.tables:q} {params.manifest} && "
-        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {params.resolved:q} --only-theory '
+        '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {RESOLVED_CONFIG:q} --only-theory '
         "--out-dir {params.figures:q} {params.manifest}) > {log:q} 2>&1"

@@ -16,11 +16,10 @@ rule train_tokenizer:
     resources:
         **rule_resources("train_tokenizer"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
-        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --out {output.model:q} "
+        "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --out {output.model:q} "
         "3>&2 > {log:q} 2>&1"
 
 
@@ -39,10 +38,9 @@ rule eval_recon:
     resources:
         **rule_resources("eval_recon"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
         "--out {output.metrics:q} --out-images {output.images:q} > {log:q} 2>&1"
 
@@ -60,11 +58,10 @@ rule encode_tokens:
     resources:
         **rule_resources("encode_tokens"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
-        "--config {params.resolved:q} --schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
+        "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
         "--split {wildcards.split:q} --out {output.tokens:q} 3>&2 > {log:q} 2>&1"
 
 
@@ -83,9 +80,8 @@ rule measure_entropy:
     resources:
         **rule_resources("measure_entropy"),
     params:
-        resolved=RESOLVED_CONFIG,
         config=config_hash("entropy", "tokenizer", per_schedule=True),
     shell:
-        '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {params.resolved:q} '
+        '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokens {input.tokens:q} --tokenizer {input.tok:q} "
         "--out {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"
