@@ -69,7 +69,7 @@ def tokenizer_training(
 ) -> None:
     train_cfg = {**cfg["tokenizer"]["train"], "disc_start": 0, "lpips_weights": None}
     model = build_tokenizer(tokenizer_section(cfg, "cosine"), k_sizes_for(cfg, "cosine")).to(device)
-    loss_fn = TokenizerLoss(train_cfg).to(device)
+    loss_fn = TokenizerLoss(train_cfg, cfg["tokenizer"]["model"]["image_size"]).to(device)
     if not tiny:  # LPIPS with a random VGG trunk: same cost as the real one, no weight file needed
         import lpips
 

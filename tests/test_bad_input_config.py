@@ -4,9 +4,11 @@ the key), or accepted where the user meant something valid."""
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vcq.config import ConfigError, load_config, resolve_config
+from vcq.losses import TokenizerLoss, patch_depth
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/default.yaml"
@@ -45,3 +47,42 @@ def test_a_string_that_is_not_a_number_is_still_refused(tmp_path):
 def test_paths_snakemake_cannot_take_are_refused_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=rf"bad value at '{key}'"):
         load_config(_config(tmp_path, text))
+
+
+@pytest.mark.parametrize("size", [8, 16, 23, 24, 32, 256])
+def test_the_gan_runs_at_every_image_size_the_schema_allows(size):
+    # the demo's 16 px with disc_start below steps used to fail at the first GAN step ("Kernel size
+    # can't be greater than actual input size"); now the discriminator is as deep as it allows
+    cfg = load_config(DEMO, ["tokenizer.train.disc_start=0", "tokenizer.train.lpips_weights=null"])
+    torch.manual_seed(0)
+    loss = TokenizerLoss(cfg["tokenizer"]["train"], size)
+    x, recon = torch.rand(2, 3, size, size) * 2 - 1, torch.rand(2, 3, size, size) * 2 - 1
+    total, terms = loss.generator(x, recon, torch.tensor(0.0), step=0)
+    assert "gen_adv" in terms and torch.isfinite(total)
+    assert torch.isfinite(loss.discriminator_step_loss(x, recon))
+    # 24 px and up keep the three layers of the paper's PatchGAN (same weights as before)
+    assert patch_depth(size) == (3 if size >= 24 else 2 if size >= 12 else 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # fewer images than ranks (was an IndexError in the DataLoader)
+        "tokenizer: {train: {batch_size: 4}}\nresources: {train_tokenizer: {gpus: 8}}",
+        # not divisible (was silently rounded down to 4 x 2 = 8 images per step)
+        "tokenizer: {train: {batch_size: 10, grad_accum: 2}}\n"
+        "resources: {train_tokenizer: {gpus: 2}}",
+        # the AR loop's check, at load time, counting the nodes too
+        "ar: {train: {batch_size: 64}}\nresources: {train_ar: {gpus: 8, nodes: 3}}",
+    ],
+)
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused_at_load(tmp_path, text):
+    section = text.split(":", 1)[0]
+    with pytest.raises(ConfigError, match=rf"bad value at '{section}\.train\.batch_size'"):
+        load_config(_config(tmp_path, text))
+
+
+def test_a_batch_that_splits_over_the_ranks_is_accepted(tmp_path):
+    text = "tokenizer: {train: {batch_size: 64, grad_accum: 2}}\n"
+    text += "resources: {default: {gpus: 4}, train_tokenizer: {nodes: 2}}"
+    assert load_config(_config(tmp_path, text))["tokenizer"]["train"]["batch_size"] == 64

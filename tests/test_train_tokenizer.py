@@ -31,7 +31,7 @@ def test_generator_loss_is_weighted_sum_and_gan_starts_late(tokenizer_cfg):
     t = tokenizer_cfg(l1_weight=2.0, commitment_weight=0.5, gen_adv_weight=0.3)["tokenizer"][
         "train"
     ]
-    loss_fn = TokenizerLoss(t)
+    loss_fn = TokenizerLoss(t, 32)
     x, recon = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     q = torch.tensor(0.7)
     total, terms = loss_fn.generator(x, recon, q, step=0)
@@ -54,7 +54,7 @@ def test_gan_losses_and_augment():
     y = diff_augment(x)
     y.sum().backward()
     assert y.shape == x.shape and x.grad is not None
-    assert PatchDiscriminator()(y.detach()).shape[:2] == (3, 1)
+    assert PatchDiscriminator(32)(y.detach()).shape[:2] == (3, 1)
 
 
 def test_missing_lpips_file_names_path(tmp_path):

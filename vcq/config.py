@@ -257,6 +257,7 @@ def validate_config(cfg: dict, where: str) -> dict:
     _check_preset_schedules(cfg, set(names), where)
     _check_divisibility(cfg, where)
     _check_workflow_paths(cfg, where)
+    _check_batches(cfg, where)
     quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
     for i, s in enumerate(cfg["schedules"]):
         if s["quantizer"]:
@@ -311,6 +312,22 @@ def _check_divisibility(cfg: dict, path: str | Path) -> None:
         if value % divisor:
             raise ConfigError(
                 f"{path}: bad value at '{key}': {value} is not divisible by {other} = {divisor}"
+            )
+
+
+def _check_batches(cfg: dict, where: str) -> None:
+    """Each training loop splits its global batch evenly over its ranks (torchrun starts one per
+    GPU of the rule's resources) and their accumulation micro-batches."""
+    for rule, section in (("train_tokenizer", "tokenizer"), ("train_ar", "ar")):
+        if "train" not in cfg.get(section, {}):
+            continue
+        spec = rule_spec(cfg, rule)
+        ranks = max(spec["gpus"] * spec["nodes"], 1)
+        batch, accum = cfg[section]["train"]["batch_size"], cfg[section]["train"]["grad_accum"]
+        if batch % (ranks * accum):
+            raise ConfigError(
+                f"{where}: bad value at '{section}.train.batch_size': {batch} is not a multiple "
+                f"of {ranks} rank(s) (resources.{rule}: gpus x nodes) x grad_accum {accum}"
             )
 
 

@@ -35,11 +35,22 @@ def load_lpips(weights_path: str | os.PathLike, net: str = "vgg") -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def patch_depth(image_size: int, layers: int = 3) -> int:
+    """PatchGAN depth for `image_size` px: `layers`, or fewer where the logit map would be empty
+    (3 layers need 24 px; the demo's 16 px gets 2)."""
+    for depth in range(layers, 0, -1):
+        side = image_size // 2**depth  # the first conv and depth - 1 strided layers halve it
+        if side - 2 >= 1:  # the stride-1 layer and the logit conv each take one off
+            return depth
+    raise ValueError(f"images of {image_size} px are too small for a PatchGAN discriminator")
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN discriminator: strided convs → one logit per receptive-field patch."""
 
-    def __init__(self, channels: int = 64, layers: int = 3) -> None:
+    def __init__(self, image_size: int, channels: int = 64, layers: int = 3) -> None:
         super().__init__()
+        layers = patch_depth(image_size, layers)
         mods: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
         width = channels
         for i in range(1, layers + 1):
@@ -91,14 +102,15 @@ def generator_adv_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class TokenizerLoss(nn.Module):
-    """Weighted tokenizer objective; weights and the GAN start step come from `tokenizer.train`."""
+    """Weighted tokenizer objective; weights and the GAN start step come from `tokenizer.train`,
+    the discriminator's depth from the image size."""
 
-    def __init__(self, train_cfg: dict) -> None:
+    def __init__(self, train_cfg: dict, image_size: int) -> None:
         super().__init__()
         self.cfg = train_cfg
         path = train_cfg.get("lpips_weights")
         self.lpips = load_lpips(path, train_cfg.get("lpips_net", "vgg")) if path else None
-        self.discriminator = PatchDiscriminator()
+        self.discriminator = PatchDiscriminator(image_size)
 
     def gan_active(self, step: int) -> bool:
         """Whether adversarial terms are on at this step."""

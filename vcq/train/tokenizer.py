@@ -70,7 +70,7 @@ def train(
     model = build_tokenizer(tokenizer_section(cfg, schedule), k_sizes_for(cfg, schedule)).to(
         env.device
     )
-    loss_fn = TokenizerLoss(train_cfg).to(env.device)
+    loss_fn = TokenizerLoss(train_cfg, size).to(env.device)
     disc = loss_fn.discriminator
     betas = tuple(train_cfg["betas"])
     opt_g = adamw(T.param_groups(model, train_cfg["weight_decay"]), env.device, betas=betas)
