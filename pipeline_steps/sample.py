@@ -1,4 +1,5 @@
-"""Generate class-conditional samples for one preset: tokens, a PNG grid and an ADM-style .npz."""
+"""Generate class-conditional samples for one preset, in a seeded random class order, as one
+ADM-style .npz (images, labels, tokens)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
 from vcq.numerics import check_finite_weights, inference_autocast
-from vcq.plotting import save_image_grid
 from vcq.prologue import prologue_from_extra
 from vcq.runfiles import write_samples
-from vcq.sampling import find_preset, generate, run_settings
+from vcq.sampling import find_preset, generate, run_settings, sample_labels
 from vcq.training import init_distributed, progress
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--preset", required=True, help="sampling preset name (sampling.presets)")
     p.add_argument("--ar", required=True, help="AR model (vcq.ar.save_ar)")
     p.add_argument("--tokenizer", required=True, help="tokenizer (vcq.tokenizer.save_tokenizer)")
-    p.add_argument("--out", required=True, help="output .npz (tokens .npy and grid .png beside it)")
+    p.add_argument("--out", required=True, help="output .npz (images, labels and tokens)")
     args = p.parse_args()
     cfg = load_step_config(args)
     sampling_cfg = cfg["sampling"]
@@ -50,7 +50,9 @@ def main() -> None:
         sampling=run_settings(sampling_cfg),
     )
     chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
-    labels = np.repeat(np.arange(model.cfg.num_classes), sampling_cfg["samples_per_class"])
+    labels = sample_labels(
+        model.cfg.num_classes, sampling_cfg["samples_per_class"], sampling_cfg["seed"]
+    )
     n, cs = len(labels), sampling_cfg["chunk_size"]
     n_chunks = -(-n // cs)
     log.info("preset %s: %d samples in %d chunks", preset, n, n_chunks)
@@ -78,12 +80,9 @@ def main() -> None:
 
     img_chunks = [chunk_dir / f"{c:05d}_img.npy" for c in range(n_chunks)]
     tok_chunks = [chunk_dir / f"{c:05d}_tok.npy" for c in range(n_chunks)]
-    first = np.load(img_chunks[0], mmap_mode="r")
-    with atomic_path(out.with_name(out.stem + "_tokens.npy")) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.concatenate([np.load(c) for c in tok_chunks]))
-    save_image_grid(out.with_suffix(".png"), first[:64], ncol=8)
-    write_samples(out, args.schedule, args.preset, img_chunks, labels)
-    log.info("wrote %s (%d images %s)", out, n, first.shape[1:])
+    # one file, written atomically: nothing stands beside it that looks complete after a failure
+    write_samples(out, args.schedule, args.preset, img_chunks, labels, tok_chunks)
+    log.info("wrote %s (%d images %s)", out, n, np.load(img_chunks[0], mmap_mode="r").shape[1:])
 
 
 if __name__ == "__main__":

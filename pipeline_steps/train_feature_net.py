@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import transforms
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset
+from vcq.data.images import ImageFolderDataset, center_crop_arr
 from vcq.metrics.features import train_demo_net
 from vcq.metrics.fid import sample_size
 from vcq.training import save_checkpoint
 
 
-def _to_uint8_chw(img) -> torch.Tensor:
-    """PIL image → uint8 (3, H, W)."""
-    return torch.from_numpy(np.asarray(img.convert("RGB")).transpose(2, 0, 1).copy())
+def _to_uint8_chw(img, size: int | None) -> torch.Tensor:
+    """PIL image → uint8 (3, H, W), brought to size × size as the reference images are."""
+    arr = center_crop_arr(img, size) if size else np.asarray(img.convert("RGB"))
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
 def main() -> None:
@@ -31,12 +32,9 @@ def main() -> None:
     demo_net_cfg = cfg["eval"]["demo_net"]
     # at the resolution of the samples it will judge (a folder's images may have any size)
     size = sample_size(cfg)
-    transform = (
-        transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), _to_uint8_chw])
-        if size
-        else _to_uint8_chw
+    data = ImageFolderDataset(
+        Path(cfg["data"]["root"]) / "train", transform=partial(_to_uint8_chw, size=size)
     )
-    data = ImageFolderDataset(Path(cfg["data"]["root"]) / "train", transform=transform)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=demo_net_cfg["batch_size"],

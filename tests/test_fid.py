@@ -45,6 +45,7 @@ def _cfg(tmp_path: Path, weights: Path, **kw) -> dict:
         num_samples=None,
         kid_subset_size=4,
         pr_neighborhood=2,
+        is_split_size=5000,
         cache_dir=str(tmp_path / "cache"),
     )
     eval_cfg.update(kw)

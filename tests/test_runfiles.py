@@ -74,18 +74,27 @@ def test_samples_round_trip_adm_style_and_unnamed_file_refused(tmp_path):
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
-    chunks = []
-    for i, part in enumerate((images[:4], images[4:])):
+    tokens = rng.integers(0, 64, (7, 5), dtype=np.int32)
+    chunks, token_chunks = [], []
+    for i, (part, tok) in enumerate(((images[:4], tokens[:4]), (images[4:], tokens[4:]))):
         chunks.append(tmp_path / f"{i}.npy")
+        token_chunks.append(tmp_path / f"{i}_tok.npy")
         np.save(chunks[-1], part)
-    labels = np.array([0, 0, 1, 1, 2, 2, 2])
-    runfiles.write_samples(tmp_path / "s.npz", "cosine", "cfg", chunks, labels)
+        np.save(token_chunks[-1], tok)
+    labels = np.array([2, 0, 1, 0, 2, 1, 2])
+    runfiles.write_samples(tmp_path / "s.npz", "cosine", "cfg", chunks, labels, token_chunks)
     s = runfiles.read_samples(tmp_path / "s.npz")
     assert (s.schedule, s.preset) == ("cosine", "cfg") and s.labels.tolist() == labels.tolist()
     assert np.array_equal(s.images, images)
-    # ADM readers still see arr_0 and labels, without pickle
+    # ADM readers still see arr_0 and labels, without pickle; the tokens ride in the same file
     with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
         assert np.array_equal(z["arr_0"], images) and str(z["preset"]) == "cfg"
+        assert np.array_equal(z["tokens"], tokens)
+    # the export for ADM's evaluator: arr_0 alone, uint8 N×H×W×3, in the sample file's order
+    runfiles.write_adm_samples(tmp_path / "adm.npz", tmp_path / "s.npz")
+    with np.load(tmp_path / "adm.npz", allow_pickle=False) as z:
+        assert z.files == ["arr_0"] and z["arr_0"].dtype == np.uint8
+        assert np.array_equal(z["arr_0"], images)
     assert np.array_equal(ImageSource(tmp_path / "s.npz")[6].numpy(), images[6].transpose(2, 0, 1))
     np.savez(tmp_path / "old.npz", images, labels=labels)
     with pytest.raises(StepError, match="rerun the `sample` rule"):
@@ -94,7 +103,10 @@ def test_samples_round_trip_adm_style_and_unnamed_file_refused(tmp_path):
 
 def test_sample_names_come_from_the_file_and_must_agree_with_given_ones(tmp_path):
     np.save(tmp_path / "0.npy", np.zeros((2, 4, 4, 3), np.uint8))
-    runfiles.write_samples(tmp_path / "s.npz", "cosine", "cfg", [tmp_path / "0.npy"], np.zeros(2))
+    np.save(tmp_path / "t.npy", np.zeros((2, 5), np.int32))
+    runfiles.write_samples(
+        tmp_path / "s.npz", "cosine", "cfg", [tmp_path / "0.npy"], np.zeros(2), [tmp_path / "t.npy"]
+    )
     assert runfiles.sample_names(tmp_path / "s.npz") == ("cosine", "cfg")
     assert runfiles.sample_names(tmp_path / "s.npz", "cosine", "cfg") == ("cosine", "cfg")
     with pytest.raises(StepError, match=r"s.npz: holds samples of preset 'cfg', not 'nocfg'"):

@@ -13,6 +13,7 @@ from vcq.sampling import (
     guidance_strategy,
     power_cosine_ramp,
     presets_for,
+    sample_labels,
 )
 
 K_VAR = np.array([4] * 4 + [8] * 4 + [16] * 4 + [32] * 4)
@@ -189,11 +190,14 @@ def test_sample_step_writes_npz_and_resumes(sample_step, tmp_path):
     out = sample_step.run("p1")
     d = np.load(out, allow_pickle=False)
     assert d["arr_0"].shape == (12, 16, 4, 3) and d["arr_0"].dtype == np.uint8
-    assert d["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    # every class 3 times, in the seeded random order (ADM's contiguous IS splits need it)
+    assert sorted(d["labels"].tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert d["labels"].tolist() == sample_labels(4, 3, seed=0).tolist() != sorted(d["labels"])
+    assert d["tokens"].shape == (12, len(K_VAR)) and d["tokens"].dtype == np.int32
     assert (str(d["schedule"]), str(d["preset"])) == ("c", "p1")
     first = d["arr_0"].copy()
     (out.with_suffix(".chunks") / "00001_img.npy").unlink()  # one chunk lost: only it is redone
     (out.with_suffix(".chunks") / "00001_tok.npy").unlink()
     sample_step.run("p1")
     assert np.array_equal(np.load(out)["arr_0"], first)
-    assert out.with_suffix(".png").exists()
+    assert sorted(p.name for p in out.parent.iterdir() if p.is_file()) == ["p1.npz"]

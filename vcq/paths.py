@@ -99,6 +99,10 @@ class Layout:
         """Generated images of one inference preset (ADM-style .npz)."""
         return f"{self.work}/samples/{schedule}/{preset}.npz"
 
+    def adm_samples(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
+        """One preset's images alone, for ADM's evaluator (`arr_0` uint8 N×H×W×3)."""
+        return f"{self.results}/adm/{schedule}/{preset}.npz"
+
     def gen(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
         """Generation metrics of one inference preset (JSON)."""
         return f"{self.results}/gen/{schedule}/{preset}.json"

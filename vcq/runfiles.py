@@ -183,26 +183,37 @@ class Samples(NamedTuple):
     labels: np.ndarray | None
 
 
-def write_samples(
-    path: str | Path, schedule: str, preset: str, image_chunks: list[Path], labels: np.ndarray
-) -> None:
-    """The ADM-style sample .npz (`arr_0` uint8 NHWC, `labels`) with `schedule` and `preset`,
-    streamed from chunk .npy files without loading them all."""
-    first = np.load(image_chunks[0], mmap_mode="r")
+def _npz_stream(zf: zipfile.ZipFile, key: str, chunks: list[Path]) -> None:
+    """One .npz member `key` of the .npy `chunks` stacked along axis 0, streamed chunk by chunk."""
+    first = np.load(chunks[0], mmap_mode="r")
     header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+        "descr": np.lib.format.dtype_to_descr(first.dtype),
         "fortran_order": False,
-        "shape": (len(labels), *first.shape[1:]),
+        "shape": (sum(len(np.load(c, mmap_mode="r")) for c in chunks), *first.shape[1:]),
     }
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        for c in chunks:
+            member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
+
+
+def write_samples(
+    path: str | Path,
+    schedule: str,
+    preset: str,
+    image_chunks: list[Path],
+    labels: np.ndarray,
+    token_chunks: list[Path],
+) -> None:
+    """The ADM-style sample .npz (`arr_0` uint8 NHWC, `labels`, `tokens`) with `schedule` and
+    `preset`, streamed from chunk .npy files without loading them all, written atomically."""
     with (
         atomic_path(path) as tmp,
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
     ):
-        with zf.open("arr_0.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(member, header)
-            for c in image_chunks:
-                member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
+        _npz_stream(zf, "arr_0", image_chunks)
         _npz_member(zf, "labels", labels.astype(np.int64))
+        _npz_stream(zf, "tokens", token_chunks)
         _npz_member(zf, "schedule", np.array(schedule))
         _npz_member(zf, "preset", np.array(preset))
 
@@ -215,6 +226,23 @@ def read_samples(path: str | Path) -> Samples:
     with np.load(path, allow_pickle=False) as z:
         labels = z.get("labels")
     return Samples(*names, npz_memmap(path), labels)
+
+
+def write_adm_samples(path: str | Path, samples: str | Path) -> None:
+    """The images of a sample .npz alone, as ADM's evaluator reads them (`arr_0` uint8
+    N×H×W×3, file order = the sample file's random class order), written atomically."""
+    images = read_samples(samples).images
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise StepError(f"{samples}: arr_0 is {images.dtype} {images.shape}, not uint8 N×H×W×3")
+    header = {"descr": "|u1", "fortran_order": False, "shape": images.shape}
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf,
+        zf.open("arr_0.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, header)
+        for start in range(0, len(images), 1000):  # 1,000 images at 256² are 197 MB
+            member.write(np.ascontiguousarray(images[start : start + 1000]).tobytes())
 
 
 def sample_names(

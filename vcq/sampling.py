@@ -167,6 +167,17 @@ def generate(
     return out[:, n_pro:]
 
 
+def sample_labels(num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """`per_class` labels of each class in a seeded random order (the sample file's order).
+
+    ADM's evaluator computes IS over contiguous splits of 5,000 images: class-major files would
+    put one or two classes in each split and understate IS several-fold (LlamaGen samples random
+    labels for the same reason).
+    """
+    labels = np.repeat(np.arange(num_classes), per_class)
+    return np.random.default_rng(seed).permutation(labels)
+
+
 def expand_presets(sampling_cfg: dict) -> list[dict]:
     """Listed presets plus one `{grid}-s{scale}-p{power}` per grid point (no -p for null power)."""
     presets = [dict(p) for p in sampling_cfg.get("presets", [])]

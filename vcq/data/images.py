@@ -37,11 +37,26 @@ def to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def eval_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side to `size`, centre crop, tensor in [-1, 1]."""
-    from torchvision import transforms
+def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
+    """The shorter side to `size`, then the centre square: uint8 (size, size, 3).
 
-    return transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), to_tensor_pm1])
+    ADM's `center_crop_arr` (guided-diffusion, which made the ImageNet reference batch; LlamaGen
+    uses it too): halve with BOX filtering while the shorter side is at least 2 × `size`, then one
+    BICUBIC resize, then crop (the crop's top-left rounds down).
+    """
+    image = image.convert("RGB")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    arr = np.array(image)  # writable, so torch.from_numpy may share it
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top : top + size, left : left + size]
+
+
+def eval_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """`center_crop_arr` to `size`, as a tensor in [-1, 1] (reconstruction originals)."""
+    return lambda image: to_tensor_pm1(center_crop_arr(image, size))
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:

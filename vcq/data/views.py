@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vcq.data.images import normalize_uint8
+from vcq.data.images import center_crop_arr, normalize_uint8
 
 RECIPES = ("center", "tencrop")
 # torchvision's five_crop order.
@@ -41,12 +41,13 @@ def make_views(
     view_names(recipe)  # fail early on an unknown recipe
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
-    x = x.permute(2, 0, 1)
-    # Shorter side to `resize`, then a square centre crop, as LlamaGen's center_crop_arr.
-    x = F.center_crop(F.resize(x, resize, antialias=True), [resize, resize])
+    if isinstance(image, torch.Tensor):
+        image = image.numpy()
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    # Shorter side to `resize`, then a square centre crop: LlamaGen's ten-crop runs its
+    # center_crop_arr (BOX halvings, then BICUBIC) before cutting the views.
+    x = torch.from_numpy(np.ascontiguousarray(center_crop_arr(image, resize))).permute(2, 0, 1)
     if recipe == "center":
         views = F.center_crop(x, [crop, crop]).unsqueeze(0)
     else:

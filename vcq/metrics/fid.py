@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch_fidelity.metric_fid import fid_statistics_to_metric
-from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from tqdm import tqdm
 
+from vcq.data.images import center_crop_arr
 from vcq.data.synthetic import folder_hash
 from vcq.io import atomic_path, content_key, file_sha256, npz_memmap
 
@@ -33,8 +33,8 @@ class ImageSource(Dataset):
     """Images of a sample `.npz`/`.npy` (uint8 NHWC, memory-mapped) or an image folder, as uint8
     CHW.
 
-    A folder's images may have any size: with `size` set, each is resized (shorter side) and
-    centre-cropped to size × size, so a folder of photos compares with samples at that resolution.
+    A folder's images may have any size: with `size` set, each is brought to size × size by
+    `center_crop_arr` (as ADM's reference batch was), so photos compare with samples.
     """
 
     def __init__(self, path: str | Path, limit: int | None = None, size: int | None = None):
@@ -61,11 +61,7 @@ class ImageSource(Dataset):
             img = np.asarray(self.array[i])
         else:
             img = Image.open(self.files[i]).convert("RGB")
-            if self.size and img.size != (self.size, self.size):
-                from torchvision.transforms import CenterCrop, Resize
-
-                img = CenterCrop(self.size)(Resize(self.size)(img))
-            img = np.asarray(img)
+            img = center_crop_arr(img, self.size) if self.size else np.asarray(img)
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
@@ -204,28 +200,36 @@ def _has_images(path: Path) -> bool:
         return "arr_0.npy" in zf.namelist()
 
 
-def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
-    """FID/FD, IS, precision/recall, KID of `samples` against `reference` (CONTRACTS gen JSON)."""
-    eval_cfg = cfg["eval"]
-    net, label = build_extractor(cfg)
-    ref = reference_features(reference, net, cfg, eval_cfg["feature_extractor"])
-    src = ImageSource(samples, eval_cfg["num_samples"])
-    feats = extract_features(net, src, eval_cfg["batch_size"], desc="samples")
+def inception_score(logits: torch.Tensor, split_size: int = 5000) -> tuple[float, float]:
+    """(mean, std) over contiguous splits of `split_size` rows (the last may be shorter) of
+    exp(E_x KL(p(y|x) || p(y))), p = softmax(logits): ADM's evaluator on the file's order.
+
+    ADM reports the mean; the sample file's seeded random class order makes each split a
+    random draw of classes (torch-fidelity's shuffled splits would hide a class-major file).
+    """
+    log_p = logits.double().log_softmax(dim=1)
+    scores = []
+    for part in log_p.split(split_size):
+        log_q = part.exp().mean(0, keepdim=True).log()
+        scores.append(float(((part.exp() * (part - log_q)).sum(1).mean()).exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def feature_metrics(pool: torch.Tensor, logits: torch.Tensor, ref: dict, eval_cfg: dict) -> dict:
+    """FID, IS, precision/recall and KID from the samples' feature matrices and the reference's
+    (`mu`, `sigma`, and `pool` where its images are known): the arithmetic of ADM's evaluator
+    (tests/test_adm_parity.py ports it)."""
     out = {
         "fid": fid_statistics_to_metric(
-            _stats(feats["pool"]), {"mu": ref["mu"], "sigma": ref["sigma"]}, False
+            _stats(pool), {"mu": ref["mu"], "sigma": ref["sigma"]}, False
         )["frechet_inception_distance"],
-        "fd_label": label,
-        "n_samples": len(src),
+        "is_split_size": eval_cfg["is_split_size"],
     }
-    isc = isc_features_to_metric(
-        feats["logits"].float(), splits=min(10, len(src)), shuffle=True, rng_seed=2020
-    )
-    out["is_mean"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
+    out["is_mean"], out["is_std"] = inception_score(logits, eval_cfg["is_split_size"])
     out["precision"] = out["recall"] = out["kid_mean"] = None
     if "pool" in ref:
         prc = prc_features_to_metric(
-            feats["pool"].float(),
+            pool.float(),
             ref["pool"].float(),
             prc_neighborhood=eval_cfg["pr_neighborhood"],
             prc_batch_size=10000,
@@ -233,9 +237,9 @@ def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
             verbose=False,
         )
         out["precision"], out["recall"] = prc["precision"], prc["recall"]
-        subset = min(eval_cfg["kid_subset_size"], len(src), len(ref["pool"]))
+        subset = min(eval_cfg["kid_subset_size"], len(pool), len(ref["pool"]))
         kid = kid_features_to_metric(
-            feats["pool"],
+            pool,
             ref["pool"],
             kid_subsets=100,
             kid_subset_size=subset,
@@ -247,6 +251,21 @@ def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
             rng_seed=2020,
         )
         out["kid_mean"] = kid["kernel_inception_distance_mean"]
+    return out
+
+
+def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
+    """FID/FD, IS, precision/recall, KID of `samples` against `reference` (CONTRACTS gen JSON)."""
+    eval_cfg = cfg["eval"]
+    net, label = build_extractor(cfg)
+    ref = reference_features(reference, net, cfg, eval_cfg["feature_extractor"])
+    src = ImageSource(samples, eval_cfg["num_samples"])
+    feats = extract_features(net, src, eval_cfg["batch_size"], desc="samples")
+    out = {
+        **feature_metrics(feats["pool"], feats["logits"], ref, eval_cfg),
+        "fd_label": label,
+        "n_samples": len(src),
+    }
     if eval_cfg["feature_extractor"] == "demo":
         # The demo net is a classifier of the data set's own classes: report how often it
         # recognises the class a sample was conditioned on, beside its accuracy on real images.

@@ -68,3 +68,27 @@ rule linear_probe:
         '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} --train-tokens {input.train:q} "
         "--val-tokens {input.val:q} {params.ar} --out {output.metrics:q} > {log:q} 2>&1"
+
+
+# Not part of `all`: at paper scale each export is another 9.8 GB. `snakemake adm_samples` writes
+# one per sampled pair; `snakemake results/<exp>/adm/<schedule>/<preset>.npz` just one.
+rule export_adm:
+    input:
+        samples=rules.sample.output.samples,
+    output:
+        adm=PATHS.adm_samples(),
+    log:
+        PATHS.log("export_adm_{schedule}_{preset}"),
+    retries: rule_retries("export_adm")
+    conda:
+        "../../environment.yml"
+    resources:
+        **rule_resources("export_adm"),
+    shell:
+        '"$VCQ_PYTHON" pipeline_steps/export_adm.py --config {RESOLVED_CONFIG:q} '
+        "--samples {input.samples:q} --out {output.adm:q} > {log:q} 2>&1"
+
+
+rule adm_samples:
+    input:
+        per_pair(rules.export_adm.output.adm),
