@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vcq import preempt
 from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
@@ -23,6 +25,7 @@ from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
+from vcq.train.checkpoint import Checkpointer, digest, run_key
 from vcq.train.common import METRICS_LOG, adamw, use_compile
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,20 @@ def unigram_entropy_nats(store: TokenStore, vocab: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def store_digest(store: TokenStore) -> str:
+    """Digest of a token file's content: its attributes, labels and per-row checksums."""
+    return digest(
+        {
+            "shape": list(store.tokens.shape),
+            "k_sizes": store.k_sizes.tolist(),
+            "tokenizer": store.tokenizer_sha256,
+            "inputs": store.inputs_sha256,
+            "labels": hashlib.sha256(store.labels.tobytes()).hexdigest(),
+            "checksum": hashlib.sha256(store.file["checksum"][:].tobytes()).hexdigest(),
+        }
+    )
+
+
 @torch.no_grad()
 def validate(
     net: torch.nn.Module,
@@ -144,6 +161,7 @@ def train(
     stop = steps if stop_at is None else min(stop_at, steps)
 
     # build: process group, model (with its prologue), optimiser, data
+    preempt.install()
     env = T.init_distributed(cfg["device"])
     micro, rem = divmod(tc["batch_size"], env.world_size * accum)
     if rem or micro == 0:
@@ -184,9 +202,17 @@ def train(
         processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
     )
 
-    # resume: weights, optimiser, step, per-position EMA and every RNG from last.pt
+    # resume: weights, optimiser, step, per-position EMA and this rank's RNG from last.pt, if it
+    # was written by this run (same config, tokens, tokenizer and world size)
     last = out.parent / "last.pt"
-    state = T.load_checkpoint(last, map_location=env.device)
+    key = run_key(
+        {"seed": cfg["seed"], "ar": cfg["ar"], "schedule": schedule_entry(cfg, schedule)},
+        data=digest([store_digest(data.train), store_digest(data.val)]),
+        upstream=data.train.tokenizer_sha256,
+        world_size=env.world_size,
+    )
+    ckpt = Checkpointer(last, key, env)
+    state = ckpt.load(map_location=env.device)
     step, pos_ema = 0, torch.zeros(L, device=env.device)
     if state is not None:
         T.restore_module(net, state["model"], last)
@@ -195,7 +221,6 @@ def train(
             state["step"],
             torch.as_tensor(state["pos_ema"], dtype=torch.float32).to(env.device),
         )
-        T.restore_rng(state["rng"])
         log.info("resumed from %s at step %d", last, step)
     jlog = (
         T.JsonlLog(out.parent / METRICS_LOG, schedule, step if state else None)
@@ -214,17 +239,14 @@ def train(
     def checkpoint() -> None:
         guard.check()
         check_finite_weights(net, str(last))
-        if env.is_main:
-            T.save_checkpoint(
-                last,
-                {
-                    "model": net.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": step,
-                    "pos_ema": pos_ema.cpu(),
-                    "rng": T.capture_rng(),
-                },
-            )
+        ckpt.save(
+            {
+                "model": net.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "pos_ema": pos_ema.cpu(),
+            }
+        )
 
     bar = T.progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
     net.train()
@@ -285,9 +307,12 @@ def train(
             if jlog:
                 jlog.write(record)
 
-        # checkpoint: last.pt every ckpt_every steps and at the early stop
-        if step % tc["ckpt_every"] == 0 or step == stop_at:
+        # checkpoint: last.pt every ckpt_every steps, at the early stop and when the slice ends
+        slice_ends = preempt.stop_requested(env.device)
+        if step % tc["ckpt_every"] == 0 or step == stop_at or slice_ends:
             checkpoint()
+        if slice_ends:
+            preempt.end_slice(f"train_ar {schedule} at step {step}", log)
     bar.close()
     feed.close()
     if stop < steps:

@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from vcq import preempt
 from vcq import training as T
 from vcq.config import k_sizes_for, tokenizer_section
 from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
+from vcq.train.checkpoint import Checkpointer, listing_digest, run_key
 from vcq.train.common import METRICS_LOG, adamw, use_compile
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,12 @@ def train(
     size = cfg["tokenizer"]["model"]["image_size"]
 
     # build: process group, model, losses (with the discriminator), optimisers
+    preempt.install()
     env = T.init_distributed(cfg["device"])
     if env.device.type == "cuda":
         enable_tf32()
-    torch.manual_seed(seed)
+    # rank-seeded, so ranks draw their own augmentations (DDP copies rank 0's initial weights)
+    torch.manual_seed(seed + env.rank)
     model = build_tokenizer(tokenizer_section(cfg, schedule), k_sizes_for(cfg, schedule)).to(
         env.device
     )
@@ -76,18 +80,30 @@ def train(
     opt_g = adamw(T.param_groups(model, train_cfg["weight_decay"]), env.device, betas=betas)
     opt_d = adamw(list(disc.parameters()), env.device, betas=betas)
 
-    # resume: weights, optimisers, step, RNG states and the skipped-file list from last.pt
+    # resume: weights, optimisers, step, this rank's RNG and the skipped-file list from last.pt,
+    # if it was written by this run (same config, images and world size)
     outdir = out.parent
     ckpt_path = outdir / "last.pt"
-    state = T.load_checkpoint(ckpt_path, map_location=env.device)
+    key = run_key(
+        {
+            "seed": seed,
+            "tokenizer": tokenizer_section(cfg, schedule),
+            "k_sizes": [int(k) for k in k_sizes_for(cfg, schedule)],
+            "crop_scale": cfg["data"]["crop_scale"],
+        },
+        data=listing_digest(data.root, data.samples),
+        upstream="",
+        world_size=env.world_size,
+    )
+    ckpt = Checkpointer(ckpt_path, key, env)
+    state = ckpt.load(map_location=env.device)
     start, skipped = 0, set()
     if state is not None:
         T.restore_module(model, state["model"], ckpt_path)
         T.restore_module(disc, state["disc"], ckpt_path)
         T.restore_module(opt_g, state["opt_g"], ckpt_path)
         T.restore_module(opt_d, state["opt_d"], ckpt_path)
-        T.restore_rng(state["rng"])
-        start, skipped = state["step"], set(state.get("skipped", []))
+        start, skipped = state["step"], set(state["skipped"])
         log.info("resumed from %s at step %d", ckpt_path, start)
     jlog = (
         T.JsonlLog(outdir / METRICS_LOG, schedule, start if state is not None else None)
@@ -107,19 +123,16 @@ def train(
     def checkpoint(done: int) -> None:
         guard.check()
         check_finite_weights(model, str(ckpt_path))
-        if env.is_main:
-            T.save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "disc": disc.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "rng": T.capture_rng(),
-                    "step": done,
-                    "skipped": sorted(skipped),
-                },
-            )
+        ckpt.save(
+            {
+                "model": model.state_dict(),
+                "disc": disc.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "step": done,
+                "skipped": sorted(skipped),
+            }
+        )
 
     bar = T.progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
     for step, (images, _, replaced) in enumerate(loader, start):
@@ -180,9 +193,12 @@ def train(
             if jlog:
                 jlog.write(record)
 
-        # checkpoint: last.pt every ckpt_every steps and at the early stop
-        if done % train_cfg["ckpt_every"] == 0 or done in (steps, stop_at):
+        # checkpoint: last.pt every ckpt_every steps, at the early stop and when the slice ends
+        slice_ends = preempt.stop_requested(env.device)
+        if done % train_cfg["ckpt_every"] == 0 or done in (steps, stop_at) or slice_ends:
             checkpoint(done)
+        if slice_ends:
+            preempt.end_slice(f"train_tokenizer {schedule} at step {done}", log)
     bar.close()
     if skipped and env.is_main:
         paths = [str(data.samples[i][0]) for i in sorted(skipped)]

@@ -1,0 +1,196 @@
+"""Resume state keyed by what shapes a run: per-rank RNG, 2-rank resume, fresh starts, SIGUSR1."""
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from vcq.config import load_config
+from vcq.preempt import EXIT_SLICE
+from vcq.train.checkpoint import Checkpointer, run_key
+from vcq.training import DistEnv, capture_rng, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _same(a, b) -> bool:
+    """Whether two checkpoint values are equal (tensors exactly, element by element)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _same_file(a, b) -> bool:
+    return _same(load_checkpoint(a), load_checkpoint(b))
+
+
+def _log(out) -> list[dict]:
+    return [json.loads(x) for x in (out.parent / "train_log.jsonl").read_text().splitlines()]
+
+
+def _env(rank: int = 0, world: int = 1) -> DistEnv:
+    return DistEnv(rank=rank, world_size=world, local_rank=rank, device=torch.device("cpu"))
+
+
+def test_key_ignores_execution_settings_and_names_what_changed(tmp_path, caplog):
+    cfg = {"seed": 0, "ar": {"train": {"lr": 1e-3, "steps": 6, "log_every": 1, "compile": False}}}
+    key = run_key(cfg, data="d", upstream="u", world_size=1)
+    edited = json.loads(json.dumps(cfg))
+    edited["ar"]["train"].update(log_every=5, compile=True)
+    assert run_key(edited, "d", "u", 1) == key
+    for name, value in (("lr", 5e-4), ("steps", 3), ("batch_size", 16)):
+        changed = json.loads(json.dumps(cfg))
+        changed["ar"]["train"][name] = value
+        assert run_key(changed, "d", "u", 1)["config"] != key["config"], name
+
+    path = tmp_path / "last.pt"
+    torch.manual_seed(1)
+    Checkpointer(path, key, _env()).save({"step": 3})
+    drawn = torch.rand(3)
+    torch.manual_seed(2)
+    state = Checkpointer(path, key, _env()).load()
+    assert state["step"] == 3 and torch.equal(torch.rand(3), drawn)  # the RNG came back
+
+    caplog.set_level(logging.INFO, "vcq")
+    assert Checkpointer(path, run_key(cfg, "d", "u", 2), _env()).load() is None
+    assert not path.exists() and (tmp_path / "last.stale.pt").exists()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "run key changed in world_size (1 -> 2)" in line and "step 0" in line
+
+
+def test_each_rank_restores_its_own_rng(tmp_path):
+    """Rank 1 gets rank 1's generators back, not rank 0's (last.pt holds one state per rank)."""
+    key = run_key({}, "d", "", 2)
+    states, draws = [], []
+    for rank in (0, 1):
+        torch.manual_seed(rank)
+        states.append(capture_rng())
+        draws.append(torch.rand(2))
+    save_checkpoint(tmp_path / "last.pt", {"step": 1, "key": key, "rng": states})
+    for rank in (0, 1):
+        Checkpointer(tmp_path / "last.pt", key, _env(rank, 2)).load()
+        assert torch.equal(torch.rand(2), draws[rank])
+
+
+def test_cutting_steps_or_changing_lr_retrains_instead_of_resuming(
+    tokenizer_cfg, image_folder, tmp_path
+):
+    from vcq.data.images import ImageFolderDataset
+    from vcq.train.tokenizer import train
+
+    data = ImageFolderDataset(image_folder(tmp_path / "images", n=10, shape=(36, 40), seed=1))
+    train(tokenizer_cfg(steps=3), "cosine", data, tmp_path / "a" / "final.pt")
+    # b: 6 steps done, then the config says 3 (case 1 of issue 22: final.pt held 6 steps)
+    train(tokenizer_cfg(), "cosine", data, tmp_path / "b" / "final.pt")
+    train(tokenizer_cfg(steps=3), "cosine", data, tmp_path / "b" / "final.pt")
+    assert _same_file(tmp_path / "a" / "final.pt", tmp_path / "b" / "final.pt")
+    assert _log(tmp_path / "b" / "final.pt") == _log(tmp_path / "a" / "final.pt")
+    # c: stopped at step 2 under another lr, then run with a's lr: a fresh run, equal to a
+    train(tokenizer_cfg(steps=3, lr=5e-4), "cosine", data, tmp_path / "c" / "final.pt", stop_at=2)
+    train(tokenizer_cfg(steps=3), "cosine", data, tmp_path / "c" / "final.pt")
+    assert _same_file(tmp_path / "a" / "final.pt", tmp_path / "c" / "final.pt")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(kind: str, cfg, out, stop_at, data) -> None:
+    """One training run of `kind` in this process (a rank of a group, or alone)."""
+    if kind == "tokenizer":
+        from vcq.data.images import ImageFolderDataset
+        from vcq.train.tokenizer import train
+
+        train(cfg, "cosine", ImageFolderDataset(data), out, stop_at=stop_at)
+    else:
+        from vcq.data.tokens import open_tokens
+        from vcq.train.ar import ARData, train
+
+        with open_tokens(data / "train.h5") as tr, open_tokens(data / "val.h5") as va:
+            train(cfg, "c", ARData(tr, va), out, stop_at=stop_at)
+
+
+def _rank(rank: int, world: int, ports: list[int], runs: list) -> None:
+    """Spawned rank: the runs one after another, each in its own gloo process group."""
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1"
+    )
+    for port, run in zip(ports, runs, strict=True):
+        os.environ["MASTER_PORT"] = str(port)
+        _run(*run)
+
+
+def _two_ranks(runs: list) -> None:
+    mp.spawn(_rank, args=(2, [_free_port() for _ in runs], runs), nprocs=2)
+
+
+def _stop_resume_and_resize(kind: str, cfg, data, tmp_path) -> None:
+    """2 ranks straight (a) = 2 ranks stopped at step 3 and resumed (b); c: 1 process stopped at
+    step 3, resumed by 2 ranks, starts afresh (its old state moved aside) and so equals a."""
+    a, b, c = (tmp_path / n / "final.pt" for n in "abc")
+    _run(kind, cfg, c, 3, data)
+    _two_ranks(
+        [(kind, cfg, out, stop, data) for out, stop in ((a, None), (b, 3), (b, None), (c, None))]
+    )
+    assert _log(b) == _log(a) and _same_file(a, b)
+    assert (c.parent / "last.stale.pt").exists()
+    assert _log(c) == _log(a) and _same_file(a, c)
+
+
+@pytest.mark.slow
+def test_two_rank_tokenizer_resume_equals_uninterrupted_and_a_resize_starts_afresh(
+    tokenizer_cfg, image_folder, tmp_path
+):
+    root = image_folder(tmp_path / "images", n=12, shape=(36, 40), seed=2)
+    _stop_resume_and_resize("tokenizer", tokenizer_cfg(), root, tmp_path)
+
+
+def test_two_rank_ar_resume_equals_uninterrupted_and_a_resize_starts_afresh(
+    train_ar_step, tmp_path
+):
+    for name, n, seed in (("train.h5", 64, 0), ("val.h5", 32, 1)):
+        train_ar_step.write_tokens(tmp_path / name, n, seed)
+    cfg = load_config(train_ar_step.config(6, grad_accum=2))
+    _stop_resume_and_resize("ar", cfg, tmp_path, tmp_path)
+
+
+def test_sigusr1_saves_exits_75_and_the_rerun_equals_an_uninterrupted_run(train_ar_step, tmp_path):
+    step = train_ar_step
+    cfg = step.config(30)
+    straight, stopped = tmp_path / "a" / "final.pt", tmp_path / "b" / "final.pt"
+    step.run(cfg, straight)
+    proc = subprocess.Popen(
+        step.command(cfg, stopped),
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = stopped.parent / "train_log.jsonl"
+    # signal once training runs (two steps logged: the handler is installed)
+    while proc.poll() is None and len(log.read_text().splitlines() if log.exists() else []) < 2:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_SLICE, err[-2000:]
+    saved = load_checkpoint(stopped.parent / "last.pt")["step"]
+    assert 2 <= saved < 30 and len(_log(stopped)) == saved and not stopped.exists()
+    assert "stopped on request; state saved" in err
+    step.run(cfg, stopped)
+    assert _log(stopped) == _log(straight) and _same_file(straight, stopped)
