@@ -2,22 +2,39 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torchvision must match torch; override for your CUDA, e.g. TORCH="torch==2.14.1 torchvision==0.29.1 --index-url ..."
-TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Every package, torch included, comes from requirements.lock (exact versions and hashes; README
+# "Locked environment"); `make lock` refreshes it from pyproject.toml.
+LOCK := requirements.lock
+PIP_VERSION := 26.3
 CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all test-slurm lint bench dryrun-imagenet report unlock clean
+.PHONY: setup lock check-lock doctor demo test test-all test-slurm lint bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The lock is installed with hashes checked; the project itself then goes in as an editable
+# install without dependencies (a local folder has no hash) and without build isolation (its
+# build backend, setuptools, is a locked package too).
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[workflow,test,dev]'
+	$(BIN)/pip install pip==$(PIP_VERSION)
+	$(BIN)/pip install --require-hashes -r $(LOCK)
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+lock: $(STAMP)  ## re-resolve requirements.lock from pyproject.toml (reads package metadata only)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
+	  --generate-hashes --custom-compile-command 'make lock' --quiet -o $(LOCK)
+	$(BIN)/python -m vcq.lock stamp
+	@echo "requirements.lock rewritten: run make setup to install it"
+
+check-lock: $(STAMP)  ## the lock was made from pyproject.toml and satisfies it (no network)
+	$(BIN)/python -m vcq.lock check
+
+doctor: $(STAMP)  ## torch, CUDA, GPUs, threads and versions against the lock
+	$(BIN)/python -m vcq.doctor
 
 demo: $(STAMP)  ## run the whole DAG on the embedded default data set
 	@test -f $(CONFIG) || { echo "error: CONFIG=$(CONFIG): no such file" >&2; exit 1; }
@@ -33,7 +50,12 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint (versions pi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
-	$(BIN)/snakemake --lint --profile workflow/profiles/local --configfile $(CONFIG)
+	@# snakemake --lint, less "Specify a conda environment or container for each rule": every rule
+	@# runs the workflow's own interpreter, $$VCQ_PYTHON (README "Install on a cluster")
+	@$(BIN)/snakemake --lint --profile workflow/profiles/local --configfile $(CONFIG) \
+	  > $(VENV)/lint.log 2>&1 && exit 0; grep -q '^Lints for' $(VENV)/lint.log \
+	  && ! grep '^    \* ' $(VENV)/lint.log | grep -v 'Specify a conda environment or container' \
+	  || { cat $(VENV)/lint.log; exit 1; }
 
 test-slurm: $(STAMP)  ## the workflow on a real one-node SLURM cluster started here (root + apt-get; skips otherwise)
 	PYTHON=$(BIN)/python tests/slurm/run_cluster_test.sh

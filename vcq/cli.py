@@ -7,10 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from vcq.config import ConfigError, load_config
+from vcq.config import ConfigError, load_config, rule_spec
+from vcq.doctor import cpu_model
 from vcq.io import StepError, disk_full_error, is_disk_full
 
 
@@ -46,12 +49,45 @@ def report_parser(
     return parser
 
 
+def step_rule() -> str:
+    """The resources entry of this step: its script's name, the rule that runs it (the report
+    steps make_tables and plot_figures name no rule, so they take `default`)."""
+    return Path(sys.argv[0]).stem
+
+
+def step_threads(cfg: dict, rule: str) -> int:
+    """CPU threads of one process of a step: its rule's `cpus_per_task`, shared by the ranks that
+    torchrun starts on the node (LOCAL_WORLD_SIZE)."""
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, rule_spec(cfg, rule)["cpus_per_task"] // ranks)
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` CPU threads in torch and in any process this step starts. The config decides
+    them, not the caller's environment: Snakemake gives a job OMP_NUM_THREADS=threads, a shell
+    gives none (torch then takes every core), and a float sum over another number of threads
+    trains another model."""
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
 def load_step_config(args: argparse.Namespace) -> dict:
-    """Load the validated config named by the parsed args; exit with a one-line error if bad."""
+    """Load the validated config named by the parsed args (exit with a one-line error if bad) and
+    set the step's thread count from its rule's resources, logging it with the CPU and torch."""
     try:
-        return load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    rule = step_rule()
+    threads = step_threads(cfg, rule)
+    set_threads(threads)
+    print(
+        f"threads: {threads} (resources.{rule}.cpus_per_task) on {cpu_model()}, "
+        f"torch {torch.__version__}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cfg
 
 
 def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Logger:

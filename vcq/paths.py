@@ -36,6 +36,10 @@ class Layout:
         """The resolved config of one run, named by its content's hash: what its jobs read."""
         return f"{self.work}/config/{sha}.yaml"
 
+    def environment(self) -> str:
+        """The environment a run started in (vcq.doctor.environment_record)."""
+        return f"{self.results}/environment.json"
+
     def data_manifest(self, data: dict) -> str:
         """The data set's manifest: inside a generated set; for an image folder, which may be
         read-only or shared between experiments, under `work_dir/manifests/`."""

@@ -13,8 +13,7 @@ rule train_ar:
     log:
         PATHS.log("train_ar_{schedule}"),
     retries: rule_retries("train_ar")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("train_ar")
     resources:
         **rule_resources("train_ar"),
     params:
@@ -35,8 +34,7 @@ rule sample:
     log:
         PATHS.log("sample_{schedule}_{preset}"),
     retries: rule_retries("sample")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("sample")
     resources:
         **rule_resources("sample"),
     params:

@@ -9,6 +9,15 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import ExecMode
 
+from vcq.preflight import missing_modules
+
+# Every step's third-party modules must be importable by this interpreter, which the jobs run
+# ($VCQ_PYTHON): checked before anything imports torch, so a missing package is one line per
+# module now, not a traceback from the first job that needs it (hours into a run).
+_MISSING = missing_modules(Path(workflow.basedir).parent / "pipeline_steps")
+if _MISSING:
+    sys.exit("\n".join(f"error: {line}" for line in _MISSING))
+
 from vcq.config import (
     ConfigError,
     dump_config,
@@ -17,7 +26,8 @@ from vcq.config import (
     rule_spec,
     schedule,
 )
-from vcq.io import atomic_path
+from vcq.doctor import drift_line, environment_record
+from vcq.io import atomic_path, write_json
 from vcq.paths import Layout
 from vcq.sampling import expand_presets, run_settings, sampled_pairs
 
@@ -65,6 +75,25 @@ def write_config_snapshot():
     if not Path(RESOLVED_CONFIG).exists():
         with atomic_path(RESOLVED_CONFIG) as tmp:
             tmp.write_text(_RESOLVED_TEXT)
+
+
+# The environment the run starts in: a drift from the lock is one line at start (the run goes on);
+# a run that starts jobs records, beside its results, the machine, torch build, each step's thread
+# count, the lock's hash and the installed packages' differences from it (each job also logs its
+# own CPU, threads and torch build first).
+LOCK_FILE = Path(workflow.basedir).parent / "requirements.lock"
+if workflow.is_main_process:
+    _drift = drift_line(LOCK_FILE)
+    if _drift:
+        print(f"warning: {_drift}", file=sys.stderr)
+
+
+def write_environment_record():
+    """Write results/<experiment>/environment.json for this run (vcq.doctor.environment_record)."""
+    steps = sorted(p.stem for p in (Path(workflow.basedir).parent / "pipeline_steps").glob("*.py"))
+    record = environment_record(LOCK_FILE)
+    record["step_threads"] = {s: rule_spec(CFG, s)["cpus_per_task"] for s in steps}
+    write_json(PATHS.environment(), record)
 
 
 # The sections that decide results; `resources`, `slurm`, `paths` and `device` only say where and
@@ -115,6 +144,13 @@ def rule_resources(rule_name):
     if CFG["slurm"]["partition"]:
         out["slurm_partition"] = CFG["slurm"]["partition"]
     return out
+
+
+def step_threads(step):
+    """`threads` for the rules that run pipeline_steps/<step>.py: the `cpus_per_task` of the
+    resources entry named like the step (`default` for the report steps, named otherwise). The step
+    sets as many in torch itself (vcq.cli.load_step_config): a job and a run by hand agree."""
+    return rule_spec(CFG, step)["cpus_per_task"]
 
 
 def rule_retries(rule_name):
@@ -212,3 +248,4 @@ def final_outputs():
 
 onstart:
     write_config_snapshot()
+    write_environment_record()

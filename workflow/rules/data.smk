@@ -12,8 +12,7 @@ rule make_dataset:
     log:
         PATHS.log("make_dataset"),
     retries: rule_retries("make_dataset")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("make_dataset")
     resources:
         **rule_resources("make_dataset"),
     params:

@@ -11,8 +11,7 @@ if DEMO_FEATURES:
         log:
             PATHS.log("train_feature_net"),
         retries: rule_retries("train_feature_net")
-        conda:
-            "../../environment.yml"
+        threads: step_threads("train_feature_net")
         resources:
             **rule_resources("train_feature_net"),
         params:
@@ -32,8 +31,7 @@ rule eval_fid:
     log:
         PATHS.log("eval_fid_{schedule}_{preset}"),
     retries: rule_retries("eval_fid")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("eval_fid")
     resources:
         **rule_resources("eval_fid"),
     params:
@@ -57,8 +55,7 @@ rule linear_probe:
     log:
         PATHS.log("probe_{schedule}"),
     retries: rule_retries("linear_probe")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("linear_probe")
     resources:
         **rule_resources("linear_probe"),
     params:

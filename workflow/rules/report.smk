@@ -18,8 +18,7 @@ rule tables:
     log:
         PATHS.log("tables"),
     retries: rule_retries("tables")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("make_tables")
     resources:
         **rule_resources("tables"),
     params:
@@ -53,8 +52,7 @@ rule figures:
     log:
         PATHS.log("figures"),
     retries: rule_retries("figures")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("plot_figures")
     resources:
         **rule_resources("figures"),
     params:

@@ -19,8 +19,7 @@ rule theory:
     log:
         PATHS.log("theory"),
     retries: rule_retries("theory")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("make_tables")
     resources:
         **rule_resources("theory"),
     params:

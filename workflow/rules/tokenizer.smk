@@ -11,8 +11,7 @@ rule train_tokenizer:
     log:
         PATHS.log("train_tokenizer_{schedule}"),
     retries: rule_retries("train_tokenizer")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("train_tokenizer")
     resources:
         **rule_resources("train_tokenizer"),
     params:
@@ -33,8 +32,7 @@ rule eval_recon:
     log:
         PATHS.log("eval_recon_{schedule}"),
     retries: rule_retries("eval_recon")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("eval_recon")
     resources:
         **rule_resources("eval_recon"),
     params:
@@ -53,8 +51,7 @@ rule encode_tokens:
     log:
         PATHS.log("encode_{schedule}_{split}"),
     retries: rule_retries("encode_tokens")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("encode_tokens")
     resources:
         **rule_resources("encode_tokens"),
     params:
@@ -75,8 +72,7 @@ rule measure_entropy:
     log:
         PATHS.log("entropy_{schedule}"),
     retries: rule_retries("measure_entropy")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("measure_entropy")
     resources:
         **rule_resources("measure_entropy"),
     params:
