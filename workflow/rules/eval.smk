@@ -77,8 +77,7 @@ rule export_adm:
     log:
         PATHS.log("export_adm_{schedule}_{preset}"),
     retries: rule_retries("export_adm")
-    conda:
-        "../../environment.yml"
+    threads: step_threads("export_adm")
     resources:
         **rule_resources("export_adm"),
     shell:
