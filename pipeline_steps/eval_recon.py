@@ -9,6 +9,7 @@ import numpy as np
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, eval_transform
 from vcq.io import write_json
+from vcq.metrics.fid import feature_weights
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import reconstruct
 from vcq.plotting import save_image_grid
@@ -41,6 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_step_config(args)
     log = setup_logging()
+    if not args.no_rfid:
+        feature_weights(cfg)  # a missing file is an error before the val split is reconstructed
     device = init_distributed(cfg["device"]).device
     model = load_tokenizer(args.tokenizer, device)
     dataset = val_images(Path(cfg["data"]["root"]) / "val", model.image_size)

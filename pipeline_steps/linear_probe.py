@@ -64,7 +64,9 @@ def main() -> None:
         rows.append({"features": "codes", "k": k_eff, **res})
     prologue = None
     if args.ar:
-        prologue = prologue_from_extra(require_checkpoint(args.ar, ["extra"])["extra"], device)
+        prologue = prologue_from_extra(
+            require_checkpoint(args.ar, ["extra"], rule="train_ar")["extra"], device
+        )
     if prologue is not None:
         res = probe(partial(prologue_features, prologue))
         log.info(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
+from vcq.losses import lpips_weights
 from vcq.train.common import divergence_reported
 from vcq.train.tokenizer import train
 from vcq.training import init_distributed
@@ -21,6 +22,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     cfg = load_step_config(args)
+    lpips_weights(cfg["tokenizer"]["train"])  # a missing file is an error before any compute
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
     log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)
@@ -28,7 +30,16 @@ def main() -> None:
     log.info("training tokenizer %s on %d images", args.schedule, len(dataset))
     with divergence_reported("tokenizer", args.schedule):
         train(cfg, args.schedule, dataset, args.out, args.stop_after)
-    log.info("wrote %s", args.out)
+    steps = cfg["tokenizer"]["train"]["steps"]
+    if args.stop_after is not None and args.stop_after < steps:
+        log.info(
+            "stopped after step %d of %d, no %s yet (a rerun resumes)",
+            args.stop_after,
+            steps,
+            args.out,
+        )
+    else:
+        log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 import torch_fidelity.feature_extractor_inceptionv3 as tfi
 from PIL import Image
 
+from vcq.io import StepError
 from vcq.metrics.fid import ImageSource, build_extractor, evaluate, extract_features
 
 
@@ -75,10 +76,10 @@ def test_npz_is_memory_mapped_and_folder_matches(tmp_path):
 
 def test_missing_inception_weights_message(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match="weights-inception-2015-12-05-6726825d.pth.*nope.pth|nope.pth"
+        StepError, match="weights-inception-2015-12-05-6726825d.pth.*nope.pth|nope.pth"
     ):
         build_extractor(_cfg(tmp_path, tmp_path / "nope.pth"))
-    with pytest.raises(FileNotFoundError, match="eval.inception_weights"):
+    with pytest.raises(StepError, match="eval.inception_weights"):
         build_extractor(_cfg(tmp_path, tmp_path / "nope.pth"))
 
 
@@ -179,7 +180,7 @@ def test_demo_features_train_load_and_label(tmp_path):
     assert evaluate(tmp_path / "w.npz", tmp_path / "ref", cfg)["class_accuracy"] == pytest.approx(
         1 - truth
     )
-    with pytest.raises(FileNotFoundError, match="train_feature_net"):
+    with pytest.raises(StepError, match="train_feature_net"):
         load_demo_extractor(tmp_path / "missing.pt")
 
 

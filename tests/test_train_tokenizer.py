@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vcq.io import StepError
 from vcq.losses import (
     PatchDiscriminator,
     TokenizerLoss,
@@ -15,6 +16,7 @@ from vcq.losses import (
     discriminator_loss,
     generator_adv_loss,
     load_lpips,
+    lpips_weights,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +60,8 @@ def test_gan_losses_and_augment():
 
 
 def test_missing_lpips_file_names_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"missing\.pth.*VGG16"):
-        load_lpips(tmp_path / "missing.pth")
+    with pytest.raises(StepError, match=r"missing\.pth.*tokenizer\.train\.lpips_weights.*VGG16"):
+        lpips_weights({"lpips_weights": str(tmp_path / "missing.pth")})
 
 
 def test_lpips_loads_local_vgg_trunk(tmp_path):

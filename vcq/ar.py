@@ -408,7 +408,9 @@ def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]
     """Load a model saved by save_ar (in eval mode); returns (model, extra)."""
     from vcq.training import require_checkpoint, restore_module
 
-    blob = require_checkpoint(path, ["config", "state_dict", "extra"], map_location)
+    blob = require_checkpoint(
+        path, ["config", "state_dict", "extra"], map_location, rule="train_ar"
+    )
     model = ARModel(ARConfig.from_dict(blob["config"]))
     restore_module(model, blob["state_dict"], path)
     return model.to(

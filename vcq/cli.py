@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -91,13 +92,17 @@ def load_step_config(args: argparse.Namespace) -> dict:
 
 
 def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Logger:
-    """Log INFO to stderr and, if given, to `log_file`."""
+    """Log INFO to stderr and, if given, to `log_file`; under torchrun only rank 0 logs INFO (what
+    rank 0 does: "wrote final.pt"), the other ranks their warnings and errors, marked."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
+    # the rank vcq.training.init_distributed joins as (torchrun's variable first)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=("" if rank == 0 else f"[rank {rank}] ")
+        + "%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )
@@ -105,17 +110,20 @@ def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Log
 
 
 def run_step(main: Callable[[], None]) -> None:
-    """Run a step's `main`; a StepError, a ConfigError, a missing input file or a full disk ends it
-    with one line and exit status 1."""
+    """Run a step's `main`; a StepError, a ConfigError, a missing input file, a folder it may not
+    write (read-only, no permission) or a full disk ends it with one line and exit status 1."""
     try:
         main()
     except (StepError, ConfigError, OSError, RuntimeError) as e:
         full = is_disk_full(e)
-        missing = isinstance(e, FileNotFoundError) and e.filename is not None
-        if not (full or missing or isinstance(e, (StepError, ConfigError))):
+        missing = isinstance(e, FileNotFoundError)
+        refused = getattr(e, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
+        if not (full or missing or refused or isinstance(e, (StepError, ConfigError))):
             raise
         if missing:
-            e = StepError(f"{e.filename}: no such file")
+            e = StepError(f"{e.filename}: no such file" if e.filename else str(e))
+        elif refused:
+            e = StepError(f"{e.filename or 'an output file'}: {e.strerror or e}")
         elif full and not isinstance(e, (StepError, ConfigError)):
             e = disk_full_error(getattr(e, "filename", None) or "an output file")
         logging.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import json
@@ -56,8 +57,14 @@ def disk_full_names(path: str | os.PathLike) -> Iterator[None]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` that replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            # mkstemp names its random temporary file; the user needs the output's name
+            raise StepError(f"{path}: cannot write there ({e.strerror})") from e
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should be shareable
@@ -82,9 +89,23 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, rule: str | None) -> Iterator[None]:
+    """Turn a truncated or malformed `path` met inside the block into the one-line error naming
+    the workflow `rule` that writes it (None: a file the user gave, not a run file)."""
+    try:
+        yield
+    except (EOFError, ValueError, KeyError, UnicodeDecodeError, zipfile.BadZipFile, csv.Error) as e:
+        # zipfile, numpy, json and pandas each word a cut-off file differently; one line for all
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        remedy = f"delete it and rerun the `{rule}` rule" if rule else "replace it"
+        raise StepError(f"{path}: truncated or malformed ({detail}); {remedy}") from e
+
+
+def read_json(path: str | os.PathLike, rule: str | None = None) -> Any:
+    """Read a JSON file (written by the workflow's `rule`, if it is a run file)."""
+    with reading(path, rule):
+        return json.loads(Path(path).read_text())
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

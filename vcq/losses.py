@@ -9,18 +9,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcq.io import StepError
+
+
+def lpips_weights(train_cfg: dict) -> Path | None:
+    """The VGG16 trunk file LPIPS reads (None: no LPIPS term); a missing one is one line naming
+    the key (the tokenizer step checks it before it computes anything)."""
+    if train_cfg["lpips_weights"] is None:
+        return None
+    path = Path(train_cfg["lpips_weights"])
+    if not path.is_file():
+        raise StepError(
+            f"{path}: LPIPS trunk weights not found (tokenizer.train.lpips_weights); put "
+            "torchvision's VGG16 state dict there (vgg16-397923af.pth, keys 'features.N.weight'), "
+            "or set it to null to train without LPIPS"
+        )
+    return path
+
 
 def load_lpips(weights_path: str | os.PathLike, net: str = "vgg") -> nn.Module:
     """Frozen LPIPS whose VGG16 trunk is read from a local torchvision-style state dict."""
     import lpips
 
     path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS trunk weights not found: {path}. Put torchvision's VGG16 state dict "
-            f"(vgg16-397923af.pth, keys 'features.N.weight') there, or set "
-            f"tokenizer.train.lpips_weights: null to train without LPIPS."
-        )
     # pnet_rand avoids torchvision's download; the package ships the linear heads itself
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     source = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,7 +119,7 @@ class TokenizerLoss(nn.Module):
     def __init__(self, train_cfg: dict, image_size: int) -> None:
         super().__init__()
         self.cfg = train_cfg
-        path = train_cfg.get("lpips_weights")
+        path = lpips_weights(train_cfg)
         self.lpips = load_lpips(path, train_cfg.get("lpips_net", "vgg")) if path else None
         self.discriminator = PatchDiscriminator(image_size)
 

@@ -25,7 +25,7 @@ def with_data_manifest(cfg: dict, manifest: str | Path | None) -> tuple[dict, li
 
     Labels everywhere are ImageFolderDataset's: the index of the class folder in sorted order.
     """
-    data = read_json(manifest) if manifest and Path(manifest).exists() else None
+    data = read_json(manifest, "make_dataset") if manifest and Path(manifest).exists() else None
     if cfg["report"]["n_images"] is None:
         if data is None:
             raise ValueError(

@@ -15,7 +15,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import pandas as pd
 
-from vcq.io import StepError, atomic_path, npz_memmap, read_json
+from vcq.io import StepError, atomic_path, npz_memmap, read_json, reading
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -31,13 +31,18 @@ def unnamed_error(path: str | Path, rule: str) -> StepError:
 def _named_csv(path: str | Path, columns: list[str], rule: str) -> tuple[str, pd.DataFrame]:
     """(schedule, the other columns) of a CSV whose `schedule` column holds one name."""
     # names through the csv module: pandas would read the schedule `007` as 7 and `NA` as missing
-    with open(path, newline="") as fh:
-        names = sorted({row.get("schedule") or "" for row in csv.DictReader(fh)})
+    with reading(path, rule), open(path, newline="") as fh:
+        text = fh.read()
+        if text and not text.endswith("\n"):
+            # the writer ends every row with a line break; pandas would read a cut row as NaN
+            raise ValueError("the last row is cut off")
+        names = sorted({row.get("schedule") or "" for row in csv.DictReader(io.StringIO(text))})
     if not names or "" in names:
         raise unnamed_error(path, rule)
     if len(names) != 1:
         raise StepError(f"{path}: rows of several schedules {names}; rerun the `{rule}` rule")
-    df = pd.read_csv(path).drop(columns="schedule")
+    with reading(path, rule):
+        df = pd.read_csv(path).drop(columns="schedule")
     missing = [c for c in columns if c not in df]
     if missing:
         raise StepError(f"{path}: no column {missing[0]!r}; rerun the `{rule}` rule")
@@ -96,7 +101,8 @@ def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
     """(schedule, one row per record) of a training log (`vcq.training.JsonlLog`) of `rule`."""
     from vcq.training import JsonlLog
 
-    records = JsonlLog.read(path)
+    with reading(path, rule):
+        records = JsonlLog.read(path)
     if not records:
         raise StepError(f"{path}: no records; rerun the `{rule}` rule")
     names = {r.get("schedule") for r in records}
@@ -109,15 +115,18 @@ def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
 
 def read_metrics(path: str | Path, rule: str) -> dict:
     """A metric JSON (recon, entropy, gen, probe), which must carry its `schedule`."""
-    record = read_json(path)
+    record = read_json(path, rule)
+    if not isinstance(record, dict):
+        raise StepError(f"{path}: not a metrics record; delete it and rerun the `{rule}` rule")
     if "schedule" not in record:
         raise unnamed_error(path, rule)
     return record
 
 
-def _npz_strings(path: str | Path, keys: list[str]) -> list[str] | None:
-    """The string entries `keys` of an .npz (loaded without pickle); None if one is absent."""
-    with np.load(path, allow_pickle=False) as z:
+def _npz_strings(path: str | Path, keys: list[str], rule: str) -> list[str] | None:
+    """The string entries `keys` of an .npz of `rule` (loaded without pickle); None if one is
+    absent."""
+    with reading(path, rule), np.load(path, allow_pickle=False) as z:
         if any(k not in z for k in keys):
             return None
         return [str(z[k]) for k in keys]
@@ -168,10 +177,11 @@ def write_recon_images(
 
 def read_recon_images(path: str | Path) -> ReconImages:
     """The reconstructions file of `eval_recon` (`write_recon_images`), memory-mapped."""
-    names = _npz_strings(path, ["schedule"])
+    names = _npz_strings(path, ["schedule"], "eval_recon")
     if names is None:
         raise unnamed_error(path, "eval_recon")
-    return ReconImages(names[0], npz_memmap(path, "recon"), npz_memmap(path, "originals"))
+    with reading(path, "eval_recon"):
+        return ReconImages(names[0], npz_memmap(path, "recon"), npz_memmap(path, "originals"))
 
 
 class Samples(NamedTuple):
@@ -220,12 +230,13 @@ def write_samples(
 
 def read_samples(path: str | Path) -> Samples:
     """A sample .npz of the `sample` rule (`write_samples`), images memory-mapped."""
-    names = _npz_strings(path, ["schedule", "preset"])
+    names = _npz_strings(path, ["schedule", "preset"], "sample")
     if names is None:
         raise unnamed_error(path, "sample")
-    with np.load(path, allow_pickle=False) as z:
-        labels = z.get("labels")
-    return Samples(*names, npz_memmap(path), labels)
+    with reading(path, "sample"):
+        with np.load(path, allow_pickle=False) as z:
+            labels = z.get("labels")
+        return Samples(*names, npz_memmap(path), labels)
 
 
 def write_adm_samples(path: str | Path, samples: str | Path) -> None:
@@ -253,7 +264,7 @@ def sample_names(
     path = Path(path)
     if path.suffix != ".npz":
         return schedule, preset
-    named = _npz_strings(path, ["schedule", "preset"])
+    named = _npz_strings(path, ["schedule", "preset"], "sample")
     if named is None:
         return schedule, preset
     for what, given, inside in zip(("schedule", "preset"), (schedule, preset), named, strict=True):

@@ -238,7 +238,9 @@ def load_tokenizer_with_extra(
     """`load_tokenizer` and the checkpoint's `extra` (schedule, training metadata), one read."""
     from vcq.training import require_checkpoint
 
-    state = require_checkpoint(path, ["spec", "state_dict", "extra"], map_location)
+    state = require_checkpoint(
+        path, ["spec", "state_dict", "extra"], map_location, rule="train_tokenizer"
+    )
     return _restored(state, path, map_location), state["extra"]
 
 
@@ -246,5 +248,5 @@ def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "
     """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
     from vcq.training import require_checkpoint
 
-    state = require_checkpoint(path, ["spec", "state_dict"], map_location)
+    state = require_checkpoint(path, ["spec", "state_dict"], map_location, rule="train_tokenizer")
     return _restored(state, path, map_location)

@@ -164,10 +164,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict | None:
-    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only), or None."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", rule: str | None = None
+) -> dict | None:
+    """Load a checkpoint written by `save_checkpoint` (tensors and plain data only), or None.
+
+    `rule` is the workflow rule that writes this model file; without one the file is a training
+    step's resume state (last.pt), whose loss restarts the training."""
     if not Path(path).exists():
         return None
+    remedy = (
+        f"delete it and rerun the `{rule}` rule"
+        if rule
+        else "delete it and rerun the step (its training then starts from step 0)"
+    )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -175,24 +185,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict 
         found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
         raise CheckpointError(
             f"{path}: refused, it holds Python objects other than tensors and plain data "
-            f"({found or 'not loadable with weights_only'}); "
-            "delete it and rerun the step that wrote it"
+            f"({found or 'not loadable with weights_only'}); {remedy}"
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: unreadable checkpoint ({_first_line(e)}); delete it and rerun the step "
-            "that wrote it (a training step then starts from step 0)"
-        ) from e
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_first_line(e)}); {remedy}") from e
 
 
-def require_checkpoint(path: str | os.PathLike, keys: list[str], map_location: Any = "cpu") -> dict:
-    """`load_checkpoint` of a file that must exist and hold `keys` (a model, not resume state)."""
-    state = load_checkpoint(path, map_location)
+def require_checkpoint(
+    path: str | os.PathLike, keys: list[str], map_location: Any = "cpu", *, rule: str
+) -> dict:
+    """`load_checkpoint` of a model file that the workflow's `rule` writes and that must exist
+    and hold `keys`."""
+    state = load_checkpoint(path, map_location, rule)
     if state is None:
-        raise CheckpointError(f"{path}: no such checkpoint; run the step that writes it first")
+        raise CheckpointError(f"{path}: no such checkpoint; the `{rule}` rule writes it")
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"{path}: not a vcq model file (no '{missing[0]}' entry)")
+        raise CheckpointError(
+            f"{path}: not a vcq model file (no '{missing[0]}' entry); the `{rule}` rule writes it"
+        )
     return state
 
 

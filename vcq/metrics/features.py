@@ -54,7 +54,9 @@ class DemoFeatureExtractor(FeatureExtractorBase):
             raise ValueError("the demo feature extractor needs feature_extractor_weights_path")
         from vcq.training import require_checkpoint, restore_module
 
-        ckpt = require_checkpoint(feature_extractor_weights_path, ["config", "state_dict"])
+        ckpt = require_checkpoint(
+            feature_extractor_weights_path, ["config", "state_dict"], rule="train_feature_net"
+        )
         self.net = DemoNet(**ckpt["config"])
         restore_module(self.net, ckpt["state_dict"], feature_extractor_weights_path)
         self.requires_grad_(False)
@@ -92,12 +94,8 @@ def register() -> None:
 
 
 def load_demo_extractor(path: str | Path) -> DemoFeatureExtractor:
-    """The demo extractor with trained weights from `path`; fails with the file name when absent."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"demo feature weights not found at {path} (eval.demo_weights); "
-            "run pipeline_steps/train_feature_net.py first"
-        )
+    """The demo extractor with trained weights from `path` (a CheckpointError naming the file and
+    its rule when absent or unreadable)."""
     register()
     return DemoFeatureExtractor(NAME, ["pool", "logits"], feature_extractor_weights_path=str(path))
 

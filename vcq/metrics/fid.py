@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from vcq.data.images import center_crop_arr
 from vcq.data.synthetic import folder_hash
-from vcq.io import atomic_path, content_key, file_sha256, npz_memmap
+from vcq.io import StepError, atomic_path, content_key, file_sha256, npz_memmap
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,28 @@ class ImageSource(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
-def build_extractor(cfg: dict) -> tuple[torch.nn.Module, str]:
-    """The configured feature extractor and its `fd_label` ("FID" or "FD (demo features)")."""
+def feature_weights(cfg: dict) -> Path:
+    """The weight file of the configured feature extractor; a missing one is one line naming its
+    key (the evaluation steps check it before they compute anything)."""
     eval_cfg = cfg["eval"]
     if eval_cfg["feature_extractor"] == "demo":
+        key, remedy = "eval.demo_weights", "the `train_feature_net` rule writes it"
+    else:
+        key = "eval.inception_weights"
+        remedy = f"download {INCEPTION_URL} on a machine with internet access and put it there"
+    path = Path(eval_cfg[key.split(".")[1]])
+    if not path.is_file():
+        raise StepError(f"{path}: feature extractor weights not found ({key}); {remedy}")
+    return path
+
+
+def build_extractor(cfg: dict) -> tuple[torch.nn.Module, str]:
+    """The configured feature extractor and its `fd_label` ("FID" or "FD (demo features)")."""
+    weights = feature_weights(cfg)
+    if cfg["eval"]["feature_extractor"] == "demo":
         from vcq.metrics.features import load_demo_extractor
 
-        return load_demo_extractor(eval_cfg["demo_weights"]), "FD (demo features)"
-    weights = Path(eval_cfg["inception_weights"])
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"Inception weights not found at {weights} (eval.inception_weights). Download "
-            f"{INCEPTION_URL} on a machine with internet access and put it at that path."
-        )
+        return load_demo_extractor(weights), "FD (demo features)"
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     net = FeatureExtractorInceptionV3(

@@ -1,0 +1,246 @@
+"""Bad run files and folders met by the readers (vcq.runfiles, vcq.io, checkpoints) and by the steps
+(vcq.cli.run_step): one `error:` line naming the file and the rule that makes it, before compute."""
+
+import errno
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vcq.ar import load_ar
+from vcq.cli import run_step, setup_logging
+from vcq.config import load_config
+from vcq.io import StepError, write_json
+from vcq.runfiles import (
+    read_log,
+    read_metrics,
+    read_position_loss,
+    read_recon_images,
+    read_samples,
+    sample_names,
+    write_position_loss,
+    write_recon_images,
+    write_samples,
+)
+from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from vcq.training import CheckpointError, load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "config/default.yaml"
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return r.stderr.strip().splitlines()[-1]
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _samples(path: Path) -> Path:
+    chunk = path.with_name("chunk.npy")
+    np.save(chunk, np.zeros((4, 8, 8, 3), np.uint8))
+    write_samples(path, "cosine", "cfg", [chunk], np.arange(4))
+    return path
+
+
+def _recon(path: Path) -> Path:
+    with write_recon_images(path, "cosine", (4, 8, 8, 3)):
+        pass
+    return path
+
+
+def _metrics(path: Path) -> Path:
+    write_json(path, {"schedule": "cosine", "fid": 1.0})
+    return path
+
+
+def _position_loss(path: Path) -> Path:
+    write_position_loss(path, "cosine", np.ones(4), np.ones(4))
+    return path
+
+
+def _train_log(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"schedule": "s", "step": i}) + "\n" for i in range(40)))
+    return path
+
+
+# (writer, reader, rule): every run-file format, cut in half
+FORMATS = {
+    "samples npz": (_samples, read_samples, "sample"),
+    "sample names": (_samples, sample_names, "sample"),
+    "recon npz": (_recon, read_recon_images, "eval_recon"),
+    "metrics json": (_metrics, lambda p: read_metrics(p, "eval_fid"), "eval_fid"),
+    "position-loss csv": (_position_loss, read_position_loss, "train_ar"),
+    "train log jsonl": (_train_log, lambda p: read_log(p, "train_ar"), "train_ar"),
+}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_a_truncated_run_file_names_itself_and_its_rule(tmp_path, fmt):
+    write, read, rule = FORMATS[fmt]
+    suffix = {"samples": ".npz", "sample": ".npz", "recon": ".npz"}.get(fmt.split()[0], ".x")
+    path = write(tmp_path / f"f{suffix}")
+    read(path)  # the whole file reads
+    _truncate(path)
+    with pytest.raises(StepError) as e:
+        read(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and f"rerun the `{rule}` rule" in msg and "\n" not in msg
+
+
+def test_a_metrics_file_that_is_not_a_record_names_its_rule(tmp_path):
+    (tmp_path / "m.json").write_text("[1, 2]")
+    with pytest.raises(StepError, match=r"m\.json: not a metrics record.*`eval_recon` rule"):
+        read_metrics(tmp_path / "m.json", "eval_recon")
+
+
+def test_the_fid_step_refuses_a_truncated_sample_file_in_one_line(tmp_path):
+    samples = _truncate(_samples(tmp_path / "s.npz"))
+    out = tmp_path / "o.json"
+    r = _cli("pipeline_steps/eval_fid.py", "--config", DEMO, "--samples", samples, "--out", out)
+    assert _one_error_line(r).startswith(f"error: {samples}: truncated or malformed")
+    assert "rerun the `sample` rule" in r.stderr and not out.exists()
+
+
+def _tokenizer_file(path: Path) -> Path:
+    cfg = load_config(DEMO)
+    model = build_tokenizer(cfg["tokenizer"], np.full(cfg["tokenizer"]["num_tokens"], 8))
+    save_tokenizer(path, model, cfg, {"schedule": "constant"})
+    return path
+
+
+def test_a_truncated_model_file_names_the_rule_that_writes_it(tmp_path):
+    path = _truncate(_tokenizer_file(tmp_path / "final.pt"))
+    with pytest.raises(CheckpointError) as e:
+        load_tokenizer(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: unreadable checkpoint")
+    # a rerun of train_tokenizer resumes from last.pt: no claim that training starts over
+    assert msg.endswith("delete it and rerun the `train_tokenizer` rule") and "step 0" not in msg
+
+
+def test_a_missing_model_file_names_the_rule_that_writes_it(tmp_path):
+    with pytest.raises(CheckpointError, match=r"final\.pt: no such checkpoint; the `train_ar`"):
+        load_ar(tmp_path / "final.pt")
+
+
+def test_truncated_resume_state_says_training_restarts(tmp_path):
+    save_checkpoint(tmp_path / "last.pt", {"step": 3, "w": torch.ones(1000)})
+    _truncate(tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable.*starts from step 0"):
+        load_checkpoint(tmp_path / "last.pt")
+
+
+def test_missing_inception_weights_stop_eval_recon_before_it_reconstructs(tmp_path):
+    # the tokenizer does not exist either: the weights are checked first, before anything loads
+    r = _cli(
+        "pipeline_steps/eval_recon.py",
+        *("--config", DEMO, "--schedule", "constant", "--tokenizer", tmp_path / "final.pt"),
+        *("--out", tmp_path / "r.json", "--out-images", tmp_path / "r.npz"),
+        *("--set", "eval.feature_extractor=inception"),
+        *("--set", f"eval.inception_weights={tmp_path / 'inception.pth'}"),
+    )
+    line = _one_error_line(r)
+    assert line.startswith(f"error: {tmp_path / 'inception.pth'}: feature extractor weights")
+    assert "eval.inception_weights" in line and "download" in line
+
+
+def test_missing_lpips_weights_stop_tokenizer_training_before_it_starts(tmp_path):
+    # no data folder either: the weights are checked first
+    r = _cli(
+        "pipeline_steps/train_tokenizer.py",
+        *("--config", DEMO, "--schedule", "constant", "--out", tmp_path / "t/final.pt"),
+        *("--set", f"data.root={tmp_path / 'nodata'}"),
+        *("--set", f"tokenizer.train.lpips_weights={tmp_path / 'vgg.pth'}"),
+    )
+    line = _one_error_line(r)
+    assert line.startswith(f"error: {tmp_path / 'vgg.pth'}: LPIPS trunk weights not found")
+    assert "tokenizer.train.lpips_weights" in line
+
+
+def _exit_line(main, capfd) -> str:
+    with pytest.raises(SystemExit) as e:
+        run_step(main)
+    assert e.value.code == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    return err[0]
+
+
+def test_a_missing_file_error_without_a_file_name_is_one_line(capfd):
+    def main():
+        raise FileNotFoundError("weights of the X net not found at /w/x.pth")
+
+    assert _exit_line(main, capfd) == "error: weights of the X net not found at /w/x.pth"
+
+
+def test_a_read_only_output_folder_is_one_line_naming_the_output(tmp_path, monkeypatch, capfd):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".x.json.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    line = _exit_line(lambda: write_json(tmp_path / "x.json", {}), capfd)
+    assert line == f"error: {tmp_path / 'x.json'}: cannot write there (Read-only file system)"
+
+
+def test_a_folder_a_step_may_not_create_is_one_line(tmp_path, monkeypatch, capfd):
+    def main():
+        raise PermissionError(errno.EACCES, "Permission denied", "/results/demo")
+
+    assert _exit_line(main, capfd) == "error: /results/demo: Permission denied"
+
+
+def test_only_rank_0_logs_what_rank_0_does(monkeypatch, capfd):
+    monkeypatch.setenv("RANK", "1")
+    log = setup_logging()
+    log.info("wrote final.pt")
+    log.warning("3 unreadable images skipped")
+    err = capfd.readouterr().err
+    assert "wrote final.pt" not in err and "[rank 1] " in err and "unreadable" in err
+    monkeypatch.setenv("RANK", "0")
+    setup_logging().info("wrote final.pt")
+    assert "wrote final.pt" in capfd.readouterr().err
+    logging.shutdown()
+
+
+def test_stop_after_does_not_claim_a_final_model(image_folder, run_step, tmp_path, capfd):
+    image_folder(tmp_path / "data/train", n=4, shape=(20, 20))
+    cfg = {
+        "extends": str(DEMO),
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "tokenizer": {"train": {"steps": 2, "batch_size": 2, "disc_start": 2, "ckpt_every": 1}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "t/final.pt"
+    args = ("--config", tmp_path / "c.yaml", "--schedule", "constant", "--out", out)
+    run_step("train_tokenizer", *args, "--stop-after", "1")
+    err = capfd.readouterr().err
+    assert f"stopped after step 1 of 2, no {out} yet" in err
+    assert "wrote" not in err and not out.exists()
+    run_step("train_tokenizer", *args)
+    assert f"wrote {out}" in capfd.readouterr().err and out.exists()
+    logging.shutdown()
