@@ -61,9 +61,10 @@ def _truncate(path: Path, keep: float = 0.5) -> Path:
 
 
 def _samples(path: Path) -> Path:
-    chunk = path.with_name("chunk.npy")
+    chunk, tokens = path.with_name("chunk.npy"), path.with_name("tokens.npy")
     np.save(chunk, np.zeros((4, 8, 8, 3), np.uint8))
-    write_samples(path, "cosine", "cfg", [chunk], np.arange(4))
+    np.save(tokens, np.zeros((4, 16), np.int64))
+    write_samples(path, "cosine", "cfg", [chunk], np.arange(4), [tokens])
     return path
 
 
