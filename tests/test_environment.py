@@ -170,3 +170,57 @@ def test_set_threads_overrides_the_callers_environment(monkeypatch):
         assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
     finally:
         torch.set_num_threads(before)
+
+
+def tensors_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a tokenizer checkpoint."""
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow  # ~90 s: a workflow run and a run by hand
+def test_a_step_run_by_hand_reproduces_the_workflows_artefact_bit_for_bit(snakemake_exe, tmp_path):
+    # the shell's environment leaves torch free to use every core (2 here); Snakemake gives its job
+    # OMP_NUM_THREADS=1: both take the thread count from the config (resources, 1 by default)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = str(ROOT)
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(
+        yaml.safe_dump(
+            {
+                "paths": {"work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "r")},
+                "data": {"root": str(tmp_path / "data"), "train_per_class": 4, "val_per_class": 1},
+                "tokenizer": {
+                    "train": {"steps": 6, "ckpt_every": 6, "log_every": 1, "peak_steps": 3}
+                },
+            }
+        )
+    )
+    job_out = tmp_path / "work/demo/tokenizer/constant/final.pt"
+    sm = [snakemake_exe, "--profile", "workflow/profiles/local", "--cores", "2"]
+    run = subprocess.run(
+        [*sm, str(job_out), "--configfile", "config/default.yaml", str(tiny)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    snapshot = next((tmp_path / "work/demo/config").glob("*.yaml"))
+    hand_out = tmp_path / "hand/final.pt"
+    hand = subprocess.run(
+        [sys.executable, "pipeline_steps/train_tokenizer.py", "--config", str(snapshot)]
+        + ["--schedule", "constant", "--out", str(hand_out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert hand.returncode == 0, hand.stderr[-3000:]
+    job_log = (tmp_path / "work/demo/logs/train_tokenizer_constant.log").read_text()
+    assert job_log.splitlines()[0] == hand.stderr.splitlines()[0]
+    assert job_log.startswith("threads: 1 (resources.train_tokenizer.cpus_per_task) on ")
+    job, by_hand = tensors_of(job_out), tensors_of(hand_out)
+    assert job.keys() == by_hand.keys()
+    assert all(torch.equal(job[k], by_hand[k]) for k in job)
