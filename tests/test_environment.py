@@ -15,6 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from vcq import doctor
 from vcq.cli import set_threads, step_threads
 from vcq.lock import LOCK_FILE, disagreements, drift, read_lock, requirements_digest, stamp
 from vcq.preflight import missing_modules, third_party_imports
@@ -224,3 +225,16 @@ def test_a_step_run_by_hand_reproduces_the_workflows_artefact_bit_for_bit(snakem
     job, by_hand = tensors_of(job_out), tensors_of(hand_out)
     assert job.keys() == by_hand.keys()
     assert all(torch.equal(job[k], by_hand[k]) for k in job)
+
+
+def test_doctor_reports_the_machine_and_fails_on_too_few_gpus(tmp_path, capsys):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"torch=={metadata.version('torch')}\n")
+    steps = ["--lock", str(lock), "--steps", str(ROOT / "pipeline_steps")]
+    assert doctor.main(steps) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__} (CUDA {torch.version.cuda}" in out
+    assert "cpu: " in out and "threads: torch " in out and out.rstrip().endswith("lock's")
+    gpus = torch.cuda.device_count()
+    assert doctor.main([*steps, "--gpus", str(gpus + 1)]) == 1
+    assert f"error: {gpus} GPUs visible, --gpus {gpus + 1} wanted" in capsys.readouterr().err

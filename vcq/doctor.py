@@ -87,7 +87,9 @@ def driver_version() -> str | None:
         capture_output=True,
         text=True,
     )
-    return out.stdout.split("\n", 1)[0].strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.split("\n", 1)[0].strip() or None
 
 
 def import_failures(steps_dir: str | Path = "pipeline_steps") -> list[str]:
