@@ -16,7 +16,8 @@ import torch.distributed as dist
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import k_sizes_for
-from vcq.data.images import ImageFolderDataset, normalize_uint8
+from vcq.data.images import FlaggedSkips, ImageFolderDataset, check_unreadable, normalize_uint8
+from vcq.data.source import images_root, source_key
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
 from vcq.io import content_key, file_sha256
@@ -63,7 +64,10 @@ def main() -> None:
     names = view_names(recipe)
     # uint8 views through the loader (a quarter of float32's bytes), normalised on the device
     transform = views_transform(recipe, enc["resize"], enc["crop"], uint8=True)
-    dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / args.split, transform=transform)
+    images = images_root(cfg["data"]) / args.split
+    dataset = ImageFolderDataset(images, transform=transform)
+    skipped: list[str] = []
+    max_unreadable = cfg["data"]["max_unreadable"]
     rows = np.arange(env.rank, len(dataset), env.world_size)
     target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
     writer = TokenWriter(
@@ -76,8 +80,10 @@ def main() -> None:
         tokenizer_sha256=file_sha256(args.tokenizer),
         chunk_rows=enc["chunk_rows"],
         # A .partial continues only under the same data and views (batch boundaries included).
+        # And the source key (its file listing): a repaired folder starts over.
         inputs_sha256=content_key(
             data=cfg["data"],
+            source=source_key(cfg["data"]),
             split=args.split,
             recipe=recipe,
             resize=enc["resize"],
@@ -99,14 +105,14 @@ def main() -> None:
         env.world_size,
     )
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, rows[pending].tolist()),
+        torch.utils.data.Subset(FlaggedSkips(dataset), rows[pending].tolist()),
         batch_size=enc["batch_size"],
         num_workers=enc["num_workers"],
         pin_memory=env.device.type == "cuda",
     )
     bar = progress(len(pending), desc=f"encode {args.schedule} {args.split}", enabled=env.is_main)
     with writer, torch.inference_mode(), inference_autocast(env.device):
-        for b, (views, labels) in enumerate(loader):
+        for b, (views, labels, replaced) in enumerate(loader):
             if b == args.stop_after_batches:
                 log.info("stopping after %d batches (test hook)", b)
                 return
@@ -117,13 +123,17 @@ def main() -> None:
             local = pending[b * enc["batch_size"] : b * enc["batch_size"] + n]
             writer.write(local, indices.view(n, v, -1).cpu().numpy(), labels.numpy())
             bar.update(n)
+            # a folder that lost its images (e.g. rewritten under this job) stops the step
+            # before the file is finalised (issue 22 case 4)
+            skipped += [str(dataset.samples[i][0]) for i in replaced[replaced.ne(-1)].tolist()]
+            check_unreadable(skipped, len(rows), max_unreadable, f"{images}")
         bar.close()
         writer.finalize()
-    if dataset.skipped:
+    if skipped:
         log.warning(
             "%d corrupt images skipped (replaced by the next readable one): %s",
-            len(dataset.skipped),
-            dataset.skipped[:10],
+            len(skipped),
+            skipped[:10],
         )
     if env.world_size > 1:
         dist.barrier()

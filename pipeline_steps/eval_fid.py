@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
+from vcq.data.source import images_root
 from vcq.io import write_json
 from vcq.metrics.fid import evaluate
 from vcq.runfiles import sample_names
@@ -41,7 +40,7 @@ def main() -> None:
     cfg = load_step_config(args)
     reference = args.reference
     if reference == "auto":
-        reference = cfg["eval"]["reference"] or str(Path(cfg["data"]["root"]) / "val")
+        reference = cfg["eval"]["reference"] or str(images_root(cfg["data"]) / "val")
     log.info(
         "evaluating %s against %s with %s features",
         args.samples,

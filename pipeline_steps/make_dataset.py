@@ -1,17 +1,26 @@
-"""Generate the synthetic data set, or validate an image folder; write its manifest (JSON)."""
+"""Generate the synthetic data set, or validate an image folder; write its manifest (JSON).
+
+The manifest is shared by every experiment on the same data source (`vcq.data.source`): a folder
+is validated once per listing, a synthetic set generated once per parameter set; `--out` gets a
+copy for the experiment that asked.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset
-from vcq.data.synthetic import folder_hash, generate
-from vcq.io import StepError, write_json
+from vcq.data.images import ImageFolderDataset, check_unreadable
+from vcq.data.source import folder_listing, images_root, manifest_name, source_key
+from vcq.data.synthetic import generate_once
+from vcq.io import StepError, read_json, write_json
+from vcq.paths import Layout
 
 
-def validate_folder(root: Path) -> dict:
-    """Manifest of an existing `root/{train,val}` ImageFolder; every image is decoded once."""
+def validate_folder(root: Path, max_unreadable: float) -> dict:
+    """Manifest of an existing `root/{train,val}` ImageFolder; every image is decoded once, and
+    more unreadable ones than `max_unreadable` allows stop the step."""
     manifest: dict = {"source": "folder", "root": str(root), "counts": {}, "skipped": {}}
     for split in ("train", "val"):
         try:
@@ -19,6 +28,7 @@ def validate_folder(root: Path) -> dict:
         except FileNotFoundError as e:
             raise StepError(f"data.root: {e}") from e
         skipped = data.scan()
+        check_unreadable(skipped, len(data), max_unreadable, str(root / split))
         manifest["counts"][split] = len(data) - len(skipped)
         manifest["skipped"][split] = skipped
         if not manifest["counts"][split]:
@@ -27,8 +37,24 @@ def validate_folder(root: Path) -> dict:
         if data.classes != manifest["classes"]:
             raise StepError(f"data.root: {root}: train and val have different class folders")
     manifest["num_classes"] = len(manifest["classes"])
-    # Sizes, not bytes: hashing a full ImageNet copy would take longer than validating it.
-    manifest["listing_sha256"] = folder_hash(root, by="sizes")
+    manifest["listing_sha256"] = folder_listing(root)
+    return manifest
+
+
+def folder_manifest(cfg: dict, key: str, log: logging.Logger) -> dict:
+    """The folder's manifest under `work_dir/manifests/` (the folder may be read-only), validated
+    only when no experiment has validated this listing yet."""
+    shared = Path(Layout.of(cfg).shared_manifest(manifest_name(cfg["data"], key)))
+    if shared.is_file():
+        manifest = read_json(shared)
+        if manifest.get("source_key") == key:
+            log.info("same folder listing as the shared manifest %s: not validated again", shared)
+            return manifest
+    root = images_root(cfg["data"])
+    checked = validate_folder(root, cfg["data"]["max_unreadable"])
+    manifest = {**checked, "source_key": key, "images_root": str(root)}
+    write_json(shared, manifest)
+    log.info("validated %s; wrote %s", cfg["data"]["root"], shared)
     return manifest
 
 
@@ -39,29 +65,17 @@ def main() -> None:
         "--out",
         type=Path,
         default=None,
-        help="manifest path (default <data.root>/manifest.json; synthetic data only there)",
+        help="also write the manifest here (the workflow's per-experiment copy)",
     )
     args = parser.parse_args()
     cfg = load_step_config(args)
     log = setup_logging()
     data = cfg["data"]
-    root = Path(data["root"])
-    out = args.out or root / "manifest.json"
+    key = source_key(data)
     if data["source"] == "synthetic":
-        if out != root / "manifest.json":
-            raise StepError(f"--out {out}: the synthetic generator writes {root / 'manifest.json'}")
-        manifest = generate(
-            root,
-            data["num_classes"],
-            data["train_per_class"],
-            data["val_per_class"],
-            data["image_size"],
-            data["seed"],
-        )
+        manifest = {**generate_once(data), "source_key": key, "images_root": str(images_root(data))}
     else:
-        out.unlink(missing_ok=True)
-        manifest = validate_folder(root)
-        write_json(out, manifest)
+        manifest = folder_manifest(cfg, key, log)
     for split in ("train", "val"):
         log.info(
             "%s: %d images, %d classes, %d corrupt images skipped",
@@ -70,7 +84,9 @@ def main() -> None:
             manifest["num_classes"],
             len(manifest["skipped"][split]),
         )
-    log.info("wrote %s", out)
+    if args.out:
+        write_json(args.out, manifest)
+        log.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, center_crop_arr
+from vcq.data.source import images_root
 from vcq.metrics.features import train_demo_net
 from vcq.metrics.fid import sample_size
 from vcq.training import save_checkpoint
@@ -33,7 +33,7 @@ def main() -> None:
     # at the resolution of the samples it will judge (a folder's images may have any size)
     size = sample_size(cfg)
     data = ImageFolderDataset(
-        Path(cfg["data"]["root"]) / "train", transform=partial(_to_uint8_chw, size=size)
+        images_root(cfg["data"]) / "train", transform=partial(_to_uint8_chw, size=size)
     )
     loader = torch.utils.data.DataLoader(
         data,

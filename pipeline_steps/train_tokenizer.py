@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
+from vcq.data.source import images_root
 from vcq.losses import lpips_weights
 from vcq.train.common import divergence_reported
 from vcq.train.tokenizer import train
@@ -26,7 +27,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
     log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)
-    dataset = ImageFolderDataset(Path(cfg["data"]["root"]) / "train")
+    dataset = ImageFolderDataset(images_root(cfg["data"]) / "train")
     log.info("training tokenizer %s on %d images", args.schedule, len(dataset))
     with divergence_reported("tokenizer", args.schedule):
         train(cfg, args.schedule, dataset, args.out, args.stop_after)

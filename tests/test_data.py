@@ -1,6 +1,7 @@
 """Tests for vcq.data: synthetic set, corrupt-image handling, transforms and view recipes."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,9 +9,12 @@ import torch
 from PIL import Image
 
 from vcq.data.images import ImageFolderDataset, TrainCrops, eval_transform, to_tensor_pm1
-from vcq.data.synthetic import CLASS_NAMES, generate
+from vcq.data.source import images_root, manifest_name, source_key
+from vcq.data.synthetic import CLASS_NAMES, generate, generate_once
 from vcq.data.views import make_views, view_names
 from vcq.io import read_json
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _pngs(root):
@@ -29,10 +33,64 @@ def test_synthetic_deterministic_and_manifest_last(tmp_path):
     assert m3["content_sha256"] != m1["content_sha256"]
 
 
-def test_synthetic_regenerate_replaces_old_images(tmp_path):
-    generate(tmp_path, num_classes=2, train_per_class=4, val_per_class=1, image_size=8)
-    generate(tmp_path, num_classes=2, train_per_class=2, val_per_class=1, image_size=8)
-    assert len(list((tmp_path / "train").rglob("*.png"))) == 4
+def test_synthetic_sets_are_written_once_into_a_folder_per_parameter_set(tmp_path, monkeypatch):
+    # issue 22 case 3: a second experiment regenerated (deleted, rewrote) the folder that an encode
+    # of the first was reading; now each parameter set has its own folder, renamed into place
+    data = {
+        "source": "synthetic",
+        "root": str(tmp_path),
+        "num_classes": 2,
+        "train_per_class": 4,
+        "val_per_class": 1,
+        "image_size": 8,
+        "seed": 0,
+    }
+    first = generate_once(data)
+    folder = images_root(data)
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    other = {**data, "train_per_class": 2}
+    generate_once(other)
+    assert images_root(other) != folder and len(list(images_root(other).rglob("*.png"))) == 6
+    assert generate_once(data) == first  # found, not regenerated
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+    # a generation that fails part way leaves neither a set nor its temporary folder
+    broken = {**data, "seed": 1}
+
+    def fail(*args):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr("vcq.data.synthetic.render", fail)
+    with pytest.raises(OSError, match="disk went away"):
+        generate_once(broken)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([folder.name, images_root(other).name])
+
+
+def test_data_source_keys_name_distinct_manifests(tmp_path):
+    # issue 22 case 3: roots data/a_b and data/a/b mapped to one manifest name
+    def key_name(root):
+        data = {"source": "folder", "root": str(root)}
+        return manifest_name(data, source_key(data))
+
+    for root in (tmp_path / "a_b" / "train" / "c", tmp_path / "a" / "b" / "train" / "c"):
+        root.mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(root / "0.png")
+    assert key_name(tmp_path / "a_b") != key_name(tmp_path / "a" / "b")
+    # issue 22 case 5: a changed folder (file added, changed, removed) is another source
+    root = tmp_path / "a_b"
+    seen = {key_name(root)}
+    (root / "train" / "d").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "train" / "d" / "0.png")
+    seen.add(key_name(root))
+    Image.new("RGB", (5, 4)).save(root / "train" / "d" / "0.png")
+    seen.add(key_name(root))
+    (root / "train" / "c" / "0.png").unlink()
+    seen.add(key_name(root))
+    assert len(seen) == 4
+    # hidden entries are not data: a notebook checkpoint folder changes nothing
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / ".ipynb_checkpoints" / "x.png").write_bytes(b"x")
+    assert key_name(root) in seen
 
 
 def test_synthetic_classes_differ_and_vary(tmp_path):
@@ -143,3 +201,28 @@ def test_view_recipes():
     }
     c = make_views(Image.fromarray(image), "center", resize=36, crop=32)
     assert c.shape == (1, 3, 32, 32) and torch.allclose(c[0], v[4])
+
+
+def test_make_dataset_stops_when_a_split_loses_more_images_than_allowed(tmp_path, run_step, capsys):
+    # issue 22 case 4: unreadable images were skipped without limit
+    for split in ("train", "val"):
+        (tmp_path / "mine" / split / "a").mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (4, 4)).save(tmp_path / "mine" / split / "a" / f"{i}.png")
+    for i in (1, 2):
+        (tmp_path / "mine" / "train" / "a" / f"{i}.png").write_bytes(b"truncated")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"extends: {REPO / 'config/default.yaml'}\n"
+        f"data: {{source: folder, root: {tmp_path / 'mine'}}}\n"
+        f"paths: {{work_dir: {tmp_path / 'work'}, results_dir: {tmp_path / 'res'}}}\n"
+    )
+    with pytest.raises(SystemExit) as stop:
+        run_step("make_dataset", "--config", cfg, "--out", tmp_path / "m.json")
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 2 of 4 images under") and "1.png" in err
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "work").exists()
+    allow = ["--set", "data.max_unreadable=0.5"]
+    run_step("make_dataset", "--config", cfg, *allow, "--out", tmp_path / "m.json")
+    assert read_json(tmp_path / "m.json")["counts"] == {"train": 2, "val": 4}

@@ -12,6 +12,7 @@ import torch
 
 from vcq.config import k_sizes_for
 from vcq.data.images import ImageFolderDataset
+from vcq.data.source import images_root
 from vcq.data.tokens import open_tokens, partial_path
 from vcq.data.views import make_views
 from vcq.io import file_sha256, read_json
@@ -27,8 +28,8 @@ def setup(tmp_path_factory, make_encode_setup):
 
 
 def test_make_dataset_manifest(setup):
-    tmp, _, _ = setup
-    m = read_json(tmp / "data" / "manifest.json")
+    _, _, cfg = setup
+    m = read_json(images_root(cfg["data"]) / "manifest.json")
     assert m["counts"] == {"train": 12, "val": 6} and m["num_classes"] == 3
 
 
@@ -37,7 +38,7 @@ def test_encode_train_views_match_direct_encoding(setup):
     out = tmp / "train.h5"
     setup.encode(out)
     model = load_tokenizer(tmp / "final.pt")
-    data = ImageFolderDataset(tmp / "data" / "train")
+    data = ImageFolderDataset(images_root(cfg["data"]) / "train")
     with open_tokens(out, k_sizes_for(cfg, "cosine")) as s:
         assert (s.num_rows, s.num_views, s.seq_len) == (12, 10, 32)
         assert s.tokenizer_sha256 == file_sha256(tmp / "final.pt") and s.schedule == "cosine"
@@ -113,17 +114,38 @@ def test_torchrun_shards_merge_to_single_process_result(setup):
 
 
 def test_encode_skips_corrupt_image(setup, tmp_path, capsys):
-    tmp, _, _ = setup
+    _, _, cfg = setup
     root = tmp_path / "data"
-    shutil.copytree(tmp / "data" / "val", root / "val")
+    shutil.copytree(images_root(cfg["data"]) / "val", root / "val")
     bad = sorted((root / "val").rglob("*.png"))[1]
     bad.write_bytes(bad.read_bytes()[:50])
     # The step's logging handler writes to stderr (setup_logging replaces pytest's handlers).
-    setup.encode(tmp_path / "val.h5", "val", "--set", f"data.root={root}")
+    folder = ["--set", "data.source=folder", "--set", f"data.root={root}"]
+    setup.encode(tmp_path / "val.h5", "val", *folder)
     err = capsys.readouterr().err
     assert "1 corrupt images skipped" in err and str(bad) in err
     with open_tokens(tmp_path / "val.h5") as s:
         assert s.num_rows == 6 and np.array_equal(s.read()[1], s.read()[2])
+
+
+def test_encode_stops_when_more_images_are_unreadable_than_allowed(setup, tmp_path, capsys):
+    # issue 22 case 4: an encode that skipped 451 of 750 images exited 0 and finalised its file
+    _, _, cfg = setup
+    root = tmp_path / "data"
+    shutil.copytree(images_root(cfg["data"]) / "val", root / "val")
+    bad = sorted((root / "val").rglob("*.png"))[:2]
+    for b in bad:
+        b.write_bytes(b"not an image")
+    folder = ["--set", "data.source=folder", "--set", f"data.root={root}"]
+    with pytest.raises(SystemExit) as stop:
+        setup.encode(tmp_path / "val.h5", "val", *folder)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 1 and err.startswith("error: 2 of 6 images under")
+    assert "data.max_unreadable = 0.001 allows (1)" in err and str(bad[0]) in err
+    assert not (tmp_path / "val.h5").exists()
+    # a larger allowance lets the same folder through
+    setup.encode(tmp_path / "val.h5", "val", *folder, "--set", "data.max_unreadable=0.5")
+    assert (tmp_path / "val.h5").exists()
 
 
 def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions(setup, run_step):

@@ -515,12 +515,7 @@ def test_12_folder_data_is_validated_by_the_workflow(snakemake_exe, tmp_path):
 
     Image.new("RGB", (8, 8)).save(tmp_path / "mine" / "train" / "a" / "0.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "mine" / "val" / "b" / "0.png")
-    manifest = str(
-        tmp_path
-        / "work"
-        / "manifests"
-        / f"{str(tmp_path / 'mine').strip('/').replace('/', '_')}.json"
-    )
+    manifest = str(tmp_path / "work" / "demo" / "data" / "manifest.json")
 
     def snakemake(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -584,7 +584,8 @@ def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
     for c in range(3):
         (tmp / "data" / "val" / f"c{c}").mkdir(parents=True)
         Image.new("RGB", (4, 4)).save(tmp / "data" / "val" / f"c{c}" / "0.png")
-    return files, ["--set", "report.n_images=1200", "--set", f"data.root={tmp / 'data'}"]
+    data = ["--set", "data.source=folder", "--set", f"data.root={tmp / 'data'}"]
+    return files, ["--set", "report.n_images=1200", *data]
 
 
 TABLE_INPUTS = ["--recon", "--entropy-json", "--gen", "--probe", "--position-loss"]

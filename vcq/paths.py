@@ -40,12 +40,13 @@ class Layout:
         """The environment a run started in (vcq.doctor.environment_record)."""
         return f"{self.results}/environment.json"
 
-    def data_manifest(self, data: dict) -> str:
-        """The data set's manifest: inside a generated set; for an image folder, which may be
-        read-only or shared between experiments, under `work_dir/manifests/`."""
-        if data["source"] == "synthetic":
-            return f"{data['root']}/manifest.json"
-        return f"{self.work_dir}/manifests/{data['root'].strip('/').replace('/', '_')}.json"
+    def data_manifest(self) -> str:
+        """The experiment's copy of its data set's manifest (the `make_dataset` output)."""
+        return f"{self.work}/data/manifest.json"
+
+    def shared_manifest(self, name: str) -> str:
+        """A data source's manifest shared by every experiment (`vcq.data.source.manifest_name`)."""
+        return f"{self.work_dir}/manifests/{name}"
 
     def log(self, job: str) -> str:
         """The stdout/stderr log of one job."""

@@ -4,14 +4,17 @@ plus the [-1, 1] tensor transforms."""
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+
+from vcq.io import StepError
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,36 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         for i in range(len(self.samples)):
             self._try_load(i)
         return list(self.skipped)
+
+
+def check_unreadable(skipped: Sequence[str], total: int, max_share: float, where: str) -> None:
+    """Stop (StepError) when more of `total` images were unreadable than `data.max_unreadable`
+    allows: `max_share` of them, at least one."""
+    allowed = max(1, math.floor(max_share * total))
+    if len(skipped) > allowed:
+        first = ", ".join(str(p) for p in list(skipped)[:3])
+        raise StepError(
+            f"{len(skipped)} of {total} images under {where} are unreadable, more than "
+            f"data.max_unreadable = {max_share} allows ({allowed}); first: {first} "
+            "(repair or remove them, or raise data.max_unreadable)"
+        )
+
+
+class FlaggedSkips(torch.utils.data.Dataset):
+    """An ImageFolderDataset's (sample, label, flag): the flag is the index when its file was
+    unreadable (the sample is the next readable one), else -1, so that skips made in DataLoader
+    workers are counted in the main process."""
+
+    def __init__(self, images: ImageFolderDataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        image, label, used = self.images.load(index)
+        sample = self.images.transform(image) if self.images.transform else image
+        return sample, label, index if used != index else -1
 
 
 def _within(path: Path, root: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vcq.io import write_json
+from vcq.data.source import images_root
+from vcq.io import read_json, write_json
 
 # A class is a mask function of rotated, centred coordinates (u, v in about [-1, 1]) and the shape
 # size s, plus a hue. Shapes are big and anti-aliased and each class has its own hue, so a 32 px
@@ -137,20 +139,6 @@ def folder_hash(root: str | os.PathLike, by: str = "bytes") -> str:
     return h.hexdigest()
 
 
-def _check_replaceable(folder: Path) -> None:
-    """Refuse to delete a folder that holds anything but images this module wrote."""
-    if not folder.exists():
-        return
-    foreign = [p for p in folder.iterdir() if p.name not in CLASSES or not p.is_dir()]
-    foreign += [q for p in folder.iterdir() if p.is_dir() for q in p.iterdir()
-                if not (q.suffix == ".png" and q.stem.isdigit())]
-    if foreign:
-        raise FileExistsError(
-            f"{folder} holds files the synthetic generator did not write (e.g. {foreign[0]}); "
-            "refusing to overwrite it (wrong data.root or data.source?)"
-        )
-
-
 def generate(
     root: str | os.PathLike,
     num_classes: int = 10,
@@ -159,16 +147,19 @@ def generate(
     image_size: int = 32,
     seed: int = 0,
 ) -> dict:
-    """Write `root/{train,val}/<class>/<idx>.png`, then `root/manifest.json` last; return it."""
+    """Write `root/{train,val}/<class>/<idx>.png`, then `root/manifest.json` last; return it.
+
+    A set is never written over: `root` must not hold a `train/` or `val/` yet (`generate_once`
+    writes each parameter set once, into a folder of its own).
+    """
     if not 1 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be in 1..{len(CLASSES)}, got {num_classes}")
     root = Path(root)
-    # The manifest marks a finished set: remove it and old images before writing anything.
-    (root / "manifest.json").unlink(missing_ok=True)
     counts = {"train": train_per_class, "val": val_per_class}
+    for split in counts:
+        if (root / split).exists():
+            raise FileExistsError(f"{root / split} exists; refusing to overwrite a data set")
     for split, per_class in counts.items():
-        _check_replaceable(root / split)
-        shutil.rmtree(root / split, ignore_errors=True)
         for c in range(num_classes):
             folder = root / split / CLASS_NAMES[c]
             folder.mkdir(parents=True)
@@ -187,3 +178,44 @@ def generate(
     }
     write_json(root / "manifest.json", manifest)
     return manifest
+
+
+def generate_once(data: dict) -> dict:
+    """The manifest of the synthetic set of a `data` config section, generating it if needed.
+
+    The set is written to a temporary folder beside its final one and renamed into place, so a
+    reader never sees a half-written set and nothing is ever deleted that another job may read;
+    when two jobs generate the same set at once, the first rename wins and the other copy goes.
+    """
+    final = images_root(data)
+    manifest = final / "manifest.json"
+    if manifest.is_file():
+        return read_json(manifest)
+    if final.exists():
+        raise FileExistsError(
+            f"{final} exists without its manifest.json (not written by the generator?); "
+            "move it away and rerun make_dataset"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which makes it private to this user): the set is shared
+    tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(6)}"
+    tmp.mkdir()
+    try:
+        generate(
+            tmp,
+            data["num_classes"],
+            data["train_per_class"],
+            data["val_per_class"],
+            data["image_size"],
+            data["seed"],
+        )
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not manifest.is_file():
+                raise
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_json(manifest)

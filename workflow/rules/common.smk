@@ -1,5 +1,6 @@
 # Shared helpers: Snakemake's config (resolved and validated), output paths, per-rule resources,
 # launchers and the config hashes that rerun a rule when a section it reads changes.
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from vcq.config import (
     rule_spec,
     schedule,
 )
+from vcq.data.source import source_key
 from vcq.doctor import drift_line, environment_record
 from vcq.io import atomic_path, write_json
 from vcq.paths import Layout
