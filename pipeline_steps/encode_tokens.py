@@ -1,7 +1,8 @@
 """Encode an image split into the HDF5 token store (train: encode.views recipe, val: centre crop).
 
-Resumable: rerunning after a kill continues from `<out>.partial`. Under torchrun, rank r encodes
-rows r::world into `<out>.rank{r}` and rank 0 merges them after a barrier.
+Resumable: rerunning after a kill continues from `<out>.partial`; at the end of a SLURM time slice
+(vcq.preempt) it stops after the batch it is on and requeues. Under torchrun, rank r encodes rows
+r::world into `<out>.rank{r}` and rank 0 merges them after a barrier.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vcq import cluster, preempt
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import k_sizes_for
 from vcq.data.images import FlaggedSkips, ImageFolderDataset, check_unreadable, normalize_uint8
@@ -54,6 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_step_config(args)
     log = setup_logging()
+    cluster.claim(args.out, f"encode_tokens {args.schedule} {args.split} for {cfg['experiment']}")
+    preempt.install()
     env = init_distributed(cfg["device"])
     enc = cfg["encode"]
 
@@ -127,7 +131,13 @@ def main() -> None:
             # before the file is finalised (issue 22 case 4)
             skipped += [str(dataset.samples[i][0]) for i in replaced[replaced.ne(-1)].tolist()]
             check_unreadable(skipped, len(rows), max_unreadable, f"{images}")
+            # per rank, not collective: ranks may hold one batch more or less than another
+            if preempt.signalled():
+                break
         bar.close()
+        if len(writer.pending_rows()):
+            writer.close()
+            preempt.end_slice(f"encode_tokens {args.schedule} {args.split}", log)
         writer.finalize()
     if skipped:
         log.warning(

@@ -6,6 +6,7 @@ from functools import partial
 
 import numpy as np
 
+from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
 from vcq.io import file_sha256, write_json
@@ -39,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     log = setup_logging(args.log)
     cfg = load_step_config(args)
+    cluster.claim(args.out, f"linear_probe {args.schedule} for {cfg['experiment']}")
     probe_cfg = cfg["probe"]
     device = init_distributed(cfg["device"]).device
     from vcq.tokenizer import load_tokenizer

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vcq import cluster, preempt
 from vcq.ar import load_ar
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
@@ -31,6 +32,8 @@ def main() -> None:
     sampling_cfg = cfg["sampling"]
     preset = find_preset(sampling_cfg, args.preset)
     log = setup_logging()
+    cluster.claim(args.out, f"sample {args.schedule} {args.preset} for {cfg['experiment']}")
+    preempt.install()
     device = init_distributed(cfg["device"]).device
 
     from vcq.tokenizer import load_tokenizer
@@ -76,6 +79,9 @@ def main() -> None:
         for f, arr in zip(files[::-1], (np.concatenate(toks), np.concatenate(imgs)), strict=True):
             with atomic_path(f) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, arr)
+        if preempt.stop_requested(device) and c < n_chunks - 1:
+            bar.close()
+            preempt.end_slice(f"sample {args.schedule} {args.preset} after chunk {c}", log)
     bar.close()
 
     img_chunks = [chunk_dir / f"{c:05d}_img.npy" for c in range(n_chunks)]

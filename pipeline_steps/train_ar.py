@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
 from vcq.io import file_sha256
@@ -26,6 +27,7 @@ def main() -> None:
     p.add_argument("--stop-after", type=int, help="checkpoint and exit after this step (for tests)")
     args = p.parse_args()
     cfg = load_step_config(args)
+    cluster.claim(args.out, f"train_ar {args.schedule} for {cfg['experiment']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])

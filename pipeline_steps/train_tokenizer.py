@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset
 from vcq.data.source import images_root
@@ -24,6 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_step_config(args)
     lpips_weights(cfg["tokenizer"]["train"])  # a missing file is an error before any compute
+    cluster.claim(args.out, f"train_tokenizer {args.schedule} for {cfg['experiment']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
     log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from vcq import cluster
 from vcq.config import ConfigError, load_config, rule_spec
 from vcq.doctor import cpu_model
 from vcq.io import StepError, disk_full_error, is_disk_full
@@ -114,6 +115,8 @@ def run_step(main: Callable[[], None]) -> None:
     write (read-only, no permission) or a full disk ends it with one line and exit status 1."""
     try:
         main()
+        # done: the step's output has no owner any more (vcq.cluster.claim)
+        cluster.release()
     except (StepError, ConfigError, OSError, RuntimeError) as e:
         full = is_disk_full(e)
         missing = isinstance(e, FileNotFoundError)

@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 STUB_SBATCH = f"""#!{sys.executable}
 import fcntl, json, os, shlex, sys
 from pathlib import Path
+if "--test-only" in sys.argv:  # the workflow's preflight: every request fits
+    print("sbatch: Job 1 to start at 2030-01-01T00:00:00 using 1 processors on nodes gpu1",
+          file=sys.stderr)
+    sys.exit(0)
 state = Path(os.environ["VCQ_STUB_STATE"])
 with open(state / "sbatch.jsonl", "a+") as f:
     fcntl.flock(f, fcntl.LOCK_EX)  # the plugin submits from two threads; ids must be unique
@@ -43,6 +47,13 @@ i=1; while [ "$i" -le "$n" ]; do echo "$((1000 + i))|COMPLETED"; i=$((i + 1)); d
 # nothing, so the plugin guesses no account and no default partition
 STUB_SACCTMGR = "#!/bin/sh\necho vcq\n"
 STUB_SILENT = "#!/bin/sh\nexit 0\n"
+# the paper-scale cluster of start_cluster.sh, for the workflow's preflight (vcq.cluster)
+STUB_SCONTROL = """#!/bin/sh
+case "$*" in
+  "show partition"*) echo "PartitionName=gpu Default=YES MaxTime=UNLIMITED Nodes=gpu[1-2]" ;;
+esac
+"""
+STUB_SINFO = "#!/bin/sh\necho 'gpu1|128|1000000|gpu:a100:8'\necho 'gpu2|128|1000000|gpu:a100:8'\n"
 
 
 def job_outputs(cmd: list[str], env: dict) -> dict[str, list[str]]:
@@ -71,8 +82,14 @@ def submit_all(
     bin_dir, state, wd = tmp_path / "bin", tmp_path / "state", tmp_path / "wd"
     for d in (bin_dir, state, wd):
         d.mkdir()
-    stubs = {"sbatch": STUB_SBATCH, "sacct": STUB_SACCT, "sacctmgr": STUB_SACCTMGR}
-    for name in ("squeue", "sinfo", "scontrol", "sshare", "scancel"):
+    stubs = {
+        "sbatch": STUB_SBATCH,
+        "sacct": STUB_SACCT,
+        "sacctmgr": STUB_SACCTMGR,
+        "scontrol": STUB_SCONTROL,
+        "sinfo": STUB_SINFO,
+    }
+    for name in ("squeue", "sshare", "scancel"):
         stubs[name] = STUB_SILENT
     for name, text in stubs.items():
         (bin_dir / name).write_text(text)

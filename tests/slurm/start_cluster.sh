@@ -69,7 +69,9 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmctldPort=$PORT_BASE
 SlurmdPort=$((PORT_BASE + 1))
 AuthType=auth/munge
-AuthInfo=socket=$T/munge/munge.socket
+# a requeued job may start again after the launch credential's lifetime (default 120 s): 10 s
+# keeps the slice tests short
+AuthInfo=socket=$T/munge/munge.socket,cred_expire=10
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root

@@ -311,7 +311,8 @@ def train(
         slice_ends = preempt.stop_requested(env.device)
         if step % tc["ckpt_every"] == 0 or step == stop_at or slice_ends:
             checkpoint()
-        if slice_ends:
+        # after the last step the slice writes final.pt instead: done is done, not requeued
+        if slice_ends and step < steps:
             preempt.end_slice(f"train_ar {schedule} at step {step}", log)
     bar.close()
     feed.close()

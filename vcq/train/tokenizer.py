@@ -197,7 +197,8 @@ def train(
         slice_ends = preempt.stop_requested(env.device)
         if done % train_cfg["ckpt_every"] == 0 or done in (steps, stop_at) or slice_ends:
             checkpoint(done)
-        if slice_ends:
+        # after the last step the slice writes final.pt instead: done is done, not requeued
+        if slice_ends and done < steps:
             preempt.end_slice(f"train_tokenizer {schedule} at step {done}", log)
     bar.close()
     if skipped and env.is_main:

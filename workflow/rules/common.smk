@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ _MISSING = missing_modules(Path(workflow.basedir).parent / "pipeline_steps")
 if _MISSING:
     sys.exit("\n".join(f"error: {line}" for line in _MISSING))
 
+from vcq import cluster
 from vcq.config import (
     ConfigError,
     dump_config,
@@ -126,26 +128,14 @@ def config_hash(*sections, per_schedule=False, per_preset=False):
     return digest
 
 
+# The partition's MaxTime caps each job of a rule that runs in slices (vcq.cluster.SLICED_RULES):
+# the config's runtime is the total, and the step requeues itself until it is done.
+_MAX_TIME = cluster.partition_max_minutes(CFG["slurm"]["partition"])
+
+
 def rule_resources(rule_name):
-    """Snakemake resources of a rule, in the keys snakemake-executor-plugin-slurm 2.8 turns into
-    sbatch flags: one task per node with `cpus_per_task` CPUs, `mem_mb` and GPUs per node."""
-    r = rule_spec(CFG, rule_name)
-    out = {
-        "mem_mb": r["mem_mb"],
-        "runtime": r["runtime"],
-        "cpus_per_task": r["cpus_per_task"],
-        "nodes": r["nodes"],
-    }
-    if r["gpus"] > 0:
-        # `gres` is per node (--gres=gpu:N); the plugin's `gpu` would be --gpus=N for the whole
-        # job, and its `tasks` would become --ntasks-per-gpu, multiplying the CPUs by the GPUs
-        model = CFG["slurm"]["gpu_model"]
-        out["gres"] = f"gpu:{model}:{r['gpus']}" if model else f"gpu:{r['gpus']}"
-    if CFG["slurm"]["account"]:
-        out["slurm_account"] = CFG["slurm"]["account"]
-    if CFG["slurm"]["partition"]:
-        out["slurm_partition"] = CFG["slurm"]["partition"]
-    return out
+    """Snakemake resources of a rule as the SLURM plugin reads them (vcq.cluster.rule_resources)."""
+    return cluster.rule_resources(CFG, rule_name, _MAX_TIME)
 
 
 def step_threads(step):
@@ -167,7 +157,9 @@ def launcher(rule_name):
     python = shlex.quote(sys.executable)
     if gpus * nodes <= 1:
         return python
-    torchrun = f"{python} -m torch.distributed.run --nproc_per_node={gpus}"
+    # torchrun through vcq.preempt, which ignores SLURM's slice warning (SIGUSR1): only the ranks
+    # act on it, also on nodes where the agent does not inherit the workflow's SIG_IGN (below)
+    torchrun = f"{python} -m vcq.preempt --nproc_per_node={gpus}"
     if nodes == 1:
         return f"{torchrun} --standalone"
     # One torchrun per node. --overlap: the plugin runs this command inside its own job step,
@@ -197,6 +189,70 @@ envvars:
     "VCQ_LAUNCH_ENCODE_TOKENS",
     "VCQ_LAUNCH_TRAIN_AR",
     "VCQ_CONFIG_SNAPSHOT",
+
+
+# Inside a SLURM job, the slice warning (sbatch --signal=USR1@margin, vcq.preempt) reaches every
+# process of the job step: Snakemake and the shells it starts ignore it (their children inherit
+# SIG_IGN); only a step's ranks, which install a handler, act on it.
+if os.environ.get("SLURM_JOB_ID"):
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+cluster.patch_slurm_plugin()
+
+
+def running_elsewhere():
+    """At parse time, before Snakemake's lock: one `error:` line per step of this experiment that
+    a live job or process writes, or for a live Snakemake run of it; a note for each other
+    experiment run from this directory, whose lock `--unlock` would break. A rerun after a lost
+    login session so waits for its orphaned jobs instead of duplicating them."""
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        return
+    runs = cluster.live_runs()
+    problems = cluster.running_owners(PATHS.work) + cluster.running_owners(PATHS.results)
+    exp = CFG["experiment"]
+    if exp in runs:
+        problems.insert(
+            0, f"experiment {exp} is already run by snakemake {cluster.describe(runs[exp])}"
+        )
+    for other, rec in runs.items():
+        if other != exp:
+            print(
+                f"note: experiment {other} runs from this directory too (snakemake "
+                f"{cluster.describe(rec).split(':')[0]}); a lock Snakemake reports may be its: "
+                "wait for it, `--unlock` would remove the lock of a live run",
+                file=sys.stderr,
+            )
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    dry_run = any(a in ("-n", "--dry-run", "--dryrun") or a.startswith("-n") for a in sys.argv)
+    if problems and not dry_run:
+        sys.exit(1)
+
+
+running_elsewhere()
+
+
+def cluster_start():
+    """At the start of a run that starts jobs: under the SLURM executor, every rule against the
+    real cluster before the first submission (vcq.cluster.preflight; exit 1 with one line per
+    problem); then this run recorded as its experiment's run, and the log folder the long steps
+    append to (they have no `log:`, which would create it)."""
+    plugin = workflow.executor_plugin
+    if plugin is not None and plugin.name == "slurm":
+        problems = cluster.preflight(CFG, [r.name for r in workflow.rules if r.name != "all"])
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        if problems:
+            sys.exit(1)
+    cluster.record_run(CFG["experiment"])
+    Path(PATHS.log("-")).parent.mkdir(parents=True, exist_ok=True)
+
+
+onsuccess:
+    cluster.end_run(CFG["experiment"])
+
+
+onerror:
+    cluster.end_run(CFG["experiment"])
 
 
 def dataset_ready():
@@ -249,5 +305,6 @@ def final_outputs():
 
 
 onstart:
+    cluster_start()
     write_config_snapshot()
     write_environment_record()

@@ -52,19 +52,19 @@ rule linear_probe:
         ar=prologue_ar(),
     output:
         metrics=PATHS.probe(),
-    log:
-        PATHS.log("probe_{schedule}"),
     retries: rule_retries("linear_probe")
     threads: step_threads("linear_probe")
     resources:
         **rule_resources("linear_probe"),
     params:
+        # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
+        log=PATHS.log("probe_{schedule}"),
         config=config_hash("seed", "data", "tokenizer", "ar", "probe", per_schedule=True),
         ar=lambda wc, input: shlex.join(["--ar", *input.ar]) if input.ar else "",
     shell:
         '"$VCQ_PYTHON" pipeline_steps/linear_probe.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} --train-tokens {input.train:q} "
-        "--val-tokens {input.val:q} {params.ar} --out {output.metrics:q} > {log:q} 2>&1"
+        "--val-tokens {input.val:q} {params.ar} --out {output.metrics:q} >> {params.log:q} 2>&1"
 
 
 # Not part of `all`: at paper scale each export is another 9.8 GB. `snakemake adm_samples` writes

@@ -8,18 +8,18 @@ rule train_tokenizer:
         # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
         # (train_log.jsonl beside it) must survive so a resumed run continues it from last.pt
         model=PATHS.tokenizer(),
-    log:
-        PATHS.log("train_tokenizer_{schedule}"),
     retries: rule_retries("train_tokenizer")
     threads: step_threads("train_tokenizer")
     resources:
         **rule_resources("train_tokenizer"),
     params:
+        # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
+        log=PATHS.log("train_tokenizer_{schedule}"),
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
         "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --out {output.model:q} "
-        "3>&2 > {log:q} 2>&1"
+        "3>&2 >> {params.log:q} 2>&1"
 
 
 rule eval_recon:
@@ -48,18 +48,18 @@ rule encode_tokens:
         tok=rules.train_tokenizer.output.model,
     output:
         tokens=PATHS.tokens(),
-    log:
-        PATHS.log("encode_{schedule}_{split}"),
     retries: rule_retries("encode_tokens")
     threads: step_threads("encode_tokens")
     resources:
         **rule_resources("encode_tokens"),
     params:
+        # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
+        log=PATHS.log("encode_{schedule}_{split}"),
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
     shell:
         'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
         "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
-        "--split {wildcards.split:q} --out {output.tokens:q} 3>&2 > {log:q} 2>&1"
+        "--split {wildcards.split:q} --out {output.tokens:q} 3>&2 >> {params.log:q} 2>&1"
 
 
 rule measure_entropy:

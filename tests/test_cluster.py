@@ -1,0 +1,126 @@
+"""vcq.cluster without a cluster: time parsing, slice requests, the preflight's verdicts on a
+described cluster, one owner per step, and the two snakemake-executor-plugin-slurm workarounds.
+(The same against a real slurmctld: tests/slurm/cluster_checks.py.)"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from vcq import cluster
+from vcq.config import load_config
+from vcq.io import StepError
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("UNLIMITED", None), ("30", 30), ("1:30", 2), ("2:00:00", 120), ("2-00:00:00", 2880)],
+)
+def test_slurm_minutes(text, minutes):
+    assert cluster.slurm_minutes(text) == minutes
+
+
+def test_long_steps_ask_at_most_maxtime_and_get_the_warning():
+    cfg = load_config("config/imagenet/base.yaml", ["slurm.signal_margin_s=120"])
+    tok = cluster.rule_resources(cfg, "train_tokenizer", max_time=1440)
+    assert tok["runtime"] == 1440  # the config's 4320 min are the total of three slices
+    assert "--signal=USR1@120" in tok["slurm_extra"].split()
+    fid = cluster.rule_resources(cfg, "eval_fid", max_time=60)
+    assert fid["runtime"] == cfg["resources"]["eval_fid"]["runtime"]
+    assert "--signal" not in fid["slurm_extra"]
+
+
+def _fake_cluster(monkeypatch, max_time="1-00:00:00", node=(16, 64000, {"": 4}), answer=None):
+    """A cluster of two identical nodes in partition `gpu` whose sbatch --test-only answers."""
+    monkeypatch.setattr(
+        cluster, "partitions", lambda: {"gpu": {"Default": "YES", "MaxTime": max_time}}
+    )
+    monkeypatch.setattr(cluster, "partition_nodes", lambda p: [node, node])
+    said = answer or "sbatch: Job 3 to start at 2030-01-01T00:00:00"
+
+    def run(*cmd):
+        return subprocess.CompletedProcess(cmd, 0 if answer is None else 1, "", said)
+
+    monkeypatch.setattr(cluster, "_run", run)
+
+
+def test_preflight_refuses_what_no_node_offers_and_a_runtime_no_slice_can_hold(monkeypatch):
+    _fake_cluster(monkeypatch, max_time="60")
+    cfg = load_config(
+        "config/imagenet/base.yaml", ["resources.eval_fid.runtime=90", "slurm.account=null"]
+    )
+    problems = cluster.preflight(cfg, ["train_tokenizer", "eval_fid", "measure_entropy"])
+    assert len(problems) == 2, problems
+    tok, fid = problems
+    assert tok.startswith("train_tokenizer: asks 1 node(s) with 64 CPUs") and "8 GPUs" in tok
+    assert "largest offer 16 CPUs, 64000 MB, 4 GPUs" in tok
+    assert fid.startswith("eval_fid: asks 90 min (resources.eval_fid.runtime)")
+    assert "allows 60 min (MaxTime)" in fid
+
+
+def test_preflight_passes_on_sbatchs_refusal(monkeypatch):
+    _fake_cluster(monkeypatch, node=(128, 10**6, {"": 8}), answer="sbatch: error: Invalid qos")
+    cfg = load_config("config/imagenet/base.yaml", ["slurm.account=null"])
+    (line,) = cluster.preflight(cfg, ["train_tokenizer", "train_ar"])
+    assert line.startswith("sbatch --test-only refuses train_tokenizer (")
+    assert "; train_ar (" in line and line.rstrip(")").endswith("resources.<rule>")
+
+
+def test_a_second_copy_refuses_while_the_first_lives(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    out = tmp_path / "final.pt"
+    parent = os.getppid()
+    rec = {"host": cluster.me()["host"], "pid": parent, "pid_start": cluster._proc_start(parent)}
+    (tmp_path / "final.pt.owner").write_text(json.dumps(rec))
+    with pytest.raises(StepError, match=rf"^train_tokenizer for demo already runs as pid {parent}"):
+        cluster.claim(out, "train_tokenizer for demo")
+    assert json.loads((tmp_path / "final.pt.owner").read_text()) == rec  # untouched
+
+
+def test_a_dead_owner_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rec = {"host": cluster.me()["host"], "pid": int(done.stdout), "pid_start": "1"}
+    (tmp_path / "final.pt.owner").write_text(json.dumps(rec))
+    cluster.claim(tmp_path / "final.pt", "train_tokenizer for demo")
+    assert json.loads((tmp_path / "final.pt.owner").read_text())["pid"] == os.getpid()
+
+
+def test_a_live_slurm_job_owns_its_step_and_its_next_slice_takes_over(tmp_path, monkeypatch):
+    (tmp_path / "x.h5.owner").write_text(json.dumps({"slurm_job": "1234", "host": "n1", "pid": 7}))
+    monkeypatch.setattr(cluster, "slurm_job_alive", lambda job: True)
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    with pytest.raises(StepError, match="already runs as SLURM job 1234: wait, or scancel 1234"):
+        cluster.claim(tmp_path / "x.h5", "encode_tokens")
+    assert cluster.running_owners(tmp_path) == [
+        f"{tmp_path}/x.h5 is written by SLURM job 1234: wait, or scancel 1234"
+    ]
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")  # the same job, requeued for its next slice
+    cluster.claim(tmp_path / "x.h5", "encode_tokens")
+
+
+def test_plugin_workarounds():
+    async def query(command, logger):
+        return {"1": "CANCELLED by 0", "2": "RUNNING", "3": "NODE_FAIL"}, 0.1
+
+    status, _ = asyncio.run(cluster._cancelled_as_failed(query)("sacct", None))
+    assert status == {"1": "CANCELLED", "2": "RUNNING", "3": "NODE_FAIL"}
+
+    seen = {}
+
+    def submit(job, params, settings=None, failed_nodes=None, array_job=False):
+        seen["nodes"] = failed_nodes
+        return "sbatch"
+
+    settings = SimpleNamespace(exclude_failed_nodes="bad1, bad2")
+    cluster._no_failed_node_exclusion(submit)(None, {}, settings, {"None assigned"})
+    assert seen["nodes"] == {"bad1", "bad2"}

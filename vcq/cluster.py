@@ -1,0 +1,488 @@
+"""SLURM operations: partition limits, a preflight against the real cluster, one owner per step.
+
+`python -m vcq.cluster check --configfile CONFIG` runs the preflight alone; the workflow runs it
+at start under the SLURM executor (workflow/rules/common.smk), before the first submission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from vcq.config import ConfigError, load_config, rule_spec
+from vcq.io import StepError, atomic_path
+
+# Rules whose steps save their state and stop at the slice signal (vcq.preempt): their config
+# runtime is the total, split into slices of at most the partition's MaxTime.
+SLICED_RULES = ("train_tokenizer", "train_ar", "linear_probe", "encode_tokens", "sample")
+# A slice must leave this many seconds of work between its start and its warning.
+MIN_SLICE_WORK_S = 60
+# squeue states of a job that still holds, or will again hold, its step's outputs.
+_LIVE_STATES = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+}
+OWNER_SUFFIX = ".owner"
+# the owner records this process wrote (`claim`), removed by `release`
+_claims: list[Path] = []
+
+
+def have_slurm() -> bool:
+    """Whether the SLURM client commands are on PATH."""
+    return all(shutil.which(c) for c in ("sbatch", "scontrol", "squeue"))
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def slurm_minutes(text: str) -> int | None:
+    """Minutes of a SLURM time ("UNLIMITED"/"INFINITE" -> None; "D-HH:MM:SS", "HH:MM:SS", "MM")."""
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "NONE"):
+        return None
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"not a SLURM time: {text!r}")
+    days, a, b, c = (int(g) if g else 0 for g in m.groups())
+    if m.group(1) is not None or m.group(4) is not None:  # D-H[:M[:S]] or H:M:S
+        hours, minutes, seconds = a, b, c
+    else:  # M[:S]
+        hours, minutes, seconds = 0, a, b
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+def partitions() -> dict[str, dict[str, str]]:
+    """`scontrol show partition` as {name: {key: value}}."""
+    out = _run("scontrol", "show", "partition", "--oneliner")
+    if out.returncode != 0:
+        raise StepError(f"scontrol show partition failed: {(out.stderr or out.stdout).strip()}")
+    parts = {}
+    for line in out.stdout.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if "PartitionName" in fields:
+            parts[fields["PartitionName"]] = fields
+    return parts
+
+
+def partition_of(parts: Mapping[str, Mapping[str, str]], name: str | None) -> str | None:
+    """The partition a job lands in: `name`, else the cluster's default (None if neither)."""
+    if name:
+        return name if name in parts else None
+    return next((p for p, f in parts.items() if f.get("Default") == "YES"), None)
+
+
+def slice_minutes(total: int, max_time: int | None) -> int:
+    """The time one job asks for: the config's total, at most the partition's MaxTime."""
+    return total if max_time is None else min(total, max_time)
+
+
+def rule_resources(cfg: Mapping, rule: str, max_time: int | None = None) -> dict[str, object]:
+    """Snakemake resources of a rule, in the keys snakemake-executor-plugin-slurm 2.8 turns into
+    sbatch flags: one task per node with `cpus_per_task` CPUs, `mem_mb` and GPUs per node, and a
+    wall time of at most `max_time` (the partition's MaxTime) for a rule that runs in slices."""
+    r = rule_spec(cfg, rule)
+    slurm = cfg["slurm"]
+    # append: a requeued job (the next slice) keeps the job log of the slices before it
+    extra = ["--open-mode=append"]
+    if rule in SLICED_RULES:
+        extra.append(f"--signal=USR1@{slurm['signal_margin_s']}")
+    out: dict[str, object] = {
+        "mem_mb": r["mem_mb"],
+        "runtime": slice_minutes(r["runtime"], max_time if rule in SLICED_RULES else None),
+        "cpus_per_task": r["cpus_per_task"],
+        "nodes": r["nodes"],
+        "slurm_extra": " ".join(extra),
+    }
+    if r["gpus"] > 0:
+        # `gres` is per node (--gres=gpu:N); the plugin's `gpu` would be --gpus=N for the whole
+        # job, and its `tasks` would become --ntasks-per-gpu, multiplying the CPUs by the GPUs
+        model = slurm["gpu_model"]
+        out["gres"] = f"gpu:{model}:{r['gpus']}" if model else f"gpu:{r['gpus']}"
+    if slurm["account"]:
+        out["slurm_account"] = slurm["account"]
+    if slurm["partition"]:
+        out["slurm_partition"] = slurm["partition"]
+    return out
+
+
+def partition_max_minutes(partition: str | None) -> int | None:
+    """MaxTime of `partition` (or the default one) in minutes; None if unlimited or unknown."""
+    if not have_slurm():
+        return None
+    try:
+        parts = partitions()
+    except (StepError, OSError, subprocess.SubprocessError):
+        return None
+    target = partition_of(parts, partition)
+    return slurm_minutes(parts[target].get("MaxTime", "UNLIMITED")) if target else None
+
+
+def sbatch_flags(res: Mapping[str, object]) -> list[str]:
+    """The resource flags snakemake-executor-plugin-slurm 2.8 builds from a rule's resources."""
+    flags = []
+    if res.get("slurm_account"):
+        flags += ["-A", str(res["slurm_account"])]
+    if res.get("slurm_partition"):
+        flags += ["-p", str(res["slurm_partition"])]
+    flags += ["-t", str(res["runtime"]), "--mem", str(res["mem_mb"]), f"--nodes={res['nodes']}"]
+    if not res.get("gres"):
+        flags.append("--ntasks=1")
+    flags.append(f"--cpus-per-task={res['cpus_per_task']}")
+    flags += str(res.get("slurm_extra") or "").split()
+    if res.get("gres"):
+        flags.append(f"--gres={res['gres']}")
+    return flags
+
+
+def partition_nodes(partition: str) -> list[tuple[int, int, dict[str, int]]]:
+    """(CPUs, memory MB, GPUs by model; "" counts every GPU) of each node in `partition`."""
+    out = _run("sinfo", "-h", "-N", "-p", partition, "-o", "%N|%c|%m|%G")
+    nodes = {}
+    for line in out.stdout.splitlines():
+        name, cpus, mem, gres = line.split("|")
+        gpus: dict[str, int] = {}
+        for g in gres.split(","):
+            m = re.match(r"gpu(?::([^:(]+))?:(\d+)", g)
+            if m:
+                gpus[""] = gpus.get("", 0) + int(m.group(2))
+                if m.group(1):
+                    gpus[m.group(1)] = gpus.get(m.group(1), 0) + int(m.group(2))
+        nodes[name] = (int(cpus.rstrip("+")), int(mem.rstrip("+")), gpus)
+    return list(nodes.values())
+
+
+def _node_problem(
+    rule: str, spec: Mapping, model: str | None, target: str, nodes: list
+) -> str | None:
+    """Why no `spec["nodes"]` nodes of the partition fit one node's share of `rule`, if so."""
+    want = (spec["cpus_per_task"], spec["mem_mb"], spec["gpus"])
+    fit = [
+        n
+        for n in nodes
+        if n[0] >= want[0] and n[1] >= want[1] and n[2].get(model or "", 0) >= want[2]
+    ]
+    if len(fit) >= spec["nodes"]:
+        return None
+    top = (max((n[0] for n in nodes), default=0), max((n[1] for n in nodes), default=0))
+    top_gpus = max((n[2].get(model or "", 0) for n in nodes), default=0)
+    gpu = f"{model} GPUs" if model else "GPUs"
+    return (
+        f"{rule}: asks {spec['nodes']} node(s) with {want[0]} CPUs, {want[1]} MB and {want[2]} "
+        f"{gpu} each (resources.{rule}.nodes/cpus_per_task/mem_mb/gpus); partition {target} has "
+        f"{len(fit)} such node(s), its largest offer {top[0]} CPUs, {top[1]} MB, {top_gpus} {gpu}"
+    )
+
+
+def preflight(cfg: Mapping, rules: list[str]) -> list[str]:
+    """One line per problem of submitting each of `rules` under config `cfg` to this cluster
+    (partition, MaxTime, account association, node sizes, `sbatch --test-only` with the flags the
+    workflow passes); [] if everything fits."""
+    slurm = cfg["slurm"]
+    parts = partitions()
+    target = partition_of(parts, slurm["partition"])
+    if target is None:
+        have = ", ".join(sorted(parts)) or "none"
+        what = f"no partition '{slurm['partition']}'" if slurm["partition"] else "no default one"
+        return [f"slurm.partition: {what} on this cluster (partitions: {have})"]
+    max_time = slurm_minutes(parts[target].get("MaxTime", "UNLIMITED"))
+    nodes = partition_nodes(target)
+    problems = []
+    account = slurm["account"]
+    if account and shutil.which("sacctmgr"):
+        user = os.environ.get("USER") or os.environ.get("LOGNAME") or "root"
+        assoc = _run("sacctmgr", "-nP", "show", "assoc", f"user={user}", "format=account")
+        accounts = {a.strip() for a in assoc.stdout.split()} if assoc.returncode == 0 else set()
+        if accounts and account not in accounts:
+            return [
+                f"slurm.account: '{account}' has no association for user {user} "
+                f"(accounts: {', '.join(sorted(accounts))})"
+            ]
+    margin = slurm["signal_margin_s"]
+    refusals: dict[str, list[str]] = {}
+    for rule in rules:
+        spec = rule_spec(cfg, rule)
+        total = spec["runtime"]
+        if max_time is not None and total > max_time and rule not in SLICED_RULES:
+            problems.append(
+                f"{rule}: asks {total} min (resources.{rule}.runtime), partition {target} allows "
+                f"{max_time} min (MaxTime) and this step cannot continue in a new job: lower "
+                f"resources.{rule}.runtime or choose another slurm.partition"
+            )
+            continue
+        if rule in SLICED_RULES and min(total, max_time or total) * 60 < margin + MIN_SLICE_WORK_S:
+            problems.append(
+                f"{rule}: a job of {min(total, max_time or total)} min (resources.{rule}.runtime, "
+                f"MaxTime of {target}) is too short for slices that stop {margin} s before their "
+                f"end (slurm.signal_margin_s)"
+            )
+            continue
+        problem = _node_problem(rule, spec, slurm["gpu_model"], target, nodes)
+        if problem:
+            problems.append(problem)
+            continue
+        flags = sbatch_flags(rule_resources(cfg, rule, max_time))
+        out = _run("sbatch", "--test-only", *flags, "--wrap=true")
+        answer = " ".join((out.stderr + out.stdout).replace("sbatch: error:", "").split())
+        if out.returncode != 0 or "to start at" not in answer:
+            refusals.setdefault(answer, []).append(f"{rule} ({' '.join(flags)})")
+    for answer, which in refusals.items():
+        problems.append(
+            f"sbatch --test-only refuses {'; '.join(which)}: {answer} (slurm.partition, "
+            "slurm.account, slurm.gpu_model, resources.<rule>)"
+        )
+    return problems
+
+
+# --- one owner per step --------------------------------------------------------------------------
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (None if it does not exist)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def me() -> dict[str, object]:
+    """This process as an owner record: its SLURM job (if any), host, pid and start."""
+    rec: dict[str, object] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": _proc_start(os.getpid()),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if os.environ.get("SLURM_JOB_ID"):
+        rec["slurm_job"] = os.environ["SLURM_JOB_ID"]
+    return rec
+
+
+def slurm_job_alive(job: str) -> bool | None:
+    """Whether SLURM job `job` is pending or running (None: SLURM cannot be asked here)."""
+    if not shutil.which("squeue"):
+        return None
+    out = _run("squeue", "-h", "-j", job, "-o", "%T")
+    if out.returncode != 0:
+        # an id slurmctld no longer knows ("Invalid job id specified") has ended
+        return False if "Invalid job id" in out.stderr else None
+    return any(state.strip() in _LIVE_STATES for state in out.stdout.split())
+
+
+def owner_alive(rec: Mapping[str, object]) -> bool | None:
+    """Whether the owner record names a live process (None: cannot tell from this host)."""
+    if rec.get("slurm_job"):
+        return slurm_job_alive(str(rec["slurm_job"]))
+    if rec.get("host") != socket.gethostname():
+        return None
+    return _proc_start(int(str(rec["pid"]))) == rec.get("pid_start")
+
+
+def describe(rec: Mapping[str, object]) -> str:
+    """'SLURM job 1234' or 'pid 99 on host h', and what to do about it."""
+    if rec.get("slurm_job"):
+        return f"SLURM job {rec['slurm_job']}: wait, or scancel {rec['slurm_job']}"
+    return f"pid {rec['pid']} on host {rec['host']}: wait, or kill {rec['pid']}"
+
+
+def live_owner(target: str | os.PathLike) -> dict | None:
+    """The record of another live (or, from here, uncheckable) owner of `target`, else None."""
+    path = Path(f"{target}{OWNER_SUFFIX}")
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    mine = os.environ.get("SLURM_JOB_ID")
+    if mine and rec.get("slurm_job") == mine:  # this job's previous slice (requeued)
+        return None
+    if rec.get("host") == socket.gethostname() and rec.get("pid") == os.getpid():
+        return None  # this process, which ran the step before (tests call steps in-process)
+    return rec if owner_alive(rec) is not False else None
+
+
+def claim(target: str | os.PathLike, what: str) -> None:
+    """Record this process as the one writing `target` (in `<target>.owner`) until `release`
+    (vcq.cli.run_step, or exit), or refuse with one line, touching nothing, if another live job or
+    process does; rank 0 only. Writes one line naming this attempt to the step's log (stderr)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    rec = live_owner(target)
+    if rec is not None:
+        raise StepError(f"{what} already runs as {describe(rec)} (owner: {target}{OWNER_SUFFIX})")
+    path = Path(f"{target}{OWNER_SUFFIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rec = me()
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rec) + "\n")
+    if not _claims:
+        atexit.register(release)
+    _claims.append(path)
+    job = f"SLURM job {rec['slurm_job']}" if "slurm_job" in rec else "no SLURM job"
+    restarts = os.environ.get("SLURM_RESTART_COUNT")
+    slice_ = f" (slice {int(restarts) + 1})" if restarts else ""
+    print(
+        f"=== {rec['since']} {what}: {job}{slice_}, pid {rec['pid']} on {rec['host']}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def release() -> None:
+    """Remove the owner records this process claimed (at the end of its step)."""
+    while _claims:
+        _claims.pop().unlink(missing_ok=True)
+
+
+def running_owners(root: str | os.PathLike) -> list[str]:
+    """'<target> is written by <owner>' for every live owner record under `root`."""
+    lines = []
+    for path in sorted(Path(root).rglob(f"*{OWNER_SUFFIX}")):
+        target = str(path)[: -len(OWNER_SUFFIX)]
+        rec = live_owner(target)
+        if rec is not None:
+            lines.append(f"{target} is written by {describe(rec)}")
+    return lines
+
+
+def run_record(experiment: str) -> Path:
+    """Where the Snakemake run of `experiment` from this directory records itself."""
+    return Path(".snakemake") / "vcq-runs" / f"{experiment}.json"
+
+
+def record_run(experiment: str) -> None:
+    """Record this process as the Snakemake run of `experiment` (until `end_run`)."""
+    path = run_record(experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(me()) + "\n")
+
+
+def end_run(experiment: str) -> None:
+    """Remove this process's run record of `experiment`."""
+    path = run_record(experiment)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def live_runs() -> dict[str, dict]:
+    """Experiment -> record of each Snakemake run from this directory that still runs (or that
+    runs on another host, where it cannot be checked)."""
+    runs = {}
+    for path in sorted(run_record("x").parent.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("pid") != os.getpid() and owner_alive(rec) is not False:
+            runs[path.stem] = rec
+    return runs
+
+
+# --- snakemake-executor-plugin-slurm workarounds (docs/slurm-plugin-issues.md) ------------------
+
+
+def _cancelled_as_failed(query: Callable) -> Callable:
+    """The plugin's status query with sacct's 'CANCELLED by <uid>' read as 'CANCELLED' (the
+    plugin compares whole states, and takes one it does not know for a running job)."""
+
+    async def query_job_status(command: str, logger: object) -> tuple:
+        status, duration = await query(command, logger)
+        if status is not None:
+            status = {j: s.split()[0] for j, s in status.items()}
+        return status, duration
+
+    return query_job_status
+
+
+def _no_failed_node_exclusion(submit: Callable) -> Callable:
+    """The plugin's sbatch line without the nodes it collected from failed jobs (only the user's
+    --slurm-exclude-failed-nodes): for a job SLURM requeued it reads 'None assigned'."""
+
+    def get_submit_command(job, params, settings=None, failed_nodes=None, array_job=False):  # noqa: ANN001, ANN202
+        given = getattr(settings, "exclude_failed_nodes", None) or ""
+        nodes = {n.strip() for n in given.split(",") if n.strip()}
+        return submit(job, params, settings, nodes, array_job)
+
+    return get_submit_command
+
+
+def patch_slurm_plugin() -> None:
+    """Fix two bugs of snakemake-executor-plugin-slurm 2.8 in this process (if it is installed):
+    a cancelled job is reported as failed, and a node failure adds no `--exclude=None assigned`."""
+    try:
+        import snakemake_executor_plugin_slurm as plugin
+    except ImportError:
+        return
+    if getattr(plugin, "_vcq_patched", False):
+        return
+    plugin.query_job_status = _cancelled_as_failed(plugin.query_job_status)
+    plugin.get_submit_command = _no_failed_node_exclusion(plugin.get_submit_command)
+    plugin._vcq_patched = True
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def workflow_rules(workflow_dir: Path = Path(__file__).parents[1] / "workflow") -> list[str]:
+    """The rules of the workflow that run as jobs (every `rule NAME:` but `all`)."""
+    names = []
+    for smk in sorted((workflow_dir / "rules").glob("*.smk")):
+        names += re.findall(r"^rule (\w+):", smk.read_text(), flags=re.M)
+    return [n for n in names if n != "all"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m vcq.cluster check --configfile CONFIG [--set KEY=VALUE ...]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="preflight a config against this SLURM cluster")
+    check.add_argument("--configfile", required=True, help="experiment YAML")
+    check.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set slurm.partition=gpu (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    if not have_slurm():
+        sys.exit("error: no SLURM here (sbatch, scontrol and squeue are not on PATH)")
+    try:
+        cfg = load_config(args.configfile, args.overrides)
+        problems = preflight(cfg, workflow_rules())
+    except (ConfigError, StepError) as e:
+        sys.exit(f"error: {e}")
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"{args.configfile}: every rule fits this cluster")
+
+
+if __name__ == "__main__":
+    main()
