@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,15 +272,38 @@ class Progress(tqdm):
 
     The workflow's rules send stdout and stderr to a log file, so the bar never reaches the user;
     they pass the terminal as the descriptor named by $VCQ_PROGRESS_FD. Every $VCQ_PROGRESS_EVERY
-    seconds (default 30), and at the end, one line with step, rate and ETA is written there.
+    seconds (default 30), and at the end, one line with step, rate and ETA is written there. With
+    `lines` (the bar's file is a log, not a terminal) the bar is a whole line every 5 %.
     """
 
     def __init__(
-        self, *args: Any, heartbeat_fd: int | None = None, every: float = 30.0, **kwargs: Any
+        self,
+        *args: Any,
+        heartbeat_fd: int | None = None,
+        every: float = 30.0,
+        lines: bool = False,
+        **kwargs: Any,
     ) -> None:
+        self.lines = lines
+        if lines:
+            total, initial = kwargs.get("total") or 0, kwargs.get("initial", 0)
+            kwargs |= {"miniters": max(1, (total - initial) // 20), "mininterval": 0}
+            kwargs |= {"maxinterval": float("inf")}  # tqdm's monitor would reset miniters to 1
         super().__init__(*args, **kwargs)
         self.heartbeat_fd, self.every = heartbeat_fd, every
         self._last_beat = time.monotonic()
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        """tqdm's postfix; in a log file it shows on the next 5 % line, not as a line of its own."""
+        super().set_postfix(ordered_dict, refresh=refresh and not self.lines, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
+        """Redraw the bar in place, or, in a log file, write it as one more line."""
+        if not self.lines:
+            super().display(msg, pos)
+            return
+        self.fp.write((self.__str__() if msg is None else msg) + "\n")
+        self.fp.flush()
 
     def heartbeat_line(self) -> str:
         """`<desc>: <n>/<total> (<pct>%), <rate>/s, ETA <t>` from the bar's counters."""
@@ -333,6 +357,7 @@ def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True)
         smoothing=0.1,
         heartbeat_fd=int(fd) if fd and enabled else None,
         every=float(os.environ.get(PROGRESS_EVERY_ENV, "30")),
+        lines=not sys.stderr.isatty(),
     )
 
 
