@@ -98,7 +98,7 @@ def read_entropy_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
 
 
 def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
-    """(schedule, one row per record) of a training log (`vcq.training.JsonlLog`) of `rule`."""
+    """(schedule, one row per logged step) of a training log (`vcq.training.JsonlLog`) of `rule`."""
     from vcq.training import JsonlLog
 
     with reading(path, rule):
@@ -110,7 +110,12 @@ def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
         raise unnamed_error(path, rule)
     if len(names) != 1:
         raise StepError(f"{path}: records of several schedules {sorted(names)}; rerun `{rule}`")
-    return names.pop(), pd.DataFrame(records).drop(columns="schedule")
+    frame = pd.DataFrame(records).drop(columns="schedule")
+    if "step" in frame:
+        # a run resumed from last.pt (or a second copy of the step) logs some steps again: each
+        # step once, the latest write winning, in step order
+        frame = frame.drop_duplicates("step", keep="last").sort_values("step", kind="stable")
+    return names.pop(), frame.reset_index(drop=True)
 
 
 def read_metrics(path: str | Path, rule: str) -> dict:
