@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vcq.data.tokens import TokenBatches, TokenStore, TokenWriter, read_pairs
+from vcq.data.tokens import TokenStore, TokenWriter, read_pairs
+from vcq.train.batches import TokenBatches
 
 N, V, L, B = 20_000, 10, 256, 64
 

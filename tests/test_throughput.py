@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from vcq.ar import ARConfig, ARModel
-from vcq.data.tokens import TokenBatches, TokenStore, TokenWriter, read_pairs
+from vcq.data.tokens import TokenStore, TokenWriter, read_pairs
 from vcq.data.views import make_views
 from vcq.quantizers import build_quantizer
 from vcq.sampling import generate
+from vcq.train.batches import TokenBatches
 
 
 @pytest.mark.parametrize("kind", ["vcq", "leech"])

@@ -146,10 +146,71 @@ def test_format_1_files_with_20_views_are_refused_in_one_line(tmp_path):
     tokens, labels = _data()
     path = _write_all(tmp_path / "t.h5", tokens, labels)
     with h5py.File(path, "r+") as f:
-        assert f.attrs["format_version"] == FORMAT_VERSION == 2
+        assert f.attrs["format_version"] == FORMAT_VERSION == 3
         del f.attrs["format_version"]  # as written before views were ten distinct crops
-    with pytest.raises(ValueError, match=r"token file format 1, .* re-encode") as e:
+    with pytest.raises(ValueError, match=r"token file format 1 .*--forcerun encode_tokens") as e:
         open_tokens(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
     # a writer treats such a file as stale and starts over instead of appending to it
     assert len(_writer(path, len(labels)).pending_rows()) == len(labels)
+
+
+def test_format_2_files_with_one_checksum_per_row_name_the_rule_to_rerun(tmp_path):
+    tokens, labels = _data()
+    path = _write_all(tmp_path / "t.h5", tokens, labels)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 2
+        del f["checksum"]
+        f["checksum"] = np.zeros(len(labels), np.int64)
+    with pytest.raises(ValueError, match="one checksum per row") as e:
+        open_tokens(path)
+    assert "snakemake ... --forcerun encode_tokens" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_changed_token_is_refused_on_every_read_path(tmp_path):
+    # issue 22 case 6: one stored token changed to another valid id (9 -> 8) was accepted by
+    # train_ar and measure_entropy (view 0 only; the checksum covered a whole row of all views)
+    from vcq.train.batches import TokenBatches
+
+    tokens, labels = _data()
+    path = _write_all(tmp_path / "t.h5", tokens, labels)
+    row, view, t = 13, 1, 5
+    with h5py.File(path, "r+") as f:
+        old = int(f["tokens"][row, view, t])
+        f["tokens"][row, view, t] = old - 1 if old else old + 1  # still < K_t
+    changed = r"row 13, view 1: tokens do not match their checksum"
+    with open_tokens(path, SIZES) as s:
+        rows, views = np.array([2, row, 5]), np.array([0, view, 2])
+        reads = {
+            "all views": lambda: s.read(),
+            "the view (entropy, probe)": lambda: s.read(view),
+            "a range (AR validation)": lambda: s.read_range(12, 14, view),
+            "pairs (AR batches from disk)": lambda: s.read_rows(rows, views),
+            "in memory (AR batches)": lambda: TokenBatches(s, in_memory=True),
+            "pairs through the batches": lambda: TokenBatches(s, in_memory=False).batch(
+                rows, views
+            ),
+        }
+        for what, read in reads.items():
+            with pytest.raises(ValueError, match=changed):
+                read()
+                pytest.fail(what)
+        # per (row, view): the row's other views and other rows still read
+        assert np.array_equal(s.read(0), tokens[:, 0]) and np.array_equal(s.read(2), tokens[:, 2])
+        ok = s.read_rows(np.array([row, row]), np.array([0, 2]))[0]
+        assert np.array_equal(ok, tokens[[row, row], [0, 2]])
+
+
+def test_merge_refuses_a_changed_shard(tmp_path):
+    tokens, labels = _data()
+    shards = []
+    for r in range(2):
+        rows = np.arange(r, 23, 2)
+        w = _writer(tmp_path / f"s{r}.h5", len(rows), rows=rows)
+        w.write(np.arange(len(rows)), tokens[rows], labels[rows])
+        shards.append(w.finalize())
+    with h5py.File(shards[1], "r+") as f:
+        f["tokens"][3, 0, 0] = int(f["tokens"][3, 0, 0]) ^ 1  # K_0 = 4: still a valid id
+    with pytest.raises(ValueError, match="row 3, view 0: tokens do not match"):
+        merge_shards(shards, tmp_path / "merged.h5")
+    assert not (tmp_path / "merged.h5").exists()

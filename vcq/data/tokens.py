@@ -1,32 +1,33 @@
-"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader, shard merge, and
-the AR training batches read from it.
+"""The HDF5 token store: resumable chunked writer, bounded-memory checked reader and shard merge.
 
 This module is the only reader and writer of token files: every consumer opens them with
-`open_tokens`, which refuses an incomplete, malformed or mismatched file in one line naming it.
+`open_tokens`, which refuses an incomplete, malformed or mismatched file in one line naming it,
+and every read verifies the checksum of each (row, view) it returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from vcq.io import StepError, atomic_path, disk_full_names, is_disk_full
 
 log = logging.getLogger(__name__)
 
-# Version 2: train views are ten_crop's 10 distinct views. Files without the attribute are version 1
-# (20 views: the ten crops and a duplicate mirror of each) and are refused.
-FORMAT_VERSION = 2
+# Version 3: one checksum per (row, view), verified on every read. Older files are refused with
+# the rule to rerun: version 2 has one checksum per row (a read of one view could not check it),
+# version 1 (no attribute) 20 views, the ten crops and a duplicate mirror of each.
+FORMAT_VERSION = 3
+OLD_FORMATS = {1: "20 views, 10 of them duplicates", 2: "one checksum per row, not per view"}
 
 REQUIRED_ATTRS = (
     "schedule",
@@ -67,15 +68,23 @@ def check_bounds(tokens: np.ndarray, k_sizes: np.ndarray, rows: np.ndarray | Non
         )
 
 
-def row_checksums(tokens: np.ndarray) -> np.ndarray:
-    """Per-row int64 checksum of tokens (n, V, L): a weighted sum that a lost write changes."""
-    flat = tokens.reshape(len(tokens), -1).astype(np.int64)
-    # Fixed pseudo-random weights; each term is reduced below 2^31 so a row sum stays in int64.
-    weights = np.random.default_rng(0).integers(1, 2**31, size=flat.shape[1], dtype=np.int64)
-    return ((flat % _MOD) * weights % _MOD).sum(1) % _MOD
+def view_checksums(tokens: np.ndarray) -> np.ndarray:
+    """int64 checksum of each token sequence (..., L) in its stored dtype: the sequence's bytes
+    as 64-bit words times fixed odd weights, summed modulo 2^64. Any one changed word changes it
+    (an odd weight is invertible), several almost surely do; reading the bytes as words in place
+    keeps it a small fraction of the read (benchmarks/bench_token_checksums.py)."""
+    t = np.ascontiguousarray(tokens)
+    pad = -(t.shape[-1] * t.itemsize) % 8 // t.itemsize
+    if pad:
+        t = np.concatenate([t, np.zeros((*t.shape[:-1], pad), t.dtype)], axis=-1)
+    words = t.view(np.uint64)
+    return np.einsum("...l,l->...", words, _weights(words.shape[-1])).view(np.int64)
 
 
-_MOD = np.int64(2**31 - 1)
+@functools.cache
+def _weights(length: int) -> np.ndarray:
+    w = np.random.default_rng(0).integers(0, 2**63, size=length, dtype=np.uint64)
+    return w * np.uint64(2) + np.uint64(1)
 
 
 class TokenWriter:
@@ -160,7 +169,7 @@ class TokenWriter:
             f.create_dataset("tokens", shape=shape, dtype=dtype, chunks=chunk)
             f.create_dataset("labels", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             f.create_dataset("done", shape=(self.num_rows,), dtype=bool, fillvalue=False)
-            f.create_dataset("checksum", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
+            f.create_dataset("checksum", shape=shape[:2], dtype=np.int64, fillvalue=-1)
             if self.rows is not None:
                 f.create_dataset("rows", data=self.rows)
             f.attrs.update(self.attrs)
@@ -186,7 +195,7 @@ class TokenWriter:
         check_bounds(tokens, self.k_sizes, rows)
         order = np.argsort(rows)
         rows, tokens, labels = rows[order], tokens[order], np.asarray(labels, dtype=np.int64)[order]
-        sums = row_checksums(tokens)
+        sums = view_checksums(tokens.astype(self.datasets["tokens"].dtype))
         with disk_full_names(self.partial):
             for start, stop in _runs(rows):
                 span = slice(rows[start], rows[stop - 1] + 1)
@@ -226,9 +235,11 @@ class TokenWriter:
         with h5py.File(self.partial, "r") as f:
             ds, num_classes = f["tokens"], self.attrs["num_classes"]
             for a in range(0, self.num_rows, chunk_rows):
-                block = ds[a : a + chunk_rows].astype(np.int64)
+                stored = ds[a : a + chunk_rows]
+                block = stored.astype(np.int64)
                 labels, sums = f["labels"][a : a + chunk_rows], f["checksum"][a : a + chunk_rows]
-                wrong = (row_checksums(block) != sums) | (labels < 0) | (labels >= num_classes)
+                wrong = (view_checksums(stored) != sums).any(1)
+                wrong |= (labels < 0) | (labels >= num_classes)
                 wrong |= ((block < 0) | (block >= self.k_sizes)).any(axis=(1, 2))
                 bad.append(a + np.flatnonzero(wrong))
         return np.concatenate(bad)
@@ -292,11 +303,12 @@ class TokenStore:
         version = int(a.get("format_version", 1))
         if version != FORMAT_VERSION:
             raise self._fail(
-                f"token file format {version}, this version reads format {FORMAT_VERSION} "
-                "(10 ten-crop views, not 20); delete it and re-encode (encode_tokens)"
+                f"token file format {version} ({OLD_FORMATS.get(version, 'unknown')}), this "
+                f"version reads format {FORMAT_VERSION}: re-encode it (snakemake ... --forcerun "
+                "encode_tokens)"
             )
         missing = [k for k in REQUIRED_ATTRS if k not in a]
-        missing += [k for k in ("tokens", "labels", "done") if k not in self.file]
+        missing += [k for k in ("tokens", "labels", "done", "checksum") if k not in self.file]
         if missing:
             raise self._fail(
                 f"no '{missing[0]}' entry: not written by encode_tokens (or by an "
@@ -340,6 +352,10 @@ class TokenStore:
         self.labels: np.ndarray = self.file["labels"][:]
         if self.labels.shape != (shape[0],):
             raise self._fail(f"labels {self.labels.shape} for {shape[0]} rows; re-encode it")
+        # (N, V) int64 in memory: 8 bytes per stored view (0.1 GB for ImageNet's ten crops)
+        self.checksums: np.ndarray = self.file["checksum"][:]
+        if self.checksums.shape != shape[:2]:
+            raise self._fail(f"checksums {self.checksums.shape} for {shape[:2]}; re-encode it")
         wrong = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
         if wrong.size:
             raise self._fail(
@@ -362,15 +378,34 @@ class TokenStore:
         """Tokens per view L."""
         return self.tokens.shape[2]
 
-    def _checked(self, block: np.ndarray, first_row: int | np.ndarray) -> np.ndarray:
-        """`block` as int64 after the K_t bound check (rows named in file coordinates)."""
+    def _checked(
+        self, block: np.ndarray, rows: np.ndarray, views: np.ndarray | int | None = None
+    ) -> np.ndarray:
+        """`block` as int64 after the checksum and K_t bound checks: tokens (n, L) of the pairs
+        (rows[i], views[i]) (`views` may be one view for all), or (n, V, L) of whole rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        expected = self.checksums[rows] if views is None else self.checksums[rows, views]
+        bad = view_checksums(block) != expected
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            row = int(rows[where[0]])
+            view = int(where[1]) if views is None else int(np.broadcast_to(views, rows.shape)[where[0]])
+            raise self._fail(
+                f"row {row}, view {view}: tokens do not match their checksum (changed after "
+                "encoding); re-encode it (snakemake ... --forcerun encode_tokens)"
+            )
         block = block.astype(np.int64)
         try:
-            rows = first_row + np.arange(len(block)) if np.isscalar(first_row) else first_row
-            check_bounds(block, self.k_sizes, np.asarray(rows))
+            check_bounds(block, self.k_sizes, rows)
         except ValueError as e:
             raise self._fail(f"{e}; re-encode it with the tokenizer of this schedule") from e
         return block
+
+    def read_range(self, start: int, stop: int, view: int | None = None) -> np.ndarray:
+        """Rows `start:stop` as int64, checked: (n, L) of one view, or (n, V, L) with `view=None`."""
+        stop = min(stop, self.num_rows)
+        block = self.tokens[start:stop] if view is None else self.tokens[start:stop, view]
+        return self._checked(block, np.arange(start, stop), view)
 
     def iter_chunks(
         self, view: int | None = None, chunk_rows: int | None = None
@@ -378,8 +413,7 @@ class TokenStore:
         """Row blocks as int64: (n, L) of one view, or (n, V, L) with `view=None`."""
         step = chunk_rows or self.tokens.chunks[0]
         for a in range(0, self.num_rows, step):
-            block = self.tokens[a : a + step] if view is None else self.tokens[a : a + step, view]
-            yield self._checked(block, a)
+            yield self.read_range(a, a + step, view)
 
     def read(self, view: int | None = None) -> np.ndarray:
         """All tokens in memory (small stores only)."""
@@ -391,14 +425,15 @@ class TokenStore:
 
         Only the requested views are read (`read_pairs`), not every view of each row.
         """
-        rows = np.asarray(rows, dtype=np.int64)
-        return self._checked(read_pairs(self.tokens, rows, views), rows), self.labels[rows]
+        rows, views = np.asarray(rows, dtype=np.int64), np.asarray(views, dtype=np.int64)
+        tokens = read_pairs(self.tokens, rows, views)
+        return self._checked(tokens, rows, views), self.labels[rows]
 
     def read_stored(self, chunk_rows: int = 4096) -> np.ndarray:
-        """All tokens (N, V, L) in their stored dtype, bound-checked block by block (RAM-sized)."""
+        """All tokens (N, V, L) in their stored dtype, checked block by block (RAM-sized)."""
         out = self.tokens[:]
         for a in range(0, self.num_rows, chunk_rows):
-            self._checked(out[a : a + chunk_rows], a)
+            self._checked(out[a : a + chunk_rows], np.arange(a, min(a + chunk_rows, self.num_rows)))
         return out
 
     def close(self) -> None:
@@ -472,7 +507,7 @@ def merge_shards(
                 for r, s in zip(rows, shards, strict=True):
                     # Shard rows are ascending, so the rows of [a, b) are one contiguous slice.
                     lo, hi = np.searchsorted(r, [a, b])
-                    block[r[lo:hi] - a] = s.tokens[lo:hi]
+                    block[r[lo:hi] - a] = s.read_range(int(lo), int(hi))
                     labels[r[lo:hi] - a] = s.labels[lo:hi]
                 writer.write(np.arange(a, b), block, labels)
             return writer.finalize()
@@ -495,69 +530,3 @@ def read_pairs(tokens: h5py.Dataset, rows: np.ndarray, views: np.ndarray) -> np.
         uniq, inv = np.unique(rows[sel], return_inverse=True)
         out[sel] = tokens[uniq, int(v)][inv]
     return out
-
-
-def fits_in_memory(nbytes: int, share: float = 0.25, processes: int = 1) -> bool:
-    """Whether `nbytes` is at most `share` of the available memory divided among `processes`."""
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return False
-    return nbytes <= share * available / max(1, processes)
-
-
-class TokenBatches:
-    """(tokens, labels) training batches of (row, view) pairs from a token store.
-
-    The token array is read into RAM once (bound-checked) when `in_memory` is true, or with "auto"
-    when it fits (`fits_in_memory`); otherwise each batch reads only its pairs
-    (`TokenStore.read_rows`). `batches` builds the next batch in a background thread while the
-    current one trains, in pinned memory if asked.
-    """
-
-    def __init__(
-        self,
-        store: TokenStore,
-        in_memory: bool | str = "auto",
-        pin_memory: bool = False,
-        processes: int = 1,
-    ) -> None:
-        self.store, self.pin_memory = store, pin_memory
-        tokens = store.tokens
-        nbytes = int(np.prod(tokens.shape)) * tokens.dtype.itemsize
-        if in_memory == "auto":
-            in_memory = fits_in_memory(nbytes, processes=processes)
-        self.array = store.read_stored() if in_memory else None
-        if self.array is not None:
-            log.info("%s: holding %.2f GiB of tokens in memory", store.path, nbytes / 2**30)
-
-    @property
-    def in_memory(self) -> bool:
-        """Whether the tokens are held in RAM."""
-        return self.array is not None
-
-    def batch(self, rows: np.ndarray, views: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """int64 tokens (B, L) and labels (B,) of the pairs, as CPU tensors (pinned if asked)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self.array is not None:
-            tok, lab = self.array[rows, views].astype(np.int64), self.store.labels[rows]
-        else:
-            tok, lab = self.store.read_rows(rows, views)
-        tok, lab = torch.from_numpy(tok), torch.from_numpy(lab)
-        if self.pin_memory:
-            tok, lab = tok.pin_memory(), lab.pin_memory()
-        return tok, lab
-
-    def batches(
-        self, keys: Iterable[tuple[np.ndarray, np.ndarray]]
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of `keys` ((rows, views) pairs) in order, each read while the last trains."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for key in keys:
-                nxt = pool.submit(self.batch, *key)
-                if pending is not None:
-                    yield pending.result()
-                pending = nxt
-            if pending is not None:
-                yield pending.result()

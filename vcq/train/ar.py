@@ -19,12 +19,13 @@ from vcq import preempt
 from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
-from vcq.data.tokens import TokenBatches, TokenStore
+from vcq.data.tokens import TokenStore
 from vcq.io import write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
+from vcq.train.batches import TokenBatches
 from vcq.train.checkpoint import Checkpointer, digest, run_key
 from vcq.train.common import METRICS_LOG, adamw, use_compile
 
@@ -122,7 +123,7 @@ def validate(
     net.eval()
     tot, count = None, 0
     for s in range(0, min(store.num_rows, batch * max_batches), batch):
-        tok = torch.from_numpy(store.tokens[s : s + batch, 0].astype(np.int64)).to(device)
+        tok = torch.from_numpy(store.read_range(s, s + batch, view=0)).to(device)
         lab = torch.from_numpy(store.labels[s : s + batch]).to(device)
         logits = net(tok, lab)
         logits = (
