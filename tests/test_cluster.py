@@ -96,13 +96,14 @@ def test_a_dead_owner_is_replaced(tmp_path, monkeypatch):
 
 
 def test_a_live_slurm_job_owns_its_step_and_its_next_slice_takes_over(tmp_path, monkeypatch):
-    (tmp_path / "x.h5.owner").write_text(json.dumps({"slurm_job": "1234", "host": "n1", "pid": 7}))
+    rec = {"slurm_job": "1234", "host": "n1", "pid": 7, "what": "encode_tokens c val for demo"}
+    (tmp_path / "x.h5.owner").write_text(json.dumps(rec))
     monkeypatch.setattr(cluster, "slurm_job_alive", lambda job: True)
     monkeypatch.setenv("SLURM_JOB_ID", "99")
     with pytest.raises(StepError, match="already runs as SLURM job 1234: wait, or scancel 1234"):
         cluster.claim(tmp_path / "x.h5", "encode_tokens")
     assert cluster.running_owners(tmp_path) == [
-        f"{tmp_path}/x.h5 is written by SLURM job 1234: wait, or scancel 1234"
+        "encode_tokens c val for demo already runs as SLURM job 1234: wait, or scancel 1234"
     ]
     monkeypatch.setenv("SLURM_JOB_ID", "1234")  # the same job, requeued for its next slice
     cluster.claim(tmp_path / "x.h5", "encode_tokens")
@@ -124,3 +125,20 @@ def test_plugin_workarounds():
     settings = SimpleNamespace(exclude_failed_nodes="bad1, bad2")
     cluster._no_failed_node_exclusion(submit)(None, {}, settings, {"None assigned"})
     assert seen["nodes"] == {"bad1", "bad2"}
+
+
+def test_a_slice_that_starts_inside_its_margin_stops_at_once(monkeypatch):
+    import signal
+
+    from vcq import preempt
+
+    monkeypatch.setattr(preempt, "_state", {"signal": None})
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: None)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv(cluster.MARGIN_ENV, "300")
+    monkeypatch.setattr(preempt, "time_left_s", lambda job: 400)
+    preempt.install()
+    assert not preempt.signalled()
+    monkeypatch.setattr(preempt, "time_left_s", lambda job: 250)  # the warning came before us
+    preempt.install()
+    assert preempt.signalled()

@@ -56,10 +56,11 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 
-def slurm_minutes(text: str) -> int | None:
-    """Minutes of a SLURM time ("UNLIMITED"/"INFINITE" -> None; "D-HH:MM:SS", "HH:MM:SS", "MM")."""
+def slurm_seconds(text: str) -> int | None:
+    """Seconds of a SLURM time ("UNLIMITED"/"INFINITE" -> None; "D-HH:MM:SS", "HH:MM:SS", "MM",
+    "MM:SS")."""
     text = text.strip()
-    if text.upper() in ("UNLIMITED", "INFINITE", "NONE"):
+    if text.upper() in ("UNLIMITED", "INFINITE", "NONE", "NOT_SET"):
         return None
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
     if not m:
@@ -69,7 +70,22 @@ def slurm_minutes(text: str) -> int | None:
         hours, minutes, seconds = a, b, c
     else:  # M[:S]
         hours, minutes, seconds = 0, a, b
-    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def slurm_minutes(text: str) -> int | None:
+    """Whole minutes of a SLURM time, rounded up (None if unlimited)."""
+    seconds = slurm_seconds(text)
+    return None if seconds is None else -(-seconds // 60)
+
+
+def time_left_s(job: str) -> int | None:
+    """Seconds SLURM job `job` has left before its time limit (None: unlimited or unknown)."""
+    try:
+        out = _run("squeue", "-h", "-j", job, "-o", "%L")
+        return slurm_seconds(out.stdout) if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 def partitions() -> dict[str, dict[str, str]]:
@@ -95,6 +111,9 @@ def partition_of(parts: Mapping[str, Mapping[str, str]], name: str | None) -> st
 def slice_minutes(total: int, max_time: int | None) -> int:
     """The time one job asks for: the config's total, at most the partition's MaxTime."""
     return total if max_time is None else min(total, max_time)
+
+
+MARGIN_ENV = "VCQ_SIGNAL_MARGIN_S"
 
 
 def rule_resources(cfg: Mapping, rule: str, max_time: int | None = None) -> dict[str, object]:
@@ -301,6 +320,8 @@ def owner_alive(rec: Mapping[str, object]) -> bool | None:
 
 def describe(rec: Mapping[str, object]) -> str:
     """'SLURM job 1234' or 'pid 99 on host h', and what to do about it."""
+    if rec.get("what"):
+        return f"{rec['what']} already runs as {describe({**rec, 'what': None})}"
     if rec.get("slurm_job"):
         return f"SLURM job {rec['slurm_job']}: wait, or scancel {rec['slurm_job']}"
     return f"pid {rec['pid']} on host {rec['host']}: wait, or kill {rec['pid']}"
@@ -329,20 +350,18 @@ def claim(target: str | os.PathLike, what: str) -> None:
         return
     rec = live_owner(target)
     if rec is not None:
-        raise StepError(f"{what} already runs as {describe(rec)} (owner: {target}{OWNER_SUFFIX})")
+        raise StepError(f"{what} already runs as {describe({**rec, 'what': None})}")
     path = Path(f"{target}{OWNER_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = me()
+    rec = {**me(), "what": what}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(rec) + "\n")
     if not _claims:
         atexit.register(release)
     _claims.append(path)
     job = f"SLURM job {rec['slurm_job']}" if "slurm_job" in rec else "no SLURM job"
-    restarts = os.environ.get("SLURM_RESTART_COUNT")
-    slice_ = f" (slice {int(restarts) + 1})" if restarts else ""
     print(
-        f"=== {rec['since']} {what}: {job}{slice_}, pid {rec['pid']} on {rec['host']}",
+        f"=== {rec['since']} {what}: {job}, pid {rec['pid']} on {rec['host']}",
         file=sys.stderr,
         flush=True,
     )
@@ -355,13 +374,12 @@ def release() -> None:
 
 
 def running_owners(root: str | os.PathLike) -> list[str]:
-    """'<target> is written by <owner>' for every live owner record under `root`."""
+    """'<step> already runs as <owner>: <what to do>' for every live owner record under `root`."""
     lines = []
     for path in sorted(Path(root).rglob(f"*{OWNER_SUFFIX}")):
-        target = str(path)[: -len(OWNER_SUFFIX)]
-        rec = live_owner(target)
+        rec = live_owner(str(path)[: -len(OWNER_SUFFIX)])
         if rec is not None:
-            lines.append(f"{target} is written by {describe(rec)}")
+            lines.append(describe({**rec, "what": rec.get("what") or str(path)}))
     return lines
 
 

@@ -25,6 +25,8 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+from vcq.cluster import MARGIN_ENV, time_left_s
+
 # EX_TEMPFAIL from sysexits.h: "try again later", distinct from a step's error exit 1.
 EXIT_SLICE = 75
 _SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -38,9 +40,18 @@ def _handler(signum: int, _frame: object) -> None:
 
 
 def install() -> None:
-    """Record SIGUSR1/SIGTERM instead of dying on them (once per process, from the main thread)."""
+    """Record SIGUSR1/SIGTERM instead of dying on them (once per process, from the main thread).
+
+    A slice that starts with less time left than the warning margin ($VCQ_SIGNAL_MARGIN_S, set
+    by the workflow) is told to stop at once: SLURM sent its warning before this handler existed.
+    """
     for sig in _SIGNALS:
         signal.signal(sig, _handler)
+    job, margin = os.environ.get("SLURM_JOB_ID"), os.environ.get(MARGIN_ENV)
+    if job and margin:
+        left = time_left_s(job)
+        if left is not None and left <= int(margin):
+            _state["signal"] = signal.SIGUSR1
 
 
 def signalled() -> bool:

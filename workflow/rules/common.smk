@@ -178,6 +178,7 @@ def launcher(rule_name):
 # file, so their progress bar never reaches the terminal: they also get the terminal as fd 3
 # (`VCQ_PROGRESS_FD=3 ... 3>&2`) for a step/rate/ETA line every $VCQ_PROGRESS_EVERY s.
 os.environ["VCQ_PYTHON"] = sys.executable
+os.environ[cluster.MARGIN_ENV] = str(CFG["slurm"]["signal_margin_s"])
 os.environ["VCQ_LAUNCH_TRAIN_TOKENIZER"] = launcher("train_tokenizer")
 os.environ["VCQ_LAUNCH_ENCODE_TOKENS"] = launcher("encode_tokens")
 os.environ["VCQ_LAUNCH_TRAIN_AR"] = launcher("train_ar")
@@ -221,6 +222,12 @@ def running_elsewhere():
                 "wait for it, `--unlock` would remove the lock of a live run",
                 file=sys.stderr,
             )
+    if not runs and not problems and any(Path(".snakemake/locks").glob("*.lock")):
+        print(
+            "note: no Snakemake run of any experiment runs from this directory now: if Snakemake "
+            "reports a lock, it is left over, and `--unlock` removes it safely",
+            file=sys.stderr,
+        )
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     dry_run = any(a in ("-n", "--dry-run", "--dryrun") or a.startswith("-n") for a in sys.argv)
