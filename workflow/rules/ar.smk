@@ -19,10 +19,11 @@ rule train_ar:
         log=PATHS.log("train_ar_{schedule}"),
         config=config_hash("seed", "data", "tokenizer", "ar", per_schedule=True),
     shell:
-        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" pipeline_steps/train_ar.py '
+        "set -- pipeline_steps/train_ar.py "
         "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --tokens {input.train:q} "
         "--val-tokens {input.val:q} --tokenizer {input.tok:q} --out {output.model:q} "
-        "--out-position-loss {output.position_loss:q} 3>&2 >> {params.log:q} 2>&1"
+        "--out-position-loss {output.position_loss:q}; "
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_AR" \'"$@"\' 3>&2 >> {params.log:q} 2>&1'
 
 
 rule sample:

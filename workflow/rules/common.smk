@@ -174,9 +174,11 @@ def launcher(rule_name):
 # How a step runs -- the interpreter and the DDP launchers -- reaches the shell commands as
 # environment variables, not as params: moving a run to another virtualenv or to more or fewer
 # GPUs reruns no finished job (the global batch size is the config's). The commands `eval` a
-# launcher, whose multi-node form finds the head node when the job starts. Long steps log to a
-# file, so their progress bar never reaches the terminal: they also get the terminal as fd 3
-# (`VCQ_PROGRESS_FD=3 ... 3>&2`) for a step/rate/ETA line every $VCQ_PROGRESS_EVERY s.
+# launcher, whose multi-node form finds the head node when the job starts; the step and its
+# quoted arguments reach it as "$@" (`set -- ...`), since eval would split a path with a space
+# again. Long steps log to a file, so their progress bar never reaches the terminal: they also
+# get the terminal as fd 3 (`VCQ_PROGRESS_FD=3 ... 3>&2`) for a step/rate/ETA line every
+# $VCQ_PROGRESS_EVERY s.
 os.environ["VCQ_PYTHON"] = sys.executable
 os.environ[cluster.MARGIN_ENV] = str(CFG["slurm"]["signal_margin_s"])
 os.environ["VCQ_LAUNCH_TRAIN_TOKENIZER"] = launcher("train_tokenizer")

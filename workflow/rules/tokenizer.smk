@@ -17,9 +17,9 @@ rule train_tokenizer:
         log=PATHS.log("train_tokenizer_{schedule}"),
         config=config_hash("seed", "data", "tokenizer", per_schedule=True),
     shell:
-        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" pipeline_steps/train_tokenizer.py '
-        "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --out {output.model:q} "
-        "3>&2 >> {params.log:q} 2>&1"
+        "set -- pipeline_steps/train_tokenizer.py "
+        "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --out {output.model:q}; "
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_TRAIN_TOKENIZER" \'"$@"\' 3>&2 >> {params.log:q} 2>&1'
 
 
 rule eval_recon:
@@ -57,9 +57,10 @@ rule encode_tokens:
         log=PATHS.log("encode_{schedule}_{split}"),
         config=config_hash("seed", "data", "encode", "tokenizer", per_schedule=True),
     shell:
-        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" pipeline_steps/encode_tokens.py '
+        "set -- pipeline_steps/encode_tokens.py "
         "--config {RESOLVED_CONFIG:q} --schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
-        "--split {wildcards.split:q} --out {output.tokens:q} 3>&2 >> {params.log:q} 2>&1"
+        "--split {wildcards.split:q} --out {output.tokens:q}; "
+        'VCQ_PROGRESS_FD=3 eval "$VCQ_LAUNCH_ENCODE_TOKENS" \'"$@"\' 3>&2 >> {params.log:q} 2>&1'
 
 
 rule measure_entropy:
