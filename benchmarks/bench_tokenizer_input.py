@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from vcq.data.images import ImageFolderDataset
+from vcq.train.distributed import DistEnv
 from vcq.train.tokenizer import image_loader
-from vcq.training import DistEnv
 
 SIZE, PAPER_BATCH, GPUS, STEP_S = 256, 256, 8, 0.050
 

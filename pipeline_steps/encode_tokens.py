@@ -25,7 +25,8 @@ from vcq.data.views import view_names, views_transform
 from vcq.io import content_key, file_sha256
 from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.tokenizer import load_tokenizer_with_extra
-from vcq.training import cleanup_distributed, init_distributed, progress
+from vcq.train.distributed import cleanup_distributed, init_distributed
+from vcq.train.log import progress
 
 
 def checked_k_sizes(

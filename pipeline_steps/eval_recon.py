@@ -16,7 +16,7 @@ from vcq.metrics.recon import reconstruct
 from vcq.plotting import save_image_grid
 from vcq.runfiles import write_recon_images
 from vcq.tokenizer import load_tokenizer
-from vcq.training import init_distributed
+from vcq.train.distributed import init_distributed
 
 
 def val_images(root: Path, size: int) -> ImageFolderDataset:

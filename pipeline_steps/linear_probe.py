@@ -10,15 +10,18 @@ from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
 from vcq.io import file_sha256, write_json
-from vcq.metrics.probe import code_features, train_probe
+from vcq.metrics.probe import code_features
+from vcq.paths import Layout
 from vcq.prologue import prologue_features, prologue_from_extra
-from vcq.training import init_distributed, require_checkpoint
+from vcq.train.checkpoint import Checkpointer, digest, require_checkpoint, run_key, store_digest
+from vcq.train.distributed import init_distributed
+from vcq.train.probe import train_probe
 
 
-def _read_tokens(path: str, tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(tokens (N, V, L), labels (N,), num_classes) of a token store, read whole (ids only)."""
+def _read_tokens(path: str, tokenizer_sha256: str) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """(tokens (N, V, L), labels (N,), num_classes, content digest) of a token store, read whole."""
     with open_tokens(path, tokenizer_sha256=tokenizer_sha256) as store:
-        return store.read(), store.labels, store.num_classes
+        return store.read(), store.labels, store.num_classes, store_digest(store)
 
 
 def main() -> None:
@@ -49,19 +52,28 @@ def main() -> None:
         load_tokenizer(args.tokenizer).quantizer.codebook_vectors().detach().float().to(device)
     )
     sha = file_sha256(args.tokenizer)
-    tr, ytr, num_classes = _read_tokens(args.train_tokens, sha)
-    va, yva, _ = _read_tokens(args.val_tokens, sha)
+    tr, ytr, num_classes, tr_digest = _read_tokens(args.train_tokens, sha)
+    va, yva, _, va_digest = _read_tokens(args.val_tokens, sha)
     va = va[:, 0]
+    ar_sha = file_sha256(args.ar) if args.ar else ""
 
-    def probe(featurize) -> dict:
+    def probe(featurize, name: str, k: int) -> dict:
+        # resumable per probe, keyed by the probe settings, the tokens and the models they read
+        key = run_key(
+            {"seed": cfg["seed"], "probe": probe_cfg, "features": name, "k": k},
+            data=digest([tr_digest, va_digest]),
+            upstream=digest([sha, ar_sha if name == "prologue" else ""]),
+            world_size=1,
+        )
+        state = Checkpointer(Layout.of(cfg).probe_state(args.schedule, f"{name}_k{k}"), key)
         return train_probe(
-            featurize, tr, ytr, va, yva, num_classes, probe_cfg, seed=cfg["seed"], device=device
+            featurize, tr, ytr, va, yva, num_classes, probe_cfg, cfg["seed"], device, state
         )
 
     rows = []
     for k in probe_cfg["k"]:
         k_eff = tr.shape[2] if k is None else k
-        res = probe(partial(code_features, codebook=codebook, k=k_eff))
+        res = probe(partial(code_features, codebook=codebook, k=k_eff), "codes", k_eff)
         log.info("k=%d top1 %.2f top5 %.2f", k_eff, res["top1"], res["top5"])
         rows.append({"features": "codes", "k": k_eff, **res})
     prologue = None
@@ -70,7 +82,7 @@ def main() -> None:
             require_checkpoint(args.ar, ["extra"], rule="train_ar")["extra"], device
         )
     if prologue is not None:
-        res = probe(partial(prologue_features, prologue))
+        res = probe(partial(prologue_features, prologue), "prologue", prologue.num_tokens)
         log.info(
             "prologue (%d tokens) top1 %.2f top5 %.2f",
             prologue.num_tokens,

@@ -17,7 +17,8 @@ from vcq.numerics import check_finite_weights, inference_autocast
 from vcq.prologue import prologue_from_extra
 from vcq.runfiles import write_samples
 from vcq.sampling import find_preset, generate, run_settings, sample_labels
-from vcq.training import init_distributed, progress
+from vcq.train.distributed import init_distributed
+from vcq.train.log import progress
 
 
 def main() -> None:

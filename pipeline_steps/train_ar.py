@@ -11,7 +11,7 @@ from vcq.io import file_sha256
 from vcq.paths import Layout
 from vcq.train.ar import ARData, needs_codebook, tokenizer_codebook, train
 from vcq.train.common import divergence_reported
-from vcq.training import init_distributed
+from vcq.train.distributed import init_distributed
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,9 +11,9 @@ import torch
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, center_crop_arr
 from vcq.data.source import images_root
-from vcq.metrics.features import train_demo_net
 from vcq.metrics.fid import sample_size
-from vcq.training import save_checkpoint
+from vcq.train.checkpoint import Checkpointer, listing_digest, run_key, save_checkpoint
+from vcq.train.features import train_demo_net
 
 
 def _to_uint8_chw(img, size: int | None) -> torch.Tensor:
@@ -42,8 +43,15 @@ def main() -> None:
         generator=torch.Generator().manual_seed(cfg["seed"]),
     )
     log.info("training demo feature net on %d images, %d classes", len(data), len(data.classes))
-    _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, seed=cfg["seed"])
     out = args.out or cfg["eval"]["demo_weights"]
+    key = run_key(
+        {"seed": cfg["seed"], "demo_net": demo_net_cfg, "size": size},
+        data=listing_digest(data.root, data.samples),
+        upstream="",
+        world_size=1,
+    )
+    state = Checkpointer(Path(out).parent / "last.pt", key)
+    _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, cfg["seed"], state)
     save_checkpoint(out, ckpt)
     log.info("wrote %s", out)
 

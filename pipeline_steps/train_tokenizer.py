@@ -10,8 +10,8 @@ from vcq.data.images import ImageFolderDataset
 from vcq.data.source import images_root
 from vcq.losses import lpips_weights
 from vcq.train.common import divergence_reported
+from vcq.train.distributed import init_distributed
 from vcq.train.tokenizer import train
-from vcq.training import init_distributed
 
 
 def main() -> None:

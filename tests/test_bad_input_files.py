@@ -31,7 +31,7 @@ from vcq.runfiles import (
     write_samples,
 )
 from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-from vcq.training import CheckpointError, load_checkpoint, save_checkpoint
+from vcq.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/default.yaml"

@@ -25,7 +25,7 @@ from vcq.io import StepError, file_sha256
 from vcq.metrics.features import DemoNet, load_demo_extractor
 from vcq.metrics.fid import evaluate
 from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-from vcq.training import CheckpointError, load_checkpoint, restore_module, save_checkpoint
+from vcq.train.checkpoint import CheckpointError, load_checkpoint, restore_module, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = np.array([4, 8, 16, 16])
@@ -231,7 +231,7 @@ def test_6_checkpoints_hold_only_tensors_and_plain_types(tmp_path):
     state = {
         "pos_ema": np.arange(3.0),
         "step": np.int64(4),
-        "rng": __import__("vcq.training").training.capture_rng(),
+        "rng": __import__("vcq.train.checkpoint").train.checkpoint.capture_rng(),
     }
     save_checkpoint(tmp_path / "c.pt", state)
     back = torch.load(tmp_path / "c.pt", weights_only=True)

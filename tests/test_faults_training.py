@@ -15,7 +15,7 @@ from vcq.config import k_sizes_for, load_config
 from vcq.data.images import ImageFolderDataset
 from vcq.numerics import FiniteGuard, NonFiniteError, check_finite_weights
 from vcq.tokenizer import build_tokenizer, save_tokenizer
-from vcq.training import load_checkpoint
+from vcq.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -139,7 +139,8 @@ def test_demo_features_train_load_and_label(tmp_path):
     """A trained demo net loads through torch-fidelity's extractor API and labels FD accordingly."""
     import torch_fidelity
 
-    from vcq.metrics.features import NAME, load_demo_extractor, train_demo_net
+    from vcq.metrics.features import NAME, load_demo_extractor
+    from vcq.train.features import train_demo_net
 
     imgs = _images(16, 3)
     labels = torch.arange(16) % 2

@@ -5,7 +5,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from vcq.metrics.probe import code_features, feature_moments, train_probe
+from vcq.metrics.probe import code_features, feature_moments
+from vcq.train.probe import train_probe
 
 PCFG = {"epochs": 30, "lr": 0.05, "weight_decay": 0.0, "batch_size": 32}
 

@@ -515,7 +515,7 @@ def _run_files(tmp: Path) -> tuple[dict[str, list[str]], list[str]]:
         write_samples,
     )
     from vcq.sampling import presets_for
-    from vcq.training import JsonlLog
+    from vcq.train.log import JsonlLog
 
     cfg = load_config(ROOT / "config/default.yaml")
     files: dict[str, list[str]] = {}

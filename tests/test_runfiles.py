@@ -9,7 +9,7 @@ import pytest
 
 from vcq import runfiles
 from vcq.io import StepError
-from vcq.training import JsonlLog
+from vcq.train.log import JsonlLog
 
 
 def _position_loss(path, schedule, offset=0.0):

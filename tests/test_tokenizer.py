@@ -153,7 +153,7 @@ def test_config_refuses_inconsistent_architectures(change, message):
 
 def test_checkpoints_written_before_the_typed_config_still_load(tmp_path):
     # the earlier spec held the raw config sections and, earlier still, called K_t `sizes`
-    from vcq.training import load_checkpoint, save_checkpoint
+    from vcq.train.checkpoint import load_checkpoint, save_checkpoint
 
     model = _tiny().eval()
     save_tokenizer(tmp_path / "new.pt", model, {})

@@ -7,16 +7,24 @@ import signal
 import socket
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from vcq.config import load_config
 from vcq.preempt import EXIT_SLICE
-from vcq.train.checkpoint import Checkpointer, run_key
-from vcq.training import DistEnv, capture_rng, load_checkpoint, save_checkpoint
+from vcq.train.checkpoint import (
+    Checkpointer,
+    capture_rng,
+    load_checkpoint,
+    run_key,
+    save_checkpoint,
+)
+from vcq.train.distributed import DistEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,3 +202,66 @@ def test_sigusr1_saves_exits_75_and_the_rerun_equals_an_uninterrupted_run(train_
     assert "stopped on request; state saved" in err
     step.run(cfg, stopped)
     assert _log(stopped) == _log(straight) and _same_file(straight, stopped)
+
+
+class _Stopped(Exception):
+    """Raised in place of the slice's exit, so a test can resume in the same process."""
+
+
+def _stop_at_call(monkeypatch, module, n: int) -> None:
+    """`module`'s preempt.stop_requested answers True at its n-th call; end_slice raises."""
+    calls = iter(range(1, 10**9))
+    monkeypatch.setattr(module.preempt, "stop_requested", lambda *a: next(calls) == n)
+    monkeypatch.setattr(module.preempt, "end_slice", lambda *a: (_ for _ in ()).throw(_Stopped()))
+
+
+def test_probe_stopped_mid_epoch_resumes_exactly_and_keeps_its_result(tmp_path, monkeypatch):
+    import vcq.train.probe as probe_mod
+    from vcq.metrics.probe import code_features
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    # view 0 weakly informative, view 1 noise: accuracy depends on every step's draws
+    tokens = np.stack(
+        [(y + (rng.random(120) < 0.6) * rng.integers(1, 3, 120)) % 3, rng.integers(0, 3, 120)], 1
+    )
+    train, val = tokens[:80, :, None], tokens[80:, 0, None]
+    cfg = {"epochs": 3, "lr": 0.05, "weight_decay": 0.0, "batch_size": 16, "train_views": "all"}
+    featurize = partial(
+        code_features, codebook=torch.randn(3, 4, generator=torch.Generator().manual_seed(0)), k=1
+    )
+    args = (featurize, train, y[:80], val, y[80:], 3, cfg, 0, "cpu")
+    straight = probe_mod.train_probe(*args)
+    key = run_key(cfg, "d", "", 1)
+    with monkeypatch.context() as m:
+        _stop_at_call(m, probe_mod, 7)  # epoch 1 (5 batches an epoch), batch 2
+        with pytest.raises(_Stopped):
+            probe_mod.train_probe(*args, Checkpointer(tmp_path / "p.pt", key))
+    assert load_checkpoint(tmp_path / "p.pt")["epoch"] == 1
+    assert probe_mod.train_probe(*args, Checkpointer(tmp_path / "p.pt", key)) == straight
+    assert load_checkpoint(tmp_path / "p.pt")["result"] == straight
+
+
+def test_feature_net_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import vcq.train.features as features_mod
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    data = torch.utils.data.TensorDataset(images, torch.arange(20) % 2)
+    cfg = {"width": 8, "image_size": 16, "epochs": 3, "lr": 1e-2, "weight_decay": 0.0}
+
+    def loader():
+        return torch.utils.data.DataLoader(
+            data, batch_size=6, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
+
+    _, straight = features_mod.train_demo_net(loader(), 2, cfg, seed=0)
+    key = run_key(cfg, "d", "", 1)
+    with monkeypatch.context() as m:
+        _stop_at_call(m, features_mod, 6)  # epoch 1 (4 batches an epoch), batch 2
+        with pytest.raises(_Stopped):
+            features_mod.train_demo_net(loader(), 2, cfg, 0, Checkpointer(tmp_path / "l.pt", key))
+    _, resumed = features_mod.train_demo_net(
+        loader(), 2, cfg, 0, Checkpointer(tmp_path / "l.pt", key)
+    )
+    assert _same(resumed, straight)

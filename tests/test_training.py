@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from vcq.training import (
-    JsonlLog,
-    batch_indices,
-    capture_rng,
-    load_checkpoint,
-    lr_at,
-    param_groups,
-    restore_rng,
-    save_checkpoint,
-)
+from vcq.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from vcq.train.common import batch_indices, lr_at, param_groups
+from vcq.train.log import JsonlLog
 
 
 def test_lr_schedule_shape():
@@ -88,7 +81,7 @@ def test_progress_heartbeat_lines_go_to_the_named_fd(tmp_path, monkeypatch):
     import os
     import time
 
-    from vcq.training import progress
+    from vcq.train.log import progress
 
     read_fd, write_fd = os.pipe()
     monkeypatch.setenv("VCQ_PROGRESS_FD", str(write_fd))

@@ -395,7 +395,7 @@ def save_ar(
     path: str | os.PathLike, model: nn.Module, cfg: ARConfig, extra: dict | None = None
 ) -> None:
     """Atomically save weights, model config and extra metadata."""
-    from vcq.training import save_checkpoint
+    from vcq.train.checkpoint import save_checkpoint
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
@@ -406,7 +406,7 @@ def save_ar(
 
 def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]:
     """Load a model saved by save_ar (in eval mode); returns (model, extra)."""
-    from vcq.training import require_checkpoint, restore_module
+    from vcq.train.checkpoint import require_checkpoint, restore_module
 
     blob = require_checkpoint(
         path, ["config", "state_dict", "extra"], map_location, rule="train_ar"

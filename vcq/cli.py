@@ -98,7 +98,7 @@ def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Log
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
-    # the rank vcq.training.init_distributed joins as (torchrun's variable first)
+    # the rank vcq.train.distributed.init_distributed joins as (torchrun's variable first)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,

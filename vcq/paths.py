@@ -88,6 +88,10 @@ class Layout:
         """Linear-probe accuracies (JSON)."""
         return f"{self.results}/probe/{schedule}.json"
 
+    def probe_state(self, schedule: str = "{schedule}", probe: str = "{probe}") -> str:
+        """Resume state of one linear probe of a schedule (its result once finished)."""
+        return f"{self.work}/probe/{schedule}/{probe}.pt"
+
     def ar(self, schedule: str = "{schedule}") -> str:
         """The trained AR model (its `last.pt` and metrics log sit beside it)."""
         return f"{self.work}/ar/{schedule}/final.pt"

@@ -98,8 +98,9 @@ def read_entropy_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
 
 
 def read_log(path: str | Path, rule: str) -> tuple[str, pd.DataFrame]:
-    """(schedule, one row per logged step) of a training log (`vcq.training.JsonlLog`) of `rule`."""
-    from vcq.training import JsonlLog
+    """(schedule, one row per logged step) of a training log (`vcq.train.log.JsonlLog`) of
+    `rule`."""
+    from vcq.train.log import JsonlLog
 
     with reading(path, rule):
         records = JsonlLog.read(path)

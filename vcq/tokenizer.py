@@ -202,7 +202,7 @@ def save_tokenizer(
     path: str | os.PathLike, model: Tokenizer, cfg: dict, extra: dict | None = None
 ) -> None:
     """Save weights and everything needed to rebuild the model (atomic)."""
-    from vcq.training import save_checkpoint
+    from vcq.train.checkpoint import save_checkpoint
 
     spec = asdict(model.cfg)
     # Loader-private keys (`_config_path`) would make the file, and so its hash, depend on where
@@ -225,7 +225,7 @@ def _config_of(spec: dict) -> TokenizerConfig:
 
 def _restored(state: dict, path: str | os.PathLike, map_location: str | torch.device) -> Tokenizer:
     """The eval-mode tokenizer of a loaded `save_tokenizer` checkpoint."""
-    from vcq.training import restore_module
+    from vcq.train.checkpoint import restore_module
 
     model = Tokenizer(_config_of(state["spec"]))
     restore_module(model, state["state_dict"], path)
@@ -236,7 +236,7 @@ def load_tokenizer_with_extra(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[Tokenizer, dict]:
     """`load_tokenizer` and the checkpoint's `extra` (schedule, training metadata), one read."""
-    from vcq.training import require_checkpoint
+    from vcq.train.checkpoint import require_checkpoint
 
     state = require_checkpoint(
         path, ["spec", "state_dict", "extra"], map_location, rule="train_tokenizer"
@@ -246,7 +246,7 @@ def load_tokenizer_with_extra(
 
 def load_tokenizer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Tokenizer:
     """Rebuild a tokenizer saved by `save_tokenizer`, in eval mode."""
-    from vcq.training import require_checkpoint
+    from vcq.train.checkpoint import require_checkpoint
 
     state = require_checkpoint(path, ["spec", "state_dict"], map_location, rule="train_tokenizer")
     return _restored(state, path, map_location)

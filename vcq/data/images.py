@@ -225,7 +225,7 @@ class TrainCrops(torch.utils.data.Dataset):
 class StepBatchSampler(torch.utils.data.Sampler):
     """This rank's (index, crop seed) keys for each optimiser step from `start` to `stop`.
 
-    Indices come from `vcq.training.batch_indices` (seeded per-epoch permutations split across
+    Indices come from `vcq.train.common.batch_indices` (seeded per-epoch permutations split across
     ranks), so a resumed run, any worker count and any world size see the same global order.
     """
 
@@ -246,7 +246,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return max(0, self.stop - self.start)
 
     def __iter__(self):
-        from vcq.training import batch_indices
+        from vcq.train.common import batch_indices
 
         for step in range(self.start, self.stop):
             idx = batch_indices(

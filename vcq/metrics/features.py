@@ -52,7 +52,7 @@ class DemoFeatureExtractor(FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise ValueError("the demo feature extractor needs feature_extractor_weights_path")
-        from vcq.training import require_checkpoint, restore_module
+        from vcq.train.checkpoint import require_checkpoint, restore_module
 
         ckpt = require_checkpoint(
             feature_extractor_weights_path, ["config", "state_dict"], rule="train_feature_net"
@@ -98,28 +98,3 @@ def load_demo_extractor(path: str | Path) -> DemoFeatureExtractor:
     its rule when absent or unreadable)."""
     register()
     return DemoFeatureExtractor(NAME, ["pool", "logits"], feature_extractor_weights_path=str(path))
-
-
-def train_demo_net(
-    loader: torch.utils.data.DataLoader, num_classes: int, demo_net_cfg: dict, seed: int = 0
-) -> tuple[DemoNet, dict]:
-    """Train a DemoNet with AdamW on (uint8 CHW image, label) batches; returns (net, checkpoint)."""
-    torch.manual_seed(seed)
-    config = {
-        "num_classes": num_classes,
-        "width": demo_net_cfg["width"],
-        "image_size": demo_net_cfg["image_size"],
-    }
-    net = DemoNet(**config)
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=demo_net_cfg["lr"], weight_decay=demo_net_cfg["weight_decay"]
-    )
-    for _ in range(demo_net_cfg["epochs"]):
-        for x, y in loader:
-            _, logits = net(x.float() / 127.5 - 1)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    net.eval()
-    return net, {"state_dict": net.state_dict(), "config": config}

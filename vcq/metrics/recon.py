@@ -8,7 +8,7 @@ import torch
 from vcq.data.images import to_uint8_nhwc
 from vcq.numerics import inference_autocast
 from vcq.quantizers import usage_histogram, usage_stats
-from vcq.training import progress
+from vcq.train.log import progress
 
 
 def psnr_sum(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -16,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from vcq import preempt
-from vcq import training as T
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenStore
@@ -26,8 +24,10 @@ from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.batches import TokenBatches
-from vcq.train.checkpoint import Checkpointer, digest, run_key
-from vcq.train.common import METRICS_LOG, adamw, use_compile
+from vcq.train.checkpoint import Checkpointer, digest, restore_module, run_key, store_digest
+from vcq.train.common import adamw, autocast, batch_indices, lr_at, param_groups, use_compile
+from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
+from vcq.train.log import METRICS_LOG, JsonlLog, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +96,6 @@ def unigram_entropy_nats(store: TokenStore, vocab: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def store_digest(store: TokenStore) -> str:
-    """Digest of a token file's content: its attributes, labels and per-row checksums."""
-    return digest(
-        {
-            "shape": list(store.tokens.shape),
-            "k_sizes": store.k_sizes.tolist(),
-            "tokenizer": store.tokenizer_sha256,
-            "inputs": store.inputs_sha256,
-            "labels": hashlib.sha256(store.labels.tobytes()).hexdigest(),
-            "checksum": hashlib.sha256(store.file["checksum"][:].tobytes()).hexdigest(),
-        }
-    )
-
-
 @torch.no_grad()
 def validate(
     net: torch.nn.Module,
@@ -137,13 +123,13 @@ def validate(
 
 
 def batch_keys(
-    n: int, n_views: int, micro: int, accum: int, seed: int, start: int, stop: int, env: T.DistEnv
+    n: int, n_views: int, micro: int, accum: int, seed: int, start: int, stop: int, env: DistEnv
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, views) of every micro-batch of steps start..stop-1 on this rank (seeded)."""
     for step in range(start, stop):
         for m in range(accum):
             gstep = step * accum + m
-            idx = T.batch_indices(n, micro, gstep, seed, env.rank, env.world_size)
+            idx = batch_indices(n, micro, gstep, seed, env.rank, env.world_size)
             views = np.random.default_rng([seed, gstep, env.rank]).integers(n_views, size=len(idx))
             yield idx, views
 
@@ -163,7 +149,7 @@ def train(
 
     # build: process group, model (with its prologue), optimiser, data
     preempt.install()
-    env = T.init_distributed(cfg["device"])
+    env = init_distributed(cfg["device"])
     micro, rem = divmod(tc["batch_size"], env.world_size * accum)
     if rem or micro == 0:
         raise SystemExit(
@@ -192,7 +178,7 @@ def train(
         else model
     ).to(env.device)
     opt = adamw(
-        T.param_groups(net, tc["weight_decay"]), env.device, lr=tc["lr"], betas=tuple(tc["betas"])
+        param_groups(net, tc["weight_decay"]), env.device, lr=tc["lr"], betas=tuple(tc["betas"])
     )
     cuda = env.device.type == "cuda"
     # every rank of a node holds its own copy of the tokens
@@ -216,15 +202,15 @@ def train(
     state = ckpt.load(map_location=env.device)
     step, pos_ema = 0, torch.zeros(L, device=env.device)
     if state is not None:
-        T.restore_module(net, state["model"], last)
-        T.restore_module(opt, state["opt"], last)
+        restore_module(net, state["model"], last)
+        restore_module(opt, state["opt"], last)
         step, pos_ema = (
             state["step"],
             torch.as_tensor(state["pos_ema"], dtype=torch.float32).to(env.device),
         )
         log.info("resumed from %s at step %d", last, step)
     jlog = (
-        T.JsonlLog(out.parent / METRICS_LOG, schedule, step if state else None)
+        JsonlLog(out.parent / METRICS_LOG, schedule, step if state else None)
         if env.is_main
         else None
     )
@@ -249,7 +235,7 @@ def train(
             }
         )
 
-    bar = T.progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
+    bar = progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
     net.train()
     keys = batch_keys(
         data.train.num_rows, data.train.num_views, micro, accum, cfg["seed"], step, stop, env
@@ -257,7 +243,7 @@ def train(
     feed = batches.batches(keys)
     while step < stop:
         # step: learning rate, accumulated forward/backward, clip, optimiser (no host sync)
-        lr = T.lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], steps)
+        lr = lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], steps)
         for g in opt.param_groups:
             g["lr"] = lr
         terms: dict[str, torch.Tensor] = {}
@@ -268,7 +254,7 @@ def train(
             ctx = (
                 fwd.no_sync() if not sync and hasattr(fwd, "no_sync") else contextlib.nullcontext()
             )
-            with ctx, T.autocast(env.device, tc["bf16"]):
+            with ctx, autocast(env.device, tc["bf16"]):
                 out_ = fwd(tok, lab)
                 if isinstance(
                     out_, tuple
@@ -318,7 +304,7 @@ def train(
     bar.close()
     feed.close()
     if stop < steps:
-        T.cleanup_distributed()
+        cleanup_distributed()
         return model
 
     # finish: final validation, per-position CSV, final model, loss plot
@@ -348,7 +334,7 @@ def train(
         write_json(out.with_suffix(".json"), extra)
         if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
             extra["prologue"] = {"config": prologue_cfg, "state_dict": net.prologue.state_dict()}
-        T.plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
+        plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
         save_ar(out, model, mcfg, extra)
-    T.cleanup_distributed()
+    cleanup_distributed()
     return model

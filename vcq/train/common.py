@@ -1,4 +1,4 @@
-"""What every training loop shares: the metrics-log name, compile and optimiser choices.
+"""What every training step shares: LR schedule, batch order, optimiser, compile and autocast.
 
 Each loop is `train(cfg, schedule, data, out, stop_at=None)` with the phases of nanoGPT's
 train.py, each opened by a one-line comment: build, resume, step, evaluate, checkpoint, finish.
@@ -8,16 +8,15 @@ right after a checkpoint would.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from vcq.io import StepError
 from vcq.numerics import NonFiniteError
-
-# One name for the JSONL metrics log beside every model's final.pt.
-METRICS_LOG = "train_log.jsonl"
 
 
 def use_compile(setting: bool | str, device: torch.device) -> bool:
@@ -42,3 +41,51 @@ def divergence_reported(model: str, schedule: str) -> Iterator[None]:
         raise StepError(
             f"{model} {schedule}: training diverged: {e}; no checkpoint was written after it"
         ) from e
+
+
+def lr_at(
+    step: int, base_lr: float, end_lr: float, warmup_steps: int, peak_steps: int, total_steps: int
+) -> float:
+    """Linear warmup 0→base, hold until `peak_steps`, then linear decay to `end_lr` at the end."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    hold_until = max(peak_steps, warmup_steps)
+    if step < hold_until or total_steps <= hold_until:
+        return base_lr
+    frac = min(1.0, (step - hold_until) / max(1, total_steps - hold_until))
+    return base_lr + (end_lr - base_lr) * frac
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices only; biases, norms and adaptive-norm params are exempt."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "norm" in name.lower() or "bias" in name or "ada" in name.lower()
+        (no_decay if exempt else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def batch_indices(
+    n: int, batch_size: int, step: int, seed: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
+    """Indices of this rank's micro-batch at a global step; epochs are seeded permutations."""
+    global_batch = batch_size * world_size
+    start = step * global_batch
+    out = []
+    while len(out) < global_batch:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.extend(perm[offset : offset + global_batch - len(out)].tolist())
+    return np.asarray(out[rank * batch_size : (rank + 1) * batch_size], dtype=np.int64)
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked; a no-op elsewhere (CPU runs stay in fp32)."""
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -9,14 +9,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vcq import preempt
-from vcq import training as T
 from vcq.config import k_sizes_for, tokenizer_section
 from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
-from vcq.train.checkpoint import Checkpointer, listing_digest, run_key
-from vcq.train.common import METRICS_LOG, adamw, use_compile
+from vcq.train.checkpoint import Checkpointer, listing_digest, restore_module, run_key
+from vcq.train.common import adamw, autocast, lr_at, param_groups, use_compile
+from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
+from vcq.train.log import METRICS_LOG, JsonlLog, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def image_loader(
     seed: int,
     start: int,
     stop: int,
-    env: T.DistEnv,
+    env: DistEnv,
 ) -> torch.utils.data.DataLoader:
     """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
     workers = train_cfg["num_workers"]
@@ -66,7 +67,7 @@ def train(
 
     # build: process group, model, losses (with the discriminator), optimisers
     preempt.install()
-    env = T.init_distributed(cfg["device"])
+    env = init_distributed(cfg["device"])
     if env.device.type == "cuda":
         enable_tf32()
     # rank-seeded, so ranks draw their own augmentations (DDP copies rank 0's initial weights)
@@ -77,7 +78,7 @@ def train(
     loss_fn = TokenizerLoss(train_cfg, size).to(env.device)
     disc = loss_fn.discriminator
     betas = tuple(train_cfg["betas"])
-    opt_g = adamw(T.param_groups(model, train_cfg["weight_decay"]), env.device, betas=betas)
+    opt_g = adamw(param_groups(model, train_cfg["weight_decay"]), env.device, betas=betas)
     opt_d = adamw(list(disc.parameters()), env.device, betas=betas)
 
     # resume: weights, optimisers, step, this rank's RNG and the skipped-file list from last.pt,
@@ -99,14 +100,14 @@ def train(
     state = ckpt.load(map_location=env.device)
     start, skipped = 0, set()
     if state is not None:
-        T.restore_module(model, state["model"], ckpt_path)
-        T.restore_module(disc, state["disc"], ckpt_path)
-        T.restore_module(opt_g, state["opt_g"], ckpt_path)
-        T.restore_module(opt_d, state["opt_d"], ckpt_path)
+        restore_module(model, state["model"], ckpt_path)
+        restore_module(disc, state["disc"], ckpt_path)
+        restore_module(opt_g, state["opt_g"], ckpt_path)
+        restore_module(opt_d, state["opt_d"], ckpt_path)
         start, skipped = state["step"], set(state["skipped"])
         log.info("resumed from %s at step %d", ckpt_path, start)
     jlog = (
-        T.JsonlLog(outdir / METRICS_LOG, schedule, start if state is not None else None)
+        JsonlLog(outdir / METRICS_LOG, schedule, start if state is not None else None)
         if env.is_main
         else None
     )
@@ -134,10 +135,10 @@ def train(
             }
         )
 
-    bar = T.progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
+    bar = progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
     for step, (images, _, replaced) in enumerate(loader, start):
         # step: learning rate, generator forward/backward per micro-batch, then the discriminator
-        lr = T.lr_at(
+        lr = lr_at(
             step,
             train_cfg["lr"],
             train_cfg["lr_end"],
@@ -152,7 +153,7 @@ def train(
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         terms: dict[str, torch.Tensor] = {}
         for x in x_all.chunk(accum):
-            with T.autocast(env.device, train_cfg["bf16"]):
+            with autocast(env.device, train_cfg["bf16"]):
                 recon, q = net(x)
                 loss, parts = loss_fn.generator(x, recon, q.loss, step)
             (loss / accum).backward()
@@ -167,7 +168,7 @@ def train(
         opt_g.zero_grad(set_to_none=True)
         if loss_fn.gan_active(step):
             for x, recon in pairs:
-                with T.autocast(env.device, train_cfg["bf16"]):
+                with autocast(env.device, train_cfg["bf16"]):
                     d_loss = loss_fn.discriminator_step_loss(x, recon)
                 (d_loss / accum).backward()
                 terms["disc"] = terms.get("disc", 0) + d_loss.detach() / accum
@@ -216,8 +217,8 @@ def train(
         save_tokenizer(
             out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps}
         )
-        T.plot_log(
+        plot_log(
             outdir / METRICS_LOG, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"]
         )
-    T.cleanup_distributed()
+    cleanup_distributed()
     return model
