@@ -3,7 +3,7 @@ training log read back has each step once however often a resumed run wrote it."
 
 import io
 
-from vcq.training import Progress
+from vcq.train.log import Progress
 
 
 def test_a_bar_in_a_log_file_is_a_line_every_five_percent():
