@@ -10,7 +10,7 @@ CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lock check-lock doctor demo test test-all test-slurm lint bench dryrun-imagenet report unlock clean
+.PHONY: setup lock check-lock doctor demo test test-all test-workflow test-slurm lint bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,9 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint (versions pi
 	  > $(VENV)/lint.log 2>&1 && exit 0; grep -q '^Lints for' $(VENV)/lint.log \
 	  && ! grep '^    \* ' $(VENV)/lint.log | grep -v 'Specify a conda environment or container' \
 	  || { cat $(VENV)/lint.log; exit 1; }
+
+test-workflow: $(STAMP)  ## the whole DAG on .test/config/config.yaml (a few seconds per job; CI runs it)
+	$(BIN)/snakemake --profile workflow/profiles/local --configfile .test/config/config.yaml --cores $(CORES)
 
 test-slurm: $(STAMP)  ## the workflow on a real one-node SLURM cluster started here (root + apt-get; skips otherwise)
 	PYTHON=$(BIN)/python tests/slurm/run_cluster_test.sh
