@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from vcq.paths import Layout
-from vcq.schedules import schedule_k_sizes
+from vcq.schedules import SHAPES, schedule_k_sizes
 
 # package data, so that a plain (non-editable) install validates configs too; the checkout's
 # workflow/schemas and config/models are links to these folders
@@ -60,6 +60,8 @@ def load_schema() -> dict:
     for section_file in sorted((SCHEMA_DIR / "sections").glob("*.schema.yaml")):
         name = section_file.name.removesuffix(".schema.yaml")
         schema["properties"][name] = _read_yaml(section_file)
+    # the schedule kinds are registered in one place, vcq.schedules.SHAPES
+    schema["properties"]["schedules"]["items"]["properties"]["kind"]["enum"] = list(SHAPES)
     return schema
 
 

@@ -3,23 +3,48 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-SCHEDULES = ("constant", "linear", "cosine", "power")
+Shape = Callable[[np.ndarray, float], np.ndarray]
+
+
+def _constant(tau: np.ndarray, alpha: float) -> np.ndarray:
+    """K_t = K_max everywhere (k_min is ignored)."""
+    return np.ones_like(tau)
+
+
+def _linear(tau: np.ndarray, alpha: float) -> np.ndarray:
+    """VCQ-Linear: f(τ) = τ."""
+    return tau
+
+
+def _cosine(tau: np.ndarray, alpha: float) -> np.ndarray:
+    """VCQ-Cosine: f(τ) = 1 − cos(πτ/2), slow early growth."""
+    return 1.0 - np.cos(np.pi * tau / 2.0)
+
+
+def _power(tau: np.ndarray, alpha: float) -> np.ndarray:
+    """VCQ-Power: f(τ) = τ^α."""
+    return tau**alpha
+
+
+# The schedule kinds, by the name a config's `schedules[].kind` gives: the schema's list of kinds
+# is read from here, so a new kind is one function and one entry (docs/EXTENDING.md).
+SHAPES: dict[str, Shape] = {
+    "constant": _constant,
+    "linear": _linear,
+    "cosine": _cosine,
+    "power": _power,
+}
 
 
 def schedule_shape(schedule: str, tau: np.ndarray, alpha: float = 2.5) -> np.ndarray:
     """The growth function f(τ) with f(0)=0, f(1)=1 for a named schedule."""
-    if schedule == "linear":
-        return tau
-    if schedule == "cosine":
-        return 1.0 - np.cos(np.pi * tau / 2.0)
-    if schedule == "power":
-        return tau**alpha
-    if schedule == "constant":
-        return np.ones_like(tau)
-    raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    if schedule not in SHAPES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {sorted(SHAPES)}")
+    return SHAPES[schedule](tau, alpha)
 
 
 def schedule_k_sizes(
