@@ -46,7 +46,7 @@ def folder_manifest(cfg: dict, key: str, log: logging.Logger) -> dict:
     only when no experiment has validated this listing yet."""
     shared = Path(Layout.of(cfg).shared_manifest(manifest_name(cfg["data"], key)))
     if shared.is_file():
-        manifest = read_json(shared)
+        manifest = read_json(shared, "make_dataset")
         if manifest.get("source_key") == key:
             log.info("same folder listing as the shared manifest %s: not validated again", shared)
             return manifest

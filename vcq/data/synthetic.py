@@ -190,7 +190,7 @@ def generate_once(data: dict) -> dict:
     final = images_root(data)
     manifest = final / "manifest.json"
     if manifest.is_file():
-        return read_json(manifest)
+        return read_json(manifest, "make_dataset")
     if final.exists():
         raise FileExistsError(
             f"{final} exists without its manifest.json (not written by the generator?); "
@@ -218,4 +218,4 @@ def generate_once(data: dict) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return read_json(manifest)
+    return read_json(manifest, "make_dataset")
