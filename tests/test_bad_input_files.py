@@ -245,3 +245,25 @@ def test_stop_after_does_not_claim_a_final_model(image_folder, run_step, tmp_pat
     run_step("train_tokenizer", *args)
     assert f"wrote {out}" in capfd.readouterr().err and out.exists()
     logging.shutdown()
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_path):
+    image_folder(tmp_path / "data/train", n=8, shape=(20, 20))
+    cfg = {
+        "extends": str(DEMO),
+        "device": "cpu",
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "tokenizer": {"train": {"steps": 2, "batch_size": 4, "disc_start": 2, "ckpt_every": 1}},
+        "resources": {"train_tokenizer": {"gpus": 2}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "t/final.pt"
+    r = _cli(
+        *("-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"),
+        "pipeline_steps/train_tokenizer.py",
+        *("--config", tmp_path / "c.yaml", "--schedule", "constant", "--out", out),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count(f"wrote {out}") == 1 and r.stderr.count("training tokenizer") == 1
+    assert out.exists()
