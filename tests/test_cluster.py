@@ -9,6 +9,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from vcq import cluster
@@ -136,9 +137,34 @@ def test_a_slice_that_starts_inside_its_margin_stops_at_once(monkeypatch):
     monkeypatch.setattr(signal, "signal", lambda sig, handler: None)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv(cluster.MARGIN_ENV, "300")
-    monkeypatch.setattr(preempt, "time_left_s", lambda job: 400)
+    monkeypatch.setattr(preempt, "time_left_s", lambda job: 340)
     preempt.install()
     assert not preempt.signalled()
-    monkeypatch.setattr(preempt, "time_left_s", lambda job: 250)  # the warning came before us
+    # SLURM warns between 300 and 330 s before the end: it may have warned before the handler
+    monkeypatch.setattr(preempt, "time_left_s", lambda job: 320)
     preempt.install()
     assert preempt.signalled()
+
+
+def test_a_last_pt_of_random_bytes_is_called_unreadable_not_python_objects(tmp_path):
+    from vcq.train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert "unreadable checkpoint (damaged or not a torch checkpoint)" in str(e.value)
+    assert "Python objects" not in str(e.value)
+
+
+def test_only_an_attempt_that_ended_in_an_error_line_is_retried_without_gpus(tmp_path):
+    log = tmp_path / "train_tokenizer_c.log"
+    log.write_text("=== slice 1\nerror: an old error\n=== slice 2\nTraceback ...\nKilled\n")
+    assert cluster.failed_for_good(log) is None  # a crash may pass on a retry
+    with log.open("a") as f:
+        f.write("=== slice 3\nerror: work/last.pt: unreadable checkpoint (damaged ...)\n")
+    assert cluster.failed_for_good(log).startswith("error: work/last.pt: unreadable")
+    assert cluster.failed_for_good(tmp_path / "none.log") is None
+    res = {"gres": "gpu:8", "cpus_per_task": 64, "mem_mb": 480000, "runtime": 1440, "nodes": 2}
+    small = cluster.retry_resources(res)
+    assert small == {"gres": "", "cpus_per_task": 1, "mem_mb": 2000, "runtime": 10, "nodes": 1}

@@ -145,6 +145,28 @@ def rule_resources(cfg: Mapping, rule: str, max_time: int | None = None) -> dict
     return out
 
 
+def failed_for_good(log: str | os.PathLike) -> str | None:
+    """The `error:` line of the last attempt in a step's log (after its last `===` header), if
+    it ended with one: a bad config, input or checkpoint, which fails again however often it is
+    retried. None for a crash, a kill or a time limit, which may pass on a retry."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - (1 << 16)))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    attempt = tail.rsplit("\n=== ", 1)[-1]
+    lines = [ln for ln in attempt.splitlines() if ln.startswith(("error: ", "config error: "))]
+    return lines[-1] if lines else None
+
+
+def retry_resources(res: Mapping[str, object]) -> dict[str, object]:
+    """`res` cut to one CPU and no GPU for ten minutes: the retry of a step that `failed_for_good`
+    only repeats its error line, which needs no GPU allocation."""
+    small = {**res, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 10, "nodes": 1}
+    return small | ({"gres": ""} if "gres" in res else {})
+
+
 def partition_max_minutes(partition: str | None) -> int | None:
     """MaxTime of `partition` (or the default one) in minutes; None if unlimited or unknown."""
     if not have_slurm():

@@ -30,6 +30,8 @@ from vcq.cluster import MARGIN_ENV, time_left_s
 # EX_TEMPFAIL from sysexits.h: "try again later", distinct from a step's error exit 1.
 EXIT_SLICE = 75
 _SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+# slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT): the warning comes up to this early
+SLURM_CHECK_PERIOD_S = 30
 # How long a requeued job's ranks wait for SLURM's SIGTERM before exiting on their own.
 REQUEUE_WAIT_S = 60
 _state = {"signal": None}
@@ -43,14 +45,15 @@ def install() -> None:
     """Record SIGUSR1/SIGTERM instead of dying on them (once per process, from the main thread).
 
     A slice that starts with less time left than the warning margin ($VCQ_SIGNAL_MARGIN_S, set
-    by the workflow) is told to stop at once: SLURM sent its warning before this handler existed.
+    by the workflow) plus SLURM's 30 s check period is told to stop at once: SLURM may have sent
+    its warning before this handler existed (to a process that ignored it).
     """
     for sig in _SIGNALS:
         signal.signal(sig, _handler)
     job, margin = os.environ.get("SLURM_JOB_ID"), os.environ.get(MARGIN_ENV)
     if job and margin:
         left = time_left_s(job)
-        if left is not None and left <= int(margin):
+        if left is not None and left <= int(margin) + SLURM_CHECK_PERIOD_S:
             _state["signal"] = signal.SIGUSR1
 
 

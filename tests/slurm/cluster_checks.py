@@ -1,10 +1,17 @@
 """Checks against the real SLURM cluster that start_cluster.sh started (run by run_cluster_test.sh).
 
-1. The paper-scale sbatch lines (as the plugin builds them, recorded by sbatch_stub.py) pass
-   `sbatch --test-only` on the declared 8-GPU, 128-CPU nodes.
-2. config/test_slurm.yaml runs through workflow/profiles/slurm and gives the same tables as a local
-   run of the same config.
-3. (after a restart without accounting) the plugin's squeue status command finishes a job.
+accounting (slurmdbd, sacct):
+1. Preflight: the paper configs fit the declared 8-GPU nodes (`python -m vcq.cluster check`, which
+   runs `sbatch --test-only` with the workflow's flags); a runtime above a partition's MaxTime and
+   a request no node offers are refused, by the command and by the workflow before submitting.
+2. config/test_slurm.yaml runs through workflow/profiles/slurm with the tokenizer in 3-minute jobs:
+   its job crosses the time limit twice (saves, requeues itself as the same job), then its node is
+   set down mid-slice (SLURM requeues it, the workflow goes on), and the tables equal those of a
+   local run of the same config.
+3. A cancelled job is reported as failed within one status interval; a killed `snakemake` rerun
+   refuses (naming the running job) instead of submitting a duplicate.
+noaccounting (after a restart without slurmdbd):
+4. The plugin's squeue status command finishes a job.
 """
 
 from __future__ import annotations
@@ -12,13 +19,17 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from sbatch_stub import REPO, submit_all
+from sbatch_stub import REPO
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = "config/test_slurm.yaml"
@@ -26,48 +37,65 @@ PAPER_CONFIGS = ["config/imagenet/base.yaml", "config/imagenet/large.yaml"]
 # the plugin's first status check waits 40 s and each quiet one 10 s more; at a few seconds per
 # job that would dominate this test, so it checks every 2 s
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
+# The tokenizer in 3-minute jobs warned 60 to 90 s (slurm.signal_margin_s + SLURM's 30 s check
+# period) before their limit: more steps than two slices hold on this machine, so the limit is
+# crossed at least twice (and then the job is given room to finish).
+SLICES = """\
+resources:
+  train_tokenizer: {runtime: 3}
+tokenizer:
+  train: {steps: 800, ckpt_every: 1000, log_every: 50}
+"""
+TOKENIZER = "rule_train_tokenizer_wildcards_cosine"
 
 
 def log(msg: str) -> None:
     print(f"[test-slurm {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def check_test_only(tmp: Path) -> None:
-    """Every paper-scale rule's sbatch line is satisfiable by the declared GPU nodes."""
-    no_grids = tmp / "no_grids.yaml"  # the CFG grids only add jobs of rules that are already there
-    no_grids.write_text("sampling: {grids: []}\n")
-    for config in PAPER_CONFIGS:
-        stub_dir = tmp / ("stub_" + Path(config).stem)
-        stub_dir.mkdir()
-        calls = submit_all(
-            stub_dir,
-            config,
-            str(no_grids),
-            extra=("--config", "slurm={account: vcq, partition: gpu}"),
-        )
-        for rule, jobs in sorted(calls.items()):
-            args = [a for a in jobs[0] if not a.startswith("--wrap=")]
-            out = subprocess.run(
-                ["sbatch", "--test-only", *args, "--wrap=true"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            answer = (out.stdout + out.stderr).strip()
-            if out.returncode != 0 or "to start at" not in answer:
-                raise SystemExit(f"{config} {rule}: sbatch --test-only refused {args}: {answer}")
-            log(f"{config} {rule}: {answer.split('sbatch: ')[-1]}")
+def sh(*cmd: str) -> str:
+    """stdout of a SLURM command (it must succeed)."""
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def job_of(comment: str) -> str | None:
+    """The id of the queued or running job whose comment (the plugin's rule tag) is `comment`."""
+    for line in sh("squeue", "-h", "-o", "%i|%k").splitlines():
+        job, _, tag = line.partition("|")
+        if tag.strip() == comment:
+            return job.strip()
+    return None
+
+
+def job_info(job: str) -> dict[str, str]:
+    """`scontrol show job` as a dict (JobState, Restarts, TimeLimit, ...)."""
+    return dict(re.findall(r"(\w+)=(\S+)", sh("scontrol", "show", "job", job)))
+
+
+def wait_for(what: str, test, limit: float = 300) -> object:
+    """Poll `test()` every second until it is truthy; its value."""
+    end = time.time() + limit
+    while time.time() < end:
+        value = test()
+        if value:
+            return value
+        time.sleep(1)
+    raise SystemExit(f"timed out after {limit:.0f} s waiting for {what}")
+
+
+def overrides(root: Path, experiment: str = "test_slurm") -> list[str]:
+    return [
+        f"paths={{work_dir: {root}/work, results_dir: {root}/results}}",
+        f"data={{root: {root}/data}}",
+        f"experiment={experiment}",
+    ]
 
 
 def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), timeout: int) -> Path:
-    """Run config/test_slurm.yaml with its outputs under tmp/name; the results folder."""
+    """Run config/test_slurm.yaml (+ SLICES) with its outputs under tmp/name; the results folder."""
     root = tmp / name
-    overrides = [
-        f"paths={{work_dir: {root}/work, results_dir: {root}/results}}",
-        f"data={{root: {root}/data}}",
-    ]
-    cmd = [SNAKEMAKE, "--configfile", CONFIG, "--config", *overrides, *config, *args]
+    cmd = [SNAKEMAKE, "--configfile", CONFIG, str(tmp / "slices.yaml"), "--config"]
+    cmd += [*overrides(root), *config, *args]
     log(" ".join(cmd))
     start = time.time()
     with open(tmp / f"{name}.log", "w") as f:
@@ -83,12 +111,203 @@ def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), tim
     return root / "results" / "test_slurm"
 
 
+def check_preflight(tmp: Path) -> None:
+    """Paper configs fit the GPU partition; what does not fit is refused before any job."""
+    for config in PAPER_CONFIGS:
+        out = subprocess.run(
+            [sys.executable, "-m", "vcq.cluster", "check", "--configfile", config]
+            + ["--set", "slurm.partition=gpu", "--set", "slurm.account=vcq"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"{config}: preflight refused the GPU partition:\n{out.stderr}")
+        log(f"{config}: {out.stdout.strip()}")
+    cases = {
+        # eval_fid cannot continue in a second job, and `short` allows 5 min
+        "slurm.partition=short resources.eval_fid.runtime=30": "eval_fid: asks 30 min "
+        "(resources.eval_fid.runtime), partition short allows 5 min (MaxTime)",
+        # this host's partition has no GPU
+        "resources.train_ar.gpus=1": "train_ar: asks 1 node(s) with 1 CPUs, 1000 MB and 1 GPUs",
+    }
+    before = sh("sacct", "-X", "-n", "-o", "JobID").split()
+    for sets, expected in cases.items():
+        flags = [a for s in sets.split() for a in ("--set", s)]
+        out = subprocess.run(
+            [sys.executable, "-m", "vcq.cluster", "check", "--configfile", CONFIG, *flags],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 1 or f"error: {expected}" not in out.stderr:
+            raise SystemExit(f"preflight of {sets}: expected '{expected}', got:\n{out.stderr}")
+        # the workflow refuses the same before its first submission (a YAML overlay: Snakemake's
+        # --config would give strings)
+        overlay = tmp / f"refused{len(sets)}.yaml"
+        overlay.write_text(_yaml_of(sets))
+        run = subprocess.run(
+            [SNAKEMAKE, "--profile", "workflow/profiles/slurm", "--configfile", CONFIG]
+            + [str(overlay), "--config", *overrides(tmp / "refused"), "slurm={account: vcq}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if run.returncode == 0 or f"error: {expected}" not in run.stderr:
+            raise SystemExit(f"workflow with {sets} was not refused:\n{run.stderr[-3000:]}")
+        log(f"refused before submission: {expected}")
+    if sh("sacct", "-X", "-n", "-o", "JobID").split() != before:
+        raise SystemExit("a refused workflow submitted a job")
+
+
+def _yaml_of(sets: str) -> str:
+    """`a.b=1 c.d=x` as YAML (a config overlay: Snakemake's --config gives strings)."""
+    lines = []
+    for item in sets.split():
+        key, value = item.split("=")
+        *outer, last = key.split(".")
+        text = f"{last}: {value}"
+        for part in reversed(outer):
+            text = f"{part}: {{{text}}}"
+        lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+class Disturber(threading.Thread):
+    """Watches the tokenizer's job: after two time-limit requeues it gives the job room to finish
+    (TimeLimit 15 min), then sets its node down once mid-slice and back up."""
+
+    def __init__(self, train_log: Path) -> None:
+        super().__init__(daemon=True)
+        self.train_log, self.events, self.error = train_log, [], None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # reported by the main thread
+            self.error = e
+
+    def _run(self) -> None:
+        job = None
+        while not self.stop.is_set() and job is None:
+            job = job_of(TOKENIZER)
+            time.sleep(1)
+        self.events.append(f"tokenizer job {job}")
+        while not self.stop.is_set():
+            info = job_info(job)
+            if int(info["Restarts"]) >= 2 and info["JobState"] == "RUNNING":
+                break
+            time.sleep(1)
+        sh("scontrol", "update", f"JobId={job}", "TimeLimit=15")
+        self.events.append(f"restarts {job_info(job)['Restarts']}: TimeLimit 15 min")
+        # mid-slice: once the third slice has resumed training
+        wait_for("the third slice", lambda: self.train_log.read_text().count("resumed from") >= 2)
+        time.sleep(3)
+        node = socket.gethostname().split(".")[0]
+        sh("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=vcq-test")
+        self.events.append(f"node {node} down")
+        wait_for("the job to leave its node", lambda: job_info(job)["JobState"] != "RUNNING", 60)
+        self.events.append(f"job {job} {job_info(job)['JobState']}")
+        sh("scontrol", "update", f"NodeName={node}", "State=RESUME")
+        self.events.append(f"node {node} resumed")
+        self.job = job
+
+
+def check_slices_and_node_failure(tmp: Path) -> Path:
+    """The SLURM run: the tokenizer crosses its time limit twice and loses its node once."""
+    work = tmp / "slurm" / "work" / "test_slurm"
+    work.joinpath("logs").mkdir(parents=True)
+    step_log = work / "logs" / "train_tokenizer_cosine.log"
+    step_log.touch()
+    watcher = Disturber(step_log)
+    watcher.start()
+    try:
+        results = workflow(
+            tmp,
+            "slurm",
+            "--profile",
+            "workflow/profiles/slurm",
+            *FAST_STATUS,
+            "--slurm-keep-successful-logs",
+            config=("slurm={account: vcq}",),
+            timeout=900,
+        )
+    finally:
+        watcher.stop.set()
+    watcher.join(5)
+    log("; ".join(watcher.events))
+    if watcher.error:
+        raise SystemExit(f"disturbing the tokenizer job failed: {watcher.error!r}")
+    text = step_log.read_text()
+    saved = [int(s) for s in re.findall(r"at step (\d+): time slice ends", text)]
+    resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", text)]
+    if len(saved) < 2 or resumed[: len(saved)] != saved:
+        raise SystemExit(f"expected two slices saved and resumed at their step: {saved}, {resumed}")
+    runs = text.count(f"SLURM job {watcher.job},")
+    if runs < 4 or "Trying to restart" in (tmp / "slurm.log").read_text():
+        raise SystemExit(f"expected one job in at least 4 runs and no retry ({runs} runs)")
+    log(f"tokenizer: one SLURM job, {runs} runs; slices saved and resumed at steps {saved}")
+    return results
+
+
 def same_tables(a: Path, b: Path) -> None:
     tables = sorted(p.name for p in (a / "tables").iterdir())
     match, mismatch, errors = filecmp.cmpfiles(a / "tables", b / "tables", tables, shallow=False)
     if mismatch or errors or not match:
         raise SystemExit(f"tables differ between the SLURM and the local run: {mismatch + errors}")
     log(f"{len(match)} table files identical: {', '.join(match)}")
+
+
+def check_cancel_and_rerun(tmp: Path) -> None:
+    """scancel is reported within one status interval; a killed snakemake's rerun refuses."""
+    root = tmp / "slurm"  # the data of the SLURM run, another experiment
+    target = f"{root}/work/test_slurm_k/tokenizer/cosine/final.pt"
+    cmd = [SNAKEMAKE, "--profile", "workflow/profiles/slurm", "--configfile", CONFIG]
+    cmd += [str(tmp / "slices.yaml"), "--config", *overrides(root, "test_slurm_k")]
+    cmd += ["slurm={account: vcq}", *FAST_STATUS, target]
+
+    def start(name: str) -> tuple[subprocess.Popen, str]:
+        f = open(tmp / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        job = wait_for("the tokenizer job", lambda: job_of(TOKENIZER), 120)
+        wait_for("it to run", lambda: job_info(job)["JobState"] == "RUNNING", 120)
+        return proc, job
+
+    proc, job = start("cancel")
+    time.sleep(5)
+    sh("scancel", job)
+    cancelled = time.time()
+    rc = proc.wait(timeout=240)
+    waited = time.time() - cancelled
+    text = (tmp / "cancel.log").read_text()
+    if rc == 0 or "CANCELLED" not in text:
+        raise SystemExit(f"scancel {job} was not reported as a failure:\n{text[-2000:]}")
+    # one status interval: 2 s after the submission, +10 s per quiet check, at most 180 s
+    if waited > 60:
+        raise SystemExit(f"scancel {job} reported after {waited:.0f} s")
+    log(f"scancel {job}: reported as failed after {waited:.0f} s")
+
+    proc, job = start("killed")
+    proc.send_signal(signal.SIGKILL)  # a dropped login session: the job goes on
+    proc.wait()
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    expected = f"already runs as SLURM job {job}: wait, or scancel {job}"
+    if rerun.returncode == 0 or expected not in rerun.stderr:
+        raise SystemExit(f"the rerun did not refuse with '{expected}':\n{rerun.stderr[-2000:]}")
+    if job_of(TOKENIZER) != job or len(sh("squeue", "-h", "-o", "%i").split()) != 1:
+        raise SystemExit(f"the rerun submitted a second job: {sh('squeue')}")
+    log(f"rerun after a killed snakemake: '{expected}', no second job")
+    sh("scancel", job)
+    wait_for("the job to end", lambda: job_of(TOKENIZER) is None, 120)
+    stale = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    if "`--unlock` removes it safely" not in stale.stderr:
+        raise SystemExit(f"no advice for the killed run's lock:\n{stale.stderr[-2000:]}")
+    subprocess.run([*cmd, "--unlock"], cwd=REPO, capture_output=True, timeout=120, check=True)
 
 
 def main() -> None:
@@ -98,28 +317,21 @@ def main() -> None:
     parser.add_argument(
         "part",
         choices=["accounting", "noaccounting"],
-        help="accounting: checks 1 and 2; noaccounting: check 3",
+        help="accounting: checks 1 to 3; noaccounting: check 4",
     )
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = "1"  # same arithmetic in SLURM jobs and local jobs
     os.environ["PYTHONPATH"] = str(REPO)
     tmp = Path(tempfile.mkdtemp(prefix="vcq-slurm-runs-"))
+    (tmp / "slices.yaml").write_text(SLICES)
     if args.part == "accounting":
-        check_test_only(tmp)
-        on_slurm = workflow(
-            tmp,
-            "slurm",
-            "--profile",
-            "workflow/profiles/slurm",
-            *FAST_STATUS,
-            "--slurm-keep-successful-logs",
-            config=("slurm={account: vcq}",),
-            timeout=600,
-        )
+        check_preflight(tmp)
+        on_slurm = check_slices_and_node_failure(tmp)
         local = workflow(
-            tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=600
+            tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=900
         )
         same_tables(on_slurm, local)
+        check_cancel_and_rerun(tmp)
     else:
         # no slurmdbd: sacct fails, so the status must come from squeue (MinJobAge 300 s >= 120 s)
         workflow(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start a throw-away SLURM 22.05 cluster under DIR: munged, MariaDB, slurmdbd, slurmctld and one
 # slurmd sized to this machine, plus two GPU nodes (8 GPUs, 128 CPUs each) that are declared but
-# never started, for `sbatch --test-only` at paper scale. slurmctld only plans jobs on nodes that
+# never started, for `sbatch --test-only` at paper scale, and a partition `short` (MaxTime 5 min)
+# on this host for the preflight's MaxTime check. slurmctld only plans jobs on nodes that
 # answer its pings, so the GPU nodes' address is this host's (its slurmd answers for them); no job
 # is ever sent there, their partition is only used with --test-only. No systemd: every daemon runs in the
 # foreground of a background job and its PID goes to DIR/pids; stop_cluster.sh DIR kills them.
@@ -98,6 +99,7 @@ NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 NodeName=gpu[1-2] NodeAddr=127.0.0.2 CPUs=128 RealMemory=1000000 Gres=gpu:8 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=gpu[1-2] MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$HOST MaxTime=5 State=UP
 CONF
 cat > "$T/etc/gres.conf" <<CONF
 AutoDetect=off

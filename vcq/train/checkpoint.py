@@ -223,9 +223,13 @@ def load_checkpoint(
     except pickle.UnpicklingError as e:
         # torch's own message advises weights_only=False, which would run the payload: not repeated.
         found = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
+        if not found:  # not a pickle of disallowed objects: damaged, truncated or not a checkpoint
+            raise CheckpointError(
+                f"{path}: unreadable checkpoint (damaged or not a torch checkpoint); {remedy}"
+            ) from e
         raise CheckpointError(
             f"{path}: refused, it holds Python objects other than tensors and plain data "
-            f"({found or 'not loadable with weights_only'}); {remedy}"
+            f"({found}); {remedy}"
         ) from e
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({_first_line(e)}); {remedy}") from e

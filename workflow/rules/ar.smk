@@ -13,7 +13,7 @@ rule train_ar:
     retries: rule_retries("train_ar")
     threads: step_threads("train_ar")
     resources:
-        **rule_resources("train_ar"),
+        **rule_resources("train_ar", log=PATHS.log("train_ar_{schedule}")),
     params:
         # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
         log=PATHS.log("train_ar_{schedule}"),
@@ -35,7 +35,7 @@ rule sample:
     retries: rule_retries("sample")
     threads: step_threads("sample")
     resources:
-        **rule_resources("sample"),
+        **rule_resources("sample", log=PATHS.log("sample_{schedule}_{preset}")),
     params:
         # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
         log=PATHS.log("sample_{schedule}_{preset}"),

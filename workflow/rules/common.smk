@@ -133,9 +133,24 @@ def config_hash(*sections, per_schedule=False, per_preset=False):
 _MAX_TIME = cluster.partition_max_minutes(CFG["slurm"]["partition"])
 
 
-def rule_resources(rule_name):
-    """Snakemake resources of a rule as the SLURM plugin reads them (vcq.cluster.rule_resources)."""
-    return cluster.rule_resources(CFG, rule_name, _MAX_TIME)
+def rule_resources(rule_name, log=None):
+    """Snakemake resources of a rule as the SLURM plugin reads them (vcq.cluster.rule_resources).
+    With the rule's `log` pattern: a retry after an attempt that ended in an `error:` line (bad
+    config, input or checkpoint: it fails again) asks for one CPU and no GPU instead."""
+    res = cluster.rule_resources(CFG, rule_name, _MAX_TIME)
+    if log is None:
+        return res
+    small = cluster.retry_resources(res)
+
+    def per_attempt(key):
+        def value(wildcards, attempt):
+            if attempt > 1 and cluster.failed_for_good(log.format(**wildcards)):
+                return small[key]
+            return res[key]
+
+        return value
+
+    return {key: per_attempt(key) for key in res}
 
 
 def step_threads(step):

@@ -10,7 +10,8 @@ DATA_MANIFEST = PATHS.data_manifest()
 @functools.cache
 def data_source_key():
     """The data source's key (a param of make_dataset: a changed folder listing reruns it and
-    everything after it); listed once per Snakemake process and only when make_dataset is planned."""
+    everything after it); listed once per Snakemake process and only when make_dataset is planned.
+    """
     return source_key(CFG["data"])
 
 

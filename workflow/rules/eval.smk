@@ -55,7 +55,7 @@ rule linear_probe:
     retries: rule_retries("linear_probe")
     threads: step_threads("linear_probe")
     resources:
-        **rule_resources("linear_probe"),
+        **rule_resources("linear_probe", log=PATHS.log("probe_{schedule}")),
     params:
         # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
         log=PATHS.log("probe_{schedule}"),

@@ -11,7 +11,7 @@ rule train_tokenizer:
     retries: rule_retries("train_tokenizer")
     threads: step_threads("train_tokenizer")
     resources:
-        **rule_resources("train_tokenizer"),
+        **rule_resources("train_tokenizer", log=PATHS.log("train_tokenizer_{schedule}")),
     params:
         # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
         log=PATHS.log("train_tokenizer_{schedule}"),
@@ -51,7 +51,7 @@ rule encode_tokens:
     retries: rule_retries("encode_tokens")
     threads: step_threads("encode_tokens")
     resources:
-        **rule_resources("encode_tokens"),
+        **rule_resources("encode_tokens", log=PATHS.log("encode_{schedule}_{split}")),
     params:
         # not `log:`, which Snakemake deletes before each job: every attempt and slice appends
         log=PATHS.log("encode_{schedule}_{split}"),
