@@ -168,3 +168,22 @@ def test_only_an_attempt_that_ended_in_an_error_line_is_retried_without_gpus(tmp
     res = {"gres": "gpu:8", "cpus_per_task": 64, "mem_mb": 480000, "runtime": 1440, "nodes": 2}
     small = cluster.retry_resources(res)
     assert small == {"gres": "", "cpus_per_task": 1, "mem_mb": 2000, "runtime": 10, "nodes": 1}
+
+
+@pytest.mark.parametrize(("sig", "requeues"), [("SIGUSR1", True), ("SIGTERM", False)])
+def test_only_the_slice_warning_requeues_the_job(monkeypatch, sig, requeues):
+    import signal
+
+    from vcq import preempt
+
+    calls = []
+    monkeypatch.setattr(preempt, "_state", {"signal": getattr(signal, sig)})
+    monkeypatch.setattr(signal, "signal", lambda s, h: None)
+    monkeypatch.setattr(preempt, "REQUEUE_WAIT_S", 0)
+    done = SimpleNamespace(returncode=0)
+    monkeypatch.setattr(preempt.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or done)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    with pytest.raises(SystemExit) as e:
+        preempt.end_slice("train_tokenizer c at step 9")
+    assert e.value.code == preempt.EXIT_SLICE
+    assert calls == ([["scontrol", "requeue", "42"]] if requeues else [])  # scancel stays cancelled

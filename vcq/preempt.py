@@ -33,7 +33,7 @@ _SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 # slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT): the warning comes up to this early
 SLURM_CHECK_PERIOD_S = 30
 # How long a requeued job's ranks wait for SLURM's SIGTERM before exiting on their own.
-REQUEUE_WAIT_S = 60
+REQUEUE_WAIT_S = 20
 _state = {"signal": None}
 
 
@@ -75,13 +75,16 @@ def stop_requested(device: torch.device | None = None) -> bool:
 def end_slice(what: str, log: logging.Logger | None = None) -> NoReturn:
     """After the state is saved: requeue this SLURM job (rank 0 asks) or exit with EXIT_SLICE.
 
-    Under SLURM the requeue ends the job with SIGTERM to every process, so each rank waits for it
-    (with the default action restored) instead of exiting first: the job then never ends as
-    FAILED, and Snakemake, which polls the job id, sees it pending again, not failed.
+    Only SLURM's slice warning (SIGUSR1) requeues: the requeue ends the job with SIGTERM to every
+    process, so each rank waits for it (with the default action restored) instead of exiting
+    first, and Snakemake, which polls the job id, sees it pending again, never failed. A SIGTERM
+    (scancel, the time limit itself, preemption) exits at once: a cancelled job stays cancelled,
+    and SLURM kills what outlives its KillWait.
     """
     log = log or logging.getLogger("vcq")
     job = os.environ.get("SLURM_JOB_ID")
-    if not job or os.environ.get("VCQ_REQUEUE", "1") != "1":
+    warned = _state["signal"] == signal.SIGUSR1
+    if not job or not warned or os.environ.get("VCQ_REQUEUE", "1") != "1":
         log.info("%s: stopped on request; state saved; rerun to continue", what)
         logging.shutdown()
         sys.exit(EXIT_SLICE)
