@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import vcq
 
@@ -82,4 +84,87 @@ def missing_modules(steps_dir: str | Path = "pipeline_steps") -> list[str]:
         f"installed for {sys.executable}: {INSTALL_HINT}"
         for m, steps in sorted(needed.items())
         if not _findable(m)
+    ]
+
+
+class ExternalFile(NamedTuple):
+    """A file or folder a run reads but no rule makes, the rules that read it and what it is."""
+
+    path: str
+    key: str
+    what: str
+    rules: tuple[str, ...]
+
+
+def external_files(cfg: dict) -> list[ExternalFile]:
+    """Every external file the config's run reads (data folder, weights, FID reference)."""
+    files = []
+    if cfg["data"]["source"] == "folder":
+        files.append(
+            ExternalFile(
+                cfg["data"]["root"],
+                "data.root",
+                "the image folder (train/<class>/ and val/<class>/ image files; README: Your own "
+                "images)",
+                ("make_dataset",),
+            )
+        )
+    if cfg["tokenizer"]["train"]["lpips_weights"]:
+        files.append(
+            ExternalFile(
+                cfg["tokenizer"]["train"]["lpips_weights"],
+                "tokenizer.train.lpips_weights",
+                "torchvision's VGG16 state dict (vgg16-397923af.pth)",
+                ("train_tokenizer",),
+            )
+        )
+    if cfg["eval"]["feature_extractor"] == "inception":
+        files.append(
+            ExternalFile(
+                cfg["eval"]["inception_weights"],
+                "eval.inception_weights",
+                "torch-fidelity's Inception-v3 weights "
+                "(weights-inception-2015-12-05-6726825d.pth, torch-fidelity's GitHub release)",
+                ("eval_recon", "eval_fid"),
+            )
+        )
+    if cfg["eval"]["reference"]:
+        files.append(
+            ExternalFile(
+                cfg["eval"]["reference"],
+                "eval.reference",
+                "the FID reference: ADM's reference batch (VIRTUAL_imagenet256_labeled.npz, "
+                "openai/guided-diffusion's evaluations) or an image folder",
+                ("eval_fid",),
+            )
+        )
+    return files
+
+
+def missing_files(cfg: dict, rules: Iterable[str]) -> list[str]:
+    """One line per external file that one of `rules` reads and that does not exist, saying
+    where to put what."""
+    rules = set(rules)
+    return [
+        f"{f.path} not found ({f.key}, read by {', '.join(r for r in f.rules if r in rules)}): "
+        f"put {f.what} there"
+        for f in external_files(cfg)
+        if rules.intersection(f.rules) and not Path(f.path).exists()
+    ]
+
+
+def launcher_problems(cfg: dict, rules: Iterable[str], executor: str | None) -> list[str]:
+    """One line per rule of `rules` whose resources need a launcher the executor cannot give:
+    more than one node (srun + torchrun over the job's nodes) outside a SLURM job."""
+    # here, not at the top: the module check above runs before third-party imports (jsonschema)
+    from vcq.config import rule_spec
+
+    if executor == "slurm":
+        return []
+    return [
+        f"resources.{r}.nodes = {nodes}: more than one node needs the SLURM "
+        f"executor (--profile workflow/profiles/slurm), not {executor or 'this one'}; set "
+        f"resources.{r}.nodes: 1 to run {r} on this machine"
+        for r in sorted(set(rules))
+        if (nodes := rule_spec(cfg, r)["nodes"]) > 1
     ]

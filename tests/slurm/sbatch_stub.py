@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vcq.config import load_config
+from vcq.preflight import external_files
+
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,6 +85,14 @@ def submit_all(
     bin_dir, state, wd = tmp_path / "bin", tmp_path / "state", tmp_path / "wd"
     for d in (bin_dir, state, wd):
         d.mkdir()
+    # stand-ins for the data folder and weight files the run reads (the preflight checks them)
+    for f in external_files(load_config(REPO / configfiles[0])):
+        target = wd / f.path
+        if f.key == "data.root":
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
     stubs = {
         "sbatch": STUB_SBATCH,
         "sacct": STUB_SACCT,

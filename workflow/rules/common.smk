@@ -11,7 +11,7 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from vcq.preflight import missing_modules
+from vcq.preflight import external_files, launcher_problems, missing_files, missing_modules
 
 # Every step's third-party modules must be importable by this interpreter, which the jobs run
 # ($VCQ_PYTHON): checked before anything imports torch, so a missing package is one line per
@@ -217,6 +217,11 @@ if os.environ.get("SLURM_JOB_ID"):
 cluster.patch_slurm_plugin()
 
 
+# Snakemake tells a dry run from a real one only after parsing (onstart runs for real runs only):
+# the parse-time checks read the command line.
+DRY_RUN = any(a in ("-n", "--dry-run", "--dryrun") or a.startswith("-n") for a in sys.argv)
+
+
 def running_elsewhere():
     """At parse time, before Snakemake's lock: one `error:` line per step of this experiment that
     a live job or process writes, or for a live Snakemake run of it; a note for each other
@@ -247,8 +252,7 @@ def running_elsewhere():
         )
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
-    dry_run = any(a in ("-n", "--dry-run", "--dryrun") or a.startswith("-n") for a in sys.argv)
-    if problems and not dry_run:
+    if problems and not DRY_RUN:
         sys.exit(1)
 
 
@@ -328,7 +332,38 @@ def final_outputs():
     )
 
 
+# Every external file a run reads (data folder, LPIPS and Inception weights, FID reference) is an
+# input of the rules that read it: `ancient`, since a copied weight file must not retrain a
+# tokenizer, and declared only where it exists, so that a dry run still plans without it. A run
+# stops at its start, before its first job, with one line per missing file that a job it will run
+# reads; a dry run prints the same lines as warnings.
+EXTERNAL = external_files(CFG)
+
+
+def external(rule_name):
+    """The existing external files `rule_name` reads (vcq.preflight.external_files)."""
+    return [ancient(f.path) for f in EXTERNAL if rule_name in f.rules and Path(f.path).exists()]
+
+
+if DRY_RUN and workflow.is_main_process:
+    for _line in missing_files(CFG, [r for f in EXTERNAL for r in f.rules]):
+        print(f"warning: {_line} (a run stops here before its first job)", file=sys.stderr)
+
+
+def preflight_start():
+    """At the start of a run that starts jobs, before the first: the external files of the jobs
+    to run, and launchers their executor cannot give (several nodes outside SLURM); one line per
+    problem and exit 1."""
+    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    executor = workflow.executor_plugin.name if workflow.executor_plugin else None
+    problems = [f"error: {line}" for line in missing_files(CFG, rules)]
+    problems += [f"config error: {line}" for line in launcher_problems(CFG, rules, executor)]
+    if problems:
+        sys.exit("\n".join(problems))
+
+
 onstart:
+    preflight_start()
     cluster_start()
     write_config_snapshot()
     write_environment_record()

@@ -16,6 +16,8 @@ def data_source_key():
 
 
 rule make_dataset:
+    input:
+        external=external("make_dataset"),
     output:
         DATA_MANIFEST,
     log:

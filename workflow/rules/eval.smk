@@ -26,6 +26,7 @@ rule eval_fid:
         samples=rules.sample.output.samples,
         features=feature_net(),
         data=dataset_ready(),
+        external=external("eval_fid"),
     output:
         metrics=PATHS.gen(),
     log:

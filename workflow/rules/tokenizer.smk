@@ -4,6 +4,7 @@
 rule train_tokenizer:
     input:
         dataset_ready(),
+        external=external("train_tokenizer"),
     output:
         # only final.pt: Snakemake deletes the outputs of an interrupted job, and the metrics log
         # (train_log.jsonl beside it) must survive so a resumed run continues it from last.pt
@@ -26,6 +27,7 @@ rule eval_recon:
     input:
         tok=rules.train_tokenizer.output.model,
         features=feature_net(),
+        external=external("eval_recon"),
     output:
         metrics=PATHS.recon(),
         images=PATHS.recon_images(),
