@@ -267,3 +267,16 @@ def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count(f"wrote {out}") == 1 and r.stderr.count("training tokenizer") == 1
     assert out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_the_entropy_cli_refuses_a_truncated_token_file_in_one_line(tmp_path, suffix, capfd):
+    from vcq.entropy import main
+
+    path = tmp_path / f"t{suffix}"
+    tokens = np.zeros((100, 16), np.int64)
+    np.savez(path, tokens=tokens) if suffix == ".npz" else np.save(path, tokens)
+    _truncate(path)
+    assert main([str(path), "--k-sizes", "16"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {path}: truncated or malformed")

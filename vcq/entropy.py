@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vcq import schedules
+from vcq.io import StepError, reading
 
 
 def cliff_position(n_images: int, k: int) -> int:
@@ -199,10 +200,14 @@ def load_tokens(
     if suffix in (".h5", ".hdf5"):
         return read_token_matrix(path, view)
     if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        with reading(path, None):
+            arr = np.load(path, allow_pickle=False)
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            arr = z[_pick_key(path, list(z.files), key)]
+        with reading(path, None), np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+        name = _pick_key(path, keys, key)  # outside `reading`: its own errors are not damage
+        with reading(path, None), np.load(path, allow_pickle=False) as z:
+            arr = z[name]
     elif suffix == ".pt":
         import torch
 
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.tokens}: token id {int(tokens[:, t].max())} at position {t} is not "
                 f"below K_t = {int(k_sizes[t])}"
             )
-    except (InputError, ValueError, OSError) as e:
+    except (InputError, StepError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     result = conditional_entropy(tokens)
