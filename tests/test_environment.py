@@ -1,7 +1,6 @@
 """The locked environment: declared imports, the lock against pyproject.toml, environment.yml, the
 module check at workflow start and each step's thread count."""
 
-import ast
 import os
 import subprocess
 import sys
@@ -18,37 +17,53 @@ from packaging.utils import canonicalize_name
 from vcq import doctor
 from vcq.cli import set_threads, step_threads
 from vcq.lock import LOCK_FILE, disagreements, drift, read_lock, requirements_digest, stamp
-from vcq.preflight import missing_modules, third_party_imports
+from vcq.preflight import imported_modules, missing_modules, third_party_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def imported_top_modules(folder: Path) -> set[str]:
-    """Top-level names of every module imported anywhere under `folder`."""
-    names = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+def imported_top_modules(folders: list[Path], optional: bool = False) -> set[str]:
+    """Top-level names of the modules imported under `folders`, outside the standard library and
+    vcq: the needed ones, or the optional ones (imported under `except ImportError`)."""
+    names = {
+        name.split(".")[0]
+        for folder in folders
+        for path in folder.rglob("*.py")
+        for name in imported_modules(path, optional)
+    }
     return names - set(sys.stdlib_module_names) - {"vcq"}
 
 
-def test_every_import_of_the_library_and_steps_is_a_declared_dependency():
-    declared = {
-        canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]
-    }
+def undeclared(modules: set[str], requirements: list[str]) -> dict[str, list[str]]:
+    """The modules no distribution among `requirements` provides, with the ones that do."""
+    declared = {canonicalize_name(Requirement(r).name) for r in requirements}
     providers = metadata.packages_distributions()
-    modules = imported_top_modules(ROOT / "vcq") | imported_top_modules(ROOT / "pipeline_steps")
-    assert {"torch", "torch_fidelity", "PIL"} <= modules  # the walk sees the real imports
-    undeclared = {
+    return {
         m: providers.get(m, ["(no installed distribution)"])
         for m in modules
         if not declared & {canonicalize_name(d) for d in providers.get(m, [])}
     }
-    assert undeclared == {}
+
+
+def test_every_import_of_the_library_and_steps_is_a_declared_dependency():
+    code = [ROOT / "vcq", ROOT / "pipeline_steps"]
+    needed = imported_top_modules(code)
+    assert {"torch", "torch_fidelity", "PIL"} <= needed  # the walk sees the real imports
+    assert undeclared(needed, PYPROJECT["project"]["dependencies"]) == {}
+    # what the code imports only if it is there (vcq.cluster's SLURM plugin) is an extra's
+    extras = [r for rs in PYPROJECT["project"]["optional-dependencies"].values() for r in rs]
+    optional = imported_top_modules(code, optional=True)
+    assert undeclared(optional, PYPROJECT["project"]["dependencies"] + extras) == {}
+
+
+def test_an_import_under_except_import_error_is_optional(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import numpy\ntry:\n    import foo.bar\nexcept (ValueError, ImportError):\n    pass\n"
+    )
+    assert imported_modules(module) == {"numpy"}
+    assert imported_modules(module, optional=True) == {"foo.bar"}
 
 
 def test_the_lock_was_made_from_pyproject_and_satisfies_it():

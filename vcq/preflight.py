@@ -13,14 +13,34 @@ import vcq
 
 # Import names whose distribution (what pip installs) is named otherwise.
 DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml", "torch_fidelity": "torch-fidelity"}
+IMPORT_ERRORS = ("ImportError", "ModuleNotFoundError")
 INSTALL_HINT = "pip install --require-hashes -r requirements.lock (README: Install on a cluster)"
 
 
-def _imported(path: Path) -> set[str]:
-    """Absolute module names a Python file imports anywhere in it (functions included; vcq has
-    no relative imports)."""
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    """Whether an `except` clause catches ImportError (or ModuleNotFoundError)."""
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(
+        isinstance(t, ast.Name) and t.id in ("ImportError", "ModuleNotFoundError") for t in types
+    )
+
+
+def imported_modules(path: str | Path, optional: bool = False) -> set[str]:
+    """Absolute module names a Python file imports anywhere in it (functions included; vcq has no
+    relative imports): the ones it needs or, with `optional`, the ones it imports inside a `try`
+    that catches ImportError (it works without them)."""
+    tree = ast.parse(Path(path).read_text(), str(path))
+    guarded = {
+        id(n)
+        for t in ast.walk(tree)
+        if isinstance(t, ast.Try) and any(_catches_import_error(h) for h in t.handlers)
+        for stmt in t.body
+        for n in ast.walk(stmt)
+    }
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        if (id(node) in guarded) != optional:
+            continue
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -50,7 +70,7 @@ def third_party_imports(script: str | Path) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
-        for name in _imported(path):
+        for name in imported_modules(path):
             top = name.split(".")[0]
             if top != "vcq":
                 if top not in sys.stdlib_module_names:
