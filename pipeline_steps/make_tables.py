@@ -153,6 +153,10 @@ def main() -> None:
             "train_ar",
         ),
     )
+    text += (
+        "\nWhat made each table and figure (the config's hash, the hashes of the files it was "
+        "made from, the code version): `provenance.json` beside this file.\n"
+    )
     summary = Path(args.summary) if args.summary else out.parent / "summary.md"
     with atomic_path(summary) as tmp:
         tmp.write_text(text)

@@ -73,6 +73,7 @@ PAPER_RULES = {
     "linear_probe",
     "tables",
     "figures",
+    "provenance",
 }
 
 

@@ -21,7 +21,7 @@ def sample_jobs(jobs) -> Counter:
 
 
 PER_SCHEDULE = ["train_tokenizer", "eval_recon", "measure_entropy", "linear_probe", "train_ar"]
-ONCE = ["make_dataset", "theory", "tables", "figures", "all"]
+ONCE = ["make_dataset", "theory", "tables", "figures", "provenance", "all"]
 
 
 def job_counts(schedules: int, samples: int, **more: int) -> Counter:

@@ -116,6 +116,10 @@ class Layout:
         """Generation metrics of one inference preset (JSON)."""
         return f"{self.results}/gen/{schedule}/{preset}.json"
 
+    def provenance(self) -> str:
+        """Config hash, input hashes and code version of every table and figure (JSON)."""
+        return f"{self.results}/provenance.json"
+
     def summary(self) -> str:
         """The key figures of every table, in one Markdown page."""
         return f"{self.results}/summary.md"

@@ -324,11 +324,12 @@ FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "
 
 
 def final_outputs():
-    """Every table and figure (the default target, `all`)."""
+    """Every table and figure and their provenance record (the default target, `all`)."""
     return (
         [PATHS.table(t) for t in THEORY_TABLES + TABLES]
         + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
         + per_pair(PATHS.sample_grid())
+        + [PATHS.provenance()]
     )
 
 

@@ -69,3 +69,35 @@ rule figures:
         "--recon-images {input.recon_images:q} --samples {input.samples:q} "
         "--tokenizer-log {params.tokenizer_log:q} --ar-log {params.ar_log:q} {params.manifest} "
         "> {log:q} 2>&1"
+
+
+def report_products():
+    """The rules that write tables and figures: each one's outputs and the files it reads."""
+    return [
+        {
+            "rule": name,
+            "outputs": [str(f) for f in getattr(rules, name).output],
+            "inputs": sorted({str(f) for f in getattr(rules, name).input}),
+        }
+        for name in ("theory", "tables", "figures")
+    ]
+
+
+# results/<exp>/provenance.json: per table and figure, the config snapshot's hash, the hashes of
+# the files its rule read and the code version (vcq.provenance); summary.md names it.
+rule provenance:
+    input:
+        [out for p in report_products() for out in p["outputs"]],
+    output:
+        PATHS.provenance(),
+    log:
+        PATHS.log("provenance"),
+    retries: rule_retries("provenance")
+    threads: step_threads("write_provenance")
+    resources:
+        **rule_resources("provenance"),
+    params:
+        products=lambda wildcards: json.dumps(report_products()),
+    shell:
+        '"$VCQ_PYTHON" pipeline_steps/write_provenance.py --config {RESOLVED_CONFIG:q} '
+        "--products {params.products:q} --out {output:q} > {log:q} 2>&1"
