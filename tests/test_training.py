@@ -1,5 +1,7 @@
 """Shared training plumbing: LR schedule, deterministic batches, RNG capture, atomic checkpoints."""
 
+import contextlib
+import itertools
 import json
 import random
 
@@ -7,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from vcq.io import StepError
 from vcq.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from vcq.train.common import batch_indices, lr_at, param_groups
-from vcq.train.log import JsonlLog
+from vcq.train.common import batch_indices, grad_sync, lr_at, micro_batch, param_groups
+from vcq.train.log import JsonlLog, Throughput, peak_flops
 
 
 def test_lr_schedule_shape():
@@ -104,3 +107,62 @@ def test_progress_heartbeat_lines_go_to_the_named_fd(tmp_path, monkeypatch):
     quiet.update(3)
     quiet.close()
     assert quiet.heartbeat_fd is None
+
+
+def test_throughput_reports_step_time_rate_data_wait_and_mfu_only_with_a_peak(monkeypatch):
+    # start; waiting 0.5..2.0; report at 2.0; report at 3.0; then still
+    clock = itertools.chain([0.0, 0.5, 2.0, 2.0, 3.0], itertools.repeat(3.0))
+    monkeypatch.setattr("vcq.train.log.time.perf_counter", lambda: next(clock))
+    speed = Throughput(100, "tok", flops_per_item=1e6, peak=1e9, world_size=2)
+    with speed.waiting():
+        pass
+    speed.step()
+    speed.step()
+    assert speed.report() == {"step": "1000ms", "tok/s": "100", "data_wait": "75%", "mfu": "5.0%"}
+    speed.step()  # a new interval: 1 step in 1 s, no waiting
+    assert speed.report()["tok/s"] == "100"
+    cpu = Throughput(8, "img", flops_per_item=1e6, peak=peak_flops(torch.device("cpu")))
+    assert "mfu" not in cpu.report()
+
+
+def test_micro_batch_and_grad_sync():
+    assert micro_batch(16, 2, 4, "ar.train.batch_size") == 2
+    with pytest.raises(StepError, match="tokenizer.train.batch_size 10 is not divisible by world"):
+        micro_batch(10, 2, 2, "tokenizer.train.batch_size")
+    calls = []
+
+    class Parallel(torch.nn.Module):
+        def no_sync(self):
+            calls.append("no_sync")
+            return contextlib.nullcontext()
+
+    for last in (False, True):
+        with grad_sync(Parallel(), last_micro_step=last), grad_sync(torch.nn.Linear(1, 1), last):
+            pass
+    assert calls == ["no_sync"]  # only before the last micro-step, only on a data-parallel module
+
+
+def test_tokenizer_batch_not_divisible_is_one_step_error(tokenizer_cfg, image_folder, tmp_path):
+    from vcq.data.images import ImageFolderDataset
+    from vcq.train.tokenizer import train
+
+    data = ImageFolderDataset(image_folder(tmp_path / "images", n=2))
+    with pytest.raises(StepError, match=r"tokenizer\.train\.batch_size 5 is not divisible"):
+        train(tokenizer_cfg(batch_size=5), "cosine", data, tmp_path / "f.pt")
+
+
+def test_tokenizer_grad_clip_clips_and_logs_the_norm_before_it(
+    tokenizer_cfg, image_folder, tmp_path
+):
+    from vcq.data.images import ImageFolderDataset
+    from vcq.train.checkpoint import load_checkpoint
+    from vcq.train.tokenizer import train
+
+    data = ImageFolderDataset(image_folder(tmp_path / "images", n=8, shape=(36, 36)))
+    for name, clip in (("off", 0.0), ("clipped", 1e-3)):
+        train(tokenizer_cfg(steps=3, grad_clip=clip), "cosine", data, tmp_path / name / "f.pt")
+    logs = [JsonlLog.read(tmp_path / n / "train_log.jsonl") for n in ("off", "clipped")]
+    assert logs[0][0]["grad_norm"] == logs[1][0]["grad_norm"] > 1e-3  # the same first step
+    assert logs[1][-1]["disc_grad_norm"] > 0
+    weights = [load_checkpoint(tmp_path / n / "f.pt")["state_dict"] for n in ("off", "clipped")]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

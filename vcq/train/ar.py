@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -18,16 +17,27 @@ from vcq import preempt
 from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
 from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenStore
-from vcq.io import write_json
+from vcq.io import StepError, write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.batches import TokenBatches
 from vcq.train.checkpoint import Checkpointer, digest, restore_module, run_key, store_digest
-from vcq.train.common import adamw, autocast, batch_indices, lr_at, param_groups, use_compile
+from vcq.train.common import (
+    adamw,
+    autocast,
+    batch_indices,
+    clip_grads,
+    grad_sync,
+    lr_at,
+    matmul_params,
+    micro_batch,
+    param_groups,
+    use_compile,
+)
 from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vcq.train.log import METRICS_LOG, JsonlLog, plot_log, progress
+from vcq.train.log import METRICS_LOG, JsonlLog, Throughput, peak_flops, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +45,7 @@ log = logging.getLogger(__name__)
 def tokenizer_codebook(path: str | os.PathLike | None) -> torch.Tensor:
     """The (K_max, D) code vectors of the tokenizer (the token files are checked by its hash)."""
     if path is None:
-        raise SystemExit(
+        raise StepError(
             "this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
             "ar_head: leech_factorized): pass --tokenizer "
             "work/<experiment>/tokenizer/<schedule>/final.pt"
@@ -85,6 +95,14 @@ def token_loss(
     """Mean loss for backward (CE + optional z-loss) and the per-position CE (L,) for logging."""
     ce = model.position_ce(logits, tokens)  # (B, L)
     return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
+
+
+def flops_per_token(model: ARModel) -> float:
+    """Training FLOPs per token (nanoGPT's estimate): 6 N + 12 x n_layer x dim x L, with N the
+    Linear weights (forward + backward = 3 x forward) and the second term attention's scores and
+    values over the L positions."""
+    c = model.cfg
+    return float(6 * matmul_params(model) + 12 * c.n_layer * c.dim * c.seq_len)
 
 
 def unigram_entropy_nats(store: TokenStore, vocab: int) -> float:
@@ -150,12 +168,7 @@ def train(
     # build: process group, model (with its prologue), optimiser, data
     preempt.install()
     env = init_distributed(cfg["device"])
-    micro, rem = divmod(tc["batch_size"], env.world_size * accum)
-    if rem or micro == 0:
-        raise SystemExit(
-            f"ar.train.batch_size {tc['batch_size']} not divisible by "
-            f"world_size {env.world_size} x grad_accum {accum}"
-        )
+    micro = micro_batch(tc["batch_size"], env.world_size, accum, "ar.train.batch_size")
     mcfg = model_config(cfg, schedule, data)
     L = mcfg.seq_len
     if env.is_main:
@@ -241,20 +254,21 @@ def train(
         data.train.num_rows, data.train.num_views, micro, accum, cfg["seed"], step, stop, env
     )
     feed = batches.batches(keys)
+    speed = Throughput(
+        tc["batch_size"] * L, "tok", flops_per_token(model), peak_flops(env.device), env.world_size
+    )
     while step < stop:
-        # step: learning rate, accumulated forward/backward, clip, optimiser (no host sync)
+        # step: learning rate, accumulated forward/backward (gradients all-reduced on the last
+        # micro-step), clip, optimiser (no host sync)
         lr = lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], steps)
         for g in opt.param_groups:
             g["lr"] = lr
         terms: dict[str, torch.Tensor] = {}
         step_pos = torch.zeros(L, device=env.device)
         for m in range(accum):
-            tok, lab = (t.to(env.device, non_blocking=True) for t in next(feed))
-            sync = m == accum - 1 or env.world_size == 1
-            ctx = (
-                fwd.no_sync() if not sync and hasattr(fwd, "no_sync") else contextlib.nullcontext()
-            )
-            with ctx, autocast(env.device, tc["bf16"]):
+            with speed.waiting():
+                tok, lab = (t.to(env.device, non_blocking=True) for t in next(feed))
+            with grad_sync(fwd, m == accum - 1), autocast(env.device, tc["bf16"]):
                 out_ = fwd(tok, lab)
                 if isinstance(
                     out_, tuple
@@ -268,8 +282,7 @@ def train(
             (loss / accum).backward()
             terms["loss"] = terms.get("loss", 0) + loss.detach() / accum
             step_pos += pos.float() / accum
-        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc["grad_clip"] or math.inf)
-        terms["grad_norm"] = gnorm
+        terms["grad_norm"] = clip_grads(net.parameters(), tc["grad_clip"])
         guard.observe(step + 1, terms)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -280,13 +293,14 @@ def train(
         )
         step += 1
         bar.update(1)
+        speed.step()
 
         # evaluate: metrics (the only host syncs) at logging intervals, validation when due
         validate_now = tc["val_every"] and step % tc["val_every"] == 0
         if step % tc["log_every"] == 0 or step == steps or validate_now:
             guard.check()
             record = {"step": step, **{k: float(v) for k, v in terms.items()}, "lr": lr}
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", **speed.report())
             if validate_now and env.is_main:
                 record["val_loss"] = float(
                     validate(net, model, data.val, micro, tc["val_batches"], env.device).mean()

@@ -9,6 +9,7 @@ right after a checkpoint would.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -89,3 +90,32 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     if bf16 and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def micro_batch(batch_size: int, world_size: int, accum: int, key: str) -> int:
+    """Per-rank micro-batch of a global batch; a StepError naming `key` if it does not divide."""
+    micro, rem = divmod(batch_size, world_size * accum)
+    if rem or micro == 0:
+        raise StepError(
+            f"{key} {batch_size} is not divisible by world_size {world_size} x grad_accum {accum}"
+        )
+    return micro
+
+
+def grad_sync(module: torch.nn.Module, last_micro_step: bool) -> contextlib.AbstractContextManager:
+    """DDP's gradient all-reduce on the last accumulation micro-step only (`no_sync` before it);
+    a no-op for a module that is not data-parallel."""
+    no_sync = getattr(module, "no_sync", None)
+    return no_sync() if no_sync is not None and not last_micro_step else contextlib.nullcontext()
+
+
+def clip_grads(params: Iterator[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Total gradient norm of `params`, clipped to `max_norm` first when it is > 0 (no host sync).
+
+    With `max_norm` 0 the gradients are scaled by exactly 1: training is as unclipped."""
+    return torch.nn.utils.clip_grad_norm_(list(params), max_norm or math.inf)
+
+
+def matmul_params(module: torch.nn.Module) -> int:
+    """Weights of the Linear layers: each costs 2 FLOPs per token forward, 6 with backward."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))

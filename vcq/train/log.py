@@ -1,15 +1,21 @@
 """What a training loop reports: the JSONL metrics log, the progress bar with terminal
-heartbeats, and the loss plot."""
+heartbeats and throughput (step time, items/s, data wait, MFU), and the loss plot.
+
+Throughput goes to the bar, not to the JSONL log: the log of a resumed run equals an
+uninterrupted one (tested), which timings would break."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from vcq.io import atomic_path
@@ -175,3 +181,66 @@ def plot_log(jsonl_path: str | os.PathLike, png_path: str | os.PathLike, keys: l
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, [png_path], dpi=120)
+
+
+# Dense bf16 tensor-core peak of one GPU (FLOP/s), by a substring of torch's device name.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The bf16 peak of `device` from `PEAK_BF16_FLOPS`, or None (CPU, unknown GPU: no MFU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for gpu, peak in PEAK_BF16_FLOPS.items() if gpu in name), None)
+
+
+class Throughput:
+    """Step time, items (images or tokens) per second, data-wait fraction and MFU of a loop.
+
+    Measured on the host between two `report()` calls, which a loop makes right after a host sync
+    (its logging), so the device's work is inside the interval. Items are those of the whole job
+    (all ranks). MFU follows nanoGPT: achieved FLOP/s (`flops_per_item` x items per second) over
+    the bf16 peak of `world_size` GPUs; without a peak (CPU) it is left out.
+    """
+
+    def __init__(
+        self,
+        items_per_step: int,
+        unit: str,
+        flops_per_item: float,
+        peak: float | None,
+        world_size: int = 1,
+    ) -> None:
+        self.items_per_step, self.unit = items_per_step, unit
+        self.flops_per_item = flops_per_item
+        self.peak = peak * world_size if peak else None
+        self._start, self._steps, self._wait = time.perf_counter(), 0, 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count the time inside the block as waiting for data."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._wait += time.perf_counter() - start
+
+    def step(self) -> None:
+        """One optimiser step done."""
+        self._steps += 1
+
+    def report(self) -> dict[str, str]:
+        """Figures since the last report (for the progress bar), then start a new interval."""
+        now = time.perf_counter()
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.items_per_step * self._steps / elapsed
+        out = {
+            "step": f"{1e3 * elapsed / max(self._steps, 1):.0f}ms",
+            f"{self.unit}/s": f"{rate:.4g}",
+            "data_wait": f"{self._wait / elapsed:.0%}",
+        }
+        if self.peak:
+            out["mfu"] = f"{rate * self.flops_per_item / self.peak:.1%}"
+        self._start, self._steps, self._wait = now, 0, 0.0
+        return out

@@ -15,9 +15,19 @@ from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
 from vcq.train.checkpoint import Checkpointer, listing_digest, restore_module, run_key
-from vcq.train.common import adamw, autocast, lr_at, param_groups, use_compile
+from vcq.train.common import (
+    adamw,
+    autocast,
+    clip_grads,
+    grad_sync,
+    lr_at,
+    matmul_params,
+    micro_batch,
+    param_groups,
+    use_compile,
+)
 from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vcq.train.log import METRICS_LOG, JsonlLog, plot_log, progress
+from vcq.train.log import METRICS_LOG, JsonlLog, Throughput, peak_flops, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,18 @@ def image_loader(
     )
 
 
+def flops_per_image(model: Tokenizer) -> float:
+    """Training FLOPs per image of the encoder and decoder (forward + backward = 3 x forward):
+    6 x (their Linear weights) x T + 12 x depth x width x T^2 per stack (attention scores and
+    values), with T = patches + latent tokens. The quantizer, LPIPS and the discriminator are left
+    out, so an MFU from it is a lower bound."""
+    tokens = model.grid**2 + model.num_tokens
+    flops = 6 * (matmul_params(model.encoder) + matmul_params(model.decoder)) * tokens
+    for vit in (model.encoder, model.decoder):
+        flops += 12 * len(vit.blocks) * vit.blocks[0].qkv.in_features * tokens**2
+    return float(flops)
+
+
 def train(
     cfg: dict, schedule: str, data: ImageFolderDataset, out: Path, stop_at: int | None = None
 ) -> Tokenizer:
@@ -68,6 +90,7 @@ def train(
     # build: process group, model, losses (with the discriminator), optimisers
     preempt.install()
     env = init_distributed(cfg["device"])
+    micro_batch(train_cfg["batch_size"], env.world_size, accum, "tokenizer.train.batch_size")
     if env.device.type == "cuda":
         enable_tf32()
     # rank-seeded, so ranks draw their own augmentations (DDP copies rank 0's initial weights)
@@ -136,8 +159,16 @@ def train(
         )
 
     bar = progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
-    for step, (images, _, replaced) in enumerate(loader, start):
-        # step: learning rate, generator forward/backward per micro-batch, then the discriminator
+    peak = peak_flops(env.device)
+    speed = Throughput(train_cfg["batch_size"], "img", flops_per_image(model), peak, env.world_size)
+    batches = iter(loader)
+    for step in range(start, stop):
+        # data: this step's images of this rank (decoded and cropped by the loader's workers)
+        with speed.waiting():
+            images, _, replaced = next(batches)
+
+        # step: learning rate, generator forward/backward per micro-batch (gradients all-reduced
+        # on the last), clip, then the discriminator the same way
         lr = lr_at(
             step,
             train_cfg["lr"],
@@ -152,31 +183,33 @@ def train(
         x_all = normalize_uint8(images.to(env.device, non_blocking=True))
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         terms: dict[str, torch.Tensor] = {}
-        for x in x_all.chunk(accum):
-            with autocast(env.device, train_cfg["bf16"]):
-                recon, q = net(x)
-                loss, parts = loss_fn.generator(x, recon, q.loss, step)
-            (loss / accum).backward()
+        for m, x in enumerate(x_all.chunk(accum)):
+            with grad_sync(net, last_micro_step=m == accum - 1):
+                with autocast(env.device, train_cfg["bf16"]):
+                    recon, q = net(x)
+                    loss, parts = loss_fn.generator(x, recon, q.loss, step)
+                (loss / accum).backward()
             pairs.append((x, recon.detach()))
             for k, v in parts.items():
                 terms[k] = terms.get(k, 0) + v / accum
-        terms["grad_norm"] = torch.nn.utils.get_total_norm(
-            [p.grad for p in model.parameters() if p.grad is not None]
-        )
+        terms["grad_norm"] = clip_grads(model.parameters(), train_cfg["grad_clip"])
         guard.observe(step + 1, terms)
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
         if loss_fn.gan_active(step):
-            for x, recon in pairs:
-                with autocast(env.device, train_cfg["bf16"]):
-                    d_loss = loss_fn.discriminator_step_loss(x, recon)
-                (d_loss / accum).backward()
+            for m, (x, recon) in enumerate(pairs):
+                with grad_sync(loss_fn.discriminator, last_micro_step=m == accum - 1):
+                    with autocast(env.device, train_cfg["bf16"]):
+                        d_loss = loss_fn.discriminator_step_loss(x, recon)
+                    (d_loss / accum).backward()
                 terms["disc"] = terms.get("disc", 0) + d_loss.detach() / accum
-            guard.observe(step + 1, {"disc": terms["disc"]})
+            terms["disc_grad_norm"] = clip_grads(disc.parameters(), train_cfg["grad_clip"])
+            guard.observe(step + 1, {k: terms[k] for k in ("disc", "disc_grad_norm")})
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
         done = step + 1
         bar.update(1)
+        speed.step()
         # the flags come from the workers: a CPU tensor, no device sync
         skipped.update(replaced[replaced.ne(-1)].tolist())
 
@@ -190,7 +223,7 @@ def train(
                 **{k: float(v) for k, v in q.stats.items()},
                 "skipped_images": len(skipped),
             }
-            bar.set_postfix(loss=f"{record['l1']:.4f}")
+            bar.set_postfix(l1=f"{record['l1']:.4f}", lr=f"{lr:.2e}", **speed.report())
             if jlog:
                 jlog.write(record)
 
