@@ -32,6 +32,7 @@ from vcq.runfiles import (
 )
 from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from vcq.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vcq.train.log import JsonlLog
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/default.yaml"
@@ -96,7 +97,6 @@ FORMATS = {
     "recon npz": (_recon, read_recon_images, "eval_recon"),
     "metrics json": (_metrics, lambda p: read_metrics(p, "eval_fid"), "eval_fid"),
     "position-loss csv": (_position_loss, read_position_loss, "train_ar"),
-    "train log jsonl": (_train_log, lambda p: read_log(p, "train_ar"), "train_ar"),
 }
 
 
@@ -111,6 +111,16 @@ def test_a_truncated_run_file_names_itself_and_its_rule(tmp_path, fmt):
         read(path)
     msg = str(e.value)
     assert msg.startswith(str(path)) and f"rerun the `{rule}` rule" in msg and "\n" not in msg
+
+
+def test_a_training_log_cut_by_a_kill_resumes_and_a_damaged_one_names_its_rule(tmp_path):
+    path = _train_log(tmp_path / "train_log.jsonl")
+    _truncate(path, keep=0.99)  # a kill while appending the last record
+    JsonlLog(path, "s", resume_step=10)  # the resumed run rewinds the log to its step
+    assert [r["step"] for r in JsonlLog.read(path)] == list(range(11))
+    path.write_text(path.read_text().replace('"step": 5}', '"step": 5'))
+    with pytest.raises(StepError, match=r"train_log\.jsonl: truncated or malformed.*`train_ar`"):
+        read_log(path, "train_ar")
 
 
 def test_a_metrics_file_that_is_not_a_record_names_its_rule(tmp_path):

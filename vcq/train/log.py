@@ -54,8 +54,11 @@ class JsonlLog:
 
     @staticmethod
     def read(path: str | os.PathLike) -> list[dict]:
-        """All records of a log file."""
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        """All records of a log file; a last line without its line break is the record a kill
+        cut off (`write`), not a record."""
+        text = Path(path).read_text()
+        lines = text.split("\n")[:-1]  # the text after the last line break is cut off or empty
+        return [json.loads(line) for line in lines if line.strip()]
 
 
 PROGRESS_FD_ENV = "VCQ_PROGRESS_FD"
