@@ -259,7 +259,7 @@ def train(
     )
     while step < stop:
         # step: learning rate, accumulated forward/backward (gradients all-reduced on the last
-        # micro-step), clip, optimiser (no host sync)
+        # micro-step), clip, optimiser (no host sync before the stop check below)
         lr = lr_at(step, tc["lr"], tc["lr_end"], tc["warmup_steps"], tc["peak_steps"], steps)
         for g in opt.param_groups:
             g["lr"] = lr
