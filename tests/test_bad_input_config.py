@@ -31,6 +31,11 @@ def test_numbers_with_a_bare_exponent_are_numbers(tmp_path):
     assert cfg["tokenizer"]["train"]["lr"] == 5e-4
 
 
+def test_an_override_that_is_not_yaml_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"override 'report\.n_images=\[1,': invalid YAML"):
+        load_config(DEMO, ["report.n_images=[1,"])
+
+
 def test_a_string_that_is_not_a_number_is_still_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"tokenizer\.train\.lr"):
         load_config(_config(tmp_path, "tokenizer: {train: {lr: 5e-4x}}"))

@@ -147,7 +147,11 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.path=value")
         key, raw = item.split("=", 1)
-        _set_dotted(cfg, key.strip(), load_yaml(raw))
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': invalid YAML value ({e.problem})") from e
+        _set_dotted(cfg, key.strip(), value)
     return cfg
 
 
