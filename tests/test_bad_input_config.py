@@ -31,6 +31,14 @@ def test_numbers_with_a_bare_exponent_are_numbers(tmp_path):
     assert cfg["tokenizer"]["train"]["lr"] == 5e-4
 
 
+def test_a_config_that_is_a_folder_or_binary_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="not a readable YAML file"):
+        load_config(tmp_path)
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"c\.yaml: not a readable YAML file"):
+        load_config(tmp_path / "c.yaml")
+
+
 def test_an_override_that_is_not_yaml_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"override 'report\.n_images=\[1,': invalid YAML"):
         load_config(DEMO, ["report.n_images=[1,"])

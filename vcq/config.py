@@ -50,6 +50,8 @@ def _read_yaml(path: Path) -> Any:
             return load_yaml(f)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {path}") from e
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable YAML file ({e})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}".replace("\n", " ")) from e
 
