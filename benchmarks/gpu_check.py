@@ -5,10 +5,9 @@ and MFU; AR-B sampling images/s (batch 256, CFG, L = 256) eager and compiled; en
 the time of a torch-fidelity FID over 10,000 generated images. Inputs are synthetic tensors
 already on the device (the input pipelines have their own benchmarks); weights are random.
 
-FLOPs per trained token (forward + backward = 3 x forward, matmuls only):
-  transformer: 6 N + 12 n_layer d T   (N = matmul parameters, d = width, T = attended length)
-The tokenizer counts its encoder and decoder over their 512-token sequences per image; LPIPS and
-the discriminator are left out, so its MFU is a lower bound. MFU = achieved / peak bf16 dense.
+FLOPs per trained image or token are the training loops' (`vcq.train.tokenizer.flops_per_image`,
+`vcq.train.ar.flops_per_token`, nanoGPT's 6 N + 12 n_layer d T); the tokenizer's leave LPIPS and
+the discriminator out, so its MFU is a lower bound. MFU = achieved / peak bf16 dense.
 `--tiny` runs the same code with the demo's small models on the CPU (a smoke test).
 """
 
@@ -31,9 +30,10 @@ from vcq.losses import TokenizerLoss
 from vcq.numerics import enable_tf32, inference_autocast
 from vcq.sampling import generate
 from vcq.tokenizer import build_tokenizer
+from vcq.train.ar import flops_per_token
 from vcq.train.common import adamw
-
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s
+from vcq.train.log import PEAK_BF16_FLOPS
+from vcq.train.tokenizer import flops_per_image
 
 
 def sync(device: torch.device) -> None:
@@ -57,11 +57,6 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
         sync(device)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
-
-
-def matmul_params(module: torch.nn.Module) -> int:
-    """Parameters of the Linear layers (the ones that cost 2 FLOPs per token each)."""
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
 def tokenizer_training(
@@ -103,10 +98,7 @@ def tokenizer_training(
         opt_d.zero_grad(set_to_none=True)
 
     t = timed(step, device, 2 if tiny else 5, 2 if tiny else 10)
-    n_tok = model.grid**2 + model.num_tokens
-    flops = 6 * (matmul_params(model.encoder) + matmul_params(model.decoder)) * n_tok
-    layers = len(model.encoder.blocks) + len(model.decoder.blocks)
-    flops += 12 * layers * model.encoder.blocks[0].qkv.in_features * n_tok * n_tok
+    flops = flops_per_image(model)
     ips = batch / t
     extras = "GAN" if tiny else "GAN + LPIPS"
     print(
@@ -154,12 +146,11 @@ def ar_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: 
 
     t = timed(step, device, 2 if tiny else 5, 2 if tiny else 20)
     c = model.cfg
-    flops_per_token = 6 * matmul_params(model) + 12 * c.n_layer * c.dim * L
     tps = batch * L / t
     print(
         f"AR training ({precision(device)}, batch {batch}, L {L}, V {c.vocab_size}): "
         f"{tps:10.0f} tokens/s, {t * 1e3:.0f} ms/step, "
-        f"MFU {tps * flops_per_token / peak:.1%} (6N + 12 n_layer d T per token)"
+        f"MFU {tps * flops_per_token(model) / peak:.1%} (6N + 12 n_layer d T per token)"
     )
 
 
@@ -277,7 +268,7 @@ def main() -> None:
     )
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     peak = (
-        next((v for k, v in PEAK_BF16.items() if k in name), 989e12)
+        next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 989e12)
         if device.type == "cuda"
         else 1e12
     )
