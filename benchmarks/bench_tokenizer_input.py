@@ -2,9 +2,11 @@
 
 Generates a folder of JPEGs (ImageNet's typical size), then times the training DataLoader of
 `vcq.train.tokenizer` (TrainCrops over ImageFolderDataset, step batch sampler, uint8 batches) with
-0 and 2 workers at 256 px. Beside it: the rate one GPU needs at the paper's batch (256 over 8 GPUs
-= 32 images per GPU per step) and a 50 ms step (a Base-tokenizer step at 40-50 % MFU on an H100).
-Last line: images/s with 2 workers and the rate one GPU needs.
+0 and 2 workers at 256 px, every process on one torch thread as a loader worker runs (the 0-worker
+rate is one worker's). Beside it: the decode time of one JPEG with PIL (what the loader uses) and
+with torchvision.io.decode_jpeg, and the rate one GPU needs at the paper's batch (256 over 8 GPUs =
+32 images per GPU per step) and a 50 ms step (a Base-tokenizer step at 40-50 % MFU on an H100),
+as CPU cores per GPU. Last line: images/s with 2 workers and the rate one GPU needs.
 """
 
 from __future__ import annotations
@@ -59,6 +61,26 @@ def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> floa
     return n / (time.perf_counter() - t0)
 
 
+def decode_ms(path: Path, repeat: int = 50) -> dict[str, float]:
+    """Milliseconds to decode `path` to RGB: PIL (the loader's decoder) and torchvision's."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    from vcq.data.images import load_rgb
+
+    data = read_file(str(path))
+    timings = {}
+    for name, decode in (
+        ("PIL", lambda: load_rgb(path)),
+        ("torchvision.io.decode_jpeg", lambda: decode_jpeg(data, mode=ImageReadMode.RGB)),
+    ):
+        decode()
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            decode()
+        timings[name] = (time.perf_counter() - t0) / repeat * 1e3
+    return timings
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,17 +89,25 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=12)
     args = p.parse_args()
+    import torch
+
+    # a loader worker runs on one thread (torch sets it so in each worker): so does the main
+    # process here, which decodes itself with 0 workers
+    torch.set_num_threads(1)
     need = PAPER_BATCH / GPUS / STEP_S
     with tempfile.TemporaryDirectory() as tmp:
         make_jpegs(Path(tmp), args.images)
         data = ImageFolderDataset(tmp)
         rates = {w: rate(data, w, args.batch, args.steps) for w in (0, 2)}
+        decode = decode_ms(next(Path(tmp).rglob("*.JPEG")))
     for w, r in rates.items():
         print(f"{w} workers: {r:7.1f} images/s")
+    for name, ms in decode.items():
+        print(f"decode one 500x375 JPEG with {name}: {ms:.2f} ms")
     print(
         f"one GPU needs {need:.0f} images/s "
         f"(batch {PAPER_BATCH} on {GPUS} GPUs, {STEP_S * 1e3:.0f} ms step): "
-        f"about {need / rates[0]:.0f} workers at this machine's per-core rate"
+        f"about {need / rates[0]:.0f} CPU cores per GPU at this machine's one-worker rate"
     )
     print(
         f"tokenizer input: {rates[2]:.0f} images/s with 2 workers ({rates[0]:.0f} with 0); "

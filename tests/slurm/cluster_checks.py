@@ -271,14 +271,15 @@ def check_cancel_and_rerun(tmp: Path) -> None:
     cmd += [str(tmp / "slices.yaml"), "--config", *overrides(root, "test_slurm_k")]
     cmd += ["slurm={account: vcq}", *FAST_STATUS, target]
 
-    def start(name: str) -> tuple[subprocess.Popen, str]:
+    def start(name: str, *extra: str) -> tuple[subprocess.Popen, str]:
         f = open(tmp / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*cmd, *extra], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
         job = wait_for("the tokenizer job", lambda: job_of(TOKENIZER), 120)
         wait_for("it to run", lambda: job_info(job)["JobState"] == "RUNNING", 120)
         return proc, job
 
-    proc, job = start("cancel")
+    # no retry: with one, Snakemake would resubmit the cancelled job (which then resumes)
+    proc, job = start("cancel", "--retries", "0")
     time.sleep(5)
     sh("scancel", job)
     cancelled = time.time()
