@@ -4,6 +4,8 @@ it was made from and the code version."""
 import json
 from pathlib import Path
 
+import torch
+
 from vcq.config import dump_config, load_config
 from vcq.io import file_sha256, read_json
 
@@ -46,3 +48,6 @@ def test_provenance_names_config_inputs_and_code_of_every_output(tmp_path, run_s
     )
     # the code version: this checkout's commit (or the package version outside a checkout)
     assert record["code"]["package"] and len(record["code"].get("git_commit", "0" * 40)) == 40
+    env = record["environment"]
+    assert env["torch"] == torch.__version__ and env["cpu_model"] and env["torch_threads"] >= 1
+    assert len(env["lock"]["sha256"]) == 64 and isinstance(env["lock"]["drift"], list)

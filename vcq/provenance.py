@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import vcq
+from vcq.doctor import environment_record
 from vcq.io import file_sha256
 
 PROVENANCE_VERSION = 1
@@ -49,7 +50,9 @@ def provenance_record(config: str | os.PathLike, products: Iterable[dict]) -> di
     """The record: `config` (the run's config snapshot: path and SHA-256), `code` and, per output
     file of each product (`{"rule", "outputs", "inputs"}`), its rule and `{input: sha256}`.
 
-    Other facts about a run (packages, CPU, threads) are added to this dict, in this function.
+    `environment` is the machine, thread count, torch build and the lock's hash with any
+    difference of the installed packages from it (vcq.doctor.environment_record; the lock of the
+    checkout vcq is imported from, `missing` for a plain install).
     """
     hashes: dict[str, str] = {}
     outputs = {}
@@ -61,5 +64,8 @@ def provenance_record(config: str | os.PathLike, products: Iterable[dict]) -> di
         "provenance_version": PROVENANCE_VERSION,
         "config": {"path": str(config), "sha256": file_sha256(config)},
         "code": code_version(),
+        "environment": environment_record(
+            Path(vcq.__file__).resolve().parents[1] / "requirements.lock"
+        ),
         "outputs": outputs,
     }
