@@ -147,13 +147,15 @@ class TokenWriter:
                     for k, v in self.attrs.items()
                 )
                 same_rows = self.rows is None or np.array_equal(f["rows"][:], self.rows)
-                # Files without checksums predate write verification: re-encode them.
+                # Every dataset opened (a write that ran out of space can leave one unreadable);
+                # files without (row, view) checksums are older formats: re-encode them.
+                shapes = [f[k].shape[0] for k in ("tokens", "labels", "done", "checksum")]
                 return (
                     same
                     and same_rows
-                    and "checksum" in f
                     and bool(f.attrs["complete"]) == complete
-                    and f["tokens"].shape[0] == self.num_rows
+                    and shapes == [self.num_rows] * 4
+                    and f["checksum"].shape[1:] == (self.attrs["views"],)
                 )
         except (OSError, KeyError):
             return False
@@ -169,7 +171,14 @@ class TokenWriter:
             f.create_dataset("tokens", shape=shape, dtype=dtype, chunks=chunk)
             f.create_dataset("labels", shape=(self.num_rows,), dtype=np.int64, fillvalue=-1)
             f.create_dataset("done", shape=(self.num_rows,), dtype=bool, fillvalue=False)
-            f.create_dataset("checksum", shape=shape[:2], dtype=np.int64, fillvalue=-1)
+            # chunked like the tokens, so its space is taken as rows are written, not up front
+            f.create_dataset(
+                "checksum",
+                shape=shape[:2],
+                dtype=np.int64,
+                fillvalue=-1,
+                chunks=(chunk[0], shape[1]),
+            )
             if self.rows is not None:
                 f.create_dataset("rows", data=self.rows)
             f.attrs.update(self.attrs)
@@ -384,22 +393,25 @@ class TokenStore:
         """`block` as int64 after the checksum and K_t bound checks: tokens (n, L) of the pairs
         (rows[i], views[i]) (`views` may be one view for all), or (n, V, L) of whole rows."""
         rows = np.asarray(rows, dtype=np.int64)
+        checked = block.astype(np.int64)
+        try:
+            check_bounds(checked, self.k_sizes, rows)
+        except ValueError as e:
+            raise self._fail(f"{e}; re-encode it with the tokenizer of this schedule") from e
         expected = self.checksums[rows] if views is None else self.checksums[rows, views]
         bad = view_checksums(block) != expected
         if bad.any():
             where = np.argwhere(bad)[0]
             row = int(rows[where[0]])
-            view = int(where[1]) if views is None else int(np.broadcast_to(views, rows.shape)[where[0]])
+            if views is None:
+                view = int(where[1])
+            else:
+                view = int(np.broadcast_to(views, rows.shape)[where[0]])
             raise self._fail(
                 f"row {row}, view {view}: tokens do not match their checksum (changed after "
                 "encoding); re-encode it (snakemake ... --forcerun encode_tokens)"
             )
-        block = block.astype(np.int64)
-        try:
-            check_bounds(block, self.k_sizes, rows)
-        except ValueError as e:
-            raise self._fail(f"{e}; re-encode it with the tokenizer of this schedule") from e
-        return block
+        return checked
 
     def read_range(self, start: int, stop: int, view: int | None = None) -> np.ndarray:
         """Rows `start:stop` as int64, checked: (n, L) of one view, or (n, V, L) with `view=None`."""
