@@ -18,7 +18,7 @@ import torch.distributed as dist
 from vcq import cluster, preempt
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.config import k_sizes_for
-from vcq.data.images import FlaggedSkips, ImageFolderDataset, check_unreadable, normalize_uint8
+from vcq.data.images import FlaggedSkips, check_unreadable, normalize_uint8, split_images
 from vcq.data.source import images_root, source_key
 from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
@@ -70,7 +70,7 @@ def main() -> None:
     # uint8 views through the loader (a quarter of float32's bytes), normalised on the device
     transform = views_transform(recipe, enc["resize"], enc["crop"], uint8=True)
     images = images_root(cfg["data"]) / args.split
-    dataset = ImageFolderDataset(images, transform=transform)
+    dataset = split_images(cfg["data"], args.split, transform, min_side=enc["resize"])
     skipped: list[str] = []
     max_unreadable = cfg["data"]["max_unreadable"]
     rows = np.arange(env.rank, len(dataset), env.world_size)

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset, eval_transform
-from vcq.data.source import images_root
+from vcq.data.images import ImageFolderDataset, eval_transform, split_images
 from vcq.io import write_json
 from vcq.metrics.fid import feature_weights
 from vcq.metrics.fid import rfid as metrics_rfid
@@ -19,9 +18,9 @@ from vcq.tokenizer import load_tokenizer
 from vcq.train.distributed import init_distributed
 
 
-def val_images(root: Path, size: int) -> ImageFolderDataset:
+def val_images(data: dict, size: int) -> ImageFolderDataset:
     """Val images, resized and centre-cropped to `size`, in [-1, 1] (corrupt files skipped)."""
-    return ImageFolderDataset(root, transform=eval_transform(size))
+    return split_images(data, "val", eval_transform(size), min_side=size)
 
 
 def main() -> None:
@@ -47,7 +46,7 @@ def main() -> None:
         feature_weights(cfg)  # a missing file is an error before the val split is reconstructed
     device = init_distributed(cfg["device"]).device
     model = load_tokenizer(args.tokenizer, device)
-    dataset = val_images(images_root(cfg["data"]) / "val", model.image_size)
+    dataset = val_images(cfg["data"], model.image_size)
     shape = (len(dataset), model.image_size, model.image_size, 3)
     with write_recon_images(args.out_images, args.schedule, shape) as (recon_path, orig_path):
         recon = np.load(recon_path, mmap_mode="r+")

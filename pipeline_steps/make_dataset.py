@@ -18,13 +18,13 @@ from vcq.io import StepError, read_json, write_json
 from vcq.paths import Layout
 
 
-def validate_folder(root: Path, max_unreadable: float) -> dict:
+def validate_folder(root: Path, max_unreadable: float, max_pixels: int | None) -> dict:
     """Manifest of an existing `root/{train,val}` ImageFolder; every image is decoded once, and
-    more unreadable ones than `max_unreadable` allows stop the step."""
+    more unreadable ones (or above `max_pixels`) than `max_unreadable` allows stop the step."""
     manifest: dict = {"source": "folder", "root": str(root), "counts": {}, "skipped": {}}
     for split in ("train", "val"):
         try:
-            data = ImageFolderDataset(root / split)
+            data = ImageFolderDataset(root / split, max_pixels=max_pixels)
         except FileNotFoundError as e:
             raise StepError(f"data.root: {e}") from e
         skipped = data.scan()
@@ -35,7 +35,12 @@ def validate_folder(root: Path, max_unreadable: float) -> dict:
             raise StepError(f"data.root: no readable image under {root / split}")
         manifest.setdefault("classes", data.classes)
         if data.classes != manifest["classes"]:
-            raise StepError(f"data.root: {root}: train and val have different class folders")
+            only_train = sorted(set(manifest["classes"]) - set(data.classes))
+            only_val = sorted(set(data.classes) - set(manifest["classes"]))
+            raise StepError(
+                f"data.root: {root}: train and val have different class folders (only in train: "
+                f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'})"
+            )
     manifest["num_classes"] = len(manifest["classes"])
     manifest["listing_sha256"] = folder_listing(root)
     return manifest
@@ -51,7 +56,7 @@ def folder_manifest(cfg: dict, key: str, log: logging.Logger) -> dict:
             log.info("same folder listing as the shared manifest %s: not validated again", shared)
             return manifest
     root = images_root(cfg["data"])
-    checked = validate_folder(root, cfg["data"]["max_unreadable"])
+    checked = validate_folder(root, cfg["data"]["max_unreadable"], cfg["data"]["max_pixels"])
     manifest = {**checked, "source_key": key, "images_root": str(root)}
     write_json(shared, manifest)
     log.info("validated %s; wrote %s", cfg["data"]["root"], shared)

@@ -7,8 +7,7 @@ from pathlib import Path
 from vcq import report, runfiles
 from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import load_config
-from vcq.data.images import ImageFolderDataset
-from vcq.data.source import images_root
+from vcq.data.images import split_images
 from vcq.paths import Layout
 from vcq.sampling import find_preset, sampled_pairs
 
@@ -143,7 +142,7 @@ def main() -> None:
             "eval_recon",
         )
         originals = images[names[0]].originals
-        val_labels = ImageFolderDataset(images_root(cfg["data"]) / "val").labels
+        val_labels = split_images(cfg["data"], "val").labels
         notes = {n: f"(PSNR {r['psnr']:.1f} dB)" for n, r in recon.items()}
         title = f"{exp}: val images (top row) and each tokenizer's reconstruction"
         if recon:

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset, center_crop_arr
-from vcq.data.source import images_root
+from vcq.data.images import center_crop_arr, split_images
 from vcq.metrics.fid import sample_size
 from vcq.train.checkpoint import Checkpointer, listing_digest, run_key, save_checkpoint
 from vcq.train.features import train_demo_net
@@ -33,9 +32,7 @@ def main() -> None:
     demo_net_cfg = cfg["eval"]["demo_net"]
     # at the resolution of the samples it will judge (a folder's images may have any size)
     size = sample_size(cfg)
-    data = ImageFolderDataset(
-        images_root(cfg["data"]) / "train", transform=partial(_to_uint8_chw, size=size)
-    )
+    data = split_images(cfg["data"], "train", partial(_to_uint8_chw, size=size), min_side=size)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=demo_net_cfg["batch_size"],

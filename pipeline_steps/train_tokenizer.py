@@ -6,8 +6,7 @@ from pathlib import Path
 
 from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset
-from vcq.data.source import images_root
+from vcq.data.images import split_images
 from vcq.losses import lpips_weights
 from vcq.train.common import divergence_reported
 from vcq.train.distributed import init_distributed
@@ -29,7 +28,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
     log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)
-    dataset = ImageFolderDataset(images_root(cfg["data"]) / "train")
+    # JPEGs decode at the smallest reduction that still covers the training crop's resize
+    crop_side = round(cfg["tokenizer"]["model"]["image_size"] * cfg["data"]["crop_scale"])
+    dataset = split_images(cfg["data"], "train", min_side=crop_side)
     log.info("training tokenizer %s on %d images", args.schedule, len(dataset))
     with divergence_reported("tokenizer", args.schedule):
         train(cfg, args.schedule, dataset, args.out, args.stop_after)

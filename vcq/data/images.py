@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from vcq.data.source import images_root, is_hidden
 from vcq.io import StepError
 
 log = logging.getLogger(__name__)
@@ -62,19 +64,61 @@ def eval_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
     return lambda image: to_tensor_pm1(center_crop_arr(image, size))
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image fully (so truncated files fail here, not later) as RGB."""
-    with Image.open(path) as im:
-        return im.convert("RGB")
+# PIL's own warning threshold (about 9459 x 9459); `data.max_pixels` sets it per data set.
+MAX_PIXELS = 89_478_485
+
+
+class ImageTooLarge(ValueError):
+    """An image above the pixel limit: refused (and counted as unreadable), never decoded."""
+
+
+def load_rgb(
+    path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS, min_side: int | None = None
+) -> Image.Image:
+    """Decode an image fully (so truncated files fail here, not later) as 8-bit RGB, upright.
+
+    Images above `max_pixels` are refused (`ImageTooLarge`) before decoding. With `min_side`, a
+    JPEG is decoded at the smallest power-of-two reduction whose shorter side is still at least
+    `min_side` (PIL's draft), so a large photo costs a fraction of its full decode.
+    """
+    with warnings.catch_warnings():
+        # the limit below is ours; PIL's warning would only repeat it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageTooLarge(
+                    f"{w}x{h} = {w * h / 1e6:.1f} MP, above data.max_pixels = "
+                    f"{max_pixels / 1e6:.1f} MP"
+                )
+            if min_side and im.format == "JPEG" and min(w, h) >= 2 * min_side:
+                scale = min_side / min(w, h)
+                im.draft(im.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+            return to_rgb8(ImageOps.exif_transpose(im))
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL image: integer depths scaled to 0..255 (16-bit by 65535, 32-bit by
+    2^31 - 1, negatives as 0), transparency composited onto white, palette and CMYK converted."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        full = 65535 if im.mode != "I" else 2**31 - 1
+        a = np.clip(np.asarray(im).astype(np.float64), 0, full) * (255 / full)
+        return Image.fromarray(np.rint(a).astype(np.uint8)).convert("RGB")
+    if im.mode in ("LA", "RGBA", "PA") or "transparency" in im.info:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     """`root/<class>/<image>` files as (image, label); class ids follow sorted folder names.
 
-    A file that cannot be decoded is skipped: the sample is replaced by the next readable one
-    (index + 1, wrapping), so a given file list always yields the same samples. Each bad path is
-    logged once and kept in `.skipped` (per process: with DataLoader workers, count with
-    `scan()` in the main process).
+    A file that cannot be decoded, or is above `max_pixels`, is skipped: the sample is replaced by
+    the next readable one (index + 1, wrapping), so a given file list always yields the same
+    samples. Each bad path is logged once and kept in `.skipped` (per process: with DataLoader
+    workers, count with `scan()` in the main process, or through `FlaggedSkips`). Hidden entries
+    (`.ipynb_checkpoints/`, `.DS_Store`) are neither classes nor images; a class folder without
+    images is an error naming it. `min_side` lets JPEGs decode at reduced size (`load_rgb`).
     """
 
     def __init__(
@@ -82,13 +126,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         root: str | os.PathLike,
         transform: Callable[[Image.Image], Any] | None = None,
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        max_pixels: int | None = MAX_PIXELS,
+        min_side: int | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
         inside = self.root.resolve()
         self.classes = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and _within(d, inside)
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir() and not is_hidden(d.name) and _within(d, inside)
         )
         if not self.classes:
             raise FileNotFoundError(f"no class sub-folders in {self.root}")
@@ -100,12 +148,19 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             # one level deep and never through a link out of the root: a symlink loop or a link to
             # another tree cannot multiply or import images
             if p.is_file()
+            and not is_hidden(p.name)
             and p.name.endswith(extensions)
             and (not p.is_symlink() or _within(p, inside))
         ]
         if not self.samples:
             raise FileNotFoundError(f"no images with extensions {extensions} under {self.root}")
-        self.transform = transform
+        empty = sorted(set(self.classes) - {self.classes[i] for _, i in self.samples})
+        if empty:
+            raise StepError(
+                f"{self.root}: class folders without images: {', '.join(empty)} (a class needs "
+                "images: remove the folders or fill them)"
+            )
+        self.transform, self.max_pixels, self.min_side = transform, max_pixels, min_side
         self.skipped: list[str] = []
 
     @property
@@ -124,7 +179,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def _try_load(self, index: int) -> Image.Image | None:
         path = self.samples[index][0]
         try:
-            return load_rgb(path)
+            return load_rgb(path, self.max_pixels, self.min_side)
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...)
             if str(path) not in self.skipped:
                 self.skipped.append(str(path))
@@ -183,6 +238,18 @@ class FlaggedSkips(torch.utils.data.Dataset):
 
 def _within(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root)
+
+
+def split_images(
+    data: dict,
+    split: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    min_side: int | None = None,
+) -> ImageFolderDataset:
+    """The `split` images of a config's `data` section (its pixel limit applied)."""
+    return ImageFolderDataset(
+        images_root(data) / split, transform, max_pixels=data["max_pixels"], min_side=min_side
+    )
 
 
 def crop_seed(seed: int, step: int, slot: int) -> int:
