@@ -11,7 +11,13 @@ import torch
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import center_crop_arr, split_images
 from vcq.metrics.fid import sample_size
-from vcq.train.checkpoint import Checkpointer, listing_digest, run_key, save_checkpoint
+from vcq.train.checkpoint import (
+    RESUME_FILE,
+    Checkpointer,
+    listing_digest,
+    run_key,
+    save_checkpoint,
+)
 from vcq.train.features import train_demo_net
 
 
@@ -47,7 +53,7 @@ def main() -> None:
         upstream="",
         world_size=1,
     )
-    state = Checkpointer(Path(out).parent / "last.pt", key)
+    state = Checkpointer(Path(out).parent / RESUME_FILE, key)
     _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, cfg["seed"], state)
     save_checkpoint(out, ckpt)
     log.info("wrote %s", out)

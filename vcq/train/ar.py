@@ -23,7 +23,14 @@ from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.batches import TokenBatches
-from vcq.train.checkpoint import Checkpointer, digest, restore_module, run_key, store_digest
+from vcq.train.checkpoint import (
+    RESUME_FILE,
+    Checkpointer,
+    digest,
+    restore_module,
+    run_key,
+    store_digest,
+)
 from vcq.train.common import (
     adamw,
     autocast,
@@ -204,7 +211,7 @@ def train(
 
     # resume: weights, optimiser, step, per-position EMA and this rank's RNG from last.pt, if it
     # was written by this run (same config, tokens, tokenizer and world size)
-    last = out.parent / "last.pt"
+    last = out.parent / RESUME_FILE
     key = run_key(
         {"seed": cfg["seed"], "ar": cfg["ar"], "schedule": schedule_entry(cfg, schedule)},
         data=digest([store_digest(data.train), store_digest(data.val)]),

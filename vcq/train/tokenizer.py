@@ -14,7 +14,13 @@ from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, no
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
-from vcq.train.checkpoint import Checkpointer, listing_digest, restore_module, run_key
+from vcq.train.checkpoint import (
+    RESUME_FILE,
+    Checkpointer,
+    listing_digest,
+    restore_module,
+    run_key,
+)
 from vcq.train.common import (
     adamw,
     autocast,
@@ -107,7 +113,7 @@ def train(
     # resume: weights, optimisers, step, this rank's RNG and the skipped-file list from last.pt,
     # if it was written by this run (same config, images and world size)
     outdir = out.parent
-    ckpt_path = outdir / "last.pt"
+    ckpt_path = outdir / RESUME_FILE
     key = run_key(
         {
             "seed": seed,
