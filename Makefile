@@ -9,6 +9,13 @@ PIP_VERSION := 26.3
 CONFIG ?= config/default.yaml
 CORES ?= 2
 STAMP := $(VENV)/.installed
+# Snakemake lints that `make lint` accepts, each by design: every rule runs the workflow's own
+# interpreter, $VCQ_PYTHON, not a conda env (README "Install on a cluster"); the long steps append
+# to a log named in params, since Snakemake deletes a `log:` before each attempt; every job reads
+# the run's config snapshot RESOLVED_CONFIG, not a param, so that editing `resources` reruns
+# nothing; "Mixed rules and functions": data.smk and report.smk keep a helper beside the one rule
+# that uses it, and the lint's pattern matches comment text in common.smk ("per-rule ... onstart:").
+LINT_ACCEPTED := Specify a conda environment or container|No log directive defined|uses variable RESOLVED_CONFIG from outside|Mixed rules and functions in same snakefile
 
 .PHONY: setup lock check-lock doctor demo test test-all test-workflow test-slurm lint bench dryrun-imagenet report unlock clean
 
@@ -50,11 +57,10 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint (versions pi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
-	@# snakemake --lint, less "Specify a conda environment or container for each rule": every rule
-	@# runs the workflow's own interpreter, $$VCQ_PYTHON (README "Install on a cluster")
+	@# snakemake --lint less the lints this workflow answers by design (LINT_ACCEPTED)
 	@$(BIN)/snakemake --lint --profile workflow/profiles/local --configfile $(CONFIG) \
 	  > $(VENV)/lint.log 2>&1 && exit 0; grep -q '^Lints for' $(VENV)/lint.log \
-	  && ! grep '^    \* ' $(VENV)/lint.log | grep -v 'Specify a conda environment or container' \
+	  && ! grep '^    \* ' $(VENV)/lint.log | grep -v -E '$(LINT_ACCEPTED)' \
 	  || { cat $(VENV)/lint.log; exit 1; }
 
 test-workflow: $(STAMP)  ## the whole DAG on .test/config/config.yaml (a few seconds per job; CI runs it)
