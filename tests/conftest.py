@@ -169,6 +169,7 @@ def _tokenizer_cfg(**train) -> dict:
             },
         },
     }
+    cfg["data"] = validate(cfg["data"], load_schema()["properties"]["data"])
     cfg["tokenizer"] = validate(cfg["tokenizer"], load_schema()["properties"]["tokenizer"])
     cfg["tokenizer"]["model"] = resolve_model("tokenizer", cfg["tokenizer"]["model"])
     return cfg

@@ -13,6 +13,7 @@ import yaml
 from vcq.ar import ARConfig, ARModel, save_ar
 from vcq.config import k_sizes_for, load_config
 from vcq.data.images import ImageFolderDataset
+from vcq.io import StepError
 from vcq.numerics import FiniteGuard, NonFiniteError, check_finite_weights
 from vcq.tokenizer import build_tokenizer, save_tokenizer
 from vcq.train.checkpoint import load_checkpoint
@@ -186,6 +187,21 @@ def test_truncated_image_is_skipped_and_counted_in_tokenizer_training(
     assert any(
         "1 unreadable images skipped" in r.message and str(bad) in r.message for r in caplog.records
     )
+
+
+def test_tokenizer_training_stops_when_more_images_are_unreadable_than_allowed(
+    tokenizer_cfg, image_folder, tmp_path
+):
+    # issue 22 case 4: a run that loses most of its data still succeeded
+    from vcq.train.tokenizer import train
+
+    root = image_folder(tmp_path / "images", n=4)
+    for bad in sorted(root.rglob("*.png"))[:2]:
+        bad.write_bytes(b"not an image")
+    cfg = tokenizer_cfg(num_workers=0, steps=2, grad_accum=1)
+    with pytest.raises(StepError, match=r"^2 of 4 images under .* data.max_unreadable"):
+        train(cfg, "cosine", ImageFolderDataset(root), tmp_path / "t" / "final.pt")
+    assert not (tmp_path / "t" / "final.pt").exists()
 
 
 def test_symlinks_are_not_followed_out_of_the_data_root(image_folder, tmp_path):

@@ -10,7 +10,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vcq import preempt
 from vcq.config import k_sizes_for, tokenizer_section
-from vcq.data.images import ImageFolderDataset, StepBatchSampler, TrainCrops, normalize_uint8
+from vcq.data.images import (
+    ImageFolderDataset,
+    StepBatchSampler,
+    TrainCrops,
+    check_unreadable,
+    normalize_uint8,
+)
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
@@ -222,6 +228,9 @@ def train(
         # evaluate: metrics of this step (the only host syncs) at logging intervals
         if done % train_cfg["log_every"] == 0 or done == steps:
             guard.check()
+            # a folder that lost its images under the run stops it (data.max_unreadable)
+            lost = [str(data.samples[i][0]) for i in sorted(skipped)]
+            check_unreadable(lost, len(data), cfg["data"]["max_unreadable"], str(data.root))
             record = {
                 "step": done,
                 "lr": lr,
