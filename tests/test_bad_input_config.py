@@ -54,6 +54,7 @@ def test_a_string_that_is_not_a_number_is_still_refused(tmp_path):
     [
         ("paths: {work_dir: 'work/{exp}'}", "paths.work_dir"),
         ("data: {root: 'data/{x'}", "data.root"),
+        ("tokenizer: {train: {lpips_weights: 'w/}.pth'}}", "tokenizer.train.lpips_weights"),
         ('paths: {results_dir: "res\\nults"}', "paths.results_dir"),
     ],
 )

@@ -343,6 +343,7 @@ def _workflow_paths(cfg: dict) -> dict[str, str]:
     """The config's file and folder paths that become Snakemake inputs or outputs, by key."""
     paths = {f"paths.{k}": v for k, v in cfg["paths"].items()}
     paths["data.root"] = cfg["data"]["root"]
+    paths["tokenizer.train.lpips_weights"] = cfg["tokenizer"]["train"]["lpips_weights"]
     for key in ("inception_weights", "demo_weights", "reference", "cache_dir"):
         paths[f"eval.{key}"] = cfg["eval"][key]
     paths["report.paper_numbers"] = cfg["report"]["paper_numbers"]
