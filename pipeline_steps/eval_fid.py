@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.source import images_root
-from vcq.io import write_json
 from vcq.metrics.fid import evaluate
+from vcq.metrics.records import GenerationMetrics, write_record
 from vcq.runfiles import sample_names
 from vcq.sampling import find_preset
 
@@ -49,21 +49,23 @@ def main() -> None:
     )
     try:
         schedule, preset = sample_names(args.samples, args.schedule, args.preset)
-        res = evaluate(args.samples, reference, cfg)
+        if schedule is None:
+            parser.exit(1, f"error: {args.samples} names no schedule: give --schedule\n")
+        res = GenerationMetrics(
+            schedule=schedule,
+            preset=find_preset(cfg["sampling"], preset) if preset else {},
+            **evaluate(args.samples, reference, cfg),
+        )
     except FileNotFoundError as e:
         parser.exit(1, f"error: {e}\n")
-    if schedule:
-        res["schedule"] = schedule
-    if preset:
-        res["preset"] = find_preset(cfg["sampling"], preset)
-    write_json(args.out, res)
+    write_record(args.out, res)
     log.info(
         "%s %.4f  IS %.2f  precision %s  recall %s -> %s",
-        res["fd_label"],
-        res["fid"],
-        res["is_mean"],
-        res["precision"],
-        res["recall"],
+        res.fd_label,
+        res.fd,
+        res.is_mean,
+        res.precision,
+        res.recall,
         args.out,
     )
 

@@ -8,10 +8,10 @@ import numpy as np
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, eval_transform, split_images
-from vcq.io import write_json
 from vcq.metrics.fid import feature_weights
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import reconstruct
+from vcq.metrics.records import ReconstructionMetrics, write_record
 from vcq.plotting import save_image_grid
 from vcq.runfiles import write_recon_images
 from vcq.tokenizer import load_tokenizer
@@ -64,15 +64,16 @@ def main() -> None:
         recon.flush(), orig.flush()
         del recon, orig
         rfid, label = (None, None) if args.no_rfid else metrics_rfid(recon_path, orig_path, cfg)
-    result = {"schedule": args.schedule, "rfid": rfid, "fd_label": label, **result}
-    write_json(args.out, result)
+    record = ReconstructionMetrics(schedule=args.schedule, rfd=rfid, fd_label=label, **result)
+    write_record(args.out, record)
     log.info(
-        "%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s",
+        "%s: PSNR %.2f dB (mean-colour baseline %.2f dB), r%s %s, %.1f%% of the codes used",
         args.schedule,
-        result["psnr"],
-        result["psnr_mean_colour_baseline"],
+        record.psnr,
+        record.psnr_mean_colour_baseline,
         label,
         rfid,
+        100 * record.codebook_usage,
     )
 
 

@@ -9,8 +9,9 @@ import numpy as np
 from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
-from vcq.io import file_sha256, write_json
+from vcq.io import file_sha256
 from vcq.metrics.probe import code_features
+from vcq.metrics.records import ProbeMetrics, write_record
 from vcq.paths import Layout
 from vcq.prologue import prologue_features, prologue_from_extra
 from vcq.train.checkpoint import Checkpointer, digest, require_checkpoint, run_key, store_digest
@@ -90,14 +91,14 @@ def main() -> None:
             res["top5"],
         )
         rows.append({"features": "prologue", "k": prologue.num_tokens, **res})
-    write_json(
+    write_record(
         args.out,
-        {
-            "schedule": args.schedule,
-            "rows": rows,
-            "features": "codes: quantized code vectors of the first k tokens; "
+        ProbeMetrics(
+            schedule=args.schedule,
+            rows=rows,
+            features="codes: quantized code vectors of the first k tokens; "
             "prologue: prologue code vectors; standardised",
-        },
+        ),
     )
 
 

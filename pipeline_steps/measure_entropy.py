@@ -7,7 +7,8 @@ from pathlib import Path
 
 from vcq import entropy
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.io import file_sha256, write_json
+from vcq.io import file_sha256
+from vcq.metrics.records import EntropySummary, write_record
 from vcq.runfiles import write_entropy_csv
 
 
@@ -42,20 +43,20 @@ def main() -> None:
     )
     result = entropy.conditional_entropy(tokens)
     rows = entropy.entropy_table(result, k_sizes)
-    summary = {
-        "schedule": args.schedule,
+    summary = EntropySummary(
+        schedule=args.schedule,
         **entropy.summarize(result, k_sizes, entropy_cfg["threshold_bits"]),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+        seconds=round(time.perf_counter() - start, 2),
+    )
     write_entropy_csv(args.out_csv, args.schedule, rows)
-    write_json(args.out, summary)
+    write_record(args.out, summary)
     entropy.plot_entropy(rows, args.schedule, args.out_plot or args.out_csv.with_suffix(".png"))
     log.info(
         "%s: t* measured %d (H < %.2g bits from there on), theory %d, N = %d",
         args.schedule,
-        summary["t_star_measured"],
+        summary.t_star_measured,
         entropy_cfg["threshold_bits"],
-        summary["t_star_theory"],
+        summary.t_star_theory,
         result.n_sequences,
     )
 

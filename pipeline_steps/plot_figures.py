@@ -1,14 +1,20 @@
 """Plot Fig. 2 (budget and K_t per schedule), per-position AR loss, sample grids, reconstructions
-and training curves, each titled with the experiment (and schedule and preset where it applies)."""
+and training curves, each titled with the experiment (and schedule and preset where it applies):
+all files or none."""
 
 from functools import partial
 from pathlib import Path
 
-from vcq import report, runfiles
+import yaml
+
+from vcq import runfiles
 from vcq.cli import load_step_config, report_parser, run_step, setup_logging
 from vcq.config import load_config
 from vcq.data.images import split_images
+from vcq.io import staged_dir
+from vcq.metrics.records import ReconstructionMetrics, records_by_name
 from vcq.paths import Layout
+from vcq.report import figures, merge_schedules, schedule_names, with_data_manifest
 from vcq.sampling import find_preset, sampled_pairs
 
 TOKENIZER_PANELS = [
@@ -87,32 +93,51 @@ def main() -> None:
     args = parser.parse_args()
     cfg, log = load_step_config(args), setup_logging()
     try:
-        cfg, classes = report.with_data_manifest(cfg, args.manifest)
+        cfg, classes = with_data_manifest(cfg, args.manifest)
     except ValueError as e:
         parser.exit(1, f"error: {e}\n")
-    out, exp = Path(args.out_dir), cfg["experiment"]
+    with staged_dir(args.out_dir) as stage:
+        written = plot(args, cfg, classes, stage)
+        for png in [p for p in written if p.suffix == ".png"]:
+            png.with_suffix(".rst").write_text(figures.caption_rst(png.stem))
+    log.info("wrote %s to %s", [p.name for p in written], args.out_dir)
+
+
+def _language(cfg: dict, reference: bool) -> dict | None:
+    """Fig. 2(a)'s language reference (paper_numbers `fig2a_language`) on the paper's schedules:
+    the reference figure, or an experiment compared with the paper."""
+    if not (reference or cfg["report"]["paper_comparison"]):
+        return None
+    paper = yaml.safe_load(Path(cfg["report"]["paper_numbers"]).read_text())
+    return paper.get("fig2a_language")
+
+
+def plot(args, cfg: dict, classes: list[str] | None, out: Path) -> list[Path]:
+    """Every figure the flags ask for, into `out`; the paths written."""
+    exp = cfg["experiment"]
     if args.only_theory:
-        written = report.plot_schedules(cfg, out / "fig2_theory")
+        written = figures.plot_schedules(cfg, out / "fig2_theory", language=_language(cfg, False))
         if cfg["report"]["reference_configs"]:
-            ref = report.merge_schedules(
-                [load_config(c) for c in cfg["report"]["reference_configs"]]
+            ref = merge_schedules([load_config(c) for c in cfg["report"]["reference_configs"]])
+            written += figures.plot_schedules(
+                ref, out / "fig2_theory_reference", language=_language(cfg, True)
             )
-            written += report.plot_schedules(ref, out / "fig2_theory_reference")
-        log.info("wrote %s", [str(p) for p in written])
-        return
+        return written
     labels = {s["name"]: s.get("label") or s["name"] for s in cfg["schedules"]}
-    names = report.schedule_names(cfg)
+    names = schedule_names(cfg)
     pairs = sampled_pairs(cfg)
 
     entropy = runfiles.frames_by_name(
         args.entropy_csv, runfiles.read_entropy_csv, names, "entropy CSV", "measure_entropy"
     )
-    written = report.plot_schedules(cfg, out / "fig2_schedules", entropy)
+    written = figures.plot_schedules(
+        cfg, out / "fig2_schedules", entropy, language=_language(cfg, False)
+    )
     loss = runfiles.frames_by_name(
         args.position_loss, runfiles.read_position_loss, names, "position-loss file", "train_ar"
     )
     if loss:
-        written += report.plot_lines(
+        written += figures.plot_lines(
             loss,
             "t",
             ["train_loss", "val_loss"],
@@ -122,14 +147,9 @@ def main() -> None:
             title=f"{exp}: AR loss per token position (train and val)",
             labels={"train_loss": "train (EMA over steps)", "val_loss": "val"},
         )
-    recon = {
-        name: record
-        for name, (_, record) in runfiles.metrics_by_name(
-            args.recon, names, "recon metrics file", "eval_recon"
-        ).items()
-    }
+    recon = records_by_name(args.recon, ReconstructionMetrics, names)
     if recon:
-        written += report.plot_usage(
+        written += figures.plot_usage(
             recon, out / "codebook_usage", title=f"{exp}: codebook usage on the val split"
         )
     if args.recon_images:
@@ -143,12 +163,12 @@ def main() -> None:
         )
         originals = images[names[0]].originals
         val_labels = split_images(cfg["data"], "val").labels
-        notes = {n: f"(PSNR {r['psnr']:.1f} dB)" for n, r in recon.items()}
+        notes = {n: f"(PSNR {r.psnr:.1f} dB)" for n, r in recon.items()}
         title = f"{exp}: val images (top row) and each tokenizer's reconstruction"
         if recon:
-            title += f"; mean-colour baseline {recon[names[0]]['psnr_mean_colour_baseline']:.1f} dB"
+            title += f"; mean-colour baseline {recon[names[0]].psnr_mean_colour_baseline:.1f} dB"
         written.append(
-            report.plot_reconstructions(
+            figures.plot_reconstructions(
                 originals,
                 {n: r.recon for n, r in images.items()},
                 val_labels[: len(originals)],
@@ -166,19 +186,34 @@ def main() -> None:
         "sample file",
         "sample",
     )
+    layout = Layout.of(cfg)
     for (schedule, preset), sample in samples.items():
         title = (
             f"{exp}: samples of {labels.get(schedule, schedule)} ({schedule}), "
-            f"{_preset_text(cfg, preset)}\none row per class"
+            f"{_preset_text(cfg, preset)}"
         )
-        grid = out / Path(Layout.of(cfg).sample_grid(schedule, preset)).name
-        written.append(report.sample_grid(sample, grid, class_names=classes, title=title))
+        grid = out / Path(layout.sample_grid(schedule, preset)).name
+        written.append(
+            figures.sample_mosaic(
+                sample,
+                grid,
+                seed=cfg["sampling"]["seed"],
+                class_names=classes,
+                title=f"{title}\nuncurated: one sample each of random distinct classes",
+            )
+        )
+        grid = out / Path(layout.sample_grid(schedule, preset, "per_class")).name
+        written.append(
+            figures.sample_grid(
+                sample, grid, class_names=classes, title=f"{title}\none row per class"
+            )
+        )
     for paths, panels, stem, model, rule in (
         (args.tokenizer_log, TOKENIZER_PANELS, "tokenizer_curves", "tokenizer", "train_tokenizer"),
         (args.ar_log, AR_PANELS, "ar_curves", "AR model", "train_ar"),
     ):
         if paths:
-            written += report.plot_panels(
+            written += figures.plot_panels(
                 runfiles.frames_by_name(
                     paths, partial(runfiles.read_log, rule=rule), names, "training log", rule
                 ),
@@ -186,7 +221,7 @@ def main() -> None:
                 out / stem,
                 f"{exp}: {model} training, one line per codebook schedule",
             )
-    log.info("wrote %s", [str(p) for p in written])
+    return written
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def test_fid_is_precision_recall_equal_adm_on_the_same_features(n):
     mu, sigma = pool.mean(0), np.cov(pool, rowvar=False)
     fid = adm_frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
     precision, recall = adm_precision_recall(ref_pool.astype(np.float32), pool.astype(np.float32))
-    assert ours["fid"] == pytest.approx(fid, rel=1e-6)
+    assert ours["fd"] == pytest.approx(fid, rel=1e-6)
     assert ours["is_mean"] == pytest.approx(adm_inception_score(logits), rel=1e-6)
     assert ours["precision"] == pytest.approx(precision, rel=1e-6)
     assert ours["recall"] == pytest.approx(recall, rel=1e-6)

@@ -139,7 +139,7 @@ def test_2_reference_statistics_follow_the_feature_weights(tmp_path):
                 "cache_dir": str(tmp_path / cache),
             }
         }
-        return evaluate(tmp_path / "samples.npz", ref, cfg)["fid"]
+        return evaluate(tmp_path / "samples.npz", ref, cfg)["fd"]
 
     train(0)
     old = fd("cache")

@@ -122,14 +122,14 @@ def test_fid_matches_scipy_and_adm_stats(tmp_path, extractor_cfg):
     f = extract_features(net, ImageSource(tmp_path / "s.npz"), 4)["pool"].numpy()
     r = extract_features(net, ImageSource(tmp_path / "r.npz"), 4)["pool"].numpy()
     ref = _frechet(f.mean(0), np.cov(f, rowvar=False), r.mean(0), np.cov(r, rowvar=False))
-    assert res["fid"] == pytest.approx(ref, rel=1e-3)
+    assert res["fd"] == pytest.approx(ref, rel=1e-3)
     assert any((tmp_path / "cache").iterdir())
 
     # ADM batch: its mu/sigma win over statistics of its images.
     mu, sigma = r.mean(0) + 1.0, np.cov(r, rowvar=False)
     np.savez(tmp_path / "adm.npz", arr_0=real, mu=mu, sigma=sigma)
     adm = evaluate(tmp_path / "s.npz", tmp_path / "adm.npz", cfg)
-    assert adm["fid"] == pytest.approx(
+    assert adm["fd"] == pytest.approx(
         _frechet(f.mean(0), np.cov(f, rowvar=False), mu, sigma), rel=1e-3
     )
     assert adm["precision"] == pytest.approx(res["precision"])
@@ -162,7 +162,7 @@ def test_demo_features_train_load_and_label(tmp_path):
         demo_weights=str(tmp_path / "demo.pt"),
     )
     res = evaluate(tmp_path / "s.npz", tmp_path / "s.npz", cfg)
-    assert res["fd_label"] == "FD (demo features)" and abs(res["fid"]) < 1e-6
+    assert res["fd_label"] == "FD (demo features)" and abs(res["fd"]) < 1e-6
     assert res["class_accuracy"] is None  # the samples carry no conditioning labels
 
     # Samples conditioned on their true class score the classifier's accuracy, shuffled labels less;
@@ -202,8 +202,8 @@ def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
     for i, im in enumerate(_images(6, 2)):
         Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
     cfg = _cfg(tmp_path, tmp_path / "unused.pth")
-    first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"]
-    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"] == first
+    first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"]
+    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] == first
     assert references == [True, False, False]  # the second run reused the cached statistics
 
     # a rewritten image changes the key even when its size does not (an explicit later mtime:
@@ -212,5 +212,5 @@ def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
     stat = img.stat()
     Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(img)
     os.utime(img, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fid"] != pytest.approx(first)
+    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] != pytest.approx(first)
     assert references[3:] == [True, False]

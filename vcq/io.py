@@ -77,6 +77,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_dir(
+    out_dir: str | os.PathLike, elsewhere: dict[str, str | os.PathLike] | None = None
+) -> Iterator[Path]:
+    """Yield an empty folder beside `out_dir` to write a step's outputs into; when the block
+    succeeds every file in it moves into `out_dir` (those named in `elsewhere` to the path given
+    there), when it fails none does: a step writes all its outputs or none."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".stage", dir=out_dir.parent))
+    try:
+        with disk_full_names(out_dir):
+            yield stage
+            for f in sorted(stage.iterdir()):
+                target = Path((elsewhere or {}).get(f.name, out_dir / f.name))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(f, 0o666 & ~_umask())
+                os.replace(f, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

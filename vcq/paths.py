@@ -140,6 +140,10 @@ class Layout:
         """One figure."""
         return f"{self.figures_dir()}/{name}.{ext}"
 
-    def sample_grid(self, schedule: str = "{schedule}", preset: str = "{preset}") -> str:
-        """The figure of one preset's samples."""
-        return self.figure(f"samples_{schedule}_{preset}")
+    def sample_grid(
+        self, schedule: str = "{schedule}", preset: str = "{preset}", view: str = "random"
+    ) -> str:
+        """A figure of one preset's samples: `random` distinct classes (as the paper's Figs.
+        3–11) or the `per_class` view (one row per class)."""
+        suffix = "" if view == "random" else f"_{view}"
+        return self.figure(f"samples_{schedule}_{preset}{suffix}")

@@ -315,21 +315,6 @@ def by_name(
     return {k: found[k][1] for k in expected}
 
 
-def metrics_by_name(
-    paths: list[str], expected: list, what: str, rule: str
-) -> dict[Hashable, tuple[str, dict]]:
-    """`by_name` for metric JSONs: {schedule, or (schedule, preset name) where `expected` holds
-    pairs: (path, record)}."""
-
-    def key(c: tuple[str, dict]) -> Hashable:
-        record = c[1]
-        if expected and isinstance(expected[0], tuple):
-            return record["schedule"], record.get("preset", {}).get("name")
-        return record["schedule"]
-
-    return by_name(paths, lambda p: (p, read_metrics(p, rule)), key, expected, what, rule)
-
-
 def frames_by_name(
     paths: list[str],
     read: Callable[[str], tuple[str, pd.DataFrame]],

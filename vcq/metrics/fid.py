@@ -225,11 +225,11 @@ def inception_score(logits: torch.Tensor, split_size: int = 5000) -> tuple[float
 
 
 def feature_metrics(pool: torch.Tensor, logits: torch.Tensor, ref: dict, eval_cfg: dict) -> dict:
-    """FID, IS, precision/recall and KID from the samples' feature matrices and the reference's
-    (`mu`, `sigma`, and `pool` where its images are known): the arithmetic of ADM's evaluator
-    (tests/test_adm_parity.py ports it)."""
+    """FD (`fd`), IS, precision/recall and KID from the samples' feature matrices and the
+    reference's (`mu`, `sigma`, and `pool` where its images are known): the arithmetic of ADM's
+    evaluator (tests/test_adm_parity.py ports it)."""
     out = {
-        "fid": fid_statistics_to_metric(
+        "fd": fid_statistics_to_metric(
             _stats(pool), {"mu": ref["mu"], "sigma": ref["sigma"]}, False
         )["frechet_inception_distance"],
         "is_split_size": eval_cfg["is_split_size"],
@@ -264,7 +264,8 @@ def feature_metrics(pool: torch.Tensor, logits: torch.Tensor, ref: dict, eval_cf
 
 
 def evaluate(samples: str | Path, reference: str | Path, cfg: dict) -> dict:
-    """FID/FD, IS, precision/recall, KID of `samples` against `reference` (CONTRACTS gen JSON)."""
+    """FID/FD (`fd`), IS, precision/recall, KID of `samples` against `reference`: the fields of
+    `vcq.metrics.records.GenerationMetrics` but the schedule and preset."""
     eval_cfg = cfg["eval"]
     net, label = build_extractor(cfg)
     ref = reference_features(reference, net, cfg, eval_cfg["feature_extractor"])
@@ -314,4 +315,4 @@ def _folder_labels(path: Path) -> np.ndarray | None:
 def rfid(recon_npz: str | Path, reference: str | Path, cfg: dict) -> tuple[float, str]:
     """Reconstruction FID of `recon_npz` against a folder or .npz reference: (value, fd_label)."""
     res = evaluate(recon_npz, reference, cfg)
-    return res["fid"], res["fd_label"]
+    return res["fd"], res["fd_label"]

@@ -44,6 +44,8 @@ class ReconStats:
         return {
             "psnr": self.psnr / max(self.n, 1),
             "psnr_mean_colour_baseline": self.base / max(self.n, 1),
+            # the codebook is shared by all positions: a code counts as used at any of them
+            "codebook_usage": float((self.hist.sum(0) > 0).float().mean()),
             "usage_per_position": [
                 {
                     "t": t,

@@ -22,6 +22,7 @@ if _MISSING:
 
 from vcq import cluster
 from vcq.config import (
+    load_config,
     ConfigError,
     dump_config,
     extends_dir,
@@ -33,6 +34,7 @@ from vcq.data.source import source_key
 from vcq.doctor import drift_line, environment_record
 from vcq.io import atomic_path, write_json
 from vcq.paths import Layout
+from vcq.report.tables import TABLE_EXTENSIONS, inputs_of, tables_of
 from vcq.sampling import expand_presets, run_settings, sampled_pairs
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -313,14 +315,55 @@ def per_schedule(pattern):
     return [pattern.format(schedule=s) for s in SCHEDULES]
 
 
-TABLES = ["table2", "table4", "table6", "table8_9"]
-THEORY_TABLES = ["table1", "table2_theory"] + (
-    ["table2_reference"] if CFG["report"]["reference_configs"] else []
-)
+# The tables follow vcq.report.tables.TABLES: `theory` (rule theory), `run` (rule tables) and
+# `scaling` (rule table5); the figures are plot_figures' fixed set.
+TABLES = [s.name for s in tables_of("run", CFG)]
+THEORY_TABLES = [s.name for s in tables_of("theory", CFG)]
+SCALING_TABLES = [s.name for s in tables_of("scaling", CFG)]
 THEORY_FIGURES = ["fig2_theory"] + (
     ["fig2_theory_reference"] if CFG["report"]["reference_configs"] else []
 )
 FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "codebook_usage"]
+
+
+def captioned(path, category, subcategory=None):
+    """`report(path)` with the caption the report step writes beside it (`<stem>.rst`)."""
+    caption = os.path.abspath(os.path.splitext(path)[0] + ".rst")
+    return report(path, caption=caption, category=category, subcategory=subcategory)
+
+
+def table_outputs(names, category):
+    """Named outputs of tables: each one's md, csv and tex in the report (captioned by its
+    registered title and notes), and its caption file."""
+    out = {}
+    for t in names:
+        for ext in TABLE_EXTENSIONS:
+            path = PATHS.table(t, ext)
+            out[f"{t}_{ext}"] = path if ext == "rst" else captioned(path, category, t)
+    return out
+
+
+def scaling_inputs():
+    """The metric files of Table 5's rows: each row config's recon record and the generation
+    records of its schedule's sampled presets."""
+    files = []
+    for row in CFG["report"]["scaling"]:
+        row_cfg = load_config(row["config"])
+        layout = Layout.of(row_cfg)
+        files += [row["config"], layout.recon(row["schedule"])]
+        files += [layout.gen(s, p) for s, p in sampled_pairs(row_cfg) if s == row["schedule"]]
+    return files
+
+
+def report_flags(kinds):
+    """A `params` value: `--KIND FILE...` of the rule's inputs named `kinds`, shell-quoted."""
+
+    def flags(wildcards, input):
+        return shlex.join(
+            [a for k in kinds for a in (f"--{k.replace('_', '-')}", *getattr(input, k))]
+        )
+
+    return flags
 
 
 def final_outputs():
@@ -330,6 +373,7 @@ def final_outputs():
         + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
         + per_pair(PATHS.sample_grid())
         + [PATHS.provenance()]
+        + per_pair(PATHS.sample_grid(view="per_class"))
     )
 
 

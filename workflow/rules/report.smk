@@ -1,20 +1,24 @@
-# The paper's tables and figures, from the runs' own metric files.
+# The paper's tables and figures, from the runs' own metric files. The tables and the records
+# they read follow the registry vcq.report.tables.TABLES (docs/EXTENDING.md, "Add a table").
+
+# each record kind a run table may read (vcq.report.tables.INPUTS), as the rule that writes it
+RUN_INPUTS = {
+    "entropy": per_schedule(rules.measure_entropy.output.json),
+    "recon": per_schedule(rules.eval_recon.output.metrics),
+    "gen": per_pair(rules.eval_fid.output.metrics),
+    "probe": per_schedule(rules.linear_probe.output.metrics),
+    "position_loss": per_schedule(rules.train_ar.output.position_loss),
+}
+TABLE_INPUTS = inputs_of("run", CFG)
 
 
 rule tables:
     input:
-        recon=per_schedule(rules.eval_recon.output.metrics),
-        entropy=per_schedule(rules.measure_entropy.output.json),
-        gen=per_pair(rules.eval_fid.output.metrics),
-        probe=per_schedule(rules.linear_probe.output.metrics),
-        position_loss=per_schedule(rules.train_ar.output.position_loss),
+        **{k: RUN_INPUTS[k] for k in TABLE_INPUTS},
         data=dataset_ready(),
     output:
-        tables=report(
-            [PATHS.table(t, ext) for t in TABLES for ext in ("md", "csv", "tex")],
-            category="Tables",
-        ),
-        summary=report(PATHS.summary(), category="Tables"),
+        **table_outputs(TABLES, "Tables"),
+        summary=report(PATHS.summary(), caption="../report/summary.rst", category="Tables"),
     log:
         PATHS.log("tables"),
     retries: rule_retries("tables")
@@ -24,12 +28,12 @@ rule tables:
     params:
         manifest=manifest_flag,
         config=config_hash(*RESULT_SECTIONS),
-        out_dir=lambda wildcards, output: Path(output.tables[0]).parent,
+        records=report_flags(TABLE_INPUTS),
+        out_dir=PATHS.tables_dir(),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} '
-        "--out-dir {params.out_dir:q} --recon {input.recon:q} --entropy-json {input.entropy:q} "
-        "--gen {input.gen:q} --probe {input.probe:q} --position-loss {input.position_loss:q} "
-        "--summary {output.summary:q} {params.manifest} > {log:q} 2>&1"
+        "--out-dir {params.out_dir:q} {params.records} "
+        "--out-summary {output.summary:q} {params.manifest} > {log:q} 2>&1"
 
 
 rule figures:
@@ -43,12 +47,19 @@ rule figures:
         ar=per_schedule(rules.train_ar.output.model),
         samples=per_pair(rules.sample.output.samples),
     output:
-        curves=report(
-            [PATHS.figure(f, ext) for f in FIGURES for ext in ("png", "pdf")],
-            category="Figures",
-        ),
-        samples=report(per_pair(PATHS.sample_grid()), category="Samples"),
-        reconstructions=report(PATHS.figure("reconstructions"), category="Figures"),
+        curves=[
+            captioned(PATHS.figure(f, ext), "Figures") for f in FIGURES for ext in ("png", "pdf")
+        ],
+        samples=[captioned(p, "Samples") for p in per_pair(PATHS.sample_grid())],
+        per_class=[captioned(p, "Samples") for p in per_pair(PATHS.sample_grid(view="per_class"))],
+        reconstructions=captioned(PATHS.figure("reconstructions"), "Figures"),
+        captions=[
+            PATHS.figure(f, "rst")
+            for f in FIGURES
+            + ["reconstructions"]
+            + [Path(p).stem for p in per_pair(PATHS.sample_grid())]
+            + [Path(p).stem for p in per_pair(PATHS.sample_grid(view="per_class"))]
+        ],
     log:
         PATHS.log("figures"),
     retries: rule_retries("figures")
@@ -57,11 +68,11 @@ rule figures:
         **rule_resources("figures"),
     params:
         config=config_hash(*RESULT_SECTIONS),
-        out_dir=lambda wildcards, output: Path(output.curves[0]).parent,
         # the metrics logs beside each final.pt (not outputs of their rules, see train_tokenizer)
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=manifest_flag,
+        out_dir=PATHS.figures_dir(),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} --entropy-csv {input.entropy:q} "
@@ -101,3 +112,29 @@ rule provenance:
     shell:
         '"$VCQ_PYTHON" pipeline_steps/write_provenance.py --config {RESOLVED_CONFIG:q} '
         "--products {params.products:q} --out {output:q} > {log:q} 2>&1"
+
+
+if SCALING_TABLES:
+
+    # Table 5 (report.scaling): a target over the scaling configs, not part of `all`. Each row's
+    # files are written by that row's own run (snakemake --configfile <row config>); a row not yet
+    # run is listed as a missing input. make_tables.py --scaling writes the table from whatever
+    # rows exist, with empty cells for the others.
+    rule table5:
+        input:
+            scaling_inputs(),
+            CFG["report"]["paper_numbers"],
+        output:
+            **table_outputs(SCALING_TABLES, "Scaling"),
+        log:
+            PATHS.log("table5"),
+        retries: rule_retries("table5")
+        threads: step_threads("make_tables")
+        resources:
+            **rule_resources("table5"),
+        params:
+            config=config_hash("report"),
+            out_dir=PATHS.tables_dir(),
+        shell:
+            '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} --scaling '
+            "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -1,5 +1,5 @@
-# Table 1, the theoretical Table 2 and Fig. 2 from the config alone (nothing trained yet), and
-# the data manifest's train count where the config leaves report.n_images to the data.
+# Table 1, the theoretical Table 2, Table 3 and Fig. 2 from the config alone (nothing trained
+# yet), and the data manifest's train count where the config leaves report.n_images to the data.
 
 
 rule theory:
@@ -8,14 +8,13 @@ rule theory:
         CFG["report"]["reference_configs"],
         data=dataset_ready() if CFG["report"]["n_images"] is None else [],
     output:
-        tables=report(
-            [PATHS.table(t, ext) for t in THEORY_TABLES for ext in ("md", "csv", "tex")],
-            category="Theory",
-        ),
-        figures=report(
-            [PATHS.figure(f, ext) for f in THEORY_FIGURES for ext in ("png", "pdf")],
-            category="Theory",
-        ),
+        **table_outputs(THEORY_TABLES, "Theory"),
+        figures=[
+            captioned(PATHS.figure(f, ext), "Theory")
+            for f in THEORY_FIGURES
+            for ext in ("png", "pdf")
+        ],
+        captions=[PATHS.figure(f, "rst") for f in THEORY_FIGURES],
     log:
         PATHS.log("theory"),
     retries: rule_retries("theory")
@@ -24,9 +23,10 @@ rule theory:
         **rule_resources("theory"),
     params:
         manifest=manifest_flag,
-        config=config_hash("report", "schedules", "tokenizer", "data"),
-        tables=lambda wildcards, output: Path(output.tables[0]).parent,
-        figures=lambda wildcards, output: Path(output.figures[0]).parent,
+        # Table 3 counts the tokenizer's and the AR model's parameters
+        config=config_hash("report", "schedules", "tokenizer", "ar", "data"),
+        tables=PATHS.tables_dir(),
+        figures=PATHS.figures_dir(),
     shell:
         '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} --only-theory '
         "--out-dir {params.tables:q} {params.manifest} && "
