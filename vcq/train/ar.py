@@ -243,18 +243,6 @@ def train(
         fwd = torch.compile(fwd)
     guard = FiniteGuard()
 
-    def checkpoint() -> None:
-        guard.check()
-        check_finite_weights(net, str(last))
-        ckpt.save(
-            {
-                "model": net.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "pos_ema": pos_ema.cpu(),
-            }
-        )
-
     bar = progress(steps, initial=step, desc=f"train_ar {schedule}", enabled=env.is_main)
     net.train()
     keys = batch_keys(
@@ -318,7 +306,16 @@ def train(
         # checkpoint: last.pt every ckpt_every steps, at the early stop and when the slice ends
         slice_ends = preempt.stop_requested(env.device)
         if step % tc["ckpt_every"] == 0 or step == stop_at or slice_ends:
-            checkpoint()
+            guard.check()
+            check_finite_weights(net, str(last))
+            ckpt.save(
+                {
+                    "model": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                    "pos_ema": pos_ema.cpu(),
+                }
+            )
         # after the last step the slice writes final.pt instead: done is done, not requeued
         if slice_ends and step < steps:
             preempt.end_slice(f"train_ar {schedule} at step {step}", log)

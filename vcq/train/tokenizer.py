@@ -156,20 +156,6 @@ def train(
     loader = image_loader(data, train_cfg, size, cfg["data"]["crop_scale"], seed, start, stop, env)
     guard = FiniteGuard()
 
-    def checkpoint(done: int) -> None:
-        guard.check()
-        check_finite_weights(model, str(ckpt_path))
-        ckpt.save(
-            {
-                "model": model.state_dict(),
-                "disc": disc.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "step": done,
-                "skipped": sorted(skipped),
-            }
-        )
-
     bar = progress(steps, initial=start, desc=f"train_tokenizer {schedule}", enabled=env.is_main)
     peak = peak_flops(env.device)
     speed = Throughput(train_cfg["batch_size"], "img", flops_per_image(model), peak, env.world_size)
@@ -245,7 +231,18 @@ def train(
         # checkpoint: last.pt every ckpt_every steps, at the early stop and when the slice ends
         slice_ends = preempt.stop_requested(env.device)
         if done % train_cfg["ckpt_every"] == 0 or done in (steps, stop_at) or slice_ends:
-            checkpoint(done)
+            guard.check()
+            check_finite_weights(model, str(ckpt_path))
+            ckpt.save(
+                {
+                    "model": model.state_dict(),
+                    "disc": disc.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "step": done,
+                    "skipped": sorted(skipped),
+                }
+            )
         # after the last step the slice writes final.pt instead: done is done, not requeued
         if slice_ends and done < steps:
             preempt.end_slice(f"train_tokenizer {schedule} at step {done}", log)
