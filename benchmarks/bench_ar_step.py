@@ -82,9 +82,9 @@ def train_step(
 ) -> torch.Tensor:
     """One optimiser step; the loss stays on the device."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model(tok, lab)
+        logits = model(tok, lab).logits
         if project:
-            loss = model.position_ce(logits, tok).mean()
+            loss = model.token_ce(logits, tok).mean()
         else:
             loss = F.cross_entropy(logits.float().flatten(0, 1), tok.flatten())
     loss.backward()

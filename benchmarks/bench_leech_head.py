@@ -4,8 +4,7 @@ import time
 
 import torch
 
-from vcq.ar import FactorizedLeechHead
-from vcq.quantizers.leech import leech_codebook
+from vcq.quantizers.leech import FactorizedLeechHead, leech_codebook
 
 B, REPEAT = 32, 3
 
@@ -25,7 +24,7 @@ def main() -> None:
     logits = torch.randn(B, 24, 9, generator=torch.Generator().manual_seed(0))
     times = {}
     for name, fn in (
-        ("embedding_bag", head.log_probs),
+        ("embedding_bag", head.vocab_logits),
         ("dense gather", lambda x: dense_log_probs(head, x)),
     ):
         fn(logits)  # warm-up
@@ -34,7 +33,7 @@ def main() -> None:
             fn(logits)
         times[name] = (time.perf_counter() - t0) / REPEAT
         print(f"{name:>14s}: {times[name] * 1e3:8.1f} ms per step for {B} x {len(codes)} codes")
-    assert torch.allclose(head.log_probs(logits), dense_log_probs(head, logits), atol=1e-4)
+    assert torch.allclose(head.vocab_logits(logits), dense_log_probs(head, logits), atol=1e-4)
     dense_gib = B * len(codes) * 24 * 4 / 2**30
     print(
         f"intermediate of the dense gather: {dense_gib:.2f} GiB "

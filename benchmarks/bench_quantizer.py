@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from vcq.quantizers import SharedCodebookQuantizer
+from vcq.quantizers.vcq import SharedCodebookQuantizer
 from vcq.schedules import mean_codebook_size, schedule_k_sizes
 
 

@@ -138,7 +138,7 @@ def ar_training(cfg: dict, device: torch.device, batch: int, peak: float, tiny: 
 
     def step() -> None:
         with amp:
-            loss = model.position_ce(fwd(tok, lab), tok).mean()
+            loss = fwd(tok, lab).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -7,14 +7,15 @@ from functools import partial
 import numpy as np
 
 from vcq import cluster
+from vcq.ar import load_ar
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.tokens import open_tokens
 from vcq.io import file_sha256
 from vcq.metrics.probe import code_features
 from vcq.metrics.records import ProbeMetrics, write_record
 from vcq.paths import Layout
-from vcq.prologue import prologue_features, prologue_from_extra
-from vcq.train.checkpoint import Checkpointer, digest, require_checkpoint, run_key, store_digest
+from vcq.prologue import prologue_features
+from vcq.train.checkpoint import Checkpointer, digest, run_key, store_digest
 from vcq.train.distributed import init_distributed
 from vcq.train.probe import train_probe
 
@@ -77,11 +78,7 @@ def main() -> None:
         res = probe(partial(code_features, codebook=codebook, k=k_eff), "codes", k_eff)
         log.info("k=%d top1 %.2f top5 %.2f", k_eff, res["top1"], res["top5"])
         rows.append({"features": "codes", "k": k_eff, **res})
-    prologue = None
-    if args.ar:
-        prologue = prologue_from_extra(
-            require_checkpoint(args.ar, ["extra"], rule="train_ar")["extra"], device
-        )
+    prologue = load_ar(args.ar, map_location=device)[0].prologue if args.ar else None
     if prologue is not None:
         res = probe(partial(prologue_features, prologue), "prologue", prologue.num_tokens)
         log.info(

@@ -14,7 +14,6 @@ from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
 from vcq.numerics import check_finite_weights, inference_autocast
-from vcq.prologue import prologue_from_extra
 from vcq.runfiles import write_samples
 from vcq.sampling import find_preset, generate, run_settings, sample_labels
 from vcq.train.distributed import init_distributed
@@ -44,7 +43,6 @@ def main() -> None:
     check_finite_weights(model, args.ar)
     check_finite_weights(tok, args.tokenizer)
     k_sizes = np.asarray(extra["k_sizes"])
-    prologue = prologue_from_extra(extra, device)
     out = Path(args.out)
     # Finished chunks are reused only if the same models, preset and settings made them.
     key = content_key(
@@ -73,7 +71,7 @@ def main() -> None:
         for s in range(0, len(lab), sampling_cfg["batch_size"]):
             y = torch.from_numpy(lab[s : s + sampling_cfg["batch_size"]]).to(device)
             with torch.no_grad(), inference_autocast(device):
-                t = generate(model, y, k_sizes, preset, gen, prologue=prologue)
+                t = generate(model, y, k_sizes, preset, gen)
                 imgs.append(to_uint8_nhwc(tok.decode_indices(t)))
             toks.append(t.cpu().numpy().astype(np.int32))
             bar.update(len(y))

@@ -155,7 +155,7 @@ def _tokenizer_cfg(**train) -> dict:
         "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64, "alpha": 2.5}],
         "tokenizer": {
             "num_tokens": 32,
-            "quantizer": {"code_dim": 8},
+            "quantizer": {"vcq": {"code_dim": 8}},
             "train": {
                 "steps": 6,
                 "batch_size": 4,
@@ -406,7 +406,7 @@ def make_tokenizer():
                 dec_depth=1,
                 dec_heads=2,
                 k_sizes=list(k_sizes),
-                quantizer={"kind": "vcq", "code_dim": 4, **quantizer},
+                quantizer={"kind": "vcq", "vcq": {"code_dim": 4, **quantizer}},
             )
         )
 

@@ -2,13 +2,7 @@ import torch
 
 from vcq.quantizers.base import build_quantizer, usage_histogram, usage_stats
 
-CFG = {
-    "kind": "vcq_bridge",
-    "code_dim": 8,
-    "bridge_group": 4,
-    "bridge_width": 32,
-    "bridge_heads": 2,
-}
+CFG = {"kind": "vcq_bridge", "vcq_bridge": {"code_dim": 8, "group": 4, "width": 32, "heads": 2}}
 
 
 def test_gradients_reach_bridge_and_export_loads():
@@ -23,8 +17,8 @@ def test_gradients_reach_bridge_and_export_loads():
     )
     assert q.embedding.grad.abs().sum() > 0
     assert bool((out.indices < torch.tensor(k_sizes)).all())
-    plain = build_quantizer({"kind": "vcq", "code_dim": 8}, k_sizes)
-    plain.embedding.data.copy_(q.export())
+    spec, plain = q.export(CFG)
+    assert spec == {"kind": "vcq", "vcq": {"code_dim": 8}} and not hasattr(plain, "bridge")
     assert torch.allclose(plain.codebook_vectors(), q.codebook_vectors(), atol=1e-6)
     assert torch.equal(plain(z).indices, out.indices)
     stats = usage_stats(usage_histogram(out.indices, q.k_max), q.k_sizes)

@@ -9,7 +9,7 @@ from vcq.schedules import schedule_k_sizes
 
 
 def make(d=18):
-    return build_quantizer({"kind": "bsq", "dim": d}, [2**d] * 4)
+    return build_quantizer({"kind": "bsq", "bsq": {"dim": d}}, [2**d] * 4)
 
 
 def test_codes_unit_norm_and_min_distance():
@@ -52,7 +52,7 @@ def test_vcq_schedule_indices_below_k_t_and_equal_brute_force():
     # cosine schedule Kmin 2 -> Kmax 64 over 32 positions: K_t is rounded down to a power of two
     d = 6
     k_sizes = schedule_k_sizes("cosine", 2, 2**d, length=32)
-    q = build_quantizer({"kind": "bsq", "dim": d}, k_sizes)
+    q = build_quantizer({"kind": "bsq", "bsq": {"dim": d}}, k_sizes)
     bits = torch.tensor([int(k).bit_length() - 1 for k in k_sizes])
     assert bits[0] == 1 and bits[-1] == d and bool((2**bits <= torch.as_tensor(k_sizes)).all())
     assert bool((2 ** (bits + 1) > torch.as_tensor(k_sizes)).all())
@@ -74,7 +74,7 @@ def test_fixed_bits_carry_no_entropy():
     # position 0 keeps 1 of 4 bits, position 1 all 4: per-sample entropy is their mean (1 + 4)/2
     # bits
     # (at maximal temperature), and the codebook entropy counts each coordinate once
-    q = build_quantizer({"kind": "bsq", "dim": 4, "tau": 1e6}, [2, 16])
+    q = build_quantizer({"kind": "bsq", "bsq": {"dim": 4, "tau": 1e6}}, [2, 16])
     out = q(torch.randn(3, 2, 4))
     assert math.isclose(float(out.stats["entropy_sample"]), 2.5 * math.log(2), rel_tol=1e-4)
     assert math.isclose(float(out.stats["entropy_codebook"]), 4 * math.log(2), rel_tol=1e-4)

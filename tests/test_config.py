@@ -87,13 +87,78 @@ def test_overrides_are_validated_too(tmp_path):
 def test_schedule_quantizer_overrides_apply_to_that_schedule_only(tmp_path):
     cfg = yaml.safe_load(MINIMAL)
     cfg["schedules"].append(
-        {"name": "d", "kind": "constant", "k_max": 64, "quantizer": {"l2_norm": False}}
+        {"name": "d", "kind": "constant", "k_max": 64, "quantizer": {"vcq": {"l2_norm": False}}}
     )
+    cfg["schedules"].append(
+        {"name": "b", "kind": "constant", "k_max": 64, "quantizer": {"kind": "bsq"}}
+    )
+    cfg["tokenizer"] = {"quantizer": {"vcq": {"code_dim": 8}, "bsq": {"dim": 7}}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cfg = load_config(path)
-    assert tokenizer_section(cfg, "d")["quantizer"]["l2_norm"] is False
-    assert tokenizer_section(cfg, "c")["quantizer"]["l2_norm"] is True
+    assert tokenizer_section(cfg, "d")["quantizer"]["vcq"] == {
+        **tokenizer_section(cfg, "c")["quantizer"]["vcq"],
+        "l2_norm": False,
+    }
+    assert tokenizer_section(cfg, "c")["quantizer"]["vcq"]["code_dim"] == 8
+    # a schedule's quantizer holds its own kind's options only, defaults filled
+    bsq = tokenizer_section(cfg, "b")["quantizer"]
+    assert bsq == {"kind": "bsq", "bsq": {**bsq["bsq"], "dim": 7}} and bsq["bsq"]["tau"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "quantizer, key, why",
+    [
+        ("{kind: bsq, bsq: {dimm: 6}}", "tokenizer.quantizer.bsq.dimm", "unknown key"),
+        ("{kind: bsq, bsq: {dim: 0}}", "tokenizer.quantizer.bsq.dim", "less than the minimum"),
+        ("{kind: leech, leech: {shapes: [5^2]}}", "tokenizer.quantizer.leech.shapes.0", "not one"),
+        # options of the kind not chosen are checked too (a schedule may choose that kind)
+        ("{kind: bsq, vcq: {code_dim: x}}", "tokenizer.quantizer.vcq.code_dim", "not of type"),
+        ("{kind: zq}", "tokenizer.quantizer.kind", "unknown quantizer kind 'zq'"),
+        # the flat layout of before: the line says where the option goes now
+        (
+            "{kind: vcq, code_dim: 8}",
+            "tokenizer.quantizer.code_dim",
+            "tokenizer.quantizer.vcq.code_dim",
+        ),
+        ("{kind: vcq, zq: {}}", "tokenizer.quantizer.zq", "only the options of a kind"),
+    ],
+)
+def test_quantizer_options_are_checked_per_kind_naming_the_key(tmp_path, quantizer, key, why):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, MINIMAL + f"tokenizer: {{quantizer: {quantizer}}}\n"))
+    assert f"'{key}" in str(e.value) and why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_schedules_quantizer_options_are_checked_under_its_key(tmp_path):
+    bad = MINIMAL.replace("k_max: 64}", "k_max: 64, quantizer: {kind: bsq, bsq: {tau: 0}}}")
+    with pytest.raises(ConfigError, match=r"'schedules.0.quantizer.bsq.tau'"):
+        load_config(write(tmp_path, bad))
+
+
+@pytest.mark.parametrize(
+    "quantizer, k_max, capacity",
+    [
+        ("{kind: bsq, bsq: {dim: 6}}", 128, "exceeds the 64 codes"),
+        ("{kind: leech}", 200000, "exceeds the 196560 codes"),
+        ("{kind: leech, leech: {shapes: ['4^2']}}", 1105, "exceeds the 1104 codes"),
+        ("{kind: vcq_bridge, vcq_bridge: {group: 16}}", 72, "not a multiple of vcq_bridge.group"),
+    ],
+)
+def test_k_max_beyond_the_quantizers_capacity_is_refused_at_load(
+    tmp_path, quantizer, k_max, capacity
+):
+    # every quantizer kind states its capacity: checked here, not as a traceback in training
+    text = (
+        f"experiment: t\nschedules: [{{name: c, kind: constant, k_max: {k_max}, "
+        f"quantizer: {quantizer}}}]\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert "'schedules.0.k_max'" in str(e.value) and capacity in str(e.value)
+    assert "\n" not in str(e.value)
+    ok = text.replace(f"k_max: {k_max}", "k_max: 64")
+    assert load_config(write(tmp_path, ok))["schedules"][0]["k_max"] == 64
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):
@@ -115,13 +180,14 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
         load_config(child)
 
 
-def test_factorized_leech_head_needs_a_leech_schedule_and_no_prologue(tmp_path):
+def test_an_ar_head_must_be_offered_by_the_schedules_quantizer_and_no_prologue(tmp_path):
     bad = MINIMAL.replace("k_max: 64}", "k_max: 64, ar_head: leech_factorized}")
     with pytest.raises(
-        ConfigError, match="schedules.0.ar_head: leech_factorized needs quantizer kind leech"
+        ConfigError,
+        match="'schedules.0.ar_head': 'leech_factorized' is not a head of quantizer kind 'vcq'",
     ):
         load_config(write(tmp_path, bad))
-    ok = bad.replace("ar_head:", "quantizer: {kind: leech, code_dim: 24}, ar_head:")
+    ok = bad.replace("ar_head:", "quantizer: {kind: leech}, ar_head:")
     assert load_config(write(tmp_path, ok))["schedules"][0]["ar_head"] == "leech_factorized"
     with pytest.raises(ConfigError, match="prologue tokens need the softmax head"):
         load_config(write(tmp_path, ok + "ar: {prologue: {num_tokens: 2}}\n"))

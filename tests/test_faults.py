@@ -484,7 +484,11 @@ def test_11_same_run_in_two_checkouts_gives_the_same_tokenizer_file(tmp_path):
     spec = {
         "experiment": "x",
         "schedules": [{"name": "c", "kind": "constant", "k_max": 8}],
-        "tokenizer": {"model": "tokenizer_tiny", "num_tokens": 4, "quantizer": {"code_dim": 4}},
+        "tokenizer": {
+            "model": "tokenizer_tiny",
+            "num_tokens": 4,
+            "quantizer": {"vcq": {"code_dim": 4}},
+        },
     }
     hashes = []
     for checkout in ("one", "two"):

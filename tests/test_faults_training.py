@@ -35,7 +35,7 @@ def config(tmp: Path, **train) -> Path:
                 "tokenizer": {
                     "model": "tokenizer_tiny",
                     "num_tokens": 8,
-                    "quantizer": {"code_dim": 8},
+                    "quantizer": {"vcq": {"code_dim": 8}},
                     "train": {
                         "steps": 4,
                         "batch_size": 4,

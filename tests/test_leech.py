@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from vcq.ar import FactorizedLeechHead
 from vcq.quantizers.base import build_quantizer
 from vcq.quantizers.leech import (
+    FactorizedLeechHead,
     golay_codewords,
     leech_codebook,
     leech_shell,
@@ -96,14 +96,14 @@ def test_factorized_head_scores_every_code_by_the_sum_of_its_coordinate_log_prob
     logits = torch.randn(2, 3, 24, 9)
     lp = logits.log_softmax(-1)
     brute = lp[:, :, torch.arange(24), labels].sum(-1)  # (2, 3, 1104)
-    assert torch.allclose(head.log_probs(logits), brute, atol=1e-5)
+    assert torch.allclose(head.vocab_logits(logits), brute, atol=1e-5)
     tokens = torch.randint(0, 1104, (2, 3))
     assert torch.allclose(
         head.cross_entropy(logits, tokens), -brute.gather(-1, tokens[..., None])[..., 0], atol=1e-5
     )
     peaked = torch.full((24, 9), -20.0)
     peaked[torch.arange(24), labels[777]] = 20.0
-    assert int(head.log_probs(peaked).argmax()) == 777
+    assert int(head.vocab_logits(peaked).argmax()) == 777
     assert head(torch.randn(2, 8)).shape == (2, 24, 9)
     with pytest.raises(ValueError, match="does not match vocab"):
         head.set_codes(codes[:10])

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcq.ar import ARConfig, ARModel, load_ar
-from vcq.prologue import ARWithPrologue, PrologueEncoder
+from vcq.ar import ARConfig, ARModel, load_ar, save_ar
 from vcq.sampling import generate
 
 SIZES = np.array([4, 8, 16, 16])
@@ -15,7 +14,8 @@ SIZES = np.array([4, 8, 16, 16])
 
 def tiny(p=2, kp=4):
     torch.manual_seed(0)
-    ar = ARModel(
+    prologue = {"num_tokens": p, "codebook_size": kp, "width": 16, "depth": 1, "heads": 2}
+    return ARModel(
         ARConfig(
             vocab_size=16,
             seq_len=4,
@@ -27,19 +27,33 @@ def tiny(p=2, kp=4):
             dropout=0.0,
             token_dropout=0.0,
             class_dropout=0.0,
+            prologue=prologue,
         )
     )
-    return ARWithPrologue(ar, PrologueEncoder(16, 4, p, kp, width=16, depth=1, heads=2, ar_dim=16))
 
 
 def test_visual_token_loss_alone_trains_the_prologue_encoder_and_codebook():
     net = tiny()
     tokens = torch.randint(0, 4, (6, 4))
-    visual, pro_logits, ids = net(tokens, torch.zeros(6, dtype=torch.long))
-    assert visual.shape == (6, 4, 16) and pro_logits.shape == (6, 2, 4) and int(ids.max()) < 4
-    F.cross_entropy(visual.transpose(1, 2), tokens).backward()
+    out = net(tokens, torch.zeros(6, dtype=torch.long))
+    assert out.logits.shape == (6, 4, 16) and out.ce.shape == (6, 4)
+    F.cross_entropy(out.logits.transpose(1, 2), tokens).backward()
     for name, p in net.prologue.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_prologue_loss_joins_the_models_loss():
+    # one loss path: the loop calls the model and logs its terms, with no prologue case of its own
+    net = tiny()
+    tokens, labels = torch.randint(0, 4, (6, 4)), torch.zeros(6, dtype=torch.long)
+    out = net(tokens, labels)
+    ids, emb = net.prologue(tokens)
+    x = net.embed(labels, tokens[:, :-1], emb)
+    head = net.forward_embeds(x)
+    assert torch.allclose(out.logits, head[:, 2:])
+    pro = F.cross_entropy(head[:, :2, :4].flatten(0, 1), ids.flatten())
+    assert torch.allclose(out.terms["prologue_loss"], pro)
+    assert torch.allclose(out.loss, out.ce.mean() + pro)
 
 
 def test_prologue_is_not_part_of_the_tokenizer(make_tokenizer):
@@ -52,12 +66,8 @@ def test_generation_samples_the_prologue_first_and_returns_visual_tokens_within_
     net = tiny().eval()
     labels = torch.arange(3)
     preset = {"guidance": "codebook-aware", "scale": 2.0, "power": None, "temperature": 1.0}
-    a = generate(
-        net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue
-    )
-    b = generate(
-        net.ar, labels, SIZES, preset, torch.Generator().manual_seed(1), prologue=net.prologue
-    )
+    a = generate(net, labels, SIZES, preset, torch.Generator().manual_seed(1))
+    b = generate(net, labels, SIZES, preset, torch.Generator().manual_seed(1))
     assert a.shape == (3, 4) and torch.equal(a, b)
     assert bool((a < torch.as_tensor(SIZES)).all())
 
@@ -72,11 +82,27 @@ def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(train_ar_step, 
     step.run(cfg, tmp_path / "b" / "final.pt", "--stop-after", "2")
     step.run(cfg, tmp_path / "b" / "final.pt")
     assert step.losses(tmp_path / "a" / "final.pt") == step.losses(tmp_path / "b" / "final.pt")
-    _, extra = load_ar(tmp_path / "a" / "final.pt")
-    assert (
-        extra["prologue"]["config"]["num_tokens"] == 2
-        and "codebook" in extra["prologue"]["state_dict"]
-    )
+    model, extra = load_ar(tmp_path / "a" / "final.pt")
+    assert model.prologue is not None and model.prologue.num_tokens == 2 and "prologue" not in extra
+
+
+def test_ar_checkpoints_with_the_prologue_in_extra_still_load(tmp_path):
+    # before the prologue was part of the model, its options and weights rode in `extra`
+    from vcq.training import load_checkpoint, save_checkpoint
+
+    net = tiny().eval()
+    save_ar(tmp_path / "new.pt", net, net.cfg, {"k_sizes": SIZES.tolist()})
+    blob = load_checkpoint(tmp_path / "new.pt")
+    config = {k: v for k, v in blob["config"].items() if k not in ("prologue", "k_sizes")}
+    state = {k: v for k, v in blob["state_dict"].items() if not k.startswith("prologue.")}
+    pro_state = {k[9:]: v for k, v in blob["state_dict"].items() if k.startswith("prologue.")}
+    pro_cfg = {**net.cfg.prologue, "vocab": 16, "seq_len": 4, "ar_dim": 16}
+    extra = {**blob["extra"], "prologue": {"config": pro_cfg, "state_dict": pro_state}}
+    save_checkpoint(tmp_path / "old.pt", {"config": config, "state_dict": state, "extra": extra})
+    old, old_extra = load_ar(tmp_path / "old.pt")
+    assert old_extra == {"k_sizes": SIZES.tolist()}
+    tokens, labels = torch.randint(0, 4, (3, 4)), torch.arange(3)
+    assert torch.equal(old(tokens, labels).loss, net(tokens, labels).loss)
 
 
 def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(
@@ -136,10 +162,8 @@ def test_prologue_tokens_get_their_own_guidance_scale(monkeypatch):
     monkeypatch.setattr(sampling, "cfg_logits", lambda c, u, s: used.append(s) or real(c, u, s))
     net = tiny(p=2).eval()
     preset = {"guidance": "constant", "scale": 3.0, "temperature": 1.0}
-    generate(
-        net.ar, torch.arange(3), SIZES, {**preset, "prologue_scale": 0.5}, prologue=net.prologue
-    )
+    generate(net, torch.arange(3), SIZES, {**preset, "prologue_scale": 0.5})
     assert used == [0.5, 0.5, 3.0, 3.0, 3.0, 3.0]
     used.clear()
-    generate(net.ar, torch.arange(3), SIZES, preset, prologue=net.prologue)
+    generate(net, torch.arange(3), SIZES, preset)
     assert used == [3.0] * 6

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from vcq.quantizers import (
-    SharedCodebookQuantizer,
+    base,
     build_quantizer,
     register_quantizer,
     usage_histogram,
     usage_stats,
 )
+from vcq.quantizers.vcq import SharedCodebookQuantizer
 from vcq.schedules import schedule_k_sizes
 
 
@@ -67,17 +68,21 @@ def test_ema_update_moves_used_codes_towards_latents():
     assert torch.equal(q.embedding, frozen)
 
 
-def test_registry_and_errors():
+def test_registry_and_errors(monkeypatch):
+    monkeypatch.setattr(base, "_KINDS", dict(base._KINDS))  # the registration ends with the test
     with pytest.raises(ValueError, match="unknown quantizer kind 'nope'"):
         build_quantizer({"kind": "nope"}, [4])
     with pytest.raises(ValueError, match="update must be"):
-        build_quantizer({"kind": "vcq", "update": "x"}, [4])
+        build_quantizer({"kind": "vcq", "vcq": {"update": "x"}}, [4])
 
-    @register_quantizer("test_dummy")
     class Dummy(SharedCodebookQuantizer):
         pass
 
-    assert isinstance(build_quantizer({"kind": "test_dummy", "code_dim": 2}, [4, 4]), Dummy)
+    register_quantizer("test_dummy", Dummy)
+    q = build_quantizer({"kind": "test_dummy", "test_dummy": {"code_dim": 2}}, [4, 4])
+    assert isinstance(q, Dummy) and q.code_dim == 2
+    with pytest.raises(ValueError, match="'test_dummy' registered twice"):
+        register_quantizer("test_dummy", SharedCodebookQuantizer)
 
 
 def test_usage_histogram_and_stats():

@@ -18,10 +18,17 @@ from vcq.train.batches import TokenBatches
 def test_code_indices_are_identical_under_bf16_autocast(kind):
     torch.manual_seed(0)
     if kind == "leech":
-        q, dim = build_quantizer({"kind": "leech", "shapes": ["4^2"]}, torch.full((16,), 1104)), 24
+        q, dim = (
+            build_quantizer(
+                {"kind": "leech", "leech": {"shapes": ["4^2"]}}, torch.full((16,), 1104)
+            ),
+            24,
+        )
     else:
         q, dim = (
-            build_quantizer({"kind": "vcq", "code_dim": 8}, torch.linspace(2, 4096, 16).long()),
+            build_quantizer(
+                {"kind": "vcq", "vcq": {"code_dim": 8}}, torch.linspace(2, 4096, 16).long()
+            ),
             8,
         )
     z = torch.randn(64, 16, dim)
@@ -35,10 +42,10 @@ def test_flattened_cross_entropy_gives_the_per_position_loss_of_the_transposed_l
     torch.manual_seed(0)
     m = ARModel(ARConfig(vocab_size=32, seq_len=8, num_classes=3, n_layer=1, n_head=2, dim=16))
     tok = torch.randint(0, 32, (5, 8))
-    logits = m(tok, torch.tensor([0, 1, 2, 0, 1]))
+    logits = m(tok, torch.tensor([0, 1, 2, 0, 1])).logits
     reference = F.cross_entropy(logits.transpose(1, 2), tok, reduction="none")
-    assert torch.allclose(m.position_ce(logits, tok), reference, atol=1e-6, rtol=0)
-    assert m.position_ce(logits, tok).shape == (5, 8)
+    assert torch.allclose(m.token_ce(logits, tok), reference, atol=1e-6, rtol=0)
+    assert m.token_ce(logits, tok).shape == (5, 8)
 
 
 def test_uint8_views_normalised_equal_the_float_views():

@@ -21,7 +21,9 @@ MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
 
 def _config(name: str, k_sizes, code_dim: int) -> TokenizerConfig:
     arch = yaml.safe_load((MODELS / f"{name}.yaml").read_text())
-    return TokenizerConfig(**arch, k_sizes=k_sizes, quantizer={"kind": "vcq", "code_dim": code_dim})
+    return TokenizerConfig(
+        **arch, k_sizes=k_sizes, quantizer={"kind": "vcq", "vcq": {"code_dim": code_dim}}
+    )
 
 
 def _tiny() -> Tokenizer:
@@ -128,7 +130,7 @@ def test_config_from_section_checks_the_length_and_drops_the_model_name():
             **yaml.safe_load((MODELS / "tokenizer_tiny.yaml").read_text()),
         },
         "num_tokens": 4,
-        "quantizer": {"kind": "vcq", "code_dim": 8},
+        "quantizer": {"kind": "vcq", "vcq": {"code_dim": 8}},
     }
     cfg = TokenizerConfig.from_section(section, [4, 8, 8, 8])
     assert cfg.num_tokens == 4 and cfg.k_sizes == [4, 8, 8, 8] and cfg.image_size == 32
@@ -141,12 +143,12 @@ def test_config_from_section_checks_the_length_and_drops_the_model_name():
     [
         ({"patch_size": 5}, "patch_size 5 does not divide 32"),
         ({"dec_heads": 3}, "dec_heads 3 does not divide dec_width 64"),
-        ({"quantizer": {"kind": "vcq"}}, "quantizer config has no code_dim"),
+        ({"quantizer": {"kind": "nope"}}, "unknown quantizer kind 'nope'"),
     ],
 )
 def test_config_refuses_inconsistent_architectures(change, message):
     arch = yaml.safe_load((MODELS / "tokenizer_tiny.yaml").read_text())
-    base = {**arch, "k_sizes": [8] * 4, "quantizer": {"kind": "vcq", "code_dim": 8}}
+    base = {**arch, "k_sizes": [8] * 4, "quantizer": {"kind": "vcq", "vcq": {"code_dim": 8}}}
     with pytest.raises(ValueError, match=message):
         TokenizerConfig(**{**base, **change})
 
@@ -164,14 +166,20 @@ def test_checkpoints_written_before_the_typed_config_still_load(tmp_path):
         for p in ("enc", "dec")
         for k in ("width", "depth", "heads")
     }
+    # and, before per-kind quantizer options, held every kind's options in one flat mapping
+    flat = {"kind": "vcq", "code_dim": 8, "l2_norm": True, "dim": 18, "bridge_group": 8}
     state["spec"] = {
         "model": {"name": "tokenizer_tiny", **arch},
         "num_tokens": model.num_tokens,
-        "quantizer": model.cfg.quantizer,
+        "quantizer": flat,
         "sizes": model.k_sizes,
     }
     save_checkpoint(tmp_path / "old.pt", state)
-    old = load_tokenizer(tmp_path / "old.pt")
-    assert old.cfg == model.cfg
+    typed = load_checkpoint(tmp_path / "new.pt")
+    typed["spec"]["quantizer"] = flat
+    save_checkpoint(tmp_path / "typed.pt", typed)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert torch.equal(old.encode(x)[0], model.encode(x)[0])
+    for name in ("old.pt", "typed.pt"):
+        old = load_tokenizer(tmp_path / name)
+        assert old.cfg.quantizer == {"kind": "vcq", "vcq": {"code_dim": 8, "l2_norm": True}}
+        assert torch.equal(old.encode(x)[0], model.encode(x)[0])

@@ -65,10 +65,10 @@ def with_schedule_and_model(cfg, schedule=None, model=None):
 
 
 def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(train_ar_step, tmp_path):
-    from vcq.ar import FactorizedLeechHead
+    from vcq.quantizers.leech import FactorizedLeechHead
 
     step = train_ar_step
-    leech = {"kind": "leech", "code_dim": 24, "shapes": ["4^2"]}
+    leech = {"kind": "leech", "leech": {"shapes": ["4^2"]}}
     cfg = with_schedule_and_model(
         step.config(4), {"quantizer": leech, "ar_head": "leech_factorized"}
     )
@@ -87,7 +87,7 @@ def test_factorized_leech_head_trains_resumes_and_stores_the_codebook(train_ar_s
 def test_code_vector_input_reads_the_tokenizer_codebook_and_resumes(train_ar_step, tmp_path):
     step = train_ar_step
     cfg = with_schedule_and_model(step.config(4), model={"token_input": "codes"})
-    tok, codes = write_tokenizer(step, {"kind": "vcq", "code_dim": 8})
+    tok, codes = write_tokenizer(step, {"kind": "vcq", "vcq": {"code_dim": 8}})
     step.run(cfg, tmp_path / "a" / "final.pt", "--tokenizer", str(tok))
     step.run(cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok), "--stop-after", "2")
     step.run(cfg, tmp_path / "b" / "final.pt", "--tokenizer", str(tok))
@@ -99,7 +99,7 @@ def test_code_vector_input_reads_the_tokenizer_codebook_and_resumes(train_ar_ste
 def test_models_that_need_the_codebook_name_the_missing_or_wrong_tokenizer(train_ar_step, tmp_path):
     step = train_ar_step
     cfg = with_schedule_and_model(step.config(2), model={"token_input": "codes"})
-    tok, _ = write_tokenizer(step, {"kind": "vcq", "code_dim": 8})
+    tok, _ = write_tokenizer(step, {"kind": "vcq", "vcq": {"code_dim": 8}})
     cmd = step.command(cfg, tmp_path / "x" / "final.pt")
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode != 0 and "pass --tokenizer" in r.stderr

@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vcq.quantizers import leech
+from vcq.prologue import PrologueEncoder
+from vcq.quantizers import ARHead, ar_head_class
 
-HEADS = ("softmax", "leech_factorized")
 TOKEN_INPUTS = ("table", "codes")
+
+
+class SoftmaxHead(nn.Linear, ARHead):
+    """One linear layer to K_max logits (a Linear, so `output.weight` stays the checkpoint key)."""
+
+    name = "softmax"
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
+        super().__init__(dim, vocab_size, bias=False)
+
+    def cross_entropy(self, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy (...) in nats of logits (..., V) against `tokens`."""
+        # (B·L, V) rows: 2.5-3x faster than cross-entropy over the transposed (B, V, L) layout
+        flat = F.cross_entropy(out.reshape(-1, out.shape[-1]), tokens.reshape(-1), reduction="none")
+        return flat.view_as(tokens)
+
+    def vocab_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The logits themselves."""
+        return out
+
+
+def head_class(name: str) -> type[ARHead]:
+    """The AR head called `name`: softmax, or the head a quantizer kind offers."""
+    return SoftmaxHead if name == SoftmaxHead.name else ar_head_class(name)
 
 
 @dataclass
@@ -32,13 +57,28 @@ class ARConfig:
     token_dropout: float = 0.1
     class_dropout: float = 0.1
     rope_base: float = 10000.0
-    head: str = "softmax"  # or leech_factorized: 24 nine-way classifiers over Λ24 code coordinates
+    head: str = (
+        "softmax"  # or a head a quantizer offers (leech_factorized: 24 nine-way classifiers)
+    )
     token_input: str = "table"  # or codes: a linear map of the tokenizer's frozen code vectors
     code_dim: int = 0  # code vector size, for token_input codes (set from the tokenizer)
+    k_sizes: list[int] = field(default_factory=list)  # K_t of the tokens' schedule ([]: unknown)
+    restrict_k: bool = False  # training and validation CE over the first K_t codes at position t
+    # PrologueEncoder options (num_tokens, codebook_size, width, depth, heads); no num_tokens = none
+    prologue: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"unknown AR head {self.head!r}; expected one of {HEADS}")
+        try:
+            head_class(self.head)
+        except ValueError as e:
+            raise ValueError(f"unknown AR head {self.head!r}: {e}") from e
+        if self.restrict_k and len(self.k_sizes) != self.seq_len:
+            raise ValueError(f"restrict_k needs {self.seq_len} K_t values, got {len(self.k_sizes)}")
+        if self.prologue.get("codebook_size", 0) > self.vocab_size and self.prologue["num_tokens"]:
+            raise ValueError(
+                f"prologue codebook {self.prologue['codebook_size']} exceeds the AR vocabulary "
+                f"{self.vocab_size} (prologue ids share the output head)"
+            )
         if self.token_input not in TOKEN_INPUTS:
             raise ValueError(
                 f"unknown token_input {self.token_input!r}; expected one of {TOKEN_INPUTS}"
@@ -53,55 +93,6 @@ class ARConfig:
         """Build from a mapping, ignoring keys that are not model hyper-parameters (e.g. `name`)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-class FactorizedLeechHead(nn.Module):
-    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq.
-    12).
-
-    The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
-    keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
-    """
-
-    def __init__(self, dim: int, vocab_size: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim, leech.DIM * leech.COORDINATES)
-        # saved with the weights so a checkpoint samples without rebuilding the tokenizer's codebook
-        self.register_buffer("code_labels", torch.zeros(vocab_size, leech.DIM, dtype=torch.uint8))
-
-    @staticmethod
-    def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
-        return leech.lattice_coordinates(codes[indices]) + leech.COORDINATES // 2
-
-    def set_codes(self, codes: torch.Tensor) -> None:
-        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook of the tokens."""
-        if codes.shape != (self.code_labels.shape[0], leech.DIM):
-            raise ValueError(
-                f"codebook {tuple(codes.shape)} does not match "
-                f"vocab {self.code_labels.shape[0]} x {leech.DIM}"
-            )
-        self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits (..., 24, 9) from hidden states (..., dim)."""
-        return self.proj(h).unflatten(-1, (leech.DIM, leech.COORDINATES))
-
-    def cross_entropy(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """−log p(code) per token (...): the sum of the 24 coordinate cross-entropies."""
-        target = self.code_labels[tokens].long()
-        return -logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
-
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Joint log-probability (..., vocab_size) of every code from logits (..., 24, 9)."""
-        lead = logits.shape[:-2]
-        flat = logits.float().log_softmax(-1).reshape(-1, leech.DIM * leech.COORDINATES)
-        cols = self.code_labels.long() + leech.COORDINATES * torch.arange(
-            leech.DIM, device=logits.device
-        )
-        # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
-        joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
-        return joint.T.reshape(*lead, -1)
 
 
 class RMSNorm(nn.Module):
@@ -226,8 +217,20 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
+class ARLoss(NamedTuple):
+    """A teacher-forced pass: the loss to minimise and what training and validation log."""
+
+    loss: torch.Tensor  # scalar: mean token CE (+ z-loss, + the prologue's CE)
+    ce: torch.Tensor  # (B, L) per-token CE in nats, detached
+    logits: torch.Tensor  # head outputs of the L visual positions ((B, L, V) for softmax)
+    terms: dict[str, torch.Tensor]  # further loss terms to log, detached (prologue_loss)
+
+
 class ARModel(nn.Module):
-    """Sequence = [class token, optional prefix embeddings, image tokens]; predicts the next."""
+    """Sequence = [class token, optional prologue tokens, image tokens]; predicts the next.
+
+    It owns its loss (`forward`), so its head and its prologue need no case in the training loop.
+    """
 
     def __init__(self, cfg: ARConfig):
         super().__init__()
@@ -242,15 +245,21 @@ class ARModel(nn.Module):
         self.tok_drop = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim)
-        if cfg.head == "leech_factorized":
-            self.output = FactorizedLeechHead(cfg.dim, cfg.vocab_size)
-        else:
-            self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = head_class(cfg.head)(cfg.dim, cfg.vocab_size)
+        self.register_buffer(
+            "k_sizes", torch.tensor(cfg.k_sizes, dtype=torch.long), persistent=False
+        )
         # room for class token + prologue tokens; extended lazily if a longer prefix arrives
         cos, sin = rope_tables(cfg.dim // cfg.n_head, cfg.seq_len + 1, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init)
+        # built after the init above, which would otherwise redraw its layers
+        self.prologue = None
+        if cfg.prologue.get("num_tokens", 0):
+            self.prologue = PrologueEncoder(
+                **cfg.prologue, vocab=cfg.vocab_size, seq_len=cfg.seq_len, ar_dim=cfg.dim
+            )
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -310,15 +319,39 @@ class ARModel(nn.Module):
             cache.pos += x.shape[1]
         return self.output(self.norm(x)).float()
 
-    def forward(
-        self, tokens: torch.Tensor, labels: torch.Tensor, prefix_embeds: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Teacher-forced logits (B, L, V): position t predicts tokens[:, t] from tokens[:, :t]."""
-        labels = self.drop_labels(labels)
-        x = self.embed(labels, tokens[:, :-1], prefix_embeds)
-        logits = self.forward_embeds(x)
-        p = 0 if prefix_embeds is None else prefix_embeds.shape[1]
-        return logits[:, p:]
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, z_weight: float = 0.0) -> ARLoss:
+        """Teacher-forced loss of token rows (B, L) with class labels (B,): position t predicts
+        tokens[:, t] from tokens[:, :t] (after the prologue's tokens, which it predicts first).
+
+        Training and validation call the model itself, so that DDP and torch.compile see the pass.
+        """
+        ids = prefix = None
+        if self.prologue is not None:
+            ids, prefix = self.prologue(tokens)
+        x = self.embed(self.drop_labels(labels), tokens[:, :-1], prefix)
+        out = self.forward_embeds(x)
+        p = 0 if ids is None else ids.shape[1]
+        visual = out[:, p:]
+        ce = self.token_ce(visual, tokens)
+        loss = ce.mean() + z_loss(visual, z_weight)
+        terms = {}
+        if ids is not None:
+            # the prologue's only training signal: its ids, scored by the first Kp vocabulary rows
+            scores = self.output.vocab_logits(out[:, :p])[..., : self.prologue.codebook_size]
+            pro = F.cross_entropy(scores.float().flatten(0, 1), ids.flatten())
+            loss = loss + pro
+            terms["prologue_loss"] = pro.detach()
+        return ARLoss(loss, ce.detach(), visual, terms)
+
+    def token_ce(self, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token CE (B, L) in nats; with `restrict_k` over position t's first K_t codes only."""
+        if not self.cfg.restrict_k:
+            return self.output.cross_entropy(out, tokens)
+        scores = self.output.vocab_logits(out).float()
+        beyond = torch.arange(scores.shape[-1], device=scores.device) >= self.k_sizes[:, None]
+        scores = scores.masked_fill(beyond, float("-inf"))
+        ce = F.cross_entropy(scores.flatten(0, 1), tokens.flatten(), reduction="none")
+        return ce.view_as(tokens)
 
     def set_codebook(self, codes: torch.Tensor) -> None:
         """Store what the model needs of the tokenizer's (vocab_size, D) codebook (saved too)."""
@@ -328,22 +361,11 @@ class ARModel(nn.Module):
             )
         if self.cfg.token_input == "codes":
             self.input_codes.copy_(codes)
-        if self.cfg.head == "leech_factorized":
-            self.output.set_codes(codes)
+        self.output.set_codes(codes)
 
     def vocab_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Next-token scores: the head's logits, or the factorised joint log-probs."""
-        return logits if self.cfg.head == "softmax" else self.output.log_probs(logits)
-
-    def position_ce(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-token cross-entropy (B, L) in nats of the head's logits against `tokens`."""
-        if self.cfg.head == "softmax":
-            # (B·L, V) rows: 2.5-3x faster than cross-entropy over the transposed (B, V, L) layout
-            flat = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none"
-            )
-            return flat.view_as(tokens)
-        return self.output.cross_entropy(logits, tokens)
+        """Next-token scores (..., V) from the head's outputs."""
+        return self.output.vocab_logits(logits)
 
     def new_cache(self, batch: int, extra: int = 0) -> KVCache:
         """Empty KV cache for `batch` sequences of up to 1 + extra + seq_len positions."""
@@ -411,8 +433,18 @@ def load_ar(path: str | os.PathLike, map_location="cpu") -> tuple[ARModel, dict]
     blob = require_checkpoint(
         path, ["config", "state_dict", "extra"], map_location, rule="train_ar"
     )
-    model = ARModel(ARConfig.from_dict(blob["config"]))
-    restore_module(model, blob["state_dict"], path)
+    config, state = blob["config"], blob["state_dict"]
+    if "prologue" in blob["extra"]:
+        # written before the prologue was part of the model: its options and weights were `extra`
+        old = blob["extra"].pop("prologue")
+        derived = ("vocab", "seq_len", "ar_dim")
+        config = {
+            **config,
+            "prologue": {k: v for k, v in old["config"].items() if k not in derived},
+        }
+        state = {**state, **{f"prologue.{k}": v for k, v in old["state_dict"].items()}}
+    model = ARModel(ARConfig.from_dict(config))
+    restore_module(model, state, path)
     return model.to(
         map_location if isinstance(map_location, (str, torch.device)) else "cpu"
     ).eval(), blob["extra"]

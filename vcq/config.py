@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from vcq.paths import Layout
+from vcq.quantizers import options_schema, quantizer_class, quantizer_kinds
 from vcq.schedules import SHAPES, schedule_k_sizes
 
 # package data, so that a plain (non-editable) install validates configs too; the checkout's
@@ -114,12 +115,15 @@ def _error_path(error: jsonschema.ValidationError) -> str:
     return path or "<root>"
 
 
-def validate(instance: dict, schema: dict, where: str = "config") -> dict:
-    """Validate `instance` in place (filling defaults); raise ConfigError naming the bad key."""
+def validate(instance: dict, schema: dict, where: str = "config", prefix: str = "") -> dict:
+    """Validate `instance` in place (filling defaults); raise ConfigError naming the bad key
+    (as `prefix.key` when `instance` sits at `prefix` in the config)."""
     errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: len(e.absolute_path))
     if errors:
         e = errors[0]
         key = _error_path(e)
+        if prefix:
+            key = prefix if key == "<root>" else f"{prefix}.{key}"
         if e.validator == "additionalProperties":
             msg = f"unknown key '{key}'"
         elif e.validator == "required":
@@ -266,29 +270,66 @@ def validate_config(cfg: dict, where: str) -> dict:
     _check_divisibility(cfg, where)
     _check_workflow_paths(cfg, where)
     _check_batches(cfg, where)
-    quantizer_schema = load_schema()["properties"]["tokenizer"]["properties"]["quantizer"]
-    for i, s in enumerate(cfg["schedules"]):
-        if s["quantizer"]:
-            validate(
-                tokenizer_section(cfg, s["name"])["quantizer"],
-                quantizer_schema,
-                where=f"{where}: schedules.{i}.quantizer",
-            )
-    for i, s in enumerate(cfg["schedules"]):
-        if s["ar_head"] == "leech_factorized":
-            kind = tokenizer_section(cfg, s["name"])["quantizer"]["kind"]
-            if kind != "leech":
-                raise ConfigError(
-                    f"{where}: schedules.{i}.ar_head: leech_factorized needs quantizer kind "
-                    f"leech (schedule '{s['name']}' uses {kind})"
-                )
-            if cfg["ar"]["prologue"]["num_tokens"]:
-                raise ConfigError(
-                    f"{where}: schedules.{i}.ar_head: prologue tokens need the softmax head "
-                    "(set ar.prologue.num_tokens: 0 or ar_head: softmax)"
-                )
+    _check_quantizers(cfg, where)
     cfg["_config_path"] = where
     return cfg
+
+
+def _check_quantizer_spec(spec: dict, key: str, where: str) -> None:
+    """A `quantizer` mapping at `key`: a registered kind, and beside it only mappings named after
+    kinds, each valid options of that kind (defaults filled in place)."""
+    kind, kinds = spec["kind"], quantizer_kinds()
+    if kind not in kinds:
+        raise ConfigError(
+            f"{where}: bad value at '{key}.kind': unknown quantizer kind {kind!r} "
+            f"(known: {', '.join(kinds)})"
+        )
+    for name, options in spec.items():
+        if name == "kind":
+            continue
+        if name not in kinds:
+            hint = (
+                f"options go under the kind: '{key}.{kind}.{name}'"
+                if name in quantizer_class(kind).options
+                else f"besides 'kind' only the options of a kind: {', '.join(kinds)}"
+            )
+            raise ConfigError(f"{where}: unknown key '{key}.{name}' ({hint})")
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: bad value at '{key}.{name}': options must be a mapping")
+        validate(options, options_schema(name), where, prefix=f"{key}.{name}")
+
+
+def _check_quantizers(cfg: dict, where: str) -> None:
+    """Each schedule's quantizer: valid options, a K_max it can index, and its AR head."""
+    section = cfg["tokenizer"]["quantizer"]
+    section.setdefault(section["kind"], {})
+    _check_quantizer_spec(section, "tokenizer.quantizer", where)
+    for i, s in enumerate(cfg["schedules"]):
+        spec = _deep_merge(section, s["quantizer"])
+        kind = spec["kind"]
+        spec.setdefault(kind, {})
+        _check_quantizer_spec(spec, f"schedules.{i}.quantizer", where)
+        cls = quantizer_class(kind)
+        problem = cls.check_k_max(spec[kind], s["k_max"])
+        if problem:
+            raise ConfigError(
+                f"{where}: bad value at 'schedules.{i}.k_max': {problem} "
+                f"(quantizer kind {kind!r} of schedule '{s['name']}')"
+            )
+        head = s["ar_head"]
+        if head == "softmax":
+            continue
+        if cls.ar_head is None or cls.ar_head.name != head:
+            offered = ["softmax"] + ([cls.ar_head.name] if cls.ar_head else [])
+            raise ConfigError(
+                f"{where}: bad value at 'schedules.{i}.ar_head': {head!r} is not a head of "
+                f"quantizer kind {kind!r} (schedule '{s['name']}' can use: {', '.join(offered)})"
+            )
+        if cfg["ar"]["prologue"]["num_tokens"]:
+            raise ConfigError(
+                f"{where}: schedules.{i}.ar_head: prologue tokens need the softmax head "
+                "(set ar.prologue.num_tokens: 0 or ar_head: softmax)"
+            )
 
 
 def _derive_experiment_paths(cfg: dict) -> None:
@@ -394,7 +435,10 @@ def k_sizes_for(cfg: dict, name: str) -> np.ndarray:
 
 
 def tokenizer_section(cfg: dict, name: str) -> dict:
-    """The tokenizer section for schedule `name`, with its `quantizer` overrides applied."""
+    """The tokenizer section for schedule `name`; its `quantizer` resolved to `{kind: K, K:
+    options}` (the schedule's overrides merged in, the kind's defaults filled)."""
     tok = copy.deepcopy(cfg["tokenizer"])
-    tok["quantizer"].update(copy.deepcopy(schedule(cfg, name).get("quantizer", {})))
+    spec = _deep_merge(tok["quantizer"], schedule(cfg, name).get("quantizer", {}))
+    kind = spec["kind"]
+    tok["quantizer"] = {"kind": kind, kind: validate(spec.get(kind, {}), options_schema(kind))}
     return tok

@@ -2,7 +2,8 @@
 loss.
 
 A small non-causal transformer reads an image's frozen visual tokens and P learned queries; each
-query picks one of Kp prologue codes. The AR model then models [class, prologue, visual tokens].
+query picks one of Kp prologue codes. The AR model, which owns the encoder (`ARModel.prologue`,
+saved with its weights), then models [class, prologue, visual tokens].
 The quantised prologue vector is `code + z - sg(z)`: its value is the code (what sampling feeds
 back), while the AR loss's gradient reaches both the codebook and the encoder. Nothing else trains
 the prologue: the tokenizer's reconstruction loss never sees it.
@@ -13,8 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from vcq.ar import ARModel
 
 
 class PrologueEncoder(nn.Module):
@@ -63,47 +62,8 @@ class PrologueEncoder(nn.Module):
         return self.to_ar(self.codes()[ids])
 
 
-def prologue_from_extra(extra: dict, device: torch.device | str = "cpu") -> PrologueEncoder | None:
-    """The prologue encoder in an AR checkpoint's `extra` (eval mode), or None without one."""
-    if "prologue" not in extra:
-        return None
-    enc = PrologueEncoder(**extra["prologue"]["config"])
-    enc.load_state_dict(extra["prologue"]["state_dict"])
-    return enc.to(device).eval()
-
-
 @torch.no_grad()
 def prologue_features(enc: PrologueEncoder, tokens: torch.Tensor) -> torch.Tensor:
     """Flattened prologue code vectors (B, P * width) of visual token rows (B, L)."""
     ids, _ = enc(tokens)
     return enc.codes()[ids].flatten(1)
-
-
-class ARWithPrologue(nn.Module):
-    """The AR model over [class, prologue, visual]; one module so DDP and checkpoints see both."""
-
-    def __init__(self, ar: ARModel, prologue: PrologueEncoder) -> None:
-        super().__init__()
-        if ar.cfg.head != "softmax":
-            raise ValueError(
-                f"prologue tokens need the softmax AR head (got {ar.cfg.head!r}): "
-                "their ids are scored by the first Kp output logits"
-            )
-        if prologue.codebook_size > ar.cfg.vocab_size:
-            raise ValueError(
-                f"prologue codebook {prologue.codebook_size} exceeds the AR vocabulary "
-                f"{ar.cfg.vocab_size} (prologue ids share the output head)"
-            )
-        self.ar, self.prologue = ar, prologue
-
-    def forward(
-        self, tokens: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Visual logits (B, L, V), prologue logits (B, P, Kp) and the prologue ids (targets)."""
-        ids, emb = self.prologue(tokens)
-        x = self.ar.embed(self.ar.drop_labels(labels), tokens[:, :-1], emb)
-        logits = self.ar.forward_embeds(x)
-        p = ids.shape[1]
-        # position i < P predicts prologue id i (from class + earlier prologue); the rest predict
-        # tokens
-        return logits[:, p:], logits[:, :p, : self.prologue.codebook_size], ids

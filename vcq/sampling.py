@@ -9,7 +9,6 @@ import torch
 
 from vcq.ar import ARModel
 from vcq.config import ConfigError
-from vcq.prologue import PrologueEncoder
 
 GUIDANCE = ("none", "constant", "power-cosine", "codebook-aware")
 # How the power-cosine ramp combines with the Eq. 4 weight w_t (the paper does not say; docs/ar.md).
@@ -114,15 +113,15 @@ def generate(
     k_sizes: np.ndarray,
     preset: dict,
     generator: torch.Generator | None = None,
-    prologue: PrologueEncoder | None = None,
 ) -> torch.Tensor:
     """Sample (B, L) token indices; cond and uncond passes share one 2B batch when guided.
 
-    With a `prologue` its P tokens are sampled first, restricted to
-    its Kp codes, guided with `prologue_scale` (default: the base scale) and fed back through its
-    codebook; only the L visual tokens are returned.
+    With a prologue (`model.prologue`) its P tokens are sampled first, restricted to its Kp codes,
+    guided with `prologue_scale` (default: the base scale) and fed back through its codebook; only
+    the L visual tokens are returned.
     """
     model.eval()
+    prologue = model.prologue
     scales = guidance_scales(
         preset["guidance"],
         preset.get("scale", 0.0),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcq.quantizers import QuantizerOutput, build_quantizer
+from vcq.quantizers import QuantizerOutput, build_quantizer, latent_dim, quantizer_class
 
 
 class Block(nn.Module):
@@ -62,7 +62,7 @@ class TokenizerConfig:
     dec_depth: int
     dec_heads: int
     k_sizes: list[int]  # K_t per latent position; its length is the latent length L
-    quantizer: dict  # the resolved `tokenizer.quantizer` section; `kind` picks the class
+    quantizer: dict  # {kind: K, K: options}: a schedule's resolved `tokenizer.quantizer`
     mlp_ratio: float = 4.0
 
     def __post_init__(self) -> None:
@@ -74,8 +74,12 @@ class TokenizerConfig:
             width, heads = getattr(self, f"{part}_width"), getattr(self, f"{part}_heads")
             if width % heads:
                 raise ValueError(f"{part}_heads {heads} does not divide {part}_width {width}")
-        if "code_dim" not in self.quantizer:
-            raise ValueError("the quantizer config has no code_dim")
+        quantizer_class(self.quantizer["kind"])  # an unknown kind fails here, not mid-build
+
+    @property
+    def code_dim(self) -> int:
+        """Size of the latent vectors the quantizer reads (set by its kind and options)."""
+        return latent_dim(self.quantizer)
 
     @property
     def num_tokens(self) -> int:
@@ -103,7 +107,7 @@ class Tokenizer(nn.Module):
         self.image_size, self.patch = cfg.image_size, cfg.patch_size
         self.grid = self.image_size // self.patch
         n_patches, patch_dim = self.grid**2, 3 * self.patch**2
-        ew, dw, code_dim = cfg.enc_width, cfg.dec_width, cfg.quantizer["code_dim"]
+        ew, dw, code_dim = cfg.enc_width, cfg.dec_width, cfg.code_dim
         scale = 0.02
         self.patch_embed = nn.Linear(patch_dim, ew)
         self.enc_pos = nn.Parameter(scale * torch.randn(n_patches + self.num_tokens, ew))
@@ -188,13 +192,13 @@ def parameter_breakdown(model: Tokenizer) -> dict[str, int]:
 
 def export_for_inference(model: Tokenizer) -> Tokenizer:
     """The model with training-only quantizer parts dropped (VQBridge -> its projected codebook)."""
-    if not hasattr(model.quantizer, "export"):
+    spec, quantizer = model.quantizer.export(model.cfg.quantizer)
+    if quantizer is model.quantizer:
         return model
-    plain_cfg = replace(model.cfg, quantizer={**model.cfg.quantizer, "kind": "vcq"})
-    plain = Tokenizer(plain_cfg).to(next(model.parameters()).device)
+    plain = Tokenizer(replace(model.cfg, quantizer=spec)).to(next(model.parameters()).device)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
     plain.load_state_dict(state, strict=False)
-    plain.quantizer.embedding.data.copy_(model.quantizer.export())
+    plain.quantizer = quantizer
     return plain.train(model.training)
 
 
@@ -212,15 +216,30 @@ def save_tokenizer(
     save_checkpoint(path, state)
 
 
+# Checkpoints written before per-kind quantizer options held one flat mapping with every kind's
+# keys; the bridge's were prefixed.
+_FLAT_NAMES = {f"bridge_{k}": k for k in ("group", "width", "depth", "heads")}
+
+
+def _per_kind(spec: dict) -> dict:
+    """A quantizer spec in the `{kind: K, K: options}` layout, also from the flat layout."""
+    kind = spec.get("kind", "vcq")
+    if isinstance(spec.get(kind), dict):
+        return spec
+    known = quantizer_class(kind).options
+    options = {_FLAT_NAMES.get(k, k): v for k, v in spec.items()}
+    return {"kind": kind, kind: {k: v for k, v in options.items() if k in known}}
+
+
 def _config_of(spec: dict) -> TokenizerConfig:
-    """The config of a checkpoint's `spec`, also from the layout written before TokenizerConfig."""
+    """The config of a checkpoint's `spec`, also from the layouts written before this one."""
     if "model" not in spec:
-        return TokenizerConfig(**spec)
+        return TokenizerConfig(**{**spec, "quantizer": _per_kind(spec["quantizer"])})
     # Older checkpoints hold the raw sections (and, older still, call K_t `sizes`); tokenizers
     # are costly to train, so they stay loadable.
     model = {k: v for k, v in spec["model"].items() if k != "name"}
     k_sizes = spec["k_sizes"] if "k_sizes" in spec else spec["sizes"]
-    return TokenizerConfig(**model, k_sizes=k_sizes, quantizer=spec["quantizer"])
+    return TokenizerConfig(**model, k_sizes=k_sizes, quantizer=_per_kind(spec["quantizer"]))
 
 
 def _restored(state: dict, path: str | os.PathLike, map_location: str | torch.device) -> Tokenizer:

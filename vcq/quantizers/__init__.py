@@ -1,23 +1,30 @@
-"""Quantizers: the shared interface, the registry and the VCQ shared-codebook quantizer."""
+"""Quantizers: the shared interface and the registry (kinds are imported when first used)."""
 
 from vcq.quantizers.base import (
+    ARHead,
     Quantizer,
     QuantizerOutput,
+    ar_head_class,
     build_quantizer,
+    latent_dim,
+    options_schema,
+    quantizer_class,
+    quantizer_kinds,
     register_quantizer,
     usage_histogram,
     usage_stats,
 )
-from vcq.quantizers.vcq import SharedCodebookQuantizer
-
-# imported for their @register_quantizer side effect, so build_quantizer knows every kind
-from vcq.quantizers import bridge, bsq, leech  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "ARHead",
     "Quantizer",
     "QuantizerOutput",
-    "SharedCodebookQuantizer",
+    "ar_head_class",
     "build_quantizer",
+    "latent_dim",
+    "options_schema",
+    "quantizer_class",
+    "quantizer_kinds",
     "register_quantizer",
     "usage_histogram",
     "usage_stats",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcq.quantizers.base import register_quantizer
+from vcq.quantizers.base import Quantizer, option
 from vcq.quantizers.vcq import SharedCodebookQuantizer
 
 
@@ -38,29 +38,41 @@ class VQBridge(nn.Module):
         return self.expand(self.blocks(tokens)).reshape(k, d)
 
 
-@register_quantizer("vcq_bridge")
 class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
     """Shared-codebook quantizer searching VQBridge(embedding); export() drops the bridge."""
+
+    options = {
+        **SharedCodebookQuantizer.options,
+        "update": option(
+            "loss", "Codebook learning rule: the bridge is trained by gradient.", enum=["loss"]
+        ),
+        "group": option(8, "Codes per bridge token p (divides K_max).", type="integer", minimum=1),
+        "width": option(256, "Bridge token width.", type="integer", minimum=1),
+        "depth": option(2, "ViT blocks of the bridge.", type="integer", minimum=1),
+        "heads": option(4, "Attention heads per bridge block.", type="integer", minimum=1),
+    }
 
     def __init__(
         self,
         k_sizes: Sequence[int] | torch.Tensor,
-        bridge_group: int = 8,
-        bridge_width: int = 256,
-        bridge_depth: int = 2,
-        bridge_heads: int = 4,
+        group: int = 8,
+        width: int = 256,
+        depth: int = 2,
+        heads: int = 4,
         **kwargs,
     ) -> None:
         if kwargs.get("update", "loss") != "loss":
             raise ValueError("vcq_bridge needs update='loss': the bridge is trained by gradient")
         super().__init__(k_sizes, **kwargs)
-        if self.k_max % bridge_group:
-            raise ValueError(
-                f"K_max={self.k_max} must be a multiple of bridge_group={bridge_group}"
-            )
-        self.bridge = VQBridge(
-            self.code_dim, bridge_group, bridge_width, bridge_depth, bridge_heads
-        )
+        if self.k_max % group:
+            raise ValueError(f"K_max={self.k_max} must be a multiple of group={group}")
+        self.bridge = VQBridge(self.code_dim, group, width, depth, heads)
+
+    @classmethod
+    def check_k_max(cls, options: dict, k_max: int) -> str | None:
+        """K_max must be a multiple of the bridge's group size p."""
+        group = options.get("group", cls.options["group"]["default"])
+        return f"{k_max} is not a multiple of vcq_bridge.group = {group}" if k_max % group else None
 
     def codebook_vectors(self) -> torch.Tensor:
         """The projected (Kmax, D) codebook used for search and lookup."""
@@ -68,6 +80,10 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
         return F.normalize(projected, dim=-1) if self.l2_norm else projected
 
     @torch.no_grad()
-    def export(self) -> torch.Tensor:
-        """Projected codebook as a plain tensor: a SharedCodebookQuantizer's embedding."""
-        return self.codebook_vectors().detach().clone()
+    def export(self, spec: dict) -> tuple[dict, Quantizer]:
+        """A plain shared-codebook quantizer whose codebook is the projected one (no bridge)."""
+        own = spec[spec["kind"]]
+        options = {k: v for k, v in own.items() if k in SharedCodebookQuantizer.options}
+        plain = SharedCodebookQuantizer(self.k_sizes, **options).to(self.embedding.device)
+        plain.embedding.data.copy_(self.codebook_vectors())
+        return {"kind": "vcq", "vcq": options}, plain.train(self.training)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+from vcq.quantizers.base import Quantizer, QuantizerOutput, option
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,6 @@ def live_bits(k_sizes: torch.Tensor) -> torch.Tensor:
     return torch.tensor([int(k).bit_length() - 1 for k in k_sizes.tolist()], dtype=torch.long)
 
 
-@register_quantizer("bsq")
 class BinarySphericalQuantizer(Quantizer):
     """BSQ on code_dim = d latents: l2-normalise, snap each coordinate to ±1/√d, straight-through.
 
@@ -47,6 +46,38 @@ class BinarySphericalQuantizer(Quantizer):
     down to a power of two, so every index stays < K_t); the other coordinates are fixed at −1/√d
     (bit 0), which makes its codes exactly the first 2^b_t codes in index order.
     """
+
+    options = {
+        "dim": option(
+            18,
+            "Number of bits d (the latent size; K_max <= 2^d).",
+            type="integer",
+            minimum=1,
+            maximum=62,
+        ),
+        "tau": option(
+            1.0,
+            "Soft-assignment temperature of the entropy terms.",
+            type="number",
+            exclusiveMinimum=0,
+        ),
+        "sample_entropy_weight": option(
+            0.1, "Weight of the per-sample entropy (minimised).", type="number", minimum=0
+        ),
+        "codebook_entropy_weight": option(
+            0.1, "Weight of the codebook entropy (maximised).", type="number", minimum=0
+        ),
+    }
+
+    @classmethod
+    def latent_dim(cls, options: dict) -> int:
+        """d: one latent coordinate per bit."""
+        return int(options.get("dim", cls.options["dim"]["default"]))
+
+    @classmethod
+    def capacity(cls, options: dict) -> int | None:
+        """2^d codes."""
+        return 2 ** cls.latent_dim(options)
 
     def __init__(
         self,

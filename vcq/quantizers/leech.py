@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from itertools import combinations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from vcq.numerics import full_precision
-from vcq.quantizers.base import Quantizer, QuantizerOutput, register_quantizer
+from vcq.quantizers.base import ARHead, Quantizer, QuantizerOutput, option
 
 # Generator polynomial of the cyclic [23,12,7] Golay code (a divisor of x^23 - 1 over GF(2)).
 _GOLAY_POLY = (1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1)  # coefficients of x^0..x^11
@@ -64,6 +65,11 @@ def shape_slices() -> dict[str, slice]:
     return {"4^2": slice(0, 1104), "2^8": slice(1104, 98256), "3^1 1^23": slice(98256, 196560)}
 
 
+def codebook_size(shapes: Sequence[str]) -> int:
+    """Number of codes in the chosen shape blocks (without building them)."""
+    return sum(sl.stop - sl.start for s, sl in shape_slices().items() if s in shapes)
+
+
 def leech_codebook(shapes: Sequence[str] = SHAPES, size: int | None = None) -> torch.Tensor:
     """Unit-norm codebook from the chosen shape blocks (in `SHAPES` order), optionally truncated."""
     unknown = set(shapes) - set(SHAPES)
@@ -100,9 +106,83 @@ def nearest_code(
     return idx
 
 
-@register_quantizer("leech")
+class FactorizedLeechHead(ARHead):
+    """24 nine-way classifiers, one per coordinate of the unscaled code in {-4..4} (Leech paper Eq.
+    12).
+
+    The joint log-probability of a code is the sum of its 24 coordinate log-probabilities; the head
+    keeps the coordinate labels of every vocabulary entry so it can score and train on code indices.
+    """
+
+    name = "leech_factorized"
+    needs_codes = True
+
+    def __init__(self, dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, DIM * COORDINATES)
+        # saved with the weights so a checkpoint samples without rebuilding the tokenizer's codebook
+        self.register_buffer("code_labels", torch.zeros(vocab_size, DIM, dtype=torch.uint8))
+
+    @staticmethod
+    def labels(codes: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate class labels (..., 24) in 0..8 for code indices into unit-norm `codes`."""
+        return lattice_coordinates(codes[indices]) + COORDINATES // 2
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Record the coordinate labels of the (vocab_size, 24) unit-norm codebook of the tokens."""
+        if codes.shape != (self.code_labels.shape[0], DIM):
+            raise ValueError(
+                f"codebook {tuple(codes.shape)} does not match "
+                f"vocab {self.code_labels.shape[0]} x {DIM}"
+            )
+        self.code_labels.copy_(self.labels(codes, torch.arange(len(codes))).to(torch.uint8))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 24, 9) from hidden states (..., dim)."""
+        return self.proj(h).unflatten(-1, (DIM, COORDINATES))
+
+    def cross_entropy(self, out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """−log p(code) per token (...): the sum of the 24 coordinate cross-entropies."""
+        target = self.code_labels[tokens].long()
+        return -out.float().log_softmax(-1).gather(-1, target[..., None])[..., 0].sum(-1)
+
+    def vocab_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability (..., vocab_size) of every code from logits (..., 24, 9)."""
+        lead = out.shape[:-2]
+        flat = out.float().log_softmax(-1).reshape(-1, DIM * COORDINATES)
+        cols = self.code_labels.long() + COORDINATES * torch.arange(DIM, device=out.device)
+        # a (vocab, 24) gather-and-sum without materialising (N, vocab, 24)
+        joint = F.embedding_bag(cols, flat.T.contiguous(), mode="sum")
+        return joint.T.reshape(*lead, -1)
+
+
 class LeechQuantizer(Quantizer):
     """Λ24-SQ: l2-normalise z (D=24), snap to the nearest Leech code among codes[:K_t]."""
+
+    options = {
+        "shapes": option(
+            list(SHAPES),
+            "First-shell shape blocks of the ordered codebook (1,104 + 97,152 + 98,304 codes).",
+            type="array",
+            items={"enum": list(SHAPES)},
+            minItems=1,
+            uniqueItems=True,
+        ),
+        "chunk": option(
+            16384, "Codes per block of the chunked nearest search.", type="integer", minimum=1
+        ),
+    }
+    ar_head = FactorizedLeechHead
+
+    @classmethod
+    def latent_dim(cls, options: dict) -> int:
+        """Always 24: the Leech lattice's dimension."""
+        return DIM
+
+    @classmethod
+    def capacity(cls, options: dict) -> int | None:
+        """The codes of the chosen shape blocks."""
+        return codebook_size(options.get("shapes", SHAPES))
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcq.numerics import full_precision
-from vcq.quantizers.base import Quantizer, QuantizerOutput, code_counts, register_quantizer
+from vcq.quantizers.base import Quantizer, QuantizerOutput, code_counts, option
 
 
 def position_groups(k_sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.Tensor, int]]:
@@ -22,9 +22,34 @@ def position_groups(k_sizes: torch.Tensor, num_groups: int) -> list[tuple[torch.
     return groups
 
 
-@register_quantizer("vcq")
 class SharedCodebookQuantizer(Quantizer):
     """One codebook of Kmax entries shared by all positions; a constant codebook is K_t = Kmax."""
+
+    options = {
+        "code_dim": option(16, "Code vector dimension.", type="integer", minimum=1),
+        "l2_norm": option(True, "L2-normalise latents and codes (cosine search).", type="boolean"),
+        "update": option("loss", "Codebook learning rule.", enum=["loss", "ema"]),
+        "commitment_weight": option(
+            0.25, "β of the commitment term inside the quantizer loss.", type="number"
+        ),
+        "codebook_weight": option(
+            1.0, "Weight of the codebook term (loss update only).", type="number"
+        ),
+        "ema_decay": option(0.99, "EMA decay (ema update only).", type="number"),
+        "ema_epsilon": option(
+            1.0e-5, "Laplace smoothing epsilon (ema update only).", type="number"
+        ),
+        "search_groups": option(
+            8, "Position groups of the K_t-bucketed search.", type="integer", minimum=1
+        ),
+        "restart_after": option(
+            0,
+            "Replace a code unused for this many training steps by a random current latent of a "
+            "position that can use it (0 = never; against codebook collapse).",
+            type="integer",
+            minimum=0,
+        ),
+    }
 
     def __init__(
         self,
@@ -57,6 +82,11 @@ class SharedCodebookQuantizer(Quantizer):
         self._groups = position_groups(self.k_sizes, search_groups)
         self.restart_after = restart_after
         self.register_buffer("unused_steps", torch.zeros(self.k_max, dtype=torch.long))
+
+    @classmethod
+    def latent_dim(cls, options: dict) -> int:
+        """The code dimension: latents and codes have the same size."""
+        return int(options.get("code_dim", cls.options["code_dim"]["default"]))
 
     def codebook_vectors(self) -> torch.Tensor:
         """The (Kmax, D) codebook as used for search (normalised when l2_norm)."""

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vcq import preempt
-from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, save_ar, z_loss
+from vcq.ar import ARConfig, ARModel, count_params, format_breakdown, head_class, save_ar
 from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenStore
 from vcq.io import StepError, write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
-from vcq.prologue import ARWithPrologue, PrologueEncoder
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.batches import TokenBatches
@@ -64,7 +62,7 @@ def needs_codebook(cfg: dict, schedule: str) -> bool:
     """Whether the AR model of `schedule` reads the tokenizer's code vectors."""
     return (
         cfg["ar"]["model"]["token_input"] == "codes"
-        or schedule_entry(cfg, schedule)["ar_head"] == "leech_factorized"
+        or head_class(schedule_entry(cfg, schedule)["ar_head"]).needs_codes
     )
 
 
@@ -92,16 +90,11 @@ def model_config(cfg: dict, schedule: str, data: ARData) -> ARConfig:
             "class_dropout": tc["class_dropout"],
             "head": schedule_entry(cfg, schedule)["ar_head"],
             "code_dim": 0 if data.codebook is None else data.codebook.shape[1],
+            "k_sizes": [int(k) for k in data.train.k_sizes],
+            "restrict_k": tc["restrict_k"],
+            "prologue": cfg["ar"]["prologue"],
         }
     )
-
-
-def token_loss(
-    model: ARModel, logits: torch.Tensor, tokens: torch.Tensor, z_weight: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss for backward (CE + optional z-loss) and the per-position CE (L,) for logging."""
-    ce = model.position_ce(logits, tokens)  # (B, L)
-    return ce.mean() + z_loss(logits, z_weight), ce.detach().mean(0)
 
 
 def flops_per_token(model: ARModel) -> float:
@@ -123,24 +116,15 @@ def unigram_entropy_nats(store: TokenStore, vocab: int) -> float:
 
 @torch.no_grad()
 def validate(
-    net: torch.nn.Module,
-    model: ARModel,
-    store: TokenStore,
-    batch: int,
-    max_batches: int,
-    device: torch.device,
+    net: ARModel, store: TokenStore, batch: int, max_batches: int, device: torch.device
 ) -> np.ndarray:
-    """Per-position val CE (L,) over view 0 of `net` (the AR model, or it with a prologue)."""
+    """Per-position val CE (L,) of the AR model over view 0."""
     net.eval()
     tot, count = None, 0
     for s in range(0, min(store.num_rows, batch * max_batches), batch):
         tok = torch.from_numpy(store.read_range(s, s + batch, view=0)).to(device)
         lab = torch.from_numpy(store.labels[s : s + batch]).to(device)
-        logits = net(tok, lab)
-        logits = (
-            logits[0] if isinstance(logits, tuple) else logits
-        )  # (visual, prologue, ids) with a prologue
-        ce = model.position_ce(logits, tok).sum(0)
+        ce = net(tok, lab).ce.sum(0)
         tot = ce if tot is None else tot + ce
         count += tok.shape[0]
     net.train()
@@ -186,17 +170,7 @@ def train(
     model = ARModel(mcfg)
     if data.codebook is not None:
         model.set_codebook(data.codebook)
-    prologue_cfg = {
-        **cfg["ar"]["prologue"],
-        "vocab": mcfg.vocab_size,
-        "seq_len": L,
-        "ar_dim": mcfg.dim,
-    }
-    net = (
-        ARWithPrologue(model, PrologueEncoder(**prologue_cfg))
-        if prologue_cfg["num_tokens"]
-        else model
-    ).to(env.device)
+    net = model.to(env.device)
     opt = adamw(
         param_groups(net, tc["weight_decay"]), env.device, lr=tc["lr"], betas=tuple(tc["betas"])
     )
@@ -264,19 +238,11 @@ def train(
             with speed.waiting():
                 tok, lab = (t.to(env.device, non_blocking=True) for t in next(feed))
             with grad_sync(fwd, m == accum - 1), autocast(env.device, tc["bf16"]):
-                out_ = fwd(tok, lab)
-                if isinstance(
-                    out_, tuple
-                ):  # prologue: its CE joins the loss, its only training signal
-                    loss, pos = token_loss(model, out_[0], tok, tc["z_loss"])
-                    pro = F.cross_entropy(out_[1].float().flatten(0, 1), out_[2].flatten())
-                    loss = loss + pro
-                    terms["prologue_loss"] = terms.get("prologue_loss", 0) + pro.detach() / accum
-                else:
-                    loss, pos = token_loss(model, out_, tok, tc["z_loss"])
-            (loss / accum).backward()
-            terms["loss"] = terms.get("loss", 0) + loss.detach() / accum
-            step_pos += pos.float() / accum
+                out_ = fwd(tok, lab, tc["z_loss"])
+            (out_.loss / accum).backward()
+            for k, v in {"loss": out_.loss.detach(), **out_.terms}.items():
+                terms[k] = terms.get(k, 0) + v / accum
+            step_pos += out_.ce.mean(0).float() / accum
         terms["grad_norm"] = clip_grads(net.parameters(), tc["grad_clip"])
         guard.observe(step + 1, terms)
         opt.step()
@@ -298,7 +264,7 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", **speed.report())
             if validate_now and env.is_main:
                 record["val_loss"] = float(
-                    validate(net, model, data.val, micro, tc["val_batches"], env.device).mean()
+                    validate(net, data.val, micro, tc["val_batches"], env.device).mean()
                 )
             if jlog:
                 jlog.write(record)
@@ -329,7 +295,7 @@ def train(
     guard.check()
     check_finite_weights(net, str(out))
     if env.is_main:
-        val_pos = validate(net, model, data.val, micro, tc["val_batches"], env.device)
+        val_pos = validate(net, data.val, micro, tc["val_batches"], env.device)
         val_loss, h_uni = float(val_pos.mean()), unigram_entropy_nats(data.val, mcfg.vocab_size)
         log.info(
             "val loss %.4f nats (%.4f bits) vs unigram entropy %.4f nats (%.4f bits)",
@@ -350,8 +316,6 @@ def train(
         if position_loss is not None:
             write_position_loss(position_loss, schedule, pos, val_pos)
         write_json(out.with_suffix(".json"), extra)
-        if net is not model:  # the sampler needs the prologue codebook to feed sampled ids back
-            extra["prologue"] = {"config": prologue_cfg, "state_dict": net.prologue.state_dict()}
         plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
         save_ar(out, model, mcfg, extra)
     cleanup_distributed()
