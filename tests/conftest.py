@@ -270,7 +270,7 @@ def _encode_setup(tmp: Path, train_per_class: int, batch_size: int) -> EncodeSet
                 "tokenizer": {
                     "model": "tokenizer_tiny",
                     "num_tokens": 32,
-                    "quantizer": {"kind": "vcq", "code_dim": 8},
+                    "quantizer": {"kind": "vcq", "vcq": {"code_dim": 8}},
                 },
                 "encode": {"batch_size": batch_size, "chunk_rows": 4},
             }
