@@ -52,9 +52,9 @@ class ARHead(nn.Module, ABC):
 class Quantizer(nn.Module, ABC):
     """Maps latents (B, L, D) to codes; position t may use only its first K_t codes.
 
-    A kind is one subclass plus one `register_quantizer` entry. Its options are the mapping under
-    `tokenizer.quantizer.<kind>`, validated against `options` (JSON schema of each keyword of the
-    constructor) when the config is loaded.
+    A kind is one subclass plus one registry entry (`_KINDS` below). Its options are the mapping
+    under `tokenizer.quantizer.<kind>`, validated against `options` (JSON schema of each keyword
+    of the constructor) when the config is loaded.
     """
 
     options: ClassVar[
