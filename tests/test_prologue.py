@@ -88,7 +88,7 @@ def test_train_ar_with_prologue_resumes_bit_for_bit_and_saves_it(train_ar_step, 
 
 def test_ar_checkpoints_with_the_prologue_in_extra_still_load(tmp_path):
     # before the prologue was part of the model, its options and weights rode in `extra`
-    from vcq.training import load_checkpoint, save_checkpoint
+    from vcq.train.checkpoint import load_checkpoint, save_checkpoint
 
     net = tiny().eval()
     save_ar(tmp_path / "new.pt", net, net.cfg, {"k_sizes": SIZES.tolist()})

@@ -42,7 +42,8 @@ class BridgedSharedCodebookQuantizer(SharedCodebookQuantizer):
     """Shared-codebook quantizer searching VQBridge(embedding); export() drops the bridge."""
 
     options = {
-        **SharedCodebookQuantizer.options,
+        # the shared-codebook options less the EMA update's, which the bridge cannot use
+        **{k: v for k, v in SharedCodebookQuantizer.options.items() if not k.startswith("ema_")},
         "update": option(
             "loss", "Codebook learning rule: the bridge is trained by gradient.", enum=["loss"]
         ),

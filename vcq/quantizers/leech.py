@@ -166,7 +166,6 @@ class LeechQuantizer(Quantizer):
             type="array",
             items={"enum": list(SHAPES)},
             minItems=1,
-            uniqueItems=True,
         ),
         "chunk": option(
             16384, "Codes per block of the chunked nearest search.", type="integer", minimum=1
