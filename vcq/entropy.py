@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -211,7 +212,12 @@ def load_tokens(
     elif suffix == ".pt":
         import torch
 
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+            # torch words a cut-off file and a foreign pickle in many lines; one is enough
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise InputError(f"{path}: not a readable tensor file ({detail})") from e
         if isinstance(obj, dict):
             obj = obj[
                 _pick_key(path, [k for k, v in obj.items() if isinstance(v, torch.Tensor)], key)
