@@ -103,7 +103,7 @@ def test_a_live_slurm_job_owns_its_step_and_its_next_slice_takes_over(tmp_path, 
     monkeypatch.setenv("SLURM_JOB_ID", "99")
     with pytest.raises(StepError, match="already runs as SLURM job 1234: wait, or scancel 1234"):
         cluster.claim(tmp_path / "x.h5", "encode_tokens")
-    assert cluster.running_owners(tmp_path) == [
+    assert cluster.live_steps(str(tmp_path)) == [
         "encode_tokens c val for demo already runs as SLURM job 1234: wait, or scancel 1234"
     ]
     monkeypatch.setenv("SLURM_JOB_ID", "1234")  # the same job, requeued for its next slice
@@ -187,3 +187,31 @@ def test_only_the_slice_warning_requeues_the_job(monkeypatch, sig, requeues):
         preempt.end_slice("train_tokenizer c at step 9")
     assert e.value.code == preempt.EXIT_SLICE
     assert calls == ([["scontrol", "requeue", "42"]] if requeues else [])  # scancel stays cancelled
+
+
+def test_jobs_a_killed_run_submitted_are_found_before_their_steps_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reports = []
+
+    class Executor:
+        def report_job_submission(self, job_info):
+            reports.append("submitted")
+
+        def report_job_success(self, job_info):
+            reports.append("success")
+
+        def report_job_error(self, job_info, msg=None):
+            reports.append("error")
+
+    cluster._recording_submissions(Executor)
+    job = SimpleNamespace(name="train_tokenizer", wildcards_dict={"schedule": "c"})
+    job.output = ["work/demo/tokenizer/c/final.pt"]
+    info = SimpleNamespace(job=job, external_jobid="77")
+    Executor().report_job_submission(info)
+    queue = SimpleNamespace(returncode=0, stdout="77\n", stderr="")
+    monkeypatch.setattr(cluster, "_run", lambda *cmd: queue)
+    line = "train_tokenizer c already runs as SLURM job 77: wait, or scancel 77"
+    assert cluster.live_steps("work/demo", "results/demo") == [line]
+    assert cluster.live_steps("work/other") == []  # another experiment's job
+    Executor().report_job_success(info)
+    assert cluster.live_steps("work/demo") == [] and reports == ["submitted", "success"]

@@ -395,14 +395,25 @@ def release() -> None:
         _claims.pop().unlink(missing_ok=True)
 
 
-def running_owners(root: str | os.PathLike) -> list[str]:
-    """'<step> already runs as <owner>: <what to do>' for every live owner record under `root`."""
-    lines = []
+def running_owners(root: str | os.PathLike) -> dict[str, str]:
+    """SLURM job id (or owner file) -> '<step> already runs as <owner>: <what to do>', for every
+    live owner record under `root`."""
+    lines = {}
     for path in sorted(Path(root).rglob(f"*{OWNER_SUFFIX}")):
         rec = live_owner(str(path)[: -len(OWNER_SUFFIX)])
         if rec is not None:
-            lines.append(describe({**rec, "what": rec.get("what") or str(path)}))
+            key = str(rec.get("slurm_job") or path)
+            lines[key] = describe({**rec, "what": rec.get("what") or str(path)})
     return lines
+
+
+def live_steps(*roots: str) -> list[str]:
+    """One line per step writing under `roots` that a live job or process runs: its owner record
+    (`claim`) or, before the step has started, the record of its submission."""
+    lines = submitted_alive(*roots)
+    for root in roots:
+        lines |= running_owners(root)
+    return list(lines.values())
 
 
 def run_record(experiment: str) -> Path:
@@ -470,9 +481,73 @@ def _no_failed_node_exclusion(submit: Callable) -> Callable:
     return get_submit_command
 
 
+def _jobs_dir() -> Path:
+    """Where this directory's Snakemake runs record the SLURM jobs they submitted."""
+    return Path(".snakemake") / "vcq-jobs"
+
+
+def _recording_submissions(executor: type) -> None:
+    """Make `executor` record each SLURM job it submits (id, rule, outputs) until it ends, so that
+    a later run, after this one was killed, finds the jobs it left running (`submitted_alive`)."""
+    submitted, succeeded, failed = (
+        executor.report_job_submission,
+        executor.report_job_success,
+        executor.report_job_error,
+    )
+
+    def report_job_submission(self, job_info, *args, **kwargs):  # noqa: ANN001, ANN202
+        if job_info.external_jobid:
+            job = job_info.job
+            wildcards = " ".join(str(v) for v in dict(getattr(job, "wildcards_dict", {})).values())
+            path = _jobs_dir() / f"{job_info.external_jobid}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rec = {"what": f"{job.name} {wildcards}".strip(), "outputs": list(map(str, job.output))}
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(rec) + "\n")
+        return submitted(self, job_info, *args, **kwargs)
+
+    def ended(report: Callable) -> Callable:
+        def report_end(self, job_info, *args, **kwargs):  # noqa: ANN001, ANN202
+            if job_info.external_jobid:
+                (_jobs_dir() / f"{job_info.external_jobid}.json").unlink(missing_ok=True)
+            return report(self, job_info, *args, **kwargs)
+
+        return report_end
+
+    executor.report_job_submission = report_job_submission
+    executor.report_job_success = ended(succeeded)
+    executor.report_job_error = ended(failed)
+
+
+def submitted_alive(*roots: str) -> dict[str, str]:
+    """SLURM job id -> '<rule> <wildcards> already runs as SLURM job N: ...' for each job that a
+    Snakemake run from this directory submitted, that still runs and writes under `roots`."""
+    records = {}
+    for path in sorted(_jobs_dir().glob("*.json")):
+        try:
+            records[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    if not records or not shutil.which("squeue"):
+        return {}
+    out = _run("squeue", "-h", "-o", "%i")  # the jobs still queued, running or completing
+    if out.returncode != 0:
+        return {}  # SLURM does not answer: nothing can be checked (nor submitted)
+    live = set(out.stdout.split())
+    lines = {}
+    for job, rec in records.items():
+        mine = any(o.startswith(tuple(f"{r.rstrip('/')}/" for r in roots)) for o in rec["outputs"])
+        if job in live and mine:
+            lines[job] = describe({"slurm_job": job, "what": rec["what"]})
+        elif job not in live:
+            (_jobs_dir() / f"{job}.json").unlink(missing_ok=True)
+    return lines
+
+
 def patch_slurm_plugin() -> None:
     """Fix two bugs of snakemake-executor-plugin-slurm 2.8 in this process (if it is installed):
-    a cancelled job is reported as failed, and a node failure adds no `--exclude=None assigned`."""
+    a cancelled job is reported as failed, and a node failure adds no `--exclude=None assigned`;
+    and record the jobs it submits (`submitted_alive`)."""
     try:
         import snakemake_executor_plugin_slurm as plugin
     except ImportError:
@@ -481,6 +556,7 @@ def patch_slurm_plugin() -> None:
         return
     plugin.query_job_status = _cancelled_as_failed(plugin.query_job_status)
     plugin.get_submit_command = _no_failed_node_exclusion(plugin.get_submit_command)
+    _recording_submissions(plugin.Executor)
     plugin._vcq_patched = True
 
 

@@ -4,10 +4,10 @@ accounting (slurmdbd, sacct):
 1. Preflight: the paper configs fit the declared 8-GPU nodes (`python -m vcq.cluster check`, which
    runs `sbatch --test-only` with the workflow's flags); a runtime above a partition's MaxTime and
    a request no node offers are refused, by the command and by the workflow before submitting.
-2. config/test_slurm.yaml runs through workflow/profiles/slurm with the tokenizer in 3-minute jobs:
-   its job crosses the time limit twice (saves, requeues itself as the same job), then its node is
-   set down mid-slice (SLURM requeues it, the workflow goes on), and the tables equal those of a
-   local run of the same config.
+2. config/test_slurm.yaml runs through workflow/profiles/slurm: the tokenizer's job crosses its
+   time limit twice (warned, it saves and requeues itself as the same job), then its node is set
+   down mid-slice (SLURM requeues it, the workflow goes on), and the tables equal those of a local
+   run of the same config.
 3. A cancelled job is reported as failed within one status interval; a killed `snakemake` rerun
    refuses (naming the running job) instead of submitting a duplicate.
 noaccounting (after a restart without slurmdbd):
@@ -31,20 +31,22 @@ from pathlib import Path
 
 from sbatch_stub import REPO
 
+from vcq.cluster import slurm_seconds
+
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 CONFIG = "config/test_slurm.yaml"
 PAPER_CONFIGS = ["config/imagenet/base.yaml", "config/imagenet/large.yaml"]
 # the plugin's first status check waits 40 s and each quiet one 10 s more; at a few seconds per
 # job that would dominate this test, so it checks every 2 s
 FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "2"]
-# The tokenizer in 3-minute jobs warned 60 to 90 s (slurm.signal_margin_s + SLURM's 30 s check
-# period) before their limit: more steps than two slices hold on this machine, so the limit is
-# crossed at least twice (and then the job is given room to finish).
+# The tokenizer's jobs are warned 60 to 90 s (slurm.signal_margin_s + SLURM's 30 s check period)
+# before their limit, which the test cuts in its first two slices (Disturber): more steps than
+# two such slices hold on an idle machine, and no checkpoint but the slices' own.
 SLICES = """\
 resources:
   train_tokenizer: {runtime: 3}
 tokenizer:
-  train: {steps: 800, ckpt_every: 1000, log_every: 50}
+  train: {steps: 1000, ckpt_every: 2000, log_every: 50}
 """
 TOKENIZER = "rule_train_tokenizer_wildcards_cosine"
 
@@ -178,12 +180,15 @@ def _yaml_of(sets: str) -> str:
 
 
 class Disturber(threading.Thread):
-    """Watches the tokenizer's job: after two time-limit requeues it gives the job room to finish
-    (TimeLimit 15 min), then sets its node down once mid-slice and back up."""
+    """Drives the tokenizer's job through two time-limit crossings and a node failure: in each of
+    its first two slices, once it trains, the job's TimeLimit is cut to end 40-100 s later (SLURM
+    then warns it, it saves and requeues itself; the cut, not the machine's speed, decides where
+    a slice ends), then it gets room to finish (TimeLimit 15 min) and its node is set down
+    mid-slice and back up."""
 
     def __init__(self, train_log: Path) -> None:
         super().__init__(daemon=True)
-        self.train_log, self.events, self.error = train_log, [], None
+        self.train_log, self.events, self.error, self.job = train_log, [], None, None
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -192,21 +197,27 @@ class Disturber(threading.Thread):
         except Exception as e:  # reported by the main thread
             self.error = e
 
+    def _training(self, slice_: int) -> bool:
+        """Whether slice `slice_` (1, 2, ...) of the step trains (its `===` line and start)."""
+        text = self.train_log.read_text()
+        if text.count("\n=== ") + text.startswith("=== ") < slice_:
+            return False
+        last = text.rsplit("=== ", 1)[-1]
+        return "training tokenizer" in last and (slice_ == 1 or "resumed from" in last)
+
     def _run(self) -> None:
-        job = None
-        while not self.stop.is_set() and job is None:
-            job = job_of(TOKENIZER)
-            time.sleep(1)
-        self.events.append(f"tokenizer job {job}")
-        while not self.stop.is_set():
-            info = job_info(job)
-            if int(info["Restarts"]) >= 2 and info["JobState"] == "RUNNING":
-                break
-            time.sleep(1)
+        job = wait_for("the tokenizer job", lambda: job_of(TOKENIZER), 600)
+        self.job = job
+        for slice_ in (1, 2):
+            wait_for(f"slice {slice_} to train", lambda s=slice_: self._training(s), 600)
+            elapsed = slurm_seconds(job_info(job)["RunTime"])
+            limit = -(-(elapsed + 40) // 60)
+            sh("scontrol", "update", f"JobId={job}", f"TimeLimit={limit}")
+            self.events.append(f"slice {slice_}: TimeLimit {limit} min at {elapsed} s")
+            wait_for(f"requeue {slice_}", lambda s=slice_: int(job_info(job)["Restarts"]) >= s, 300)
         sh("scontrol", "update", f"JobId={job}", "TimeLimit=15")
-        self.events.append(f"restarts {job_info(job)['Restarts']}: TimeLimit 15 min")
-        # mid-slice: once the third slice has resumed training
-        wait_for("the third slice", lambda: self.train_log.read_text().count("resumed from") >= 2)
+        self.events.append("TimeLimit 15 min")
+        wait_for("slice 3 to train", lambda: self._training(3), 600)
         time.sleep(3)
         node = socket.gethostname().split(".")[0]
         sh("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=vcq-test")
@@ -215,7 +226,6 @@ class Disturber(threading.Thread):
         self.events.append(f"job {job} {job_info(job)['JobState']}")
         sh("scontrol", "update", f"NodeName={node}", "State=RESUME")
         self.events.append(f"node {node} resumed")
-        self.job = job
 
 
 def check_slices_and_node_failure(tmp: Path) -> Path:

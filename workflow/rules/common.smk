@@ -232,7 +232,7 @@ def running_elsewhere():
     if workflow.exec_mode != ExecMode.DEFAULT:
         return
     runs = cluster.live_runs()
-    problems = cluster.running_owners(PATHS.work) + cluster.running_owners(PATHS.results)
+    problems = cluster.live_steps(PATHS.work, PATHS.results)
     exp = CFG["experiment"]
     if exp in runs:
         problems.insert(
