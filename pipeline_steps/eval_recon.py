@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import ImageFolderDataset, eval_transform, split_images
+from vcq.data.images import ImageFolderDataset, check_unreadable, eval_transform, split_images
 from vcq.metrics.fid import feature_weights
 from vcq.metrics.fid import rfid as metrics_rfid
 from vcq.metrics.recon import reconstruct
@@ -52,6 +52,10 @@ def main() -> None:
         recon = np.load(recon_path, mmap_mode="r+")
         orig = np.load(orig_path, mmap_mode="r+")
         result = reconstruct(model, dataset, cfg["encode"]["batch_size"], device, recon, orig)
+        # (no loader workers: the dataset's own list holds every skip)
+        check_unreadable(
+            dataset.skipped, len(dataset), cfg["data"]["max_unreadable"], str(dataset.root)
+        )
         # one val image of each of the first ten classes (the val split is sorted by class),
         # originals in the first row and their reconstructions below
         labels = dataset.labels

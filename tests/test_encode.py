@@ -176,3 +176,20 @@ def test_eval_recon_writes_metrics_and_a_grid_of_originals_above_reconstructions
     # reconstructions
     assert len(originals) == 6 and grid.shape == (2 * 32, 3 * 32, 3)
     assert np.array_equal(grid[:32, 32:64], originals[2])
+
+
+def test_eval_recon_stops_when_more_val_images_are_unreadable_than_allowed(
+    setup, run_step, tmp_path, capsys
+):
+    tmp, cfg_path, cfg = setup
+    root = tmp_path / "data"
+    shutil.copytree(images_root(cfg["data"]) / "val", root / "val")
+    for b in sorted((root / "val").rglob("*.png"))[:2]:
+        b.write_bytes(b"not an image")
+    args = ["--config", cfg_path, "--schedule", "cosine", "--tokenizer", tmp / "final.pt"]
+    args += ["--out", tmp_path / "r.json", "--out-images", tmp_path / "r.npz", "--no-rfid"]
+    folder = ["--set", "data.source=folder", "--set", f"data.root={root}"]
+    with pytest.raises(SystemExit):
+        run_step("eval_recon", *args, *folder)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: 2 of 6 images")
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.npz").exists()
