@@ -287,7 +287,8 @@ class TokenStore:
     """Read-only, checked view of a complete token file; tokens stay on disk until read.
 
     Opening checks completeness, the required attributes, dtype, shapes and labels; every read
-    checks 0 <= token < K_t. Each failure is a `TokenFileError` naming the file.
+    checks 0 <= token < K_t and the checksum of each (row, view) it returns. Each failure is a
+    `TokenFileError` naming the file.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
