@@ -104,3 +104,20 @@ def test_train_val_class_mismatch_names_the_folders(tmp_path, capsys, run_step):
         run_step("make_dataset", "--config", tmp_path / "c.yaml")
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "different class folders (only in train: b, c; only in val: d)" in err
+
+
+def test_a_removed_split_folder_is_one_line_naming_the_rule(tmp_path):
+    from vcq.data.images import split_images
+
+    data = {
+        "source": "synthetic",
+        "root": str(tmp_path),
+        "num_classes": 2,
+        "train_per_class": 1,
+        "val_per_class": 1,
+        "image_size": 8,
+        "seed": 0,
+        "max_pixels": None,
+    }
+    with pytest.raises(StepError, match="no such image folder .* --forcerun make_dataset"):
+        split_images(data, "train")

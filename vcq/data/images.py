@@ -247,9 +247,13 @@ def split_images(
     min_side: int | None = None,
 ) -> ImageFolderDataset:
     """The `split` images of a config's `data` section (its pixel limit applied)."""
-    return ImageFolderDataset(
-        images_root(data) / split, transform, max_pixels=data["max_pixels"], min_side=min_side
-    )
+    root = images_root(data) / split
+    if not root.is_dir():
+        raise StepError(
+            f"{root}: no such image folder (data.root); a generated set that was removed is made "
+            "again by `snakemake ... --forcerun make_dataset`"
+        )
+    return ImageFolderDataset(root, transform, max_pixels=data["max_pixels"], min_side=min_side)
 
 
 def crop_seed(seed: int, step: int, slot: int) -> int:
