@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
-from vcq.data.images import center_crop_arr, split_images
+from vcq.data.images import center_crop_arr, check_unreadable, split_images
 from vcq.metrics.fid import sample_size
 from vcq.train.checkpoint import (
     RESUME_FILE,
@@ -55,6 +55,8 @@ def main() -> None:
     )
     state = Checkpointer(Path(out).parent / RESUME_FILE, key)
     _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, cfg["seed"], state)
+    # (no loader workers: the dataset's own list holds every skip)
+    check_unreadable(data.skipped, len(data), cfg["data"]["max_unreadable"], str(data.root))
     save_checkpoint(out, ckpt)
     log.info("wrote %s", out)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from tqdm import tqdm
 
-from vcq.data.images import center_crop_arr
+from vcq.data.images import center_crop_arr, load_rgb
+from vcq.data.source import is_hidden
 from vcq.data.synthetic import folder_hash
 from vcq.io import StepError, atomic_path, content_key, file_sha256, npz_memmap
 
@@ -41,7 +41,10 @@ class ImageSource(Dataset):
         self.path, self.size = Path(path), size
         if self.path.is_dir():
             self.files = sorted(
-                p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in self.path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(is_hidden(part) for part in p.relative_to(self.path).parts)
             )
             self.array = None
             n = len(self.files)
@@ -60,7 +63,8 @@ class ImageSource(Dataset):
         if self.array is not None:
             img = np.asarray(self.array[i])
         else:
-            img = Image.open(self.files[i]).convert("RGB")
+            # as every other reader sees an image: depth scaled to 8 bits, upright, opaque
+            img = load_rgb(self.files[i], max_pixels=None)
             img = center_crop_arr(img, self.size) if self.size else np.asarray(img)
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
