@@ -126,7 +126,7 @@ def check_preflight(tmp: Path) -> None:
         )
         if out.returncode != 0:
             raise SystemExit(f"{config}: preflight refused the GPU partition:\n{out.stderr}")
-        log(f"{config}: {out.stdout.strip()}")
+        log(out.stdout.strip())
     cases = {
         # eval_fid cannot continue in a second job, and `short` allows 5 min
         "slurm.partition=short resources.eval_fid.runtime=30": "eval_fid: asks 30 min "
