@@ -4,6 +4,7 @@ described cluster, one owner per step, and the two snakemake-executor-plugin-slu
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def test_only_the_slice_warning_requeues_the_job(monkeypatch, sig, requeues):
     monkeypatch.setattr(preempt, "_state", {"signal": getattr(signal, sig)})
     monkeypatch.setattr(signal, "signal", lambda s, h: None)
     monkeypatch.setattr(preempt, "REQUEUE_WAIT_S", 0)
+    # end_slice flushes the root logger's handlers: not those earlier tests left on closed streams
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     done = SimpleNamespace(returncode=0)
     monkeypatch.setattr(preempt.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or done)
     monkeypatch.setenv("SLURM_JOB_ID", "42")

@@ -85,6 +85,8 @@ def submit_all(
     bin_dir, state, wd = tmp_path / "bin", tmp_path / "state", tmp_path / "wd"
     for d in (bin_dir, state, wd):
         d.mkdir()
+    # config paths (Table 5's row configs) are relative to the working directory, as on a cluster
+    (wd / "config").symlink_to(REPO / "config")
     # stand-ins for the data folder and weight files the run reads (the preflight checks them)
     for f in external_files(load_config(REPO / configfiles[0])):
         target = wd / f.path
