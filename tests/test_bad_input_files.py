@@ -292,3 +292,13 @@ def test_the_entropy_cli_refuses_a_truncated_token_file_in_one_line(tmp_path, su
     (line,) = capfd.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {path}: ")
     assert "truncated or malformed" in line or "not a readable tensor file" in line
+
+
+def test_a_truncated_sample_chunk_is_one_line_naming_it_and_the_sample_rule(tmp_path):
+    chunk, tokens = tmp_path / "chunk.npy", tmp_path / "tokens.npy"
+    np.save(chunk, np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(tokens, np.zeros((4, 16), np.int64))
+    _truncate(chunk, keep=0.1)
+    with pytest.raises(StepError, match=r"chunk\.npy: truncated or malformed .*`sample` rule"):
+        write_samples(tmp_path / "s.npz", "cosine", "cfg", [chunk], np.arange(4), [tokens])
+    assert not (tmp_path / "s.npz").exists()

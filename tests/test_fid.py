@@ -214,3 +214,19 @@ def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
     os.utime(img, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] != pytest.approx(first)
     assert references[3:] == [True, False]
+
+
+def test_a_damaged_reference_cache_is_recomputed_not_an_error(tmp_path, monkeypatch):
+    from vcq.metrics import fid as fid_mod
+
+    monkeypatch.setattr(fid_mod, "build_extractor", lambda cfg: (_TinyNet(), "FID"))
+    np.savez(tmp_path / "s.npz", arr_0=_images(6, 1))
+    (tmp_path / "ref" / "c").mkdir(parents=True)
+    for i, im in enumerate(_images(6, 2)):
+        Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
+    cfg = _cfg(tmp_path, tmp_path / "unused.pth")
+    first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"]
+    (cache,) = [p for p in Path(cfg["eval"]["cache_dir"]).rglob("*.npz")]
+    cache.write_bytes(cache.read_bytes()[:100])
+    assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] == first
+    assert np.load(cache)["key"].size == 1  # rewritten whole

@@ -201,16 +201,19 @@ class Samples(NamedTuple):
 
 def _npz_stream(zf: zipfile.ZipFile, key: str, chunks: list[Path]) -> None:
     """One .npz member `key` of the .npy `chunks` stacked along axis 0, streamed chunk by chunk."""
-    first = np.load(chunks[0], mmap_mode="r")
+    arrays = []
+    for c in chunks:
+        with reading(c, "sample"):
+            arrays.append(np.load(c, mmap_mode="r"))
     header = {
-        "descr": np.lib.format.dtype_to_descr(first.dtype),
+        "descr": np.lib.format.dtype_to_descr(arrays[0].dtype),
         "fortran_order": False,
-        "shape": (sum(len(np.load(c, mmap_mode="r")) for c in chunks), *first.shape[1:]),
+        "shape": (sum(len(a) for a in arrays), *arrays[0].shape[1:]),
     }
     with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
         np.lib.format.write_array_header_1_0(member, header)
-        for c in chunks:
-            member.write(np.ascontiguousarray(np.load(c, mmap_mode="r")).tobytes())
+        for a in arrays:
+            member.write(np.ascontiguousarray(a).tobytes())
 
 
 def write_samples(

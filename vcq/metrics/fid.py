@@ -156,11 +156,16 @@ def _read_cache(cache: Path, key: str) -> dict | None:
     """Cached reference statistics, or None when absent or made from other inputs (discarded)."""
     if not cache.is_file():
         return None
-    with np.load(cache, allow_pickle=False) as z:
-        if str(z["key"]) != key:
-            log.warning("discarding %s: the reference or the feature weights changed", cache)
-            return None
-        out = {k: z[k] for k in z.files if k != "key"}
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                log.warning("discarding %s: the reference or the feature weights changed", cache)
+                return None
+            out = {k: z[k] for k in z.files if k != "key"}
+    except (EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        # a cache is recomputable: a damaged one costs a recomputation, not the step
+        log.warning("discarding %s: unreadable (%s)", cache, type(e).__name__)
+        return None
     for k in ("pool", "logits"):
         if k in out:
             out[k] = torch.from_numpy(out[k])
