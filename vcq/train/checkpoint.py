@@ -12,7 +12,6 @@ Each rank's generators are saved and restored, so ranks stay independent across 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import pickle
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vcq.io import StepError, atomic_path
+from vcq.io import StepError, atomic_path, content_key
 from vcq.train.distributed import DistEnv, gather
 
 if TYPE_CHECKING:
@@ -52,9 +51,9 @@ EXECUTION_ONLY = frozenset(
 
 
 def digest(obj: Any) -> str:
-    """Short sha256 of a JSON-serialisable value (keys sorted, so dict order does not matter)."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Short `vcq.io.content_key` of a JSON-serialisable value: resume keys, sample chunks, token
+    `.partial` files and caches are all named by that one hash."""
+    return content_key(value=obj)[:16]
 
 
 def _shaping(obj: Any) -> Any:
