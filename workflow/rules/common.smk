@@ -222,6 +222,9 @@ cluster.patch_slurm_plugin()
 # Snakemake tells a dry run from a real one only after parsing (onstart runs for real runs only):
 # the parse-time checks read the command line.
 DRY_RUN = any(a in ("-n", "--dry-run", "--dryrun") or a.startswith("-n") for a in sys.argv)
+# commands that only read the workflow: a live run of the experiment is reported, not refused
+_READ_ONLY_FLAGS = ("--lint", "--summary", "-S", "--detailed-summary", "-D", "--report", "--dag")
+READ_ONLY = DRY_RUN or any(a.split("=")[0] in _READ_ONLY_FLAGS for a in sys.argv)
 
 
 def running_elsewhere():
@@ -254,7 +257,7 @@ def running_elsewhere():
         )
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
-    if problems and not DRY_RUN:
+    if problems and not READ_ONLY:
         sys.exit(1)
 
 
@@ -330,6 +333,12 @@ def captioned(path, category, subcategory=None):
     """`report(path)` with the caption the report step writes beside it (`<stem>.rst`)."""
     caption = os.path.abspath(os.path.splitext(path)[0] + ".rst")
     return report(path, caption=caption, category=category, subcategory=subcategory)
+
+
+def folder_of(name=None):
+    """A `params` value: the folder of the rule's first output (of its output list `name`),
+    derived from the output as Snakemake's lint asks, not a second hard-coded path."""
+    return lambda wildcards, output: str(Path((output[name] if name else output)[0]).parent)
 
 
 def table_outputs(names, category):

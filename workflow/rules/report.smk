@@ -29,7 +29,7 @@ rule tables:
         manifest=manifest_flag,
         config=config_hash(*RESULT_SECTIONS),
         records=report_flags(TABLE_INPUTS),
-        out_dir=PATHS.tables_dir(),
+        out_dir=folder_of(),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} {params.records} "
@@ -72,7 +72,7 @@ rule figures:
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=manifest_flag,
-        out_dir=PATHS.figures_dir(),
+        out_dir=folder_of("curves"),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} --entropy-csv {input.entropy:q} "
@@ -134,7 +134,7 @@ if SCALING_TABLES:
             **rule_resources("table5"),
         params:
             config=config_hash("report"),
-            out_dir=PATHS.tables_dir(),
+            out_dir=folder_of(),
         shell:
             '"$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} --scaling '
             "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -25,8 +25,8 @@ rule theory:
         manifest=manifest_flag,
         # Table 3 counts the tokenizer's and the AR model's parameters
         config=config_hash("report", "schedules", "tokenizer", "ar", "data"),
-        tables=PATHS.tables_dir(),
-        figures=PATHS.figures_dir(),
+        tables=folder_of(),
+        figures=folder_of("figures"),
     shell:
         '("$VCQ_PYTHON" pipeline_steps/make_tables.py --config {RESOLVED_CONFIG:q} --only-theory '
         "--out-dir {params.tables:q} {params.manifest} && "
