@@ -185,6 +185,15 @@ def test_demo_features_train_load_and_label(tmp_path):
         load_demo_extractor(tmp_path / "missing.pt")
 
 
+def _samples_and_folder_reference(tmp_path: Path) -> dict:
+    """s.npz (6 samples) and a one-class folder reference ref/ of 6 PNGs; the eval config."""
+    np.savez(tmp_path / "s.npz", arr_0=_images(6, 1))
+    (tmp_path / "ref" / "c").mkdir(parents=True)
+    for i, im in enumerate(_images(6, 2)):
+        Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
+    return _cfg(tmp_path, tmp_path / "unused.pth")
+
+
 def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
     from vcq.metrics import fid as fid_mod
 
@@ -197,11 +206,7 @@ def test_folder_reference_cache_is_keyed_by_file_stats(tmp_path, monkeypatch):
         return extract(net, src, batch_size, desc)
 
     monkeypatch.setattr(fid_mod, "extract_features", counting)
-    np.savez(tmp_path / "s.npz", arr_0=_images(6, 1))
-    (tmp_path / "ref" / "c").mkdir(parents=True)
-    for i, im in enumerate(_images(6, 2)):
-        Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
-    cfg = _cfg(tmp_path, tmp_path / "unused.pth")
+    cfg = _samples_and_folder_reference(tmp_path)
     first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"]
     assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] == first
     assert references == [True, False, False]  # the second run reused the cached statistics
@@ -220,11 +225,7 @@ def test_a_damaged_reference_cache_is_recomputed_not_an_error(tmp_path, monkeypa
     from vcq.metrics import fid as fid_mod
 
     monkeypatch.setattr(fid_mod, "build_extractor", lambda cfg: (_TinyNet(), "FID"))
-    np.savez(tmp_path / "s.npz", arr_0=_images(6, 1))
-    (tmp_path / "ref" / "c").mkdir(parents=True)
-    for i, im in enumerate(_images(6, 2)):
-        Image.fromarray(im).save(tmp_path / "ref" / "c" / f"{i}.png")
-    cfg = _cfg(tmp_path, tmp_path / "unused.pth")
+    cfg = _samples_and_folder_reference(tmp_path)
     first = evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"]
     (cache,) = [p for p in Path(cfg["eval"]["cache_dir"]).rglob("*.npz")]
     cache.write_bytes(cache.read_bytes()[:100])
