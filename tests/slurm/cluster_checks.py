@@ -224,8 +224,21 @@ class Disturber(threading.Thread):
         self.events.append(f"node {node} down")
         wait_for("the job to leave its node", lambda: job_info(job)["JobState"] != "RUNNING", 60)
         self.events.append(f"job {job} {job_info(job)['JobState']}")
-        sh("scontrol", "update", f"NodeName={node}", "State=RESUME")
+        # SLURM refuses RESUME while the node still completes the job it lost (KillWait)
+        wait_for("the node to resume", lambda: _resumed(node), 180)
         self.events.append(f"node {node} resumed")
+
+
+def _resumed(node: str) -> bool:
+    """Try to RESUME a down node: whether SLURM accepted it."""
+    out = subprocess.run(
+        ["scontrol", "update", f"NodeName={node}", "State=RESUME"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return out.returncode == 0
 
 
 def check_slices_and_node_failure(tmp: Path) -> Path:
