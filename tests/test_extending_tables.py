@@ -59,7 +59,8 @@ def test_a_registered_table_reaches_make_tables_summary_and_the_workflow(tmp_pat
         yaml.safe_dump(
             {
                 "extends": str(ROOT / "config/default.yaml"),
-                "report": {"table_modules": ["toy_tables"], "paper_comparison": True},
+                "plugins": ["toy_tables"],
+                "report": {"paper_comparison": True},
                 "paths": {"work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "res")},
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -247,8 +248,25 @@ def rule_spec(cfg: dict, rule: str) -> dict:
     return spec
 
 
+def import_plugins(cfg: dict, where: str) -> None:
+    """Import the config's `plugins`: modules whose import registers quantizer kinds, schedule
+    kinds, tables or metric labels. Before validation, which reads those registries."""
+    plugins = cfg.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        raise ConfigError(f"{where}: bad value at 'plugins': a list of module names")
+    for i, module in enumerate(plugins):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(
+                f"{where}: bad value at 'plugins.{i}': cannot import {module!r} ({e}); "
+                "is its folder on PYTHONPATH?"
+            ) from e
+
+
 def validate_config(cfg: dict, where: str) -> dict:
     """Validate and fill a merged config mapping in place; resolve models and derived paths."""
+    import_plugins(cfg, where)
     validate(cfg, load_schema(), where=where)
     _derive_experiment_paths(cfg)
     for rule, res in cfg["resources"].items():

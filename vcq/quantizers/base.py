@@ -52,7 +52,8 @@ class ARHead(nn.Module, ABC):
 class Quantizer(nn.Module, ABC):
     """Maps latents (B, L, D) to codes; position t may use only its first K_t codes.
 
-    A kind is one subclass plus one registry entry (`_KINDS` below). Its options are the mapping
+    A kind is one subclass plus one registry entry (`_KINDS` below, or `register_quantizer` in a
+    module the config's `plugins` name). Its options are the mapping
     under `tokenizer.quantizer.<kind>`, validated against `options` (JSON schema of each keyword
     of the constructor) when the config is loaded.
     """
@@ -121,7 +122,7 @@ class Quantizer(nn.Module, ABC):
 
 # The one list of quantizer kinds: kind -> "module:Class", imported when first used (so a config
 # check or a tokenizer of one kind imports only that kind's module), or a class registered at run
-# time by `register_quantizer`.
+# time by `register_quantizer` (e.g. by a module named in the config's `plugins`).
 _KINDS: dict[str, str | type[Quantizer]] = {
     "vcq": "vcq.quantizers.vcq:SharedCodebookQuantizer",
     "vcq_bridge": "vcq.quantizers.bridge:BridgedSharedCodebookQuantizer",

@@ -9,7 +9,6 @@ caption of the HTML report. The workflow (`workflow/rules/common.smk`, `report.s
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ import pandas as pd
 import yaml
 
 from vcq import schedules
-from vcq.config import ConfigError
 from vcq.entropy import cliff_position
 from vcq.io import atomic_path
 from vcq.metrics.records import (
@@ -164,13 +162,8 @@ def register_table(spec: TableSpec) -> TableSpec:
 
 
 def tables_of(group: str, cfg: dict) -> list[TableSpec]:
-    """The registered tables of `group` that `cfg` asks for, in registration order, after
-    importing the config's `report.table_modules` (which register their own tables)."""
-    for module in cfg["report"].get("table_modules", []):
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"report.table_modules: cannot import {module!r} ({e})") from e
+    """The registered tables of `group` that `cfg` asks for, in registration order (the config's
+    `plugins`, imported when it was loaded, register their own)."""
     return [s for s in TABLES.values() if s.group == group and s.enabled(cfg)]
 
 
