@@ -1,65 +1,25 @@
 """docs/EXTENDING.md "Add a table", followed literally: a toy table registered from its own module
-appears in make_tables' files, summary.md and the workflow's report outputs."""
+(its blocks read from the doc) appears in make_tables' files, summary.md and the workflow's report outputs."""
 
 import os
 import subprocess
 import sys
-import textwrap
 
 import pandas as pd
 import yaml
 from report_runfiles import ROOT, TABLE_INPUTS, args, run_files
-
-# Step 1 and 2 of the walk-through: a builder keyed by metric ids, and one registration.
-TOY_MODULE = textwrap.dedent(
-    '''
-    """A toy table: PSNR gain over the mean-colour baseline per schedule."""
-
-    import pandas as pd
-
-    from vcq.report.tables import METRICS, Metric, Table, TableSpec, register_table
-
-    METRICS["psnr_gain"] = Metric("PSNR gain over the baseline (dB)")
-
-
-    def gain_summary(table):
-        """The summary.md lines of the table."""
-        return [f"- {r.schedule}: +{r.psnr_gain:.1f} dB" for r in table.frame.itertuples()]
-
-
-    def table_gain(inputs):
-        """One row per schedule with a reconstruction record."""
-        rows = [
-            {"schedule": n, "psnr": r.psnr, "psnr_gain": r.psnr - r.psnr_mean_colour_baseline}
-            for n, r in inputs.recon.items()
-        ]
-        return Table(pd.DataFrame(rows), ["psnr_gain: PSNR minus the mean-colour baseline"])
-
-
-    register_table(
-        TableSpec(
-            "table_gain",
-            "PSNR gain",
-            table_gain,
-            inputs=("recon",),
-            paper="table4",
-            paper_columns={"psnr": "psnr"},
-            summary=gain_summary,
-        )
-    )
-    '''
-)
+from test_extending_files import table_module
 
 
 def test_a_registered_table_reaches_make_tables_summary_and_the_workflow(tmp_path):
-    (tmp_path / "toy_tables.py").write_text(TOY_MODULE)
-    # Step 3: the config names the module (a table inside vcq/report/tables.py needs no key)
+    # Steps 1 and 2 of the walk-through in a module of its own; step 3: the config names it
+    (tmp_path / "gain_table.py").write_text(table_module())
     config = tmp_path / "toy.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "extends": str(ROOT / "config/default.yaml"),
-                "plugins": ["toy_tables"],
+                "plugins": ["gain_table"],
                 "report": {"paper_comparison": True},
                 "paths": {"work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "res")},
             }
