@@ -8,11 +8,12 @@ copy for the experiment that asked.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import ImageFolderDataset, check_unreadable
-from vcq.data.source import folder_listing, images_root, manifest_name, source_key
+from vcq.data.source import folder_listing, images_root, manifest_name, preparing, source_key
 from vcq.data.synthetic import generate_once
 from vcq.io import StepError, read_json, write_json
 from vcq.paths import Layout
@@ -50,15 +51,20 @@ def folder_manifest(cfg: dict, key: str, log: logging.Logger) -> dict:
     """The folder's manifest under `work_dir/manifests/` (the folder may be read-only), validated
     only when no experiment has validated this listing yet."""
     shared = Path(Layout.of(cfg).shared_manifest(manifest_name(cfg["data"], key)))
-    if shared.is_file():
-        manifest = read_json(shared, "make_dataset")
-        if manifest.get("source_key") == key:
-            log.info("same folder listing as the shared manifest %s: not validated again", shared)
-            return manifest
     root = images_root(cfg["data"])
-    checked = validate_folder(root, cfg["data"]["max_unreadable"], cfg["data"]["max_pixels"])
-    manifest = {**checked, "source_key": key, "images_root": str(root)}
-    write_json(shared, manifest)
+    # two experiments started together on one folder validate it once: the second waits (a
+    # missing folder is reported by the validation)
+    with preparing(root) if root.is_dir() else nullcontext():
+        if shared.is_file():
+            manifest = read_json(shared, "make_dataset")
+            if manifest.get("source_key") == key:
+                log.info(
+                    "same folder listing as the shared manifest %s: not validated again", shared
+                )
+                return manifest
+        checked = validate_folder(root, cfg["data"]["max_unreadable"], cfg["data"]["max_pixels"])
+        manifest = {**checked, "source_key": key, "images_root": str(root)}
+        write_json(shared, manifest)
     log.info("validated %s; wrote %s", cfg["data"]["root"], shared)
     return manifest
 

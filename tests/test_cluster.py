@@ -8,6 +8,8 @@ import logging
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -218,3 +220,130 @@ def test_jobs_a_killed_run_submitted_are_found_before_their_steps_start(tmp_path
     assert cluster.live_steps("work/other") == []  # another experiment's job
     Executor().report_job_success(info)
     assert cluster.live_steps("work/demo") == [] and reports == ["submitted", "success"]
+
+
+# --- experiments side by side (issue 26 case 8) ---------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+needs_snakemake = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
+
+
+def _snakemake_cmd(tmp: Path, experiment: str, *args: str) -> list[str]:
+    """The tiny CI config as `experiment`, its work, results and data under `tmp`."""
+    return [
+        SNAKEMAKE,
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "1",
+        *args,
+        "--configfile",
+        ".test/config/config.yaml",
+        "--config",
+        f"experiment={experiment}",
+        f"paths={{work_dir: {tmp}/work, results_dir: {tmp}/results}}",
+        f"data={{root: {tmp}/data}}",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_runs_are_keyed_by_their_work_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cluster.record_run("demo", "a/work/demo", "a/results/demo")
+    rec = json.loads(cluster.run_record("a/work/demo").read_text())
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # seen from another Snakemake process
+    runs = cluster.live_runs()
+    assert (
+        list(runs) == [str(tmp_path / "a/work/demo")] and runs[rec["work"]]["experiment"] == "demo"
+    )
+    # a `demo` run into another work folder is another run; the same folder is the same run
+    assert cluster.run_record("b/work/demo") != cluster.run_record("a/work/demo")
+    assert cluster.run_record("a/work/../work/demo") == cluster.run_record("a/work/demo")
+
+
+@needs_snakemake
+def test_two_experiments_on_one_data_root_run_side_by_side(tmp_path):
+    # Snakemake locks the files a run reads and writes (.snakemake/locks); two experiments share
+    # none (each has its own work folder and manifest copy), and the data set both read is made
+    # once by whichever make_dataset comes first, the other waiting for it.
+    procs = {}
+    for exp in ("one", "two"):
+        log = open(tmp_path / f"{exp}.log", "w")  # noqa: SIM115 (closed below)
+        cmd = _snakemake_cmd(tmp_path, exp, "--until", "make_dataset")
+        procs[exp] = (subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=log), log)
+    locks, most = REPO / ".snakemake" / "locks", 0
+    while any(p.poll() is None for p, _ in procs.values()):
+        most = max(most, len(list(locks.glob("*.output.lock"))))
+        time.sleep(0.05)
+    for exp, (p, log) in procs.items():
+        log.close()
+        text = (tmp_path / f"{exp}.log").read_text()
+        assert p.returncode == 0, text[-3000:]
+        assert "LockException" not in text and "--unlock" not in text
+        assert (tmp_path / f"work/{exp}/data/manifest.json").is_file()
+    assert most >= 2  # both held their locks at the same time
+    made = [
+        (tmp_path / f"work/{exp}/logs/make_dataset.log")
+        .read_text()
+        .count("generated the synthetic")
+        for exp in procs
+    ]
+    assert sorted(made) == [0, 1]
+
+
+@needs_snakemake
+def test_a_lock_of_a_live_run_says_wait_and_only_a_left_over_one_unlock(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    ours = f"{tmp_path}/work/mine/data/manifest.json"  # a file the new run writes
+    lock = REPO / ".snakemake/locks" / f"{90000 + os.getpid() % 10000}.output.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(ours + "\n")
+    cmd = _snakemake_cmd(tmp_path, "mine", "--until", "make_dataset")
+    try:
+        # a live run (this test's process) of another experiment writing the same file
+        cluster.record_run("other", tmp_path / "work/other", tmp_path / "results/other")
+        live = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
+        cluster.end_run(tmp_path / "work/other")
+        stale = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
+    finally:
+        lock.unlink(missing_ok=True)
+        cluster.end_run(tmp_path / "work/other")
+    (line,) = [ln for ln in live.stderr.splitlines() if ln.startswith("error:")]
+    assert live.returncode != 0 and "locked by a live Snakemake run: experiment other" in line
+    assert f"snakemake pid {os.getpid()}" in line and "wait for it to end" in line
+    assert "It can be removed with the --unlock argument" not in live.stderr
+    assert "removes it safely" not in live.stderr
+    assert stale.returncode != 0 and "`--unlock` removes it safely" in stale.stderr
+    assert not (tmp_path / "work/mine/data").exists()  # neither run touched anything
+
+
+def test_a_data_set_asked_for_twice_at_once_is_generated_once(tmp_path):
+    from vcq.data.source import images_root, preparing
+    from vcq.data.synthetic import _generate_into
+
+    data = {"source": "synthetic", "root": str(tmp_path), "num_classes": 2, "train_per_class": 2}
+    data |= {"val_per_class": 1, "image_size": 8, "seed": 0}
+    final = images_root(data)
+    second = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO); "
+        "from vcq.data.synthetic import generate_once; print('ready', flush=True); "
+        "generate_once(eval(sys.argv[1]))"
+    )
+    with preparing(tmp_path):  # the first job, generating
+        proc = subprocess.Popen(
+            [sys.executable, "-c", second, repr(data)],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert proc.poll() is None and not final.exists()  # the second waits
+        _generate_into(final, data)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "generated the synthetic set" not in err  # it found the first job's set
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]

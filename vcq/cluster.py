@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -416,22 +417,26 @@ def live_steps(*roots: str) -> list[str]:
     return list(lines.values())
 
 
-def run_record(experiment: str) -> Path:
-    """Where the Snakemake run of `experiment` from this directory records itself."""
-    return Path(".snakemake") / "vcq-runs" / f"{experiment}.json"
+def run_record(work: str | os.PathLike) -> Path:
+    """Where the Snakemake run writing work folder `work` from this directory records itself (keyed
+    by the resolved folder: two runs of one experiment name into two folders are two runs)."""
+    key = hashlib.sha256(str(Path(work).resolve()).encode()).hexdigest()[:16]
+    return Path(".snakemake") / "vcq-runs" / f"{key}.json"
 
 
-def record_run(experiment: str) -> None:
-    """Record this process as the Snakemake run of `experiment` (until `end_run`)."""
-    path = run_record(experiment)
+def record_run(experiment: str, work: str | os.PathLike, results: str | os.PathLike) -> None:
+    """Record this process as the Snakemake run of `experiment` into `work` (until `end_run`)."""
+    path = run_record(work)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rec = {**me(), "experiment": experiment}
+    rec |= {"work": str(Path(work).resolve()), "results": str(Path(results).resolve())}
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(me()) + "\n")
+        tmp.write_text(json.dumps(rec) + "\n")
 
 
-def end_run(experiment: str) -> None:
-    """Remove this process's run record of `experiment`."""
-    path = run_record(experiment)
+def end_run(work: str | os.PathLike) -> None:
+    """Remove this process's run record of work folder `work`."""
+    path = run_record(work)
     try:
         if json.loads(path.read_text()).get("pid") == os.getpid():
             path.unlink()
@@ -440,17 +445,75 @@ def end_run(experiment: str) -> None:
 
 
 def live_runs() -> dict[str, dict]:
-    """Experiment -> record of each Snakemake run from this directory that still runs (or that
-    runs on another host, where it cannot be checked)."""
+    """Resolved work folder -> record of each other Snakemake run from this directory that still
+    runs (or that runs on another host, where it cannot be checked)."""
     runs = {}
-    for path in sorted(run_record("x").parent.glob("*.json")):
+    for path in sorted(run_record(".").parent.glob("*.json")):
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if rec.get("pid") != os.getpid() and owner_alive(rec) is not False:
-            runs[path.stem] = rec
+        if "work" in rec and rec.get("pid") != os.getpid() and owner_alive(rec) is not False:
+            runs[rec["work"]] = rec
     return runs
+
+
+def describe_run(rec: Mapping[str, object]) -> str:
+    """'experiment demo (work folder /w/demo), snakemake pid 99 on host h since T'."""
+    return (
+        f"experiment {rec['experiment']} (work folder {rec['work']}), snakemake pid {rec['pid']} "
+        f"on host {rec['host']} since {rec['since']}"
+    )
+
+
+def _locked_files(lock_dir: Path) -> set[str]:
+    """Every file named in Snakemake's lock files under `lock_dir` (.snakemake/locks)."""
+    files = set()
+    for lock in lock_dir.glob("*.lock"):
+        try:
+            files |= {ln.strip() for ln in lock.read_text().splitlines() if ln.strip()}
+        except OSError:
+            continue
+    return files
+
+
+def lock_message(lock_dir: str | os.PathLike = ".snakemake/locks") -> str:
+    """Our text for Snakemake's LockException: the live runs whose files the lock holds, and
+    "wait"; `--unlock` only when no run that could hold it is alive."""
+    runs = live_runs()
+    files = _locked_files(Path(lock_dir))
+
+    def holds(rec: Mapping) -> bool:
+        roots = tuple(f"{r}/" for r in (rec["work"], rec.get("results", rec["work"])))
+        return any(os.path.abspath(f).startswith(roots) for f in files)
+
+    holders = [rec for rec in runs.values() if holds(rec)] or list(runs.values())
+    if holders:
+        who = "; ".join(describe_run(rec) for rec in holders)
+        return (
+            f"error: files this run would write are locked by a live Snakemake run: {who}: wait "
+            "for it to end (`--unlock` would remove a live run's lock)"
+        )
+    return (
+        "error: files this run would write are locked, and no Snakemake run from this directory "
+        "is alive: the lock is left over from a killed run; `--unlock` removes it safely"
+    )
+
+
+def patch_lock_message() -> None:
+    """Make Snakemake's LockException (which always advises `--unlock`) say `lock_message()`."""
+    import snakemake.exceptions as exceptions
+
+    if getattr(exceptions.LockException, "_vcq", False):
+        return
+
+    class LockException(exceptions.LockException):
+        _vcq = True
+
+        def __init__(self) -> None:
+            exceptions.WorkflowError.__init__(self, lock_message())
+
+    exceptions.LockException = LockException
 
 
 # --- snakemake-executor-plugin-slurm workarounds (docs/slurm-plugin-issues.md) ------------------

@@ -9,9 +9,12 @@ two parameter sets never write into one folder.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vcq.io import content_key
@@ -81,3 +84,18 @@ def manifest_name(data: dict, key: str) -> str:
     `data/a_b` and `data/a/b` (or a changed listing) never share a name."""
     slug = re.sub(r"[^A-Za-z0-9.-]+", "_", os.path.normpath(data["root"]).strip("/")) or "root"
     return f"{slug}-{key[:16]}.json"
+
+
+@contextmanager
+def preparing(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (the data set's root, which exists) while its data set or
+    manifest is prepared: two experiments started together on one source prepare it once, the
+    second waiting for the first. flock: Linux's NFS client carries it between nodes, the kernel
+    drops it if its holder dies, and a read-only folder can be locked; no lock file is written.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

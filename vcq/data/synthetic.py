@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vcq.data.source import images_root
+from vcq.data.source import images_root, preparing
 from vcq.io import read_json, write_json
 
 # A class is a mask function of rotated, centred coordinates (u, v in about [-1, 1]) and the shape
@@ -79,9 +80,18 @@ def _bar(u, v, s):
 
 
 CLASSES: dict[str, Mask] = {
-    "circle": _circle, "square": _square, "triangle": _triangle, "ring": _ring, "cross": _cross,
-    "stripes": _stripes, "checkerboard": _checkerboard, "diamond": _diamond, "half": _half,
-    "dots": _dots, "frame": _frame, "bar": _bar,
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
+    "ring": _ring,
+    "cross": _cross,
+    "stripes": _stripes,
+    "checkerboard": _checkerboard,
+    "diamond": _diamond,
+    "half": _half,
+    "dots": _dots,
+    "frame": _frame,
+    "bar": _bar,
 }
 CLASS_NAMES = list(CLASSES)
 # Hues (fraction of the colour wheel) ordered so that the first ten classes are far apart.
@@ -107,7 +117,9 @@ def render(class_id: int, size: int, rng: np.random.Generator) -> np.ndarray:
     # Anti-aliased: the hard mask at SUPERSAMPLE x the size, box-averaged down.
     mask = CLASSES[name](u, v, s).astype(np.float64)
     mask = mask.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean((1, 3))[..., None]
-    fg = _hsv_to_rgb(HUES[name] + rng.uniform(-0.03, 0.03), rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))
+    fg = _hsv_to_rgb(
+        HUES[name] + rng.uniform(-0.03, 0.03), rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0)
+    )
     # A dark, greyish background keeps the class hue the brightest thing in the image.
     bg = _hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.3), rng.uniform(0.05, 0.3))
     image = mask * fg + (1 - mask) * bg
@@ -183,20 +195,28 @@ def generate(
 def generate_once(data: dict) -> dict:
     """The manifest of the synthetic set of a `data` config section, generating it if needed.
 
-    The set is written to a temporary folder beside its final one and renamed into place, so a
-    reader never sees a half-written set and nothing is ever deleted that another job may read;
-    when two jobs generate the same set at once, the first rename wins and the other copy goes.
+    Two jobs that ask for the same set at once generate it once: the second waits for the first's
+    lock on `data.root` (vcq.data.source.preparing). The set is written to a temporary folder beside its final
+    one and renamed into place, so a reader never sees a half-written set and nothing is ever
+    deleted that another job may read.
     """
     final = images_root(data)
     manifest = final / "manifest.json"
-    if manifest.is_file():
-        return read_json(manifest, "make_dataset")
+    if not manifest.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with preparing(final.parent):
+            if not manifest.is_file():
+                _generate_into(final, data)
+    return read_json(manifest, "make_dataset")
+
+
+def _generate_into(final: Path, data: dict) -> None:
+    """Generate the set of `data` into a temporary folder and rename it to `final`."""
     if final.exists():
         raise FileExistsError(
             f"{final} exists without its manifest.json (not written by the generator?); "
             "move it away and rerun make_dataset"
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
     # mkdir (not mkdtemp, which makes it private to this user): the set is shared
     tmp = final.parent / f".{final.name}.tmp-{secrets.token_hex(6)}"
     tmp.mkdir()
@@ -209,13 +229,8 @@ def generate_once(data: dict) -> dict:
             data["image_size"],
             data["seed"],
         )
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not manifest.is_file():
-                raise
-            shutil.rmtree(tmp)
+        os.rename(tmp, final)
+        logging.getLogger(__name__).info("generated the synthetic set %s", final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return read_json(manifest, "make_dataset")

@@ -229,32 +229,19 @@ READ_ONLY = DRY_RUN or any(a.split("=")[0] in _READ_ONLY_FLAGS for a in sys.argv
 
 def running_elsewhere():
     """At parse time, before Snakemake's lock: one `error:` line per step of this experiment that
-    a live job or process writes, or for a live Snakemake run of it; a note for each other
-    experiment run from this directory, whose lock `--unlock` would break. A rerun after a lost
-    login session so waits for its orphaned jobs instead of duplicating them."""
+    a live job or process writes, or for a live Snakemake run into the same work folder. Runs into
+    other work folders go on side by side (their files never overlap, so neither Snakemake's lock
+    nor the shared data set stops them); a lock Snakemake still reports gets our own line
+    (vcq.cluster.lock_message: who holds it and "wait"). A rerun after a lost login session so
+    waits for its orphaned jobs instead of duplicating them."""
     if workflow.exec_mode != ExecMode.DEFAULT:
         return
+    cluster.patch_lock_message()
     runs = cluster.live_runs()
     problems = cluster.live_steps(PATHS.work, PATHS.results)
-    exp = CFG["experiment"]
-    if exp in runs:
-        problems.insert(
-            0, f"experiment {exp} is already run by snakemake {cluster.describe(runs[exp])}"
-        )
-    for other, rec in runs.items():
-        if other != exp:
-            print(
-                f"note: experiment {other} runs from this directory too (snakemake "
-                f"{cluster.describe(rec).split(':')[0]}); a lock Snakemake reports may be its: "
-                "wait for it, `--unlock` would remove the lock of a live run",
-                file=sys.stderr,
-            )
-    if not runs and not problems and any(Path(".snakemake/locks").glob("*.lock")):
-        print(
-            "note: no Snakemake run of any experiment runs from this directory now: if Snakemake "
-            "reports a lock, it is left over, and `--unlock` removes it safely",
-            file=sys.stderr,
-        )
+    work = str(Path(PATHS.work).resolve())
+    if work in runs:
+        problems.insert(0, f"{cluster.describe_run(runs[work])} runs now: wait for it to end")
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     if problems and not READ_ONLY:
@@ -276,16 +263,16 @@ def cluster_start():
             print(f"error: {line}", file=sys.stderr)
         if problems:
             sys.exit(1)
-    cluster.record_run(CFG["experiment"])
+    cluster.record_run(CFG["experiment"], PATHS.work, PATHS.results)
     Path(PATHS.log("-")).parent.mkdir(parents=True, exist_ok=True)
 
 
 onsuccess:
-    cluster.end_run(CFG["experiment"])
+    cluster.end_run(PATHS.work)
 
 
 onerror:
-    cluster.end_run(CFG["experiment"])
+    cluster.end_run(PATHS.work)
 
 
 def dataset_ready():
