@@ -347,3 +347,28 @@ def test_a_data_set_asked_for_twice_at_once_is_generated_once(tmp_path):
     assert proc.returncode == 0, err
     assert "generated the synthetic set" not in err  # it found the first job's set
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+
+
+@pytest.mark.parametrize(
+    ("raise_", "for_good"),
+    [
+        ("raise KeyError('lr')", True),  # a bug or bad value: a retry fails the same way
+        ("raise ValueError('bad')", True),
+        ("raise RuntimeError('CUDA error: an illegal memory access')", False),  # may pass
+        ("raise OSError(5, 'Input/output error')", False),
+    ],
+)
+def test_an_uncaught_deterministic_exception_is_not_retried_on_gpus(tmp_path, raise_, for_good):
+    step = f"from vcq.cli import run_step\ndef main():\n    {raise_}\nrun_step(main)\n"
+    log = tmp_path / "train_tokenizer_c.log"
+    with log.open("w") as f:
+        f.write("=== attempt 1\n")
+        f.flush()
+        rc = subprocess.run([sys.executable, "-c", step], env=_env(), stderr=f).returncode
+    text = log.read_text()
+    assert rc != 0 and "Traceback (most recent call last)" in text
+    line = cluster.failed_for_good(log)
+    if for_good:
+        assert line.startswith(f"error: uncaught {raise_.split()[1].split('(')[0]}: ")
+    else:
+        assert line is None

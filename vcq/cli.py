@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,9 +111,34 @@ def setup_logging(log_file: str | None = None, name: str = "vcq") -> logging.Log
     return logging.getLogger(name)
 
 
+# Uncaught exceptions that a retry raises again (a bug, a bad value the config checks missed): the
+# traceback ends with an `error:` line, so the retry needs no GPU (vcq.cluster.failed_for_good).
+# RuntimeError (CUDA, NCCL, out of memory) and OSError (a lost file system) may pass on a retry.
+DETERMINISTIC_ERRORS = (
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    NameError,
+    AssertionError,
+    ZeroDivisionError,
+    NotImplementedError,
+    ImportError,
+)
+
+
+def _close_progress_bars() -> None:
+    """An interrupted progress bar has no newline yet: close it so what follows starts a line."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_step(main: Callable[[], None]) -> None:
     """Run a step's `main`; a StepError, a ConfigError, a missing input file, a folder it may not
-    write (read-only, no permission) or a full disk ends it with one line and exit status 1."""
+    write (read-only, no permission) or a full disk ends it with one line and exit status 1; an
+    uncaught exception that fails again on a retry (DETERMINISTIC_ERRORS) with its traceback and
+    one line."""
     try:
         main()
         # done: the step's output has no owner any more (vcq.cluster.claim)
@@ -130,11 +156,20 @@ def run_step(main: Callable[[], None]) -> None:
         elif full and not isinstance(e, (StepError, ConfigError)):
             e = disk_full_error(getattr(e, "filename", None) or "an output file")
         logging.shutdown()
-        # An interrupted progress bar has no newline yet: close it so the error starts a line.
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.close()
+        _close_progress_bars()
         print(f"error: {e}", file=sys.stderr, flush=True)
         if full:
             # After a failed write HDF5 crashes while Python tears its objects down (exit 139).
             os._exit(1)
+        sys.exit(1)
+    except DETERMINISTIC_ERRORS as e:  # after StepError and ConfigError, which are ValueErrors
+        logging.shutdown()
+        _close_progress_bars()
+        traceback.print_exc()
+        print(
+            f"error: uncaught {type(e).__name__}: {e} (a bug or a bad value, which a retry "
+            "raises again: traceback above)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(1)
