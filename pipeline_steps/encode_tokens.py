@@ -24,6 +24,7 @@ from vcq.data.tokens import TokenWriter, merge_shards
 from vcq.data.views import view_names, views_transform
 from vcq.io import content_key, file_sha256
 from vcq.numerics import check_finite_weights, inference_autocast
+from vcq.paths import Layout
 from vcq.tokenizer import load_tokenizer_with_extra
 from vcq.train.distributed import cleanup_distributed, init_distributed
 from vcq.train.log import progress
@@ -74,7 +75,7 @@ def main() -> None:
     skipped: list[str] = []
     max_unreadable = cfg["data"]["max_unreadable"]
     rows = np.arange(env.rank, len(dataset), env.world_size)
-    target = args.out if env.world_size == 1 else Path(f"{args.out}.rank{env.rank}")
+    target = args.out if env.world_size == 1 else Layout.rank_shard(args.out, env.rank)
     writer = TokenWriter(
         target,
         num_rows=len(rows),
@@ -149,7 +150,7 @@ def main() -> None:
     if env.world_size > 1:
         dist.barrier()
         if env.is_main:
-            shards = [Path(f"{args.out}.rank{r}") for r in range(env.world_size)]
+            shards = [Layout.rank_shard(args.out, r) for r in range(env.world_size)]
             merge_shards(shards, args.out)
             for s in shards:
                 s.unlink()

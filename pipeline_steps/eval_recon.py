@@ -27,7 +27,9 @@ def main() -> None:
     """CLI entry point."""
     parser = step_parser(__doc__)
     parser.add_argument("--schedule", required=True)
-    parser.add_argument("--tokenizer", required=True, type=Path, help="final.pt")
+    parser.add_argument(
+        "--tokenizer", required=True, type=Path, help="the trained tokenizer (final.pt)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON")
     parser.add_argument(
         "--out-images",

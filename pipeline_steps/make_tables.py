@@ -13,6 +13,7 @@ from vcq.metrics.records import (
     ReconstructionMetrics,
     records_by_name,
 )
+from vcq.paths import Layout
 from vcq.report import schedule_names, with_data_manifest
 from vcq.report.tables import (
     INPUTS,
@@ -56,7 +57,9 @@ def main() -> None:
         **INPUTS,
     )
     parser.add_argument(
-        "--out-summary", default=None, help="summary Markdown (default: <out-dir>/../summary.md)"
+        "--out-summary",
+        default=None,
+        help="summary Markdown (default: beside the --out-dir folder)",
     )
     parser.add_argument(
         "--scaling",
@@ -81,14 +84,14 @@ def main() -> None:
     # every table is built before any file is written: a failure leaves the old files alone
     tables = {s.name: s.build(inputs) for s in specs}
     out = Path(args.out_dir)
-    summary_path = Path(args.out_summary) if args.out_summary else out.parent / "summary.md"
-    elsewhere = {"summary.md": summary_path} if group == "run" else {}
+    summary_path = Path(args.out_summary) if args.out_summary else Layout.summary_of(out)
+    elsewhere = {summary_path.name: summary_path} if group == "run" else {}
     with staged_dir(out, elsewhere) as stage:
         for spec in specs:
             for ext, text in table_texts(tables[spec.name], spec, inputs).items():
                 (stage / f"{spec.name}.{ext}").write_text(text)
         if group == "run":
-            (stage / "summary.md").write_text(summary(inputs, tables))
+            (stage / summary_path.name).write_text(summary(inputs, tables))
     log.info("%s tables %s written to %s", group, list(tables), out)
 
 

@@ -14,6 +14,7 @@ from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import to_uint8_nhwc
 from vcq.io import atomic_path, content_key, file_sha256, keyed_dir
 from vcq.numerics import check_finite_weights, inference_autocast
+from vcq.paths import Layout
 from vcq.runfiles import write_samples
 from vcq.sampling import find_preset, generate, run_settings, sample_labels
 from vcq.train.distributed import init_distributed
@@ -51,7 +52,7 @@ def main() -> None:
         preset=preset,
         sampling=run_settings(sampling_cfg),
     )
-    chunk_dir = keyed_dir(out.with_suffix(".chunks"), key)
+    chunk_dir = keyed_dir(Layout.sample_chunks(out), key)
     labels = sample_labels(
         model.cfg.num_classes, sampling_cfg["samples_per_class"], sampling_cfg["seed"]
     )
@@ -61,7 +62,7 @@ def main() -> None:
 
     bar = progress(n, desc=f"sample {args.schedule} {args.preset}")
     for c in range(n_chunks):
-        files = [chunk_dir / f"{c:05d}_{k}.npy" for k in ("img", "tok")]
+        files = [Layout.sample_chunk(chunk_dir, c, k) for k in ("img", "tok")]
         lab = labels[c * cs : (c + 1) * cs]
         if all(f.exists() for f in files):  # resumable: finished chunks are kept
             bar.update(len(lab))
@@ -83,8 +84,8 @@ def main() -> None:
             preempt.end_slice(f"sample {args.schedule} {args.preset} after chunk {c}", log)
     bar.close()
 
-    img_chunks = [chunk_dir / f"{c:05d}_img.npy" for c in range(n_chunks)]
-    tok_chunks = [chunk_dir / f"{c:05d}_tok.npy" for c in range(n_chunks)]
+    img_chunks = [Layout.sample_chunk(chunk_dir, c, "img") for c in range(n_chunks)]
+    tok_chunks = [Layout.sample_chunk(chunk_dir, c, "tok") for c in range(n_chunks)]
     # one file, written atomically: nothing stands beside it that looks complete after a failure
     write_samples(out, args.schedule, args.preset, img_chunks, labels, tok_chunks)
     log.info("wrote %s (%d images %s)", out, n, np.load(img_chunks[0], mmap_mode="r").shape[1:])

@@ -31,7 +31,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
-    setup_logging(str(out.parent / "train.log") if env.is_main else None)
+    setup_logging(str(Layout.step_log(out)) if env.is_main else None)
     pos_csv = Path(args.out_position_loss or Layout.of(cfg).position_loss(args.schedule))
     sha = file_sha256(args.tokenizer) if args.tokenizer else None
     with (

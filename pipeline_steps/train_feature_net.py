@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,8 +10,8 @@ import torch
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import center_crop_arr, check_unreadable, split_images
 from vcq.metrics.fid import sample_size
+from vcq.paths import Layout
 from vcq.train.checkpoint import (
-    RESUME_FILE,
     Checkpointer,
     listing_digest,
     run_key,
@@ -53,7 +52,7 @@ def main() -> None:
         upstream="",
         world_size=1,
     )
-    state = Checkpointer(Path(out).parent / RESUME_FILE, key)
+    state = Checkpointer(Layout.resume_state(out), key)
     _, ckpt = train_demo_net(loader, len(data.classes), demo_net_cfg, cfg["seed"], state)
     # (no loader workers: the dataset's own list holds every skip)
     check_unreadable(data.skipped, len(data), cfg["data"]["max_unreadable"], str(data.root))

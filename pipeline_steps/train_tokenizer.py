@@ -8,6 +8,7 @@ from vcq import cluster
 from vcq.cli import load_step_config, run_step, setup_logging, step_parser
 from vcq.data.images import split_images
 from vcq.losses import lpips_weights
+from vcq.paths import Layout
 from vcq.train.common import divergence_reported
 from vcq.train.distributed import init_distributed
 from vcq.train.tokenizer import train
@@ -27,7 +28,7 @@ def main() -> None:
     cluster.claim(args.out, f"train_tokenizer {args.schedule} for {cfg['experiment']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = init_distributed(cfg["device"])
-    log = setup_logging(str(args.out.parent / "train.log") if env.is_main else None)
+    log = setup_logging(str(Layout.step_log(args.out)) if env.is_main else None)
     # JPEGs decode at the smallest reduction that still covers the training crop's resize
     crop_side = round(cfg["tokenizer"]["model"]["image_size"] * cfg["data"]["crop_scale"])
     dataset = split_images(cfg["data"], "train", min_side=crop_side)

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from report_runfiles import run_files
 from test_extending import ROUND_MODULE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,28 @@ def test_add_a_table_touches_the_files_it_states(repo):
         "assert 'table_gain' in [t.name for t in tables_of('run', cfg)]\n",
         lab=True,
     )
+    assert changed(repo, before) == files_touched(text)
+
+
+def test_add_a_figure_touches_the_files_it_states(repo, tmp_path):
+    """The figure is drawn by plot_figures, captioned, from the recon records alone."""
+    text, before = section("Add a figure"), snapshot(repo)
+    (code,) = blocks(text, "python")
+    (config,) = blocks(text, "yaml")
+    append(repo / "lab/psnr_figure.py", code)
+    (repo / "config/demo_psnr.yaml").write_text(config)
+    files, settings = run_files(tmp_path / "run")
+    out = tmp_path / "figures"
+    argv = ["plot_figures.py", "--config", "config/demo_psnr.yaml", *settings]
+    argv += ["--out-dir", str(out), "--recon", *files["--recon"]]
+    run_in(
+        repo,
+        f"sys.argv = {argv!r}\n"
+        "runpy.run_path('pipeline_steps/plot_figures.py', run_name='__main__')\n",
+        lab=True,
+    )
+    assert (out / "psnr_bars.png").stat().st_size > 1000
+    assert "Reconstruction PSNR per schedule." in (out / "psnr_bars.rst").read_text()
     assert changed(repo, before) == files_touched(text)
 
 

@@ -1,5 +1,6 @@
 """docs/EXTENDING.md "Add a table", followed literally: a toy table registered from its own module
-(its blocks read from the doc) appears in make_tables' files, summary.md and the workflow's report outputs."""
+(its blocks read from the doc) appears in make_tables' files, summary.md and the workflow's report
+outputs."""
 
 import os
 import subprocess

@@ -1,12 +1,15 @@
 """The file layout of an experiment, defined once: the workflow, the steps and the report use it.
 
 Every method takes the wildcard values and returns a path string; called with the defaults it
-returns the Snakemake pattern (`{schedule}`, `{preset}`, `{split}` left in place).
+returns the Snakemake pattern (`{schedule}`, `{preset}`, `{split}` left in place). The files a step
+keeps beside its output (resume state, logs, partial and shard files) are named from that output's
+path by the static methods at the end, so a step run by hand with any `--out` keeps them together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class Layout:
         """The experiment's copy of its data set's manifest (the `make_dataset` output)."""
         return f"{self.work}/data/manifest.json"
 
+    @staticmethod
+    def images_manifest(root: str | Path) -> Path:
+        """The manifest a data set's images root holds (the synthetic generator's, written last)."""
+        return Path(root) / "manifest.json"
+
     def shared_manifest(self, name: str) -> str:
         """A data source's manifest shared by every experiment (`vcq.data.source.manifest_name`)."""
         return f"{self.work_dir}/manifests/{name}"
@@ -61,16 +69,20 @@ class Layout:
         return f"{self.work}/cache/eval"
 
     def tokenizer(self, schedule: str = "{schedule}") -> str:
-        """The trained tokenizer (its `last.pt` and metrics log sit beside it)."""
+        """The trained tokenizer (its resume state and metrics log sit beside it)."""
         return f"{self.work}/tokenizer/{schedule}/final.pt"
 
     def tokenizer_log(self, schedule: str = "{schedule}") -> str:
         """The tokenizer's training metrics (JSONL), kept across resumes."""
-        return f"{self.work}/tokenizer/{schedule}/train_log.jsonl"
+        return str(self.metrics_log(self.tokenizer(schedule)))
 
     def recon(self, schedule: str = "{schedule}") -> str:
         """Reconstruction metrics of the val split (JSON)."""
         return f"{self.results}/recon/{schedule}.json"
+
+    def recon_grid(self, schedule: str = "{schedule}") -> str:
+        """A PNG of val originals above their reconstructions (eval_recon's quick look)."""
+        return f"{self.results}/recon/{schedule}.png"
 
     def recon_images(self, schedule: str = "{schedule}") -> str:
         """The val reconstructions and their originals (.npz, `vcq.runfiles.ReconImages`)."""
@@ -81,7 +93,7 @@ class Layout:
         return f"{self.work}/tokens/{schedule}/{split}.h5"
 
     def entropy(self, schedule: str = "{schedule}", ext: str = "json") -> str:
-        """The measured entropy cliff: summary `json` and per-position `csv`."""
+        """The measured entropy cliff: summary `json`, per-position `csv` and its plot `png`."""
         return f"{self.results}/entropy/{schedule}.{ext}"
 
     def probe(self, schedule: str = "{schedule}") -> str:
@@ -93,12 +105,12 @@ class Layout:
         return f"{self.work}/probe/{schedule}/{probe}.pt"
 
     def ar(self, schedule: str = "{schedule}") -> str:
-        """The trained AR model (its `last.pt` and metrics log sit beside it)."""
+        """The trained AR model (its resume state and metrics log sit beside it)."""
         return f"{self.work}/ar/{schedule}/final.pt"
 
     def ar_log(self, schedule: str = "{schedule}") -> str:
         """The AR model's training metrics (JSONL), kept across resumes."""
-        return f"{self.work}/ar/{schedule}/train_log.jsonl"
+        return str(self.metrics_log(self.ar(schedule)))
 
     def position_loss(self, schedule: str = "{schedule}") -> str:
         """Per-position train/val cross-entropy of the final AR model (CSV)."""
@@ -122,7 +134,7 @@ class Layout:
 
     def summary(self) -> str:
         """The key figures of every table, in one Markdown page."""
-        return f"{self.results}/summary.md"
+        return str(self.summary_of(self.tables_dir()))
 
     def tables_dir(self) -> str:
         """The paper's tables (md, csv, tex)."""
@@ -147,3 +159,55 @@ class Layout:
         3–11) or the `per_class` view (one row per class)."""
         suffix = "" if view == "random" else f"_{view}"
         return self.figure(f"samples_{schedule}_{preset}{suffix}")
+
+    # Files beside a step's output, named from its path (not rule outputs: see ARCHITECTURE.md).
+
+    @staticmethod
+    def resume_state(out: str | Path) -> Path:
+        """A training loop's resume state beside its output (`vcq.train.checkpoint`)."""
+        return Path(out).parent / "last.pt"
+
+    @staticmethod
+    def metrics_log(out: str | Path) -> Path:
+        """A training loop's JSONL metrics log beside its output, kept across resumes."""
+        return Path(out).parent / "train_log.jsonl"
+
+    @staticmethod
+    def loss_plot(out: str | Path) -> Path:
+        """The plot of a training loop's metrics log (PNG) beside its output."""
+        return Path(out).parent / "loss.png"
+
+    @staticmethod
+    def step_log(out: str | Path) -> Path:
+        """A training step's own text log beside its output (rank 0's)."""
+        return Path(out).parent / "train.log"
+
+    @staticmethod
+    def model_meta(out: str | Path) -> Path:
+        """A trained model's metadata (JSON) beside its checkpoint."""
+        return Path(out).with_suffix(".json")
+
+    @staticmethod
+    def partial(out: str | Path) -> Path:
+        """A token store being written (resumable), renamed to `out` when complete."""
+        return Path(f"{out}.partial")
+
+    @staticmethod
+    def rank_shard(out: str | Path, rank: int) -> Path:
+        """One rank's share of a file that several ranks write and rank 0 merges."""
+        return Path(f"{out}.rank{rank}")
+
+    @staticmethod
+    def sample_chunks(out: str | Path) -> Path:
+        """The folder of a sample file's finished chunks (resumable), beside it."""
+        return Path(out).with_suffix(".chunks")
+
+    @staticmethod
+    def sample_chunk(chunks: str | Path, index: int, what: str) -> Path:
+        """Chunk `index` of `what` (`img` or `tok`) in a (keyed) chunk folder."""
+        return Path(chunks) / f"{index:05d}_{what}.npy"
+
+    @staticmethod
+    def summary_of(tables_dir: str | Path) -> Path:
+        """The summary.md of the run tables in `tables_dir`, beside that folder."""
+        return Path(tables_dir).parent / "summary.md"

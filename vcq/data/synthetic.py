@@ -16,6 +16,7 @@ from PIL import Image
 
 from vcq.data.source import images_root, preparing
 from vcq.io import read_json, write_json
+from vcq.paths import Layout
 
 # A class is a mask function of rotated, centred coordinates (u, v in about [-1, 1]) and the shape
 # size s, plus a hue. Shapes are big and anti-aliased and each class has its own hue, so a 32 px
@@ -139,7 +140,9 @@ def folder_hash(root: str | os.PathLike, by: str = "bytes") -> str:
         raise ValueError(f"folder_hash by {by!r}: expected bytes, sizes or stats")
     root = Path(root)
     h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != "manifest.json"):
+    for p in sorted(
+        q for q in root.rglob("*") if q.is_file() and q.name != Layout.images_manifest(root).name
+    ):
         h.update(str(p.relative_to(root)).encode())
         if by == "bytes":
             h.update(p.read_bytes())
@@ -188,7 +191,7 @@ def generate(
         "skipped": {"train": [], "val": []},
         "content_sha256": folder_hash(root),
     }
-    write_json(root / "manifest.json", manifest)
+    write_json(Layout.images_manifest(root), manifest)
     return manifest
 
 
@@ -201,7 +204,7 @@ def generate_once(data: dict) -> dict:
     deleted that another job may read.
     """
     final = images_root(data)
-    manifest = final / "manifest.json"
+    manifest = Layout.images_manifest(final)
     if not manifest.is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
         with preparing(final.parent):

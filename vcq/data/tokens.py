@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from vcq.paths import Layout
 from vcq.io import StepError, atomic_path, disk_full_names, is_disk_full
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def token_dtype(k_max: int) -> np.dtype:
 
 def partial_path(path: str | os.PathLike) -> Path:
     """Where an unfinished store for `path` lives."""
-    return Path(f"{path}.partial")
+    return Layout.partial(path)
 
 
 def check_bounds(tokens: np.ndarray, k_sizes: np.ndarray, rows: np.ndarray | None = None) -> None:

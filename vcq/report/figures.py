@@ -1,17 +1,28 @@
-"""The paper's figures (Fig. 2, samples as in Figs. 3–11) and the run's curves, from the config
-and the runs' records."""
+"""The paper's figures (Fig. 2, samples as in Figs. 3–11) and the run's curves by registry: each
+figure is a drawing function plus one `FigureSpec` in `FIGURES`.
+
+A drawing function turns `FigureInputs` (the config and the run files, each read when first asked
+for) into files in a folder. The workflow (`theory` and `figures` rules: outputs, report entries
+and their captions, so provenance.json too) and `pipeline_steps/plot_figures.py` follow `FIGURES`
+(docs/EXTENDING.md, "Add a figure").
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from vcq import schedules
-from vcq.metrics.records import ReconstructionMetrics
+from vcq import runfiles, schedules
+from vcq.metrics.records import ReconstructionMetrics, records_by_name
+from vcq.paths import Layout
 from vcq.plotting import image_grid, pyplot, save_figure
-from vcq.report import schedule_names
+from vcq.report import merge_schedules, schedule_names
 from vcq.runfiles import Samples
 
 # Fig. 2(a) draws a Power schedule from K_min = 16 "for clarity" (its caption), beside Constant.
@@ -346,30 +357,413 @@ def _save(fig, out_stem: str | Path, tight: bool = False) -> list[Path]:
     return save_figure(fig, [Path(out_stem).with_suffix(s) for s in (".png", ".pdf")], tight=tight)
 
 
-# The HTML report's caption of each figure (`<figure>.rst`, written beside it by plot_figures).
-CAPTIONS = {
-    "fig2": "Fig. 2: (a) the paper's view, the remaining budget log2 N - I(t) per position, with "
-    "a Power schedule from K_min = 16 and (against the paper) its language reference; (b) the "
-    "per-position bound min(log2 K_t, log2 N - I(t)), and the measured conditional entropy "
-    "where the run has measured it; (c) the codebook size K_t of each schedule.",
-    "position_loss": "AR cross-entropy per token position, train (EMA over steps) and val.",
-    "tokenizer_curves": "Tokenizer training: one panel per loss term, one line per schedule.",
-    "ar_curves": "AR training: loss per step and on the held-out val tokens.",
-    "codebook_usage": "Codebook usage per position on the val split: codes used vs K_t, and "
-    "used / K_t.",
-    "reconstructions": "Val images (top row) and each tokenizer's reconstruction of them.",
-    "samples": "Uncurated samples of one preset: one each of random distinct classes, as the "
-    "paper's Figs. 3-11 (seeded by sampling.seed).",
-    "samples_per_class": "Samples of one preset, one row per class (the first classes).",
+# --- the registry ----------------------------------------------------------------------------
+
+# The run files figures can read: plot_figures flag (--KIND, a list of files) and its help.
+_HINT, _S = Layout("work", "results", "{exp}"), "<schedule>"
+INPUTS = {
+    "entropy_csv": f"{_HINT.entropy(_S, 'csv')} (measure_entropy)",
+    "position_loss": f"{_HINT.position_loss(_S)} (train_ar)",
+    "recon": f"{_HINT.recon(_S)} (eval_recon: codebook usage per position, PSNR)",
+    "recon_images": f"{_HINT.recon_images(_S)} (eval_recon: reconstructions and originals)",
+    "samples": f"{_HINT.samples(_S, '<preset>')} (sample; one grid per file)",
+    "tokenizer_log": f"{_HINT.tokenizer_log(_S)} (train_tokenizer)",
+    "ar_log": f"{_HINT.ar_log(_S)} (train_ar)",
 }
 
 
-def caption_rst(stem: str) -> str:
-    """The report caption (reStructuredText) of the figure file `stem`."""
-    if stem.startswith("fig2"):
-        key = "fig2"
-    elif stem.startswith("samples_"):
-        key = "samples_per_class" if stem.endswith("_per_class") else "samples"
-    else:
-        key = stem
-    return "{% raw %}\n" + CAPTIONS[key] + "\n{% endraw %}\n"
+@dataclass
+class FigureInputs:
+    """What figures are drawn from: the config (`report.n_images` filled), the data set's class
+    names, and the run files given per `INPUTS` kind, each read (and checked against the config's
+    schedules) when a figure first asks for it; a kind given no files reads as empty."""
+
+    cfg: dict
+    classes: list[str] | None = None
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    @cached_property
+    def names(self) -> list[str]:
+        """The schedules, in config order."""
+        return schedule_names(self.cfg)
+
+    @cached_property
+    def entropy(self) -> dict[str, pd.DataFrame]:
+        """Per-position entropy frames by schedule."""
+        return runfiles.frames_by_name(
+            self.files.get("entropy_csv", []),
+            runfiles.read_entropy_csv,
+            self.names,
+            "entropy CSV",
+            "measure_entropy",
+        )
+
+    @cached_property
+    def position_loss(self) -> dict[str, pd.DataFrame]:
+        """Per-position AR loss frames by schedule."""
+        return runfiles.frames_by_name(
+            self.files.get("position_loss", []),
+            runfiles.read_position_loss,
+            self.names,
+            "position-loss file",
+            "train_ar",
+        )
+
+    @cached_property
+    def recon(self) -> dict[str, ReconstructionMetrics]:
+        """Reconstruction records by schedule."""
+        return records_by_name(self.files.get("recon", []), ReconstructionMetrics, self.names)
+
+    @cached_property
+    def recon_images(self) -> dict[str, runfiles.ReconImages]:
+        """Reconstructions and originals by schedule."""
+        return runfiles.by_name(
+            self.files.get("recon_images", []),
+            runfiles.read_recon_images,
+            lambda r: r.schedule,
+            self.names,
+            "reconstructions file",
+            "eval_recon",
+        )
+
+    @cached_property
+    def samples(self) -> dict[tuple[str, str], Samples]:
+        """Samples by (schedule, preset)."""
+        from vcq.sampling import sampled_pairs
+
+        return runfiles.by_name(
+            self.files.get("samples", []),
+            runfiles.read_samples,
+            lambda s: (s.schedule, s.preset),
+            sampled_pairs(self.cfg),
+            "sample file",
+            "sample",
+        )
+
+    def log(self, kind: str, rule: str) -> dict[str, pd.DataFrame]:
+        """Training-log frames by schedule (`kind` tokenizer_log or ar_log, written by `rule`)."""
+        return runfiles.frames_by_name(
+            self.files.get(kind, []),
+            partial(runfiles.read_log, rule=rule),
+            self.names,
+            "training log",
+            rule,
+        )
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: its file stem, report caption and how it is drawn.
+
+    `draw(inputs, folder)` writes the figure's files into `folder` and returns their paths (none
+    when the run files it reads were not given). `group` is `theory` (from the config alone, rule
+    `theory`) or `run` (rule `figures`); `stems(cfg)` lists the files of a figure drawn once per
+    something (default: `[name]`); `enabled(cfg)` leaves it out of configs that do not ask for it.
+    """
+
+    name: str
+    caption: str
+    draw: Callable[[FigureInputs, Path], list[Path]]
+    group: str = "run"
+    formats: tuple[str, ...] = ("png", "pdf")
+    category: str = "Figures"
+    stems: Callable[[dict], list[str]] | None = None
+    enabled: Callable[[dict], bool] = lambda cfg: True
+
+    def files(self, cfg: dict) -> list[str]:
+        """The file stems this figure writes for `cfg`."""
+        return self.stems(cfg) if self.stems else [self.name]
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def register_figure(spec: FigureSpec) -> FigureSpec:
+    """Add a figure to the registry (a name already registered is an error)."""
+    if spec.name in FIGURES:
+        raise ValueError(f"figure {spec.name!r} is registered already")
+    if spec.group not in ("theory", "run"):
+        raise ValueError(f"figure {spec.name!r}: unknown group {spec.group!r}")
+    FIGURES[spec.name] = spec
+    return spec
+
+
+def figures_of(group: str, cfg: dict) -> list[FigureSpec]:
+    """The registered figures of `group` that `cfg` asks for, in registration order."""
+    return [s for s in FIGURES.values() if s.group == group and s.enabled(cfg)]
+
+
+def caption_rst(caption: str) -> str:
+    """A figure's report caption as the reStructuredText file written beside it."""
+    return "{% raw %}\n" + caption + "\n{% endraw %}\n"
+
+
+# --- the figures -------------------------------------------------------------------------------
+
+TOKENIZER_PANELS = [
+    {
+        "keys": ["l1"],
+        "ylabel": "L1 loss (pixels in [-1, 1])",
+        "caption": "L1: mean |x − x̂| between an image and its reconstruction\n"
+        "(the main tokenizer objective).",
+    },
+    {
+        "keys": ["quant"],
+        "ylabel": "quantizer loss",
+        "caption": "Quantizer loss: squared distance between encoder latents\n"
+        "and their nearest allowed code (codebook + β·commitment).\n"
+        "It rises while training: the encoder spreads its latents\n"
+        "to carry more about each image than the first K_t codes\n"
+        "can represent. A cost of the bottleneck, not divergence.",
+    },
+    {
+        "keys": ["lpips"],
+        "ylabel": "LPIPS",
+        "caption": "LPIPS: perceptual distance (VGG16 features).",
+    },
+    {
+        "keys": ["gen_adv", "disc"],
+        "ylabel": "GAN loss",
+        "caption": "GAN: generator adversarial loss and discriminator loss\n"
+        "(only after tokenizer.train.disc_start).",
+    },
+    {
+        "keys": ["used_fraction"],
+        "ylabel": "fraction of codes used in a batch",
+        "caption": "Codebook use: share of the K_max codes picked at least\n"
+        "once in a training batch (dead codes are restarted).",
+    },
+]
+AR_PANELS = [
+    {
+        "keys": ["loss", "val_loss"],
+        "styles": ["-", "o-"],
+        "ylabel": "cross-entropy per token (nats)",
+        "caption": "Line: training loss per step. Dots: loss on the held-out val split's\n"
+        "tokens (every ar.train.val_every steps). A widening gap between\n"
+        "them means the model memorises the training images.",
+    },
+    {
+        "keys": ["prologue_loss"],
+        "ylabel": "prologue cross-entropy (nats)",
+        "caption": "Prologue tokens' cross-entropy (only with ar.prologue).",
+    },
+]
+
+
+def _language(cfg: dict, reference: bool) -> dict | None:
+    """Fig. 2(a)'s language reference (paper_numbers `fig2a_language`) on the paper's schedules:
+    the reference figure, or an experiment compared with the paper."""
+    if not (reference or cfg["report"]["paper_comparison"]):
+        return None
+    paper = yaml.safe_load(Path(cfg["report"]["paper_numbers"]).read_text())
+    return paper.get("fig2a_language")
+
+
+def _preset_text(cfg: dict, name: str) -> str:
+    from vcq.sampling import find_preset
+
+    p = find_preset(cfg["sampling"], name)
+    if p.get("guidance", "none") == "none":
+        return f"preset {name} (no CFG, temperature {p.get('temperature', 1.0)})"
+    return f"preset {name} ({p['guidance']} CFG, scale s = {p.get('scale')})"
+
+
+def _fig2_theory(inputs: FigureInputs, out: Path) -> list[Path]:
+    return plot_schedules(inputs.cfg, out / "fig2_theory", language=_language(inputs.cfg, False))
+
+
+def _fig2_theory_reference(inputs: FigureInputs, out: Path) -> list[Path]:
+    from vcq.config import load_config
+
+    cfg = inputs.cfg
+    ref = merge_schedules([load_config(c) for c in cfg["report"]["reference_configs"]])
+    return plot_schedules(ref, out / "fig2_theory_reference", language=_language(cfg, True))
+
+
+def _fig2_schedules(inputs: FigureInputs, out: Path) -> list[Path]:
+    cfg = inputs.cfg
+    return plot_schedules(cfg, out / "fig2_schedules", inputs.entropy, _language(cfg, False))
+
+
+def _position_loss(inputs: FigureInputs, out: Path) -> list[Path]:
+    if not inputs.position_loss:
+        return []
+    return plot_lines(
+        inputs.position_loss,
+        "t",
+        ["train_loss", "val_loss"],
+        out / "position_loss",
+        "position t",
+        "cross-entropy (nats)",
+        title=f"{inputs.cfg['experiment']}: AR loss per token position (train and val)",
+        labels={"train_loss": "train (EMA over steps)", "val_loss": "val"},
+    )
+
+
+def _codebook_usage(inputs: FigureInputs, out: Path) -> list[Path]:
+    if not inputs.recon:
+        return []
+    title = f"{inputs.cfg['experiment']}: codebook usage on the val split"
+    return plot_usage(inputs.recon, out / "codebook_usage", title=title)
+
+
+def _reconstructions(inputs: FigureInputs, out: Path) -> list[Path]:
+    from vcq.data.images import split_images
+
+    if not inputs.recon_images:
+        return []
+    names, recon, images = inputs.names, inputs.recon, inputs.recon_images
+    originals = images[names[0]].originals
+    val_labels = split_images(inputs.cfg["data"], "val").labels
+    notes = {n: f"(PSNR {r.psnr:.1f} dB)" for n, r in recon.items()}
+    title = f"{inputs.cfg['experiment']}: val images (top row) and each tokenizer's reconstruction"
+    if recon:
+        title += f"; mean-colour baseline {recon[names[0]].psnr_mean_colour_baseline:.1f} dB"
+    return [
+        plot_reconstructions(
+            originals,
+            {n: r.recon for n, r in images.items()},
+            val_labels[: len(originals)],
+            out / "reconstructions.png",
+            inputs.classes,
+            title,
+            row_notes=notes,
+        )
+    ]
+
+
+def _sample_title(cfg: dict, schedule: str, preset: str) -> str:
+    label = next(s.get("label") or s["name"] for s in cfg["schedules"] if s["name"] == schedule)
+    return f"{cfg['experiment']}: samples of {label} ({schedule}), {_preset_text(cfg, preset)}"
+
+
+def _sample_stems(view: str) -> Callable[[dict], list[str]]:
+    """The file stems of a samples figure: one per sampled (schedule, preset)."""
+
+    def stems(cfg: dict) -> list[str]:
+        from vcq.sampling import sampled_pairs
+
+        layout = Layout.of(cfg)
+        return [Path(layout.sample_grid(s, p, view)).stem for s, p in sampled_pairs(cfg)]
+
+    return stems
+
+
+def _samples(inputs: FigureInputs, out: Path) -> list[Path]:
+    cfg, layout = inputs.cfg, Layout.of(inputs.cfg)
+    return [
+        sample_mosaic(
+            sample,
+            out / Path(layout.sample_grid(schedule, preset)).name,
+            seed=cfg["sampling"]["seed"],
+            class_names=inputs.classes,
+            title=f"{_sample_title(cfg, schedule, preset)}\n"
+            "uncurated: one sample each of random distinct classes",
+        )
+        for (schedule, preset), sample in inputs.samples.items()
+    ]
+
+
+def _samples_per_class(inputs: FigureInputs, out: Path) -> list[Path]:
+    cfg, layout = inputs.cfg, Layout.of(inputs.cfg)
+    return [
+        sample_grid(
+            sample,
+            out / Path(layout.sample_grid(schedule, preset, "per_class")).name,
+            class_names=inputs.classes,
+            title=f"{_sample_title(cfg, schedule, preset)}\none row per class",
+        )
+        for (schedule, preset), sample in inputs.samples.items()
+    ]
+
+
+def _curves(kind: str, rule: str, panels: list[dict], stem: str, model: str):
+    """A training-curves figure of the logs of `kind` (one line per schedule)."""
+
+    def draw(inputs: FigureInputs, out: Path) -> list[Path]:
+        if not inputs.files.get(kind):
+            return []
+        title = f"{inputs.cfg['experiment']}: {model} training, one line per codebook schedule"
+        return plot_panels(inputs.log(kind, rule), panels, out / stem, title)
+
+    return draw
+
+
+_FIG2 = (
+    "Fig. 2: (a) the paper's view, the remaining budget log2 N - I(t) per position, with a Power "
+    "schedule from K_min = 16 and (against the paper) its language reference; (b) the "
+    "per-position bound min(log2 K_t, log2 N - I(t)), and the measured conditional entropy "
+    "where the run has measured it; (c) the codebook size K_t of each schedule."
+)
+register_figure(FigureSpec("fig2_theory", _FIG2, _fig2_theory, "theory", category="Theory"))
+register_figure(
+    FigureSpec(
+        "fig2_theory_reference",
+        _FIG2,
+        _fig2_theory_reference,
+        "theory",
+        category="Theory",
+        enabled=lambda cfg: bool(cfg["report"]["reference_configs"]),
+    )
+)
+register_figure(FigureSpec("fig2_schedules", _FIG2, _fig2_schedules))
+register_figure(
+    FigureSpec(
+        "position_loss",
+        "AR cross-entropy per token position, train (EMA over steps) and val.",
+        _position_loss,
+    )
+)
+register_figure(
+    FigureSpec(
+        "tokenizer_curves",
+        "Tokenizer training: one panel per loss term, one line per schedule.",
+        _curves(
+            "tokenizer_log", "train_tokenizer", TOKENIZER_PANELS, "tokenizer_curves", "tokenizer"
+        ),
+    )
+)
+register_figure(
+    FigureSpec(
+        "ar_curves",
+        "AR training: loss per step and on the held-out val tokens.",
+        _curves("ar_log", "train_ar", AR_PANELS, "ar_curves", "AR model"),
+    )
+)
+register_figure(
+    FigureSpec(
+        "codebook_usage",
+        "Codebook usage per position on the val split: codes used vs K_t, and used / K_t.",
+        _codebook_usage,
+    )
+)
+register_figure(
+    FigureSpec(
+        "reconstructions",
+        "Val images (top row) and each tokenizer's reconstruction of them.",
+        _reconstructions,
+        formats=("png",),
+    )
+)
+register_figure(
+    FigureSpec(
+        "samples",
+        "Uncurated samples of one preset: one each of random distinct classes, as the paper's "
+        "Figs. 3-11 (seeded by sampling.seed).",
+        _samples,
+        formats=("png",),
+        category="Samples",
+        stems=_sample_stems("random"),
+    )
+)
+register_figure(
+    FigureSpec(
+        "samples_per_class",
+        "Samples of one preset, one row per class (the first classes).",
+        _samples_per_class,
+        formats=("png",),
+        category="Samples",
+        stems=_sample_stems("per_class"),
+    )
+)

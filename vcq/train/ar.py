@@ -18,11 +18,11 @@ from vcq.config import schedule as schedule_entry
 from vcq.data.tokens import TokenStore
 from vcq.io import StepError, write_json
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
+from vcq.paths import Layout
 from vcq.runfiles import write_position_loss
 from vcq.tokenizer import load_tokenizer
 from vcq.train.batches import TokenBatches
 from vcq.train.checkpoint import (
-    RESUME_FILE,
     Checkpointer,
     digest,
     restore_module,
@@ -42,7 +42,7 @@ from vcq.train.common import (
     use_compile,
 )
 from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vcq.train.log import METRICS_LOG, JsonlLog, Throughput, peak_flops, plot_log, progress
+from vcq.train.log import JsonlLog, Throughput, peak_flops, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def tokenizer_codebook(path: str | os.PathLike | None) -> torch.Tensor:
     if path is None:
         raise StepError(
             "this AR model reads the tokenizer's code vectors (ar.model.token_input: codes or "
-            "ar_head: leech_factorized): pass --tokenizer "
-            "work/<experiment>/tokenizer/<schedule>/final.pt"
+            "ar_head: leech_factorized): pass --tokenizer with the schedule's tokenizer (final.pt)"
         )
     return load_tokenizer(path).quantizer.codebook_vectors().detach().float().cpu()
 
@@ -185,7 +184,7 @@ def train(
 
     # resume: weights, optimiser, step, per-position EMA and this rank's RNG from last.pt, if it
     # was written by this run (same config, tokens, tokenizer and world size)
-    last = out.parent / RESUME_FILE
+    last = Layout.resume_state(out)
     key = run_key(
         {"seed": cfg["seed"], "ar": cfg["ar"], "schedule": schedule_entry(cfg, schedule)},
         data=digest([store_digest(data.train), store_digest(data.val)]),
@@ -204,7 +203,7 @@ def train(
         )
         log.info("resumed from %s at step %d", last, step)
     jlog = (
-        JsonlLog(out.parent / METRICS_LOG, schedule, step if state else None)
+        JsonlLog(Layout.metrics_log(out), schedule, step if state else None)
         if env.is_main
         else None
     )
@@ -315,8 +314,8 @@ def train(
         pos = pos_ema.cpu().numpy()
         if position_loss is not None:
             write_position_loss(position_loss, schedule, pos, val_pos)
-        write_json(out.with_suffix(".json"), extra)
-        plot_log(out.parent / METRICS_LOG, out.parent / "loss.png", ["loss", "val_loss"])
+        write_json(Layout.model_meta(out), extra)
+        plot_log(Layout.metrics_log(out), Layout.loss_plot(out), ["loss", "val_loss"])
         save_ar(out, model, mcfg, extra)
     cleanup_distributed()
     return model

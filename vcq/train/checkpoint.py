@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The resume state's name, beside each loop's output (final.pt, the demo network's weights).
-RESUME_FILE = "last.pt"
-
 # Settings that change how a run executes or reports, not what it computes: editing one resumes.
 EXECUTION_ONLY = frozenset(
     {

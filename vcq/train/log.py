@@ -20,9 +20,6 @@ from tqdm import tqdm
 
 from vcq.io import atomic_path
 
-# One name for the JSONL metrics log beside every model's final.pt.
-METRICS_LOG = "train_log.jsonl"
-
 
 class JsonlLog:
     """Append-only JSONL metrics log of one schedule that rewinds to a resumed step.

@@ -19,9 +19,9 @@ from vcq.data.images import (
 )
 from vcq.losses import TokenizerLoss
 from vcq.numerics import FiniteGuard, check_finite_weights, enable_tf32
+from vcq.paths import Layout
 from vcq.tokenizer import Tokenizer, build_tokenizer, export_for_inference, save_tokenizer
 from vcq.train.checkpoint import (
-    RESUME_FILE,
     Checkpointer,
     listing_digest,
     restore_module,
@@ -39,7 +39,7 @@ from vcq.train.common import (
     use_compile,
 )
 from vcq.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vcq.train.log import METRICS_LOG, JsonlLog, Throughput, peak_flops, plot_log, progress
+from vcq.train.log import JsonlLog, Throughput, peak_flops, plot_log, progress
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ def train(
 
     # resume: weights, optimisers, step, this rank's RNG and the skipped-file list from last.pt,
     # if it was written by this run (same config, images and world size)
-    outdir = out.parent
-    ckpt_path = outdir / RESUME_FILE
+    ckpt_path = Layout.resume_state(out)
     key = run_key(
         {
             "seed": seed,
@@ -142,7 +141,7 @@ def train(
         start, skipped = state["step"], set(state["skipped"])
         log.info("resumed from %s at step %d", ckpt_path, start)
     jlog = (
-        JsonlLog(outdir / METRICS_LOG, schedule, start if state is not None else None)
+        JsonlLog(Layout.metrics_log(out), schedule, start if state is not None else None)
         if env.is_main
         else None
     )
@@ -263,7 +262,9 @@ def train(
             out, export_for_inference(model), cfg, {"schedule": schedule, "steps": steps}
         )
         plot_log(
-            outdir / METRICS_LOG, outdir / "loss.png", ["l1", "lpips", "quant", "gen_adv", "disc"]
+            Layout.metrics_log(out),
+            Layout.loss_plot(out),
+            ["l1", "lpips", "quant", "gen_adv", "disc"],
         )
     cleanup_distributed()
     return model

@@ -34,6 +34,7 @@ from vcq.data.source import source_key
 from vcq.doctor import drift_line, environment_record
 from vcq.io import atomic_path, write_json
 from vcq.paths import Layout
+from vcq.report.figures import figures_of
 from vcq.report.tables import TABLE_EXTENSIONS, inputs_of, tables_of
 from vcq.sampling import expand_presets, run_settings, sampled_pairs
 
@@ -306,14 +307,13 @@ def per_schedule(pattern):
 
 
 # The tables follow vcq.report.tables.TABLES: `theory` (rule theory), `run` (rule tables) and
-# `scaling` (rule table5); the figures are plot_figures' fixed set.
+# `scaling` (rule table5); the figures follow vcq.report.figures.FIGURES: `theory` (rule theory)
+# and `run` (rule figures).
 TABLES = [s.name for s in tables_of("run", CFG)]
 THEORY_TABLES = [s.name for s in tables_of("theory", CFG)]
 SCALING_TABLES = [s.name for s in tables_of("scaling", CFG)]
-THEORY_FIGURES = ["fig2_theory"] + (
-    ["fig2_theory_reference"] if CFG["report"]["reference_configs"] else []
-)
-FIGURES = ["fig2_schedules", "position_loss", "tokenizer_curves", "ar_curves", "codebook_usage"]
+THEORY_FIGURES = figures_of("theory", CFG)
+FIGURES = figures_of("run", CFG)
 
 
 def captioned(path, category, subcategory=None):
@@ -337,6 +337,20 @@ def table_outputs(names, category):
             path = PATHS.table(t, ext)
             out[f"{t}_{ext}"] = path if ext == "rst" else captioned(path, category, t)
     return out
+
+
+def figure_outputs(specs):
+    """Outputs of figures: `figures`, each file in the report (under the figure's category,
+    captioned by its registered caption), and `captions`, the caption file of each."""
+    return {
+        "figures": [
+            captioned(PATHS.figure(stem, ext), spec.category)
+            for spec in specs
+            for stem in spec.files(CFG)
+            for ext in spec.formats
+        ],
+        "captions": [PATHS.figure(stem, "rst") for spec in specs for stem in spec.files(CFG)],
+    }
 
 
 def scaling_inputs():
@@ -366,10 +380,8 @@ def final_outputs():
     """Every table and figure and their provenance record (the default target, `all`)."""
     return (
         [PATHS.table(t) for t in THEORY_TABLES + TABLES]
-        + [PATHS.figure(f) for f in THEORY_FIGURES + FIGURES]
-        + per_pair(PATHS.sample_grid())
+        + [PATHS.figure(stem) for spec in THEORY_FIGURES + FIGURES for stem in spec.files(CFG)]
         + [PATHS.provenance()]
-        + per_pair(PATHS.sample_grid(view="per_class"))
     )
 
 

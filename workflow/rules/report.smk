@@ -47,19 +47,8 @@ rule figures:
         ar=per_schedule(rules.train_ar.output.model),
         samples=per_pair(rules.sample.output.samples),
     output:
-        curves=[
-            captioned(PATHS.figure(f, ext), "Figures") for f in FIGURES for ext in ("png", "pdf")
-        ],
-        samples=[captioned(p, "Samples") for p in per_pair(PATHS.sample_grid())],
-        per_class=[captioned(p, "Samples") for p in per_pair(PATHS.sample_grid(view="per_class"))],
-        reconstructions=captioned(PATHS.figure("reconstructions"), "Figures"),
-        captions=[
-            PATHS.figure(f, "rst")
-            for f in FIGURES
-            + ["reconstructions"]
-            + [Path(p).stem for p in per_pair(PATHS.sample_grid())]
-            + [Path(p).stem for p in per_pair(PATHS.sample_grid(view="per_class"))]
-        ],
+        # the registered figures (vcq.report.figures.FIGURES, docs/EXTENDING.md "Add a figure")
+        **figure_outputs(FIGURES),
     log:
         PATHS.log("figures"),
     retries: rule_retries("figures")
@@ -72,7 +61,7 @@ rule figures:
         tokenizer_log=per_schedule(PATHS.tokenizer_log()),
         ar_log=per_schedule(PATHS.ar_log()),
         manifest=manifest_flag,
-        out_dir=folder_of("curves"),
+        out_dir=folder_of("figures"),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/plot_figures.py --config {RESOLVED_CONFIG:q} '
         "--out-dir {params.out_dir:q} --entropy-csv {input.entropy:q} "

@@ -9,12 +9,7 @@ rule theory:
         data=dataset_ready() if CFG["report"]["n_images"] is None else [],
     output:
         **table_outputs(THEORY_TABLES, "Theory"),
-        figures=[
-            captioned(PATHS.figure(f, ext), "Theory")
-            for f in THEORY_FIGURES
-            for ext in ("png", "pdf")
-        ],
-        captions=[PATHS.figure(f, "rst") for f in THEORY_FIGURES],
+        **figure_outputs(THEORY_FIGURES),
     log:
         PATHS.log("theory"),
     retries: rule_retries("theory")

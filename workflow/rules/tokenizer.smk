@@ -39,10 +39,13 @@ rule eval_recon:
         **rule_resources("eval_recon"),
     params:
         config=config_hash("seed", "data", "encode", "eval", "tokenizer", per_schedule=True),
+        # beside the outputs, for a quick look (not read by any rule)
+        grid=PATHS.recon_grid(),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/eval_recon.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokenizer {input.tok:q} "
-        "--out {output.metrics:q} --out-images {output.images:q} > {log:q} 2>&1"
+        "--out {output.metrics:q} --out-images {output.images:q} --out-grid {params.grid:q} "
+        "> {log:q} 2>&1"
 
 
 rule encode_tokens:
@@ -80,7 +83,9 @@ rule measure_entropy:
         **rule_resources("measure_entropy"),
     params:
         config=config_hash("entropy", "tokenizer", per_schedule=True),
+        # beside the outputs, for a quick look (not read by any rule)
+        plot=PATHS.entropy(ext="png"),
     shell:
         '"$VCQ_PYTHON" pipeline_steps/measure_entropy.py --config {RESOLVED_CONFIG:q} '
         "--schedule {wildcards.schedule:q} --tokens {input.tokens:q} --tokenizer {input.tok:q} "
-        "--out {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"
+        "--out {output.json:q} --out-csv {output.csv:q} --out-plot {params.plot:q} > {log:q} 2>&1"
