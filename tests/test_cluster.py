@@ -74,6 +74,37 @@ def test_preflight_passes_on_sbatchs_refusal(monkeypatch):
     assert "; train_ar (" in line and line.rstrip(")").endswith("resources.<rule>")
 
 
+def test_preflight_checks_each_rules_own_partition(monkeypatch):
+    parts = {"cpu": {"Default": "YES", "MaxTime": "60"}, "gpu": {"MaxTime": "1-00:00:00"}}
+    monkeypatch.setattr(cluster, "partitions", lambda: parts)
+    offers = {"cpu": [(16, 64000, {})], "gpu": [(128, 10**6, {"": 8})]}
+    monkeypatch.setattr(cluster, "partition_nodes", lambda p: offers[p])
+    tested = []
+
+    def run(*cmd):
+        tested.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "sbatch: Job 3 to start at 2030-01-01")
+
+    monkeypatch.setattr(cluster, "_run", run)
+    sets = ["slurm.account=null", "resources.train_tokenizer.partition=gpu"]
+    cfg = load_config("config/imagenet/base.yaml", sets)
+    # the tokenizer is checked on `gpu` (8 GPUs, slices of its MaxTime, a day); eval_recon, with
+    # no partition of its own, on `cpu` (the default), whose MaxTime and nodes it exceeds
+    problems = cluster.preflight(cfg, ["train_tokenizer", "eval_recon"])
+    assert len(problems) == 1 and problems[0].startswith("eval_recon: asks 240 min")
+    assert "partition cpu allows 60 min (MaxTime)" in problems[0]
+    (tok,) = [c for c in tested if "-p" in c]
+    assert tok[tok.index("-p") + 1 :][:3] == ("gpu", "-t", "1440")
+    assert cluster.rule_resources(cfg, "train_tokenizer", 1440)["slurm_partition"] == "gpu"
+    # a partition the cluster lacks: one line naming the key and the rules
+    cfg = load_config("config/imagenet/base.yaml", [*sets[:1], "resources.train_ar.partition=a100"])
+    (line,) = [p for p in cluster.preflight(cfg, ["train_ar", "eval_fid"]) if "a100" in p]
+    assert line == (
+        "resources.train_ar.partition: no partition 'a100' on this cluster (partitions: cpu, gpu;"
+        " rules: train_ar)"
+    )
+
+
 def test_a_second_copy_refuses_while_the_first_lives(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     out = tmp_path / "final.pt"

@@ -117,10 +117,16 @@ def slice_minutes(total: int, max_time: int | None) -> int:
 MARGIN_ENV = "VCQ_SIGNAL_MARGIN_S"
 
 
+def rule_partition(cfg: Mapping, rule: str) -> str | None:
+    """The partition a rule's jobs ask for: its own `resources.<rule>.partition`, else
+    `slurm.partition` (None: the cluster's default)."""
+    return rule_spec(cfg, rule).get("partition") or cfg["slurm"]["partition"]
+
+
 def rule_resources(cfg: Mapping, rule: str, max_time: int | None = None) -> dict[str, object]:
     """Snakemake resources of a rule, in the keys snakemake-executor-plugin-slurm 2.8 turns into
     sbatch flags: one task per node with `cpus_per_task` CPUs, `mem_mb` and GPUs per node, and a
-    wall time of at most `max_time` (the partition's MaxTime) for a rule that runs in slices."""
+    wall time of at most `max_time` (its partition's MaxTime) for a rule that runs in slices."""
     r = rule_spec(cfg, rule)
     slurm = cfg["slurm"]
     # append: a requeued job (the next slice) keeps the job log of the slices before it
@@ -141,8 +147,8 @@ def rule_resources(cfg: Mapping, rule: str, max_time: int | None = None) -> dict
         out["gres"] = f"gpu:{model}:{r['gpus']}" if model else f"gpu:{r['gpus']}"
     if slurm["account"]:
         out["slurm_account"] = slurm["account"]
-    if slurm["partition"]:
-        out["slurm_partition"] = slurm["partition"]
+    if rule_partition(cfg, rule):
+        out["slurm_partition"] = rule_partition(cfg, rule)
     return out
 
 
@@ -238,17 +244,10 @@ def _node_problem(
 
 def preflight(cfg: Mapping, rules: list[str]) -> list[str]:
     """One line per problem of submitting each of `rules` under config `cfg` to this cluster
-    (partition, MaxTime, account association, node sizes, `sbatch --test-only` with the flags the
-    workflow passes); [] if everything fits."""
+    (each rule's partition, its MaxTime, the account's association, node sizes, `sbatch
+    --test-only` with the flags the workflow passes); [] if everything fits."""
     slurm = cfg["slurm"]
     parts = partitions()
-    target = partition_of(parts, slurm["partition"])
-    if target is None:
-        have = ", ".join(sorted(parts)) or "none"
-        what = f"no partition '{slurm['partition']}'" if slurm["partition"] else "no default one"
-        return [f"slurm.partition: {what} on this cluster (partitions: {have})"]
-    max_time = slurm_minutes(parts[target].get("MaxTime", "UNLIMITED"))
-    nodes = partition_nodes(target)
     problems = []
     account = slurm["account"]
     if account and shutil.which("sacctmgr"):
@@ -262,14 +261,23 @@ def preflight(cfg: Mapping, rules: list[str]) -> list[str]:
             ]
     margin = slurm["signal_margin_s"]
     refusals: dict[str, list[str]] = {}
+    nodes_of: dict[str, list] = {}
+    missing: dict[tuple[str, str | None], list[str]] = {}
     for rule in rules:
         spec = rule_spec(cfg, rule)
+        asked = rule_partition(cfg, rule)
+        target = partition_of(parts, asked)
+        if target is None:
+            key = f"resources.{rule}.partition" if spec.get("partition") else "slurm.partition"
+            missing.setdefault((key, asked), []).append(rule)
+            continue
+        max_time = slurm_minutes(parts[target].get("MaxTime", "UNLIMITED"))
         total = spec["runtime"]
         if max_time is not None and total > max_time and rule not in SLICED_RULES:
             problems.append(
                 f"{rule}: asks {total} min (resources.{rule}.runtime), partition {target} allows "
                 f"{max_time} min (MaxTime) and this step cannot continue in a new job: lower "
-                f"resources.{rule}.runtime or choose another slurm.partition"
+                f"resources.{rule}.runtime or choose another partition"
             )
             continue
         if rule in SLICED_RULES and min(total, max_time or total) * 60 < margin + MIN_SLICE_WORK_S:
@@ -279,7 +287,9 @@ def preflight(cfg: Mapping, rules: list[str]) -> list[str]:
                 f"end (slurm.signal_margin_s)"
             )
             continue
-        problem = _node_problem(rule, spec, slurm["gpu_model"], target, nodes)
+        if target not in nodes_of:
+            nodes_of[target] = partition_nodes(target)
+        problem = _node_problem(rule, spec, slurm["gpu_model"], target, nodes_of[target])
         if problem:
             problems.append(problem)
             continue
@@ -288,6 +298,12 @@ def preflight(cfg: Mapping, rules: list[str]) -> list[str]:
         answer = " ".join((out.stderr + out.stdout).replace("sbatch: error:", "").split())
         if out.returncode != 0 or "to start at" not in answer:
             refusals.setdefault(answer, []).append(f"{rule} ({' '.join(flags)})")
+    have = ", ".join(sorted(parts)) or "none"
+    for (key, asked), which in missing.items():
+        what = f"no partition '{asked}'" if asked else "no default partition"
+        problems.insert(
+            0, f"{key}: {what} on this cluster (partitions: {have}; rules: {', '.join(which)})"
+        )
     for answer, which in refusals.items():
         problems.append(
             f"sbatch --test-only refuses {'; '.join(which)}: {answer} (slurm.partition, "

@@ -131,16 +131,25 @@ def config_hash(*sections, per_schedule=False, per_preset=False):
     return digest
 
 
+# A rule's partition given as `--set-resources RULE:slurm_partition=P` (command line or profile) is
+# its `resources.<rule>.partition`: its MaxTime caps the slices and the preflight checks it.
+# (Snakemake keeps the value as the text given, a Python expression: 'gpu' with its quotes.)
+for _rule, _res in workflow.resource_settings.overwrite_resources.items():
+    _part = _res.get("slurm_partition")
+    _part = str(getattr(_part, "raw", _part) or "").strip("'\"")
+    if _part:
+        CFG["resources"].setdefault(_rule, {})["partition"] = _part
+
 # The partition's MaxTime caps each job of a rule that runs in slices (vcq.cluster.SLICED_RULES):
 # the config's runtime is the total, and the step requeues itself until it is done.
-_MAX_TIME = cluster.partition_max_minutes(CFG["slurm"]["partition"])
+_MAX_TIME = functools.cache(cluster.partition_max_minutes)
 
 
 def rule_resources(rule_name, log=None):
     """Snakemake resources of a rule as the SLURM plugin reads them (vcq.cluster.rule_resources).
     With the rule's `log` pattern: a retry after an attempt that ended in an `error:` line (bad
     config, input or checkpoint: it fails again) asks for one CPU and no GPU instead."""
-    res = cluster.rule_resources(CFG, rule_name, _MAX_TIME)
+    res = cluster.rule_resources(CFG, rule_name, _MAX_TIME(cluster.rule_partition(CFG, rule_name)))
     if log is None:
         return res
     small = cluster.retry_resources(res)
