@@ -11,6 +11,8 @@ from vcq.paths import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 # a name that is only a file type (a suffix swapped in by with_suffix) says nothing of a layout
+# Python 3.12 splits f-strings into tokens; their literal parts are checked like strings
+FSTRING_PART = getattr(tokenize, "FSTRING_MIDDLE", None)
 EXTENSIONS = {".json", ".png", ".pdf", ".csv", ".npz", ".npy", ".pt", ".md", ".h5", ".yaml"}
 
 
@@ -42,7 +44,8 @@ def spelled_paths(path: Path) -> list[tuple[int, str]]:
         if kind in (tokenize.COMMENT, tokenize.NL):
             continue
         statement = previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
-        if kind == tokenize.STRING and not statement and not re.search(r"\s", tok.string):
+        literal = (kind == tokenize.STRING and not statement) or kind == FSTRING_PART
+        if literal and not re.search(r"\s", tok.string):
             out.append((tok.start[0], tok.string))
         previous = kind
     return out
