@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # that uses it, and the lint's pattern matches comment text in common.smk ("per-rule ... onstart:").
 LINT_ACCEPTED := Specify a conda environment or container|No log directive defined|uses variable RESOLVED_CONFIG from outside|Mixed rules and functions in same snakefile
 
-.PHONY: setup lock check-lock doctor demo test test-all test-workflow test-slurm lint bench dryrun-imagenet report unlock clean
+.PHONY: setup lock check-lock doctor demo claims test test-all test-workflow test-slurm lint bench dryrun-imagenet report unlock clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,9 @@ doctor: $(STAMP)  ## torch, CUDA, GPUs, threads and versions against the lock
 demo: $(STAMP)  ## run the whole DAG on the embedded default data set
 	@test -f $(CONFIG) || { echo "error: CONFIG=$(CONFIG): no such file" >&2; exit 1; }
 	$(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES)
+
+claims: $(STAMP)  ## a finished run's key figures; fails when a README demo claim does not hold
+	$(BIN)/python -m vcq.report.claims --config $(CONFIG)
 
 test: $(STAMP)  ## the default (fast) test suite
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
