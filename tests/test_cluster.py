@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -403,3 +404,30 @@ def test_an_uncaught_deterministic_exception_is_not_retried_on_gpus(tmp_path, ra
         assert line.startswith(f"error: uncaught {raise_.split()[1].split('(')[0]}: ")
     else:
         assert line is None
+
+
+@pytest.mark.parametrize(("step_s", "grace_s", "waits"), [(2, 30, 2), (60, 2, 2)])
+def test_the_snakemake_in_a_job_exits_on_sigterm_once_its_step_has(step_s, grace_s, waits):
+    # Snakemake's own SIGTERM handler only stops scheduling and waits: a stand-in that does the
+    # same, running a step of `step_s` seconds, must exit after the step (or after `grace_s`).
+    script = f"""
+import signal, subprocess, sys, time
+from vcq import cluster
+class Scheduler:
+    def exit_gracefully(self, *args):
+        self.stopping = True
+cluster.exit_with_job(Scheduler, grace_s={grace_s})
+signal.signal(signal.SIGTERM, Scheduler().exit_gracefully)
+step = subprocess.Popen(["sleep", "{step_s}"])
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=_env(), stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline() == "ready\n"
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    assert rc == 128 + signal.SIGTERM and time.monotonic() - start >= waits - 0.5

@@ -13,9 +13,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -637,6 +639,49 @@ def patch_slurm_plugin() -> None:
     plugin.get_submit_command = _no_failed_node_exclusion(plugin.get_submit_command)
     _recording_submissions(plugin.Executor)
     plugin._vcq_patched = True
+
+
+# --- the Snakemake process inside a job -------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pids of every live process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":  # a zombie has ended, only not been reaped yet
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _exit_when_children_end(grace_s: float) -> None:
+    """Exit this process (128 + SIGTERM) once its child processes have ended, at most `grace_s`
+    seconds from now."""
+    end = time.monotonic() + grace_s
+    while _descendants(os.getpid()) and time.monotonic() < end:
+        time.sleep(0.5)
+    os._exit(128 + signal.SIGTERM)
+
+
+def exit_with_job(scheduler: type, grace_s: float = 60) -> None:
+    """Make SIGTERM end the Snakemake that runs a job's step (`scheduler`: its JobScheduler class,
+    whose handler only stops scheduling and waits): once the step has saved and exited, or
+    `grace_s` later. Without it that Snakemake outlived a job whose node went down."""
+    graceful = scheduler.exit_gracefully
+
+    def exit_gracefully(self, *args):  # noqa: ANN001, ANN202
+        graceful(self, *args)
+        threading.Thread(target=_exit_when_children_end, args=(grace_s,), daemon=True).start()
+
+    scheduler.exit_gracefully = exit_gracefully
 
 
 # --- command line --------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ accounting (slurmdbd, sacct):
    a request no node offers are refused, by the command and by the workflow before submitting.
 2. config/test_slurm.yaml runs through workflow/profiles/slurm: the tokenizer's job crosses its
    time limit twice (warned, it saves and requeues itself as the same job), then its node is set
-   down mid-slice (SLURM requeues it, the workflow goes on), and the tables equal those of a local
-   run of the same config.
+   down mid-slice (SLURM requeues it, the workflow goes on; no process of the job outlives it), and
+   the tables equal those of a local run of the same experiment into another work folder on the
+   same data root, started side by side with it from the same directory (data generated once).
 3. A cancelled job is reported as failed within one status interval; a killed `snakemake` rerun
    refuses (naming the running job) instead of submitting a duplicate.
 noaccounting (after a restart without slurmdbd):
@@ -94,10 +95,12 @@ def overrides(root: Path, experiment: str = "test_slurm") -> list[str]:
 
 
 def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), timeout: int) -> Path:
-    """Run config/test_slurm.yaml (+ SLICES) with its outputs under tmp/name; the results folder."""
+    """Run config/test_slurm.yaml (+ SLICES) with its outputs under tmp/name and its data under
+    tmp/slurm/data (shared by every run); the results folder."""
     root = tmp / name
     cmd = [SNAKEMAKE, "--configfile", CONFIG, str(tmp / "slices.yaml"), "--config"]
-    cmd += [*overrides(root), *config, *args]
+    cmd += [*overrides(root)[:1], f"data={{root: {tmp}/slurm/data}}", *overrides(root)[2:]]
+    cmd += [*config, *args]
     log(" ".join(cmd))
     start = time.time()
     with open(tmp / f"{name}.log", "w") as f:
@@ -275,7 +278,34 @@ def check_slices_and_node_failure(tmp: Path) -> Path:
     if runs < 4 or "Trying to restart" in (tmp / "slurm.log").read_text():
         raise SystemExit(f"expected one job in at least 4 runs and no retry ({runs} runs)")
     log(f"tokenizer: one SLURM job, {runs} runs; slices saved and resumed at steps {saved}")
+    left = wait_for_none(lambda: job_processes(watcher.job), 90)
+    if left:
+        raise SystemExit(f"processes of SLURM job {watcher.job} outlived it: {left}")
+    log(f"no process of SLURM job {watcher.job} outlived it")
     return results
+
+
+def job_processes(job: str) -> list[str]:
+    """Command lines of the live processes of SLURM job `job` (SLURM_JOB_ID in their environ)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if f"SLURM_JOB_ID={job}".encode() in env and stat[0] != "Z":
+            found.append(f"{proc.name}: {cmd[:200]}")
+    return found
+
+
+def wait_for_none(find, limit: float) -> list:
+    """Poll `find()` every second for up to `limit` s until it is empty; its last value."""
+    end = time.time() + limit
+    while (found := find()) and time.time() < end:
+        time.sleep(1)
+    return found
 
 
 def same_tables(a: Path, b: Path) -> None:
@@ -350,11 +380,39 @@ def main() -> None:
     (tmp / "slices.yaml").write_text(SLICES)
     if args.part == "accounting":
         check_preflight(tmp)
+        # the same experiment into another work folder, on the same data, beside the SLURM run
+        local: dict[str, object] = {}
+
+        def run_local() -> None:
+            try:
+                local["results"] = workflow(
+                    tmp,
+                    "local",
+                    "--profile",
+                    "workflow/profiles/local",
+                    "--cores",
+                    "1",
+                    timeout=900,
+                )
+            except BaseException as e:  # noqa: BLE001 (reported by the main thread)
+                local["error"] = e
+
+        beside = threading.Thread(target=run_local, daemon=True)
+        beside.start()
         on_slurm = check_slices_and_node_failure(tmp)
-        local = workflow(
-            tmp, "local", "--profile", "workflow/profiles/local", "--cores", "2", timeout=900
+        beside.join(900)
+        if "results" not in local:
+            raise SystemExit(f"the local run beside the SLURM run failed: {local.get('error')!r}")
+        same_tables(on_slurm, local["results"])
+        made = sum(
+            (tmp / run / "work/test_slurm/logs/make_dataset.log")
+            .read_text()
+            .count("generated the synthetic set")
+            for run in ("slurm", "local")
         )
-        same_tables(on_slurm, local)
+        if made != 1:
+            raise SystemExit(f"the shared data set was generated {made} times, not once")
+        log("a local run of the experiment ran beside the SLURM run; the data was generated once")
         check_cancel_and_rerun(tmp)
     else:
         # no slurmdbd: sacct fails, so the status must come from squeue (MinJobAge 300 s >= 120 s)

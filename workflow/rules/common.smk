@@ -224,8 +224,14 @@ envvars:
 # Inside a SLURM job, the slice warning (sbatch --signal=USR1@margin, vcq.preempt) reaches every
 # process of the job step: Snakemake and the shells it starts ignore it (their children inherit
 # SIG_IGN); only a step's ranks, which install a handler, act on it.
+# SIGTERM (scancel, a node set down, the time limit) ends that Snakemake once its step has saved and
+# exited: its own handler would wait on, outliving the job (vcq.cluster.exit_with_job).
 if os.environ.get("SLURM_JOB_ID"):
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        from snakemake.scheduling.job_scheduler import JobScheduler
+
+        cluster.exit_with_job(JobScheduler)
 cluster.patch_slurm_plugin()
 
 
