@@ -4,9 +4,10 @@ Generates a folder of JPEGs (ImageNet's typical size), then times the training D
 `vcq.train.tokenizer` (TrainCrops over ImageFolderDataset, step batch sampler, uint8 batches) with
 0 and 2 workers at 256 px, every process on one torch thread as a loader worker runs (the 0-worker
 rate is one worker's). Beside it: the decode time of one JPEG with PIL (what the loader uses) and
-with torchvision.io.decode_jpeg, and the rate one GPU needs at the paper's batch (256 over 8 GPUs =
-32 images per GPU per step) and a 50 ms step (a Base-tokenizer step at 40-50 % MFU on an H100),
-as CPU cores per GPU. Last line: images/s with 2 workers and the rate one GPU needs.
+with torchvision.io.decode_jpeg (alone, and as the loader would use it), and the rate one GPU needs
+at the paper's batch (256 over 8 GPUs = 32 images per GPU per step) and a 50 ms step (a
+Base-tokenizer step at 40-50 % MFU on an H100), as CPU cores per GPU. Last line: images/s with 2
+workers and the rate one GPU needs.
 """
 
 from __future__ import annotations
@@ -62,16 +63,29 @@ def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> floa
 
 
 def decode_ms(path: Path, repeat: int = 50) -> dict[str, float]:
-    """Milliseconds to decode `path` to RGB: PIL (the loader's decoder) and torchvision's."""
+    """Milliseconds to decode `path` to RGB: PIL as the loader does (`load_rgb`: file, header,
+    EXIF orientation, RGB image), torchvision's decode_jpeg alone (bytes in memory to a tensor),
+    and decode_jpeg as the loader would have to use it for the same pixels (read the file and the
+    header for the mode and orientation, hand a PIL image to the PIL resize)."""
+    import numpy as np
+    import torch
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     from vcq.data.images import load_rgb
 
     data = read_file(str(path))
+
+    def as_the_loader() -> Image.Image:
+        with Image.open(path) as im:
+            assert im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1
+        raw = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        return Image.fromarray(decode_jpeg(raw, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy())
+
     timings = {}
     for name, decode in (
-        ("PIL", lambda: load_rgb(path)),
-        ("torchvision.io.decode_jpeg", lambda: decode_jpeg(data, mode=ImageReadMode.RGB)),
+        ("PIL (load_rgb, the loader's)", lambda: load_rgb(path)),
+        ("torchvision.io.decode_jpeg alone", lambda: decode_jpeg(data, mode=ImageReadMode.RGB)),
+        ("torchvision.io.decode_jpeg as the loader would use it", as_the_loader),
     ):
         decode()
         t0 = time.perf_counter()
@@ -103,7 +117,7 @@ def main() -> None:
     for w, r in rates.items():
         print(f"{w} workers: {r:7.1f} images/s")
     for name, ms in decode.items():
-        print(f"decode one 500x375 JPEG with {name}: {ms:.2f} ms")
+        print(f"decode one 500x375 JPEG, {name}: {ms:.2f} ms")
     print(
         f"one GPU needs {need:.0f} images/s "
         f"(batch {PAPER_BATCH} on {GPUS} GPUs, {STEP_S * 1e3:.0f} ms step): "
