@@ -94,6 +94,10 @@ def overrides(root: Path, experiment: str = "test_slurm") -> list[str]:
     ]
 
 
+# the workflow runs started (stopped when the checks stop, also on failure)
+RUNNING: list[subprocess.Popen] = []
+
+
 def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), timeout: int) -> Path:
     """Run config/test_slurm.yaml (+ SLICES) with its outputs under tmp/name and its data under
     tmp/slurm/data (shared by every run); the results folder."""
@@ -104,10 +108,13 @@ def workflow(tmp: Path, name: str, *args: str, config: tuple[str, ...] = (), tim
     log(" ".join(cmd))
     start = time.time()
     with open(tmp / f"{name}.log", "w") as f:
-        out = subprocess.run(
-            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=False
-        )
-    if out.returncode != 0:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        RUNNING.append(proc)
+        try:
+            rc = proc.wait(timeout=timeout)
+        finally:
+            proc.kill()  # after a timeout, or when the check stops (no-op once it has exited)
+    if rc != 0:
         raise SystemExit(
             f"{name} run failed (log: {tmp / f'{name}.log'}):\n"
             + (tmp / f"{name}.log").read_text()[-3000:]
@@ -399,8 +406,13 @@ def main() -> None:
 
         beside = threading.Thread(target=run_local, daemon=True)
         beside.start()
-        on_slurm = check_slices_and_node_failure(tmp)
-        beside.join(900)
+        try:
+            on_slurm = check_slices_and_node_failure(tmp)
+            beside.join(900)
+        finally:
+            for proc in RUNNING:
+                if proc.poll() is None:
+                    proc.terminate()
         if "results" not in local:
             raise SystemExit(f"the local run beside the SLURM run failed: {local.get('error')!r}")
         same_tables(on_slurm, local["results"])
