@@ -431,3 +431,15 @@ while True:
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)
     assert rc == 128 + signal.SIGTERM and time.monotonic() - start >= waits - 0.5
+
+
+def test_a_lock_message_names_the_live_run_whose_files_are_locked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cluster.record_run("a", "work/a", "results/a")
+    cluster.record_run("b", "work/b", "results/b")
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # seen from another Snakemake process
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks/0.output.lock").write_text("results/b/tables/table1.md\n")
+    line = cluster.lock_message(tmp_path / "locks")
+    assert "live Snakemake run: experiment b (work folder" in line and "experiment a " not in line
+    assert line.endswith("wait for it to end (`--unlock` would remove a live run's lock)")
