@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import ROWS as N
+from _common import VIEWS as V
+from _common import write_random_store
 
-from vcq.data.tokens import TokenStore, TokenWriter, read_pairs
+from vcq.data.tokens import TokenStore, read_pairs
 from vcq.train.batches import TokenBatches
 
-N, V, L, B = 20_000, 10, 256, 64
+B = 64
 
 
 def all_views(ds, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
@@ -41,24 +44,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.h5"
-        w = TokenWriter(
-            path,
-            num_rows=N,
-            k_sizes=[16384] * L,
-            view_names=[str(v) for v in range(V)],
-            num_classes=1000,
-            schedule="c",
-            tokenizer_sha256="x",
-            chunk_rows=64,
-        )
-        with w:
-            for a in range(0, N, 2000):
-                w.write(
-                    np.arange(a, a + 2000),
-                    rng.integers(0, 16384, (2000, V, L)),
-                    rng.integers(0, 1000, 2000),
-                )
-            w.finalize()
+        write_random_store(path, rng)
         keys = [(rng.integers(0, N, B), rng.integers(0, V, B)) for _ in range(50)]
         with TokenStore(path) as store:
             for rows, views in keys[:5]:  # warm the page cache

@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import ROWS as N
+from _common import VIEWS as V
+from _common import write_random_store
 
-from vcq.data.tokens import TokenStore, TokenWriter, read_pairs, view_checksums
+from vcq.data.tokens import TokenStore, read_pairs, view_checksums
 
-N, V, L, B, SCAN = 20_000, 10, 256, 64, 4096
+B, SCAN = 64, 4096
 
 
 def seconds(fn, repeats: int = 5) -> float:
@@ -33,25 +36,6 @@ def seconds(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def write_store(path: Path, rng: np.random.Generator) -> None:
-    """A complete store written by the token store's writer."""
-    w = TokenWriter(
-        path,
-        num_rows=N,
-        k_sizes=[16384] * L,
-        view_names=[str(v) for v in range(V)],
-        num_classes=1000,
-        schedule="c",
-        tokenizer_sha256="x",
-        chunk_rows=64,
-    )
-    with w:
-        for a in range(0, N, 2000):
-            tokens = rng.integers(0, 16384, (2000, V, L))
-            w.write(np.arange(a, a + 2000), tokens, rng.integers(0, 1000, 2000))
-        w.finalize()
-
-
 def verify(tokens: np.ndarray, expected: np.ndarray) -> None:
     """The verification `TokenStore` does on every read."""
     if (view_checksums(tokens) != expected).any():
@@ -62,7 +46,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.h5"
-        write_store(path, rng)
+        write_random_store(path, rng)
         keys = [(rng.integers(0, N, B), rng.integers(0, V, B)) for _ in range(50)]
         with TokenStore(path) as store:
             starts = range(0, N, SCAN)
