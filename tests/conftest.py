@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules (test modules never import each other)."""
 
+import hashlib
 import json
 import os
 import re
@@ -10,18 +11,14 @@ import sys
 from collections import Counter
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-import vcq.tokenizer
-from vcq.config import k_sizes_for, load_config, load_schema, resolve_model, validate
+from vcq.config import load_schema, resolve_model, validate
 from vcq.data.tokens import TokenWriter
-from vcq.tokenizer import build_tokenizer, save_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,11 +32,171 @@ def snakemake_exe() -> str:
     return exe
 
 
+class Snakemake:
+    """Snakemake run in a subprocess from the checkout, with this checkout's `vcq` (PYTHONPATH) and
+    one thread per process unless `env` says otherwise."""
+
+    def __init__(self, exe: str, tmp: Path):
+        self.exe, self.tmp = exe, tmp
+
+    def __call__(
+        self,
+        *args: str | Path,
+        config: Path | str | dict | None = None,
+        profile: str | None = "local",
+        check: bool = True,
+        env: dict | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess:
+        """`snakemake [--profile workflow/profiles/PROFILE] ARGS [--configfile CONFIG]`; a dict
+        `config` is written to a YAML file first; `check`: the run must succeed."""
+        cmd = [self.exe]
+        if profile is not None:
+            cmd += ["--profile", f"workflow/profiles/{profile}"]
+        if isinstance(config, dict):
+            text = yaml.safe_dump(config)
+            # named by content: the same dict is the same --configfile on every call
+            config = self.tmp / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+            config.write_text(text)
+        cmd += map(str, args)
+        if config is not None:  # last: --configfile takes every word up to the next option
+            cmd += ["--configfile", str(config)]
+        out = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env or {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+            timeout=timeout,
+            check=False,
+        )
+        assert out.returncode == 0 or not check, (out.stdout + out.stderr)[-3000:]
+        return out
+
+    @staticmethod
+    def planned(out: subprocess.CompletedProcess) -> Counter:
+        """Rule -> jobs of a dry run's job stats (empty when nothing is to be done)."""
+        if "Job stats:" not in out.stdout:
+            return Counter()
+        stats = out.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+        counts = Counter(
+            {
+                m.group(1): int(m.group(2))
+                for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)
+            }
+        )
+        del counts["total"]
+        return counts
+
+
+@pytest.fixture(scope="session")
+def run_snakemake(snakemake_exe, tmp_path_factory) -> Snakemake:
+    """`run_snakemake(*args, config=None, profile="local", check=True, env=None, timeout=600)`
+    -> CompletedProcess; `run_snakemake.planned(out)`: the dry run's rule -> job count."""
+    return Snakemake(snakemake_exe, tmp_path_factory.mktemp("snakemake_configs"))
+
+
+class Python:
+    """Python run in a subprocess from the checkout, on one thread, with this checkout's `vcq`."""
+
+    def __call__(self, *args: str | Path) -> subprocess.CompletedProcess:
+        """`python ARGS` (a script or `-m module` and its arguments), succeeding or not."""
+        return subprocess.run(
+            [sys.executable, *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+            check=False,
+        )
+
+    @staticmethod
+    def error_line(out: subprocess.CompletedProcess) -> str:
+        """The last stderr line of a run that must have failed with exit 1 and no traceback."""
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        return out.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def run_python() -> Python:
+    """`run_python(*args)` -> CompletedProcess of `python ARGS` from the checkout;
+    `run_python.error_line(out)`: the one `error:` line of a failed step."""
+    return Python()
+
+
+def _figure_pixels(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A written figure's content: a PDF is a whole PDF document; a PNG is `size` (width, height)
+    pixels if given and not blank (several colours, over 1 % of pixels off the background). The
+    PNG's RGB pixels, None for a PDF."""
+    if path.suffix == ".pdf":
+        data = path.read_bytes()
+        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:], path
+        return None
+    with Image.open(path) as im:
+        assert im.format == "PNG" and (size is None or im.size == size), (path, im.size)
+        pixels = np.asarray(im.convert("RGB"))
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    assert len(colours) >= 4 and counts.max() < 0.99 * counts.sum(), f"{path} is blank"
+    return pixels
+
+
+@pytest.fixture(scope="session")
+def figure_pixels():
+    """`figure_pixels(path, size=None)`: a figure file has content (_figure_pixels); its pixels."""
+    return _figure_pixels
+
+
 @pytest.fixture
-def in_checkout(monkeypatch) -> Path:
-    """Run from the checkout, where configs' relative paths (e.g. report.paper_numbers) point."""
-    monkeypatch.chdir(ROOT)
-    return ROOT
+def tiny_disk(tmp_path):
+    """A 16 KiB tmpfs (root only): a real ENOSPC, not a simulated one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+            capture_output=True,
+            check=False,
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def write_token_store(
+    path: Path,
+    tokens: np.ndarray,
+    k_sizes,
+    labels: np.ndarray | None = None,
+    num_classes: int = 1,
+    sha: str = "x",
+    view_names: list[str] | None = None,
+    schedule: str = "s",
+    chunk_rows: int = 64,
+) -> Path:
+    """A complete token store of `tokens` (rows, views, L) written in one call by the store's
+    writer; labels 0 unless given, views v0, v1, ... unless named."""
+    labels = np.zeros(len(tokens), np.int64) if labels is None else labels
+    with TokenWriter(
+        path,
+        num_rows=len(tokens),
+        k_sizes=k_sizes,
+        view_names=view_names or [f"v{i}" for i in range(tokens.shape[1])],
+        num_classes=num_classes,
+        schedule=schedule,
+        tokenizer_sha256=sha,
+        chunk_rows=chunk_rows,
+    ) as w:
+        w.write(np.arange(len(tokens)), tokens, labels)
+        return w.finalize()
+
+
+@pytest.fixture(scope="session")
+def token_store():
+    """`token_store(path, tokens, k_sizes, labels=None, num_classes=1, sha="x", view_names=None,
+    schedule="s", chunk_rows=64)` -> path: a complete token store written by the store's writer."""
+    return write_token_store
 
 
 class TrainARStep:
@@ -57,17 +214,9 @@ class TrainARStep:
         labels = rng.integers(0, 4, n)
         start = rng.integers(0, K, (n, V, 1))
         tok = (start + (labels[:, None, None] + 1) * np.arange(L)) % K
-        with TokenWriter(
-            path,
-            num_rows=n,
-            k_sizes=np.full(L, K),
-            view_names=["a", "b"],
-            num_classes=4,
-            schedule="c",
-            tokenizer_sha256=sha,
-        ) as w:
-            w.write(np.arange(n), tok, labels)
-            w.finalize()
+        write_token_store(
+            path, tok, np.full(L, K), labels, 4, sha, view_names=["a", "b"], schedule="c"
+        )
 
     def config(self, steps: int, **train) -> Path:
         """A config of one constant schedule `c` and the `ar_tiny` model trained for `steps`."""
@@ -215,171 +364,20 @@ def run_step():
     return _run_step
 
 
-def _encode_args(cfg_path: Path, tokenizer: Path, split: str, out: Path) -> list[str]:
-    return [
-        "--config",
-        str(cfg_path),
-        "--schedule",
-        "cosine",
-        "--tokenizer",
-        str(tokenizer),
-        "--split",
-        split,
-        "--out",
-        str(out),
-    ]
-
-
 @pytest.fixture(scope="session")
-def encode_args():
-    """`encode_args(config, tokenizer, split, out)`: encode_tokens' arguments for schedule
-    `cosine` of the config, the split encoded by the tokenizer checkpoint into `out`."""
-    return _encode_args
-
-
-class EncodeSetup(NamedTuple):
-    """Synthetic data made by make_dataset and an untrained tiny tokenizer `final.pt`, in `tmp`."""
-
-    tmp: Path
-    cfg_path: Path
-    cfg: dict
-
-    def args(self, split: str, out: Path) -> list[str]:
-        """encode_tokens' arguments for `split` with this tokenizer, written to `out`."""
-        return _encode_args(self.cfg_path, self.tmp / "final.pt", split, out)
-
-    def encode(self, out: Path, split: str = "train", *extra: str) -> None:
-        """Run encode_tokens in this process; `extra` arguments after the others."""
-        _run_step("encode_tokens", *self.args(split, out), *extra)
-
-
-def _encode_setup(tmp: Path, train_per_class: int, batch_size: int) -> EncodeSetup:
-    cfg_path = tmp / "cfg.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(
-            {
-                "experiment": "t",
-                "device": "cpu",
-                "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 64}],
-                "data": {
-                    "root": str(tmp / "data"),
-                    "num_classes": 3,
-                    "train_per_class": train_per_class,
-                    "val_per_class": 2,
-                },
-                "tokenizer": {
-                    "model": "tokenizer_tiny",
-                    "num_tokens": 32,
-                    "quantizer": {"kind": "vcq", "vcq": {"code_dim": 8}},
-                },
-                "encode": {"batch_size": batch_size, "chunk_rows": 4},
-            }
-        )
-    )
-    cfg = load_config(cfg_path)
-    _run_step("make_dataset", "--config", cfg_path)
-    torch.manual_seed(0)
-    model = build_tokenizer(cfg["tokenizer"], k_sizes_for(cfg, "cosine"))
-    save_tokenizer(tmp / "final.pt", model, cfg, {"schedule": "cosine"})
-    return EncodeSetup(tmp, cfg_path, cfg)
-
-
-@pytest.fixture(scope="session")
-def make_encode_setup():
-    """`make_encode_setup(tmp, train_per_class, batch_size)` -> EncodeSetup: 3 classes of
-    `train_per_class` train and 2 val images, schedule `cosine` of 32 tokens, encoding in batches
-    of `batch_size` and chunks of 4 rows."""
-    return _encode_setup
-
-
-class SampleStep:
-    """`pipeline_steps/sample.py` in this process for schedule `c` of `c.yaml`, with the AR model
-    `ar.pt` and a stand-in tokenizer `tok.pt` (its bytes only feed the chunk key)."""
-
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch):
-        self.tmp, self.monkeypatch = tmp, monkeypatch
-
-    def stand_in_tokenizer(self, scale: float) -> None:
-        """Decode token ids as grey levels `id / scale - 1`, 4 pixels wide."""
-
-        class FakeTokenizer(torch.nn.Module):
-            def decode_indices(self, idx):
-                return (idx.float()[:, None, :, None] / scale - 1).expand(-1, 3, -1, 4)
-
-        self.monkeypatch.setattr(
-            vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer()
-        )
-        (self.tmp / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
-
-    def config(self, k_max: int, preset: dict, **sampling) -> None:
-        """One constant schedule `c` of `k_max` and one preset; `sampling` keys beside it."""
-        cfg = {
-            "experiment": "t",
-            "device": "cpu",
-            "schedules": [{"name": "c", "kind": "constant", "k_max": k_max}],
-            "sampling": {"presets": [preset], **sampling},
-        }
-        (self.tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
-
-    def run(self, preset: str, *overrides: str) -> Path:
-        """Sample `preset` into s/PRESET.npz with `--set` overrides; the output path."""
-        out = self.tmp / "s" / f"{preset}.npz"
-        _run_step(
-            "sample",
-            "--config",
-            self.tmp / "c.yaml",
-            "--schedule",
-            "c",
-            "--preset",
-            preset,
-            "--ar",
-            self.tmp / "ar.pt",
-            "--tokenizer",
-            self.tmp / "tok.pt",
-            "--out",
-            out,
-            *[a for o in overrides for a in ("--set", o)],
-        )
-        return out
-
-
-@pytest.fixture
-def sample_step(tmp_path, monkeypatch) -> SampleStep:
-    """The sample step in `tmp_path` (see SampleStep)."""
-    return SampleStep(tmp_path, monkeypatch)
-
-
-@pytest.fixture(scope="session")
-def dry_run(snakemake_exe):
+def dry_run(run_snakemake):
     """`dry_run(config, profile)` -> (rule counts, (rule, wildcards) per job, printed plan) of a
     forced dry run from the checkout, each plan computed once per session."""
-    return cache(lambda config, profile: plan(snakemake_exe, config, profile))
+    return cache(lambda config, profile: plan(run_snakemake, config, profile))
 
 
 def plan(
-    snakemake_exe: str, config: str, profile: str
+    run_snakemake: Snakemake, config: str, profile: str
 ) -> tuple[Counter, list[tuple[str, dict]], str]:
     """A forced dry run (every job planned whether or not outputs exist): rule -> job count,
     (rule, wildcards) per job, and the printed plan."""
-    cmd = [
-        snakemake_exe,
-        "-n",
-        "--forceall",
-        "--profile",
-        f"workflow/profiles/{profile}",
-        "--configfile",
-        config,
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    stats = out.stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    counts = Counter(
-        {
-            m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.MULTILINE)
-        }
-    )
-    del counts["total"]
+    out = run_snakemake("-n", "--forceall", config=config, profile=profile, timeout=300)
+    counts = run_snakemake.planned(out)
     jobs = []
     for block in re.split(r"^(?:local)?rule (?=\w+:)", out.stdout, flags=re.MULTILINE)[1:]:
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
@@ -387,27 +385,3 @@ def plan(
         jobs.append((block.split(":", 1)[0], dict(p.split("=", 1) for p in pairs)))
     assert Counter(rule for rule, _ in jobs) == counts
     return counts, jobs, out.stdout
-
-
-@pytest.fixture
-def make_tokenizer():
-    """A builder of 16 px, width-16 tokenizers for given K_t (quantizer options as keywords)."""
-    from vcq.tokenizer import Tokenizer, TokenizerConfig
-
-    def build(k_sizes, **quantizer) -> Tokenizer:
-        return Tokenizer(
-            TokenizerConfig(
-                image_size=16,
-                patch_size=8,
-                enc_width=16,
-                enc_depth=1,
-                enc_heads=2,
-                dec_width=16,
-                dec_depth=1,
-                dec_heads=2,
-                k_sizes=list(k_sizes),
-                quantizer={"kind": "vcq", "vcq": {"code_dim": 4, **quantizer}},
-            )
-        )
-
-    return build

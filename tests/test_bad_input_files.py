@@ -4,9 +4,6 @@
 import errno
 import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -31,28 +28,11 @@ from vcq.runfiles import (
     write_samples,
 )
 from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-from vcq.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vcq.train.checkpoint import CheckpointError
 from vcq.train.log import JsonlLog
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config/default.yaml"
-
-
-def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-
-
-def _one_error_line(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    return r.stderr.strip().splitlines()[-1]
 
 
 def _truncate(path: Path, keep: float = 0.5) -> Path:
@@ -129,11 +109,13 @@ def test_a_metrics_file_that_is_not_a_record_names_its_rule(tmp_path):
         read_metrics(tmp_path / "m.json", "eval_recon")
 
 
-def test_the_fid_step_refuses_a_truncated_sample_file_in_one_line(tmp_path):
+def test_the_fid_step_refuses_a_truncated_sample_file_in_one_line(tmp_path, run_python):
     samples = _truncate(_samples(tmp_path / "s.npz"))
     out = tmp_path / "o.json"
-    r = _cli("pipeline_steps/eval_fid.py", "--config", DEMO, "--samples", samples, "--out", out)
-    assert _one_error_line(r).startswith(f"error: {samples}: truncated or malformed")
+    r = run_python(
+        "pipeline_steps/eval_fid.py", "--config", DEMO, "--samples", samples, "--out", out
+    )
+    assert run_python.error_line(r).startswith(f"error: {samples}: truncated or malformed")
     assert "rerun the `sample` rule" in r.stderr and not out.exists()
 
 
@@ -159,36 +141,29 @@ def test_a_missing_model_file_names_the_rule_that_writes_it(tmp_path):
         load_ar(tmp_path / "final.pt")
 
 
-def test_truncated_resume_state_says_training_restarts(tmp_path):
-    save_checkpoint(tmp_path / "last.pt", {"step": 3, "w": torch.ones(1000)})
-    _truncate(tmp_path / "last.pt")
-    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable.*starts from step 0"):
-        load_checkpoint(tmp_path / "last.pt")
-
-
-def test_missing_inception_weights_stop_eval_recon_before_it_reconstructs(tmp_path):
+def test_missing_inception_weights_stop_eval_recon_before_it_reconstructs(tmp_path, run_python):
     # the tokenizer does not exist either: the weights are checked first, before anything loads
-    r = _cli(
+    r = run_python(
         "pipeline_steps/eval_recon.py",
         *("--config", DEMO, "--schedule", "constant", "--tokenizer", tmp_path / "final.pt"),
         *("--out", tmp_path / "r.json", "--out-images", tmp_path / "r.npz"),
         *("--set", "eval.feature_extractor=inception"),
         *("--set", f"eval.inception_weights={tmp_path / 'inception.pth'}"),
     )
-    line = _one_error_line(r)
+    line = run_python.error_line(r)
     assert line.startswith(f"error: {tmp_path / 'inception.pth'}: feature extractor weights")
     assert "eval.inception_weights" in line and "download" in line
 
 
-def test_missing_lpips_weights_stop_tokenizer_training_before_it_starts(tmp_path):
+def test_missing_lpips_weights_stop_tokenizer_training_before_it_starts(tmp_path, run_python):
     # no data folder either: the weights are checked first
-    r = _cli(
+    r = run_python(
         "pipeline_steps/train_tokenizer.py",
         *("--config", DEMO, "--schedule", "constant", "--out", tmp_path / "t/final.pt"),
         *("--set", f"data.root={tmp_path / 'nodata'}"),
         *("--set", f"tokenizer.train.lpips_weights={tmp_path / 'vgg.pth'}"),
     )
-    line = _one_error_line(r)
+    line = run_python.error_line(r)
     assert line.startswith(f"error: {tmp_path / 'vgg.pth'}: LPIPS trunk weights not found")
     assert "tokenizer.train.lpips_weights" in line
 
@@ -258,7 +233,7 @@ def test_stop_after_does_not_claim_a_final_model(image_folder, run_step, tmp_pat
 
 
 @pytest.mark.slow
-def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_path):
+def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_path, run_python):
     image_folder(tmp_path / "data/train", n=8, shape=(20, 20))
     cfg = {
         "extends": str(DEMO),
@@ -269,7 +244,7 @@ def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_pa
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "t/final.pt"
-    r = _cli(
+    r = run_python(
         *("-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"),
         "pipeline_steps/train_tokenizer.py",
         *("--config", tmp_path / "c.yaml", "--schedule", "constant", "--out", out),

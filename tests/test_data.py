@@ -226,3 +226,22 @@ def test_make_dataset_stops_when_a_split_loses_more_images_than_allowed(tmp_path
     allow = ["--set", "data.max_unreadable=0.5"]
     run_step("make_dataset", "--config", cfg, *allow, "--out", tmp_path / "m.json")
     assert read_json(tmp_path / "m.json")["counts"] == {"train": 2, "val": 4}
+
+
+def test_symlinks_are_not_followed_out_of_the_data_root(image_folder, tmp_path):
+    root = image_folder(tmp_path / "data", n=4)
+    outside = image_folder(tmp_path / "elsewhere", n=4)
+    (root / "c0" / "loop").symlink_to(root / "c0", target_is_directory=True)
+    (root / "c0" / "loop.png").symlink_to(root / "c0")
+    (root / "c1" / "foreign.png").symlink_to(outside / "c1" / "1.png")
+    (root / "c1" / "inside.png").symlink_to(root / "c1" / "1.png")
+    (root / "c2").symlink_to(outside / "c0", target_is_directory=True)
+    data = ImageFolderDataset(root)
+    assert data.classes == ["c0", "c1"]
+    assert sorted(p.name for p, _ in data.samples) == [
+        "0.png",
+        "1.png",
+        "2.png",
+        "3.png",
+        "inside.png",
+    ]

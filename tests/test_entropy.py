@@ -2,16 +2,14 @@
 
 import json
 import math
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from vcq.data.tokens import TokenWriter
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
 from vcq.runfiles import read_entropy_csv
 from vcq.schedules import schedule_k_sizes
@@ -97,23 +95,9 @@ def test_measured_cliff_ignores_an_early_redundant_token():
     assert r.cond_entropy[1] == 0.0 and measured_cliff(r, 0.1) == 3
 
 
-def _write_store(path, tokens, k_sizes):
-    w = TokenWriter(
-        path,
-        num_rows=len(tokens),
-        k_sizes=k_sizes,
-        view_names=[f"v{i}" for i in range(tokens.shape[1])],
-        num_classes=1,
-        schedule="s",
-        tokenizer_sha256="x",
-    )
-    w.write(np.arange(len(tokens)), tokens, np.zeros(len(tokens), np.int64))
-    return w.finalize()
-
-
-def test_reads_one_view_or_all_in_chunks(tmp_path):
+def test_reads_one_view_or_all_in_chunks(tmp_path, token_store):
     tokens = np.arange(5 * 2 * 3, dtype=np.uint16).reshape(5, 2, 3)
-    _write_store(tmp_path / "t.h5", tokens, [64, 64, 64])
+    token_store(tmp_path / "t.h5", tokens, [64, 64, 64])
     one, k = read_token_matrix(tmp_path / "t.h5", 1, chunk_rows=2)
     np.testing.assert_array_equal(one, tokens[:, 1]) and np.testing.assert_array_equal(k, [64] * 3)
     both, _ = read_token_matrix(tmp_path / "t.h5", "all", max_rows=4, chunk_rows=3)
@@ -121,38 +105,32 @@ def test_reads_one_view_or_all_in_chunks(tmp_path):
     assert one.dtype == np.uint16
 
 
-def test_measure_entropy_step_end_to_end(tmp_path):
+def _measure_entropy(run_python, tmp_path: Path):
+    """The measure_entropy step on `t.h5` (schedule `s`) into `e.csv` and `e.json`, in tmp_path;
+    its default --config (config/default.yaml) is relative to the checkout."""
+    return run_python(
+        "pipeline_steps/measure_entropy.py",
+        *("--tokens", tmp_path / "t.h5", "--schedule", "s"),
+        *("--out-csv", tmp_path / "e.csv", "--out", tmp_path / "e.json"),
+    )
+
+
+def test_measure_entropy_step_end_to_end(tmp_path, run_python, figure_pixels, token_store):
     rng = np.random.default_rng(3)
     k_sizes = [4, 8, 16, 16]
     tokens = np.stack([rng.integers(0, k, size=(256, 2)) for k in k_sizes], axis=2).astype(
         np.uint16
     )
-    _write_store(tmp_path / "t.h5", tokens, k_sizes)
+    token_store(tmp_path / "t.h5", tokens, k_sizes)
+    r = _measure_entropy(run_python, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
     csv, js = tmp_path / "e.csv", tmp_path / "e.json"
-    # the default --config (config/default.yaml) is relative to the checkout
-    subprocess.run(
-        [
-            sys.executable,
-            "pipeline_steps/measure_entropy.py",
-            "--tokens",
-            str(tmp_path / "t.h5"),
-            "--schedule",
-            "s",
-            "--out-csv",
-            str(csv),
-            "--out",
-            str(js),
-        ],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
     df, summary = pd.read_csv(csv), json.loads(js.read_text())
     assert list(df.k_t) == k_sizes and df.cond_entropy_bits.iloc[0] == pytest.approx(2.0, abs=0.05)
     assert summary["t_star_theory"] == 3 and summary["n_sequences"] == 256  # 2 + 3 + 4 bits >= 8
     assert (df.cond_entropy_bits <= np.log2(df.k_t) + 1e-9).all()
     assert df.cond_entropy_bits.sum() <= np.log2(256) + 1e-9  # plug-in: H(x_<=L) <= log2 N
-    assert (tmp_path / "e.png").exists()
+    figure_pixels(tmp_path / "e.png")
 
 
 def _two_token_set(k=8, length=5):
@@ -173,7 +151,7 @@ def _cli(tmp_path, capsys, *argv):
 
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "pt", "h5"])
-def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt):
+def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt, figure_pixels, token_store):
     import torch
 
     tokens = _two_token_set()
@@ -185,7 +163,7 @@ def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt):
     elif fmt == "pt":
         torch.save({"tokens": torch.from_numpy(tokens), "labels": torch.zeros(64)}, path)
     else:
-        _write_store(path, tokens[:, None].astype(np.uint16), [8] * 5)
+        token_store(path, tokens[:, None].astype(np.uint16), [8] * 5)
     df, summary = _cli(tmp_path, capsys, path, "--k-sizes", "8")
     np.testing.assert_allclose(df.cond_entropy_bits, [3, 3, 0, 0, 0], atol=1e-12)
     np.testing.assert_allclose(
@@ -194,7 +172,8 @@ def test_cli_known_answer_in_every_format(tmp_path, capsys, fmt):
     assert (
         summary["t_star_measured"] == summary["t_star_theory"] == 2 and summary["n_sequences"] == 64
     )
-    assert summary["k_sizes_source"] == "given" and (tmp_path / "out.png").stat().st_size > 1000
+    assert summary["k_sizes_source"] == "given"
+    figure_pixels(tmp_path / "out.png")
 
 
 def test_cli_infers_sizes_as_max_plus_one_and_reads_schedules(tmp_path, capsys):
@@ -226,8 +205,17 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
     assert code == 2 and "no such file" in err
 
 
-def test_cli_help_runs_as_a_module():
-    out = subprocess.run(
-        [sys.executable, "-m", "vcq.entropy", "--help"], capture_output=True, text=True, check=False
-    )
+def test_cli_help_runs_as_a_module(run_python):
+    out = run_python("-m", "vcq.entropy", "--help")
     assert out.returncode == 0 and "H(x_t | x_<t)" in out.stdout and "--k-sizes" in out.stdout
+
+
+def test_measure_entropy_step_refuses_an_incomplete_file_in_one_line(
+    tmp_path, run_python, token_store
+):
+    token_store(tmp_path / "t.h5", np.zeros((8, 2, 4), np.uint16), [4, 8, 16, 16])
+    with h5py.File(tmp_path / "t.h5", "r+") as f:
+        f.attrs["complete"] = False
+    line = run_python.error_line(_measure_entropy(run_python, tmp_path))
+    assert line.startswith(f"error: {tmp_path / 't.h5'}: is not a complete token store")
+    assert not (tmp_path / "e.json").exists()

@@ -152,16 +152,11 @@ def hidden_torch_fidelity(tmp_path) -> dict:
 
 
 def test_a_missing_module_stops_the_workflow_at_start_with_one_line(
-    snakemake_exe, hidden_torch_fidelity, tmp_path
+    run_snakemake, hidden_torch_fidelity, tmp_path
 ):
-    out = subprocess.run(
-        [snakemake_exe, "--profile", "workflow/profiles/local", "-n", "--cores", "1"]
-        + ["--config", f"paths={{work_dir: {tmp_path}/w, results_dir: {tmp_path}/r}}"],
-        cwd=ROOT,
-        env=hidden_torch_fidelity,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    paths = f"paths={{work_dir: {tmp_path}/w, results_dir: {tmp_path}/r}}"
+    out = run_snakemake(
+        "-n", "--cores", "1", "--config", paths, env=hidden_torch_fidelity, check=False
     )
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode != 0 and len(errors) == 1, out.stderr[-2000:]
@@ -194,7 +189,7 @@ def tensors_of(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow  # ~90 s: a workflow run and a run by hand
-def test_a_step_run_by_hand_reproduces_the_workflows_artefact_bit_for_bit(snakemake_exe, tmp_path):
+def test_a_step_run_by_hand_reproduces_the_workflows_artefact_bit_for_bit(run_snakemake, tmp_path):
     # the shell's environment leaves torch free to use every core (2 here); Snakemake gives its job
     # OMP_NUM_THREADS=1: both take the thread count from the config (resources, 1 by default)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -212,16 +207,7 @@ def test_a_step_run_by_hand_reproduces_the_workflows_artefact_bit_for_bit(snakem
         )
     )
     job_out = tmp_path / "work/demo/tokenizer/constant/final.pt"
-    sm = [snakemake_exe, "--profile", "workflow/profiles/local", "--cores", "2"]
-    run = subprocess.run(
-        [*sm, str(job_out), "--configfile", "config/default.yaml", str(tiny)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    run_snakemake(job_out, "--cores", "2", "--configfile", "config/default.yaml", tiny, env=env)
     snapshot = next((tmp_path / "work/demo/config").glob("*.yaml"))
     hand_out = tmp_path / "hand/final.pt"
     hand = subprocess.run(

@@ -11,7 +11,9 @@ import torch_fidelity.feature_extractor_inceptionv3 as tfi
 from PIL import Image
 
 from vcq.io import StepError
+from vcq.metrics.features import DemoNet
 from vcq.metrics.fid import ImageSource, build_extractor, evaluate, extract_features
+from vcq.train.checkpoint import save_checkpoint
 
 
 def _frechet(mu1, s1, mu2, s2) -> float:
@@ -231,3 +233,43 @@ def test_a_damaged_reference_cache_is_recomputed_not_an_error(tmp_path, monkeypa
     cache.write_bytes(cache.read_bytes()[:100])
     assert evaluate(tmp_path / "s.npz", tmp_path / "ref", cfg)["fd"] == first
     assert np.load(cache)["key"].size == 1  # rewritten whole
+
+
+def test_reference_statistics_follow_the_feature_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8))
+    np.savez(tmp_path / "samples.npz", arr_0=rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8))
+    weights = tmp_path / "demo_net.pt"
+
+    def train(seed):
+        torch.manual_seed(seed)
+        net = DemoNet(num_classes=3, width=8, image_size=16)
+        save_checkpoint(
+            weights,
+            {
+                "config": {"num_classes": 3, "width": 8, "image_size": 16},
+                "state_dict": net.state_dict(),
+            },
+        )
+
+    def fd(cache):
+        cfg = {
+            "eval": {
+                "feature_extractor": "demo",
+                "demo_weights": str(weights),
+                "inception_weights": "",
+                "batch_size": 8,
+                "num_samples": None,
+                "kid_subset_size": 4,
+                "pr_neighborhood": 2,
+                "is_split_size": 5000,
+                "cache_dir": str(tmp_path / cache),
+            }
+        }
+        return evaluate(tmp_path / "samples.npz", ref, cfg)["fd"]
+
+    train(0)
+    old = fd("cache")
+    train(1)  # the feature network is retrained
+    assert fd("cache") == pytest.approx(fd("empty_cache")) and fd("cache") != pytest.approx(old)

@@ -4,6 +4,7 @@ classes and per class), the run's curves, and all files or none."""
 import numpy as np
 import pandas as pd
 import pytest
+from paper import PAPER, table2_schedules
 from report_runfiles import FIGURE_INPUTS, args, recon_record, run_files, step
 
 from vcq.report import figures
@@ -13,22 +14,15 @@ from vcq.runfiles import Samples
 def imagenet_cfg():
     return {
         "experiment": "x",
-        "schedules": [
-            {
-                "name": "constant16384",
-                "kind": "constant",
-                "k_min": 16384,
-                "k_max": 16384,
-                "alpha": 2.5,
-            },
-            {"name": "cosine", "kind": "cosine", "k_min": 2, "k_max": 16384, "alpha": 2.5},
-        ],
+        "schedules": table2_schedules("constant16384", "cosine"),
         "tokenizer": {"num_tokens": 256, "model": {"image_size": 256}},
         "report": {"n_images": 1281167},
     }
 
 
-def test_fig2_draws_the_papers_remaining_budget_beside_the_per_position_view(tmp_path, monkeypatch):
+def test_fig2_draws_the_papers_remaining_budget_beside_the_per_position_view(
+    tmp_path, monkeypatch, figure_pixels
+):
     drawn = []
     from matplotlib.axes import Axes
 
@@ -41,23 +35,25 @@ def test_fig2_draws_the_papers_remaining_budget_beside_the_per_position_view(tmp
     monkeypatch.setattr(Axes, "plot", plot)
     ent = pd.DataFrame({"t": range(20), "cond_entropy_bits": np.linspace(10, 0, 20)})
     paths = figures.plot_schedules(
-        imagenet_cfg(), tmp_path / "fig2", {"cosine": ent}, {"budget_bits": 21.5, "t_star": 7}
+        imagenet_cfg(), tmp_path / "fig2", {"cosine": ent}, PAPER["fig2a_language"]
     )
-    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+    for p in paths:  # figsize 17 x 4.8 in at 150 dpi
+        figure_pixels(p, (2550, 720))
     panel_a = {label: a for col, label, a in drawn if col == 0}
     # (a) remaining budget log2 N - I(t): the constant 16384 exhausts 20.3 bits at t = 2
     constant = panel_a["constant16384"][1]
     assert constant[0] == pytest.approx(np.log2(1281167)) and constant[2] == 0
     assert any(label.startswith("power, K_min = 16") for label in panel_a)
     language = next(a for label, a in panel_a.items() if label.startswith("language"))
-    assert list(language[:2]) == [[0, 7], [21.5, 0]]
+    printed = PAPER["fig2a_language"]
+    assert list(language[:2]) == [[0, printed["t_star"]], [printed["budget_bits"], 0]]
     assert {label for col, label, _ in drawn if col == 1} >= {
         "cosine (theory)",
         "cosine (measured H)",
     }
 
 
-def test_usage_figure_from_recon_records(tmp_path):
+def test_usage_figure_from_recon_records(tmp_path, figure_pixels):
     usage = [
         {"t": t, "k_t": 2 ** (t + 1), "used": t + 1, "utilization": (t + 1) / 2 ** (t + 1)}
         for t in range(6)
@@ -66,10 +62,11 @@ def test_usage_figure_from_recon_records(tmp_path):
         {"cosine": recon_record("cosine", 20.0, 1.0, usage_per_position=usage)}, tmp_path / "u"
     )
     assert [p.suffix for p in paths] == [".png", ".pdf"]
-    assert all(p.stat().st_size > 1000 for p in paths)
+    for p in paths:  # figsize 11 x 4 in at 150 dpi
+        figure_pixels(p, (1650, 600))
 
 
-def test_line_figures(tmp_path):
+def test_line_figures(tmp_path, figure_pixels):
     loss = pd.DataFrame(
         {"t": range(8), "train_loss": np.linspace(5, 1, 8), "val_loss": np.linspace(6, 2, 8)}
     )
@@ -79,7 +76,8 @@ def test_line_figures(tmp_path):
         ({"ar": log}, "step", ["loss"]),
     ):
         paths = figures.plot_lines(series, x, ys, tmp_path / x, "x", "y")
-        assert all(p.stat().st_size > 1000 for p in paths)
+        for p in paths:  # figsize 6 x 4 in at 150 dpi
+            figure_pixels(p, (900, 600))
 
 
 def test_per_class_grid_rows_are_classes(tmp_path, monkeypatch):
@@ -101,7 +99,7 @@ def test_per_class_grid_rows_are_classes(tmp_path, monkeypatch):
     assert shown["grid"][0::2, 0::2, 0].tolist() == [[1, 3], [0, 2], [4, 5]]
 
 
-def test_mosaic_shows_one_sample_each_of_random_distinct_classes(tmp_path):
+def test_mosaic_shows_one_sample_each_of_random_distinct_classes(tmp_path, figure_pixels):
     labels = np.random.default_rng(1).permutation(np.repeat(np.arange(100), 3))
     picks = figures.mosaic_picks(labels, 32, seed=0)
     shown = labels[picks].tolist()
@@ -111,10 +109,10 @@ def test_mosaic_shows_one_sample_each_of_random_distinct_classes(tmp_path):
     assert sorted(labels[figures.mosaic_picks(labels[:30], 32, seed=0)]) == sorted(set(labels[:30]))
     images = np.zeros((300, 4, 4, 3), np.uint8)
     png = figures.sample_mosaic(Samples("c", "p", images, labels), tmp_path / "m.png", title="t")
-    assert png.stat().st_size > 1000
+    figure_pixels(png)
 
 
-def test_reconstruction_figure_and_loss_panels(tmp_path):
+def test_reconstruction_figure_and_loss_panels(tmp_path, figure_pixels):
     originals = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
     png = figures.plot_reconstructions(
         originals,
@@ -125,7 +123,7 @@ def test_reconstruction_figure_and_loss_panels(tmp_path):
         "title",
         row_notes={"cosine": "(PSNR 9 dB)"},
     )
-    assert png.stat().st_size > 1000
+    figure_pixels(png)
     log = pd.DataFrame(
         {"step": range(5), "l1": 1 / np.arange(1, 6), "quant": 1e-5 * 10.0 ** np.arange(5)}
     )
@@ -135,7 +133,8 @@ def test_reconstruction_figure_and_loss_panels(tmp_path):
         {"keys": ["lpips"], "ylabel": "LPIPS", "caption": "absent"},
     ]
     paths = figures.plot_panels({"cosine": log}, panels, tmp_path / "curves", "title")
-    assert all(p.stat().st_size > 1000 for p in paths)
+    for p in paths:
+        figure_pixels(p)
     with pytest.raises(ValueError, match="no curves"):
         figures.plot_panels({"cosine": log}, panels[2:], tmp_path / "none", "title")
 

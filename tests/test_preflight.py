@@ -2,33 +2,13 @@
 of the rules that read it and checked when a run starts, one line per missing file; a launcher
 the executor cannot give is a config error at start."""
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from vcq.config import load_config
 from vcq.preflight import external_files, launcher_problems, missing_files
 
 REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-needs_snakemake = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake not installed")
-
-
-def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [SNAKEMAKE, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-        timeout=600,
-        check=False,
-    )
 
 
 def test_missing_files_name_the_key_the_rules_and_what_to_put_there(tmp_path):
@@ -63,14 +43,13 @@ def test_several_nodes_need_slurm():
     assert launcher_problems(cfg, ["sample"], "local") == []
 
 
-@needs_snakemake
-def test_a_run_without_its_files_or_launcher_stops_before_its_first_job(tmp_path):
+def test_a_run_without_its_files_or_launcher_stops_before_its_first_job(run_snakemake, tmp_path):
     # issue 22 case 8: base.yaml planned all its jobs without the weights and the reference
     # batch (the first failure would come at eval_recon, after the tokenizer's 1.3M steps), and
     # large.yaml under the local profile failed at train_ar with `SLURM_JOB_ID: unbound variable`
     paths = f"paths={{work_dir: {tmp_path}/work, results_dir: {tmp_path}/results}}"
-    args = ["--profile", "workflow/profiles/local", "--configfile", "config/imagenet/large.yaml"]
-    out = snakemake(*args, "--config", paths, "--cores", "1")
+    large = "config/imagenet/large.yaml"
+    out = run_snakemake("--config", paths, "--cores", "1", config=large, check=False)
     errors = [line for line in out.stderr.splitlines() if "error: " in line]
     assert out.returncode == 1 and len(errors) == 5, out.stderr[-3000:]
     assert [re.match(r"(config )?error: (\S+)", e).group(2) for e in errors] == [
@@ -82,14 +61,13 @@ def test_a_run_without_its_files_or_launcher_stops_before_its_first_job(tmp_path
     ]
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
     # a dry run plans the run and says the same as warnings
-    dry = snakemake(*args, "--config", paths, "-n")
+    dry = run_snakemake("--config", paths, "-n", config=large, check=False)
     assert dry.returncode == 0 and "train_tokenizer" in dry.stdout
     warned = [line for line in dry.stderr.splitlines() if " not found (" in line]
     assert len(warned) == 4 and all(w.startswith("warning: ") for w in warned)
 
 
-@needs_snakemake
-def test_external_files_are_inputs_of_the_rules_that_read_them(tmp_path):
+def test_external_files_are_inputs_of_the_rules_that_read_them(run_snakemake, tmp_path):
     files = {
         "lpips": tmp_path / "vgg16.pth",
         "inception": tmp_path / "inception.pth",
@@ -107,7 +85,7 @@ def test_external_files_are_inputs_of_the_rules_that_read_them(tmp_path):
         f"eval: {{inception_weights: {files['inception']}, reference: {files['reference']}}}\n"
         f"paths: {{work_dir: {tmp_path / 'work'}, results_dir: {tmp_path / 'results'}}}\n"
     )
-    out = snakemake("-n", "--profile", "workflow/profiles/slurm", "--configfile", str(cfg))
+    out = run_snakemake("-n", config=cfg, profile="slurm", check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     inputs = {}
     for block in re.split(r"^(?:local)?rule (?=\w+:)", out.stdout, flags=re.MULTILINE)[1:]:

@@ -8,8 +8,27 @@ import torch.nn.functional as F
 
 from vcq.ar import ARConfig, ARModel, load_ar, save_ar
 from vcq.sampling import generate
+from vcq.tokenizer import Tokenizer, TokenizerConfig
 
 SIZES = np.array([4, 8, 16, 16])
+
+
+def tokenizer(k_sizes) -> Tokenizer:
+    """A 16 px, width-16 tokenizer for the given K_t."""
+    return Tokenizer(
+        TokenizerConfig(
+            image_size=16,
+            patch_size=8,
+            enc_width=16,
+            enc_depth=1,
+            enc_heads=2,
+            dec_width=16,
+            dec_depth=1,
+            dec_heads=2,
+            k_sizes=list(k_sizes),
+            quantizer={"kind": "vcq", "vcq": {"code_dim": 4}},
+        )
+    )
 
 
 def tiny(p=2, kp=4):
@@ -56,9 +75,9 @@ def test_the_prologue_loss_joins_the_models_loss():
     assert torch.allclose(out.loss, out.ce.mean() + pro)
 
 
-def test_prologue_is_not_part_of_the_tokenizer(make_tokenizer):
+def test_prologue_is_not_part_of_the_tokenizer():
     # reconstruction never reaches it: the tokenizer has no prologue parameters at all
-    tok = make_tokenizer(SIZES)
+    tok = tokenizer(SIZES)
     assert not any("prologue" in n for n, _ in tok.named_parameters())
 
 
@@ -105,9 +124,7 @@ def test_ar_checkpoints_with_the_prologue_in_extra_still_load(tmp_path):
     assert torch.equal(old(tokens, labels).loss, net(tokens, labels).loss)
 
 
-def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(
-    train_ar_step, tmp_path, make_tokenizer
-):
+def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, tmp_path):
     import json
     import subprocess
     import sys
@@ -120,7 +137,7 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(
     from vcq.io import file_sha256
     from vcq.tokenizer import save_tokenizer
 
-    tok = make_tokenizer([16] * 16)
+    tok = tokenizer([16] * 16)
     save_tokenizer(tmp_path / "tok.pt", tok, {})
     # The probe checks that the token files were encoded by this tokenizer.
     train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))

@@ -1,9 +1,16 @@
+"""Sampling: logit filters, guidance schedules, presets and grids, generation within K_t, the
+sample step's chunks and resume."""
+
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import vcq.tokenizer
 from vcq import schedules
-from vcq.ar import ARConfig, ARModel
+from vcq.ar import ARConfig, ARModel, save_ar
 from vcq.sampling import (
     cfg_logits,
     expand_presets,
@@ -180,9 +187,64 @@ def test_grid_points_carry_the_reading_and_strategy_column():
     assert (a < torch.as_tensor(K_VAR)).all()
 
 
-def test_sample_step_writes_npz_and_resumes(sample_step, tmp_path):
-    from vcq.ar import save_ar
+class SampleStep:
+    """`pipeline_steps/sample.py` in this process for schedule `c` of `c.yaml`, with the AR model
+    `ar.pt` and a stand-in tokenizer `tok.pt` (its bytes only feed the chunk key)."""
 
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, run_step):
+        self.tmp, self.monkeypatch, self.run_step = tmp, monkeypatch, run_step
+
+    def stand_in_tokenizer(self, scale: float) -> None:
+        """Decode token ids as grey levels `id / scale - 1`, 4 pixels wide."""
+
+        class FakeTokenizer(torch.nn.Module):
+            def decode_indices(self, idx):
+                return (idx.float()[:, None, :, None] / scale - 1).expand(-1, 3, -1, 4)
+
+        self.monkeypatch.setattr(
+            vcq.tokenizer, "load_tokenizer", lambda path, map_location="cpu": FakeTokenizer()
+        )
+        (self.tmp / "tok.pt").write_bytes(b"stand-in: the chunk key hashes it")
+
+    def config(self, k_max: int, preset: dict, **sampling) -> None:
+        """One constant schedule `c` of `k_max` and one preset; `sampling` keys beside it."""
+        cfg = {
+            "experiment": "t",
+            "device": "cpu",
+            "schedules": [{"name": "c", "kind": "constant", "k_max": k_max}],
+            "sampling": {"presets": [preset], **sampling},
+        }
+        (self.tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+
+    def run(self, preset: str, *overrides: str) -> Path:
+        """Sample `preset` into s/PRESET.npz with `--set` overrides; the output path."""
+        out = self.tmp / "s" / f"{preset}.npz"
+        self.run_step(
+            "sample",
+            "--config",
+            self.tmp / "c.yaml",
+            "--schedule",
+            "c",
+            "--preset",
+            preset,
+            "--ar",
+            self.tmp / "ar.pt",
+            "--tokenizer",
+            self.tmp / "tok.pt",
+            "--out",
+            out,
+            *[a for o in overrides for a in ("--set", o)],
+        )
+        return out
+
+
+@pytest.fixture
+def sample_step(tmp_path, monkeypatch, run_step) -> SampleStep:
+    """The sample step in `tmp_path` (see SampleStep)."""
+    return SampleStep(tmp_path, monkeypatch, run_step)
+
+
+def test_sample_step_writes_npz_and_resumes(sample_step, tmp_path):
     sample_step.stand_in_tokenizer(scale=16)
     m = model()
     save_ar(tmp_path / "ar.pt", m, m.cfg, {"k_sizes": K_VAR.tolist()})
@@ -201,3 +263,25 @@ def test_sample_step_writes_npz_and_resumes(sample_step, tmp_path):
     sample_step.run("p1")
     assert np.array_equal(np.load(out)["arr_0"], first)
     assert sorted(p.name for p in out.parent.iterdir() if p.is_file()) == ["p1.npz"]
+
+
+def test_sample_chunks_from_other_inputs_are_discarded(sample_step, tmp_path, capfd):
+    sample_step.stand_in_tokenizer(scale=8)
+    torch.manual_seed(0)
+    ar = ARModel(ARConfig(vocab_size=16, seq_len=4, num_classes=2, n_layer=1, n_head=2, dim=16))
+    save_ar(tmp_path / "ar.pt", ar, ar.cfg, {"k_sizes": [4, 8, 16, 16]})
+    sample_step.config(
+        16, {"name": "p", "guidance": "none"}, samples_per_class=4, batch_size=4, chunk_size=4
+    )
+
+    def sample(*overrides):
+        out = sample_step.run("p", *overrides)
+        return np.load(out)["tokens"]
+
+    first = sample()
+    assert np.array_equal(sample(), first)  # same inputs: the chunks are reused
+    assert not np.array_equal(sample("sampling.seed=999"), first)
+    assert "discarding" in capfd.readouterr().err
+    torch.manual_seed(1)  # "retrained": same config, other weights
+    save_ar(tmp_path / "ar.pt", ARModel(ar.cfg), ar.cfg, {"k_sizes": [4, 8, 16, 16]})
+    assert not np.array_equal(sample(), first)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from paper import PAPER, table2_schedules
 from report_runfiles import (
     ROOT,
     TABLE_INPUTS,
@@ -25,24 +26,20 @@ from vcq.metrics.records import ProbeMetrics
 from vcq.report import MISSING_NOTE, with_data_manifest
 from vcq.report import tables as T
 
-PAPER = yaml.safe_load((ROOT / "config/paper_numbers.yaml").read_text())
 DATASETS = [{"name": d["name"], "n": d["n"]} for d in PAPER["table1"]["datasets"]]
 
 
+@pytest.fixture
+def in_checkout(monkeypatch) -> Path:
+    """Run from the checkout, where configs' relative paths (e.g. report.paper_numbers) point."""
+    monkeypatch.chdir(ROOT)
+    return ROOT
+
+
 def imagenet_cfg(**report):
-    rows = [
-        ("constant16384", "constant", 16384, 16384),
-        ("constant8192", "constant", 8192, 8192),
-        ("linear", "linear", 2, 16384),
-        ("cosine", "cosine", 2, 16384),
-        ("power", "power", 2, 16384),
-        ("cosine_large", "cosine", 2, 11264),
-    ]
     return {
         "experiment": "x",
-        "schedules": [
-            {"name": n, "kind": k, "k_min": a, "k_max": b, "alpha": 2.5} for n, k, a, b in rows
-        ],
+        "schedules": table2_schedules(),
         "tokenizer": {"num_tokens": 256, "model": {"image_size": 256}},
         "sampling": {"presets": []},
         "entropy": {"threshold_bits": 0.1},
@@ -94,7 +91,7 @@ def test_table2_notes_state_threshold_and_where_printed_t_star_contradicts_eq2()
     assert contradicted == ["cosine", "power", "cosine_large"]  # linear's ~4 and constants agree
     cosine = next(n for n in notes if n.startswith("cosine:"))
     assert "Eq. 2: t* = 9" in cosine
-    assert "7 even at Fig. 2a's ~15.6-bit budget, N = 49,667" in cosine
+    assert f"7 even at Fig. 2a's ~{PAPER['fig2a_budget_bits']}-bit budget, N = 49,667" in cosine
 
 
 def _k64(cfg: dict) -> dict:
@@ -135,7 +132,11 @@ def test_table4_best_preset_demo_label_and_paper_columns_by_metric_id():
     cols = list(df.columns)
     assert cols[cols.index("rFD (demo features)") + 1] == "rFD (demo features) (paper)"
     assert cols[cols.index("gFD (demo features)") + 1] == "gFD (demo features) (paper)"
-    assert np.isnan(df.iloc[1]["PSNR (dB)"]) and df.iloc[1]["PSNR (dB) (paper)"] == 19.82
+    power = df.iloc[1]  # no record: only the paper's digits
+    assert (
+        np.isnan(power["PSNR (dB)"])
+        and power["PSNR (dB) (paper)"] == PAPER["table4"]["power"]["psnr"]
+    )
     # no record carries a class accuracy (Inception runs): no class-accuracy columns
     assert "class_acc" not in table.frame
     assert any(n.startswith("PSNR (dB): empty") for n in T.footnotes(df))
@@ -159,7 +160,8 @@ def test_a_new_column_leaves_paper_digits_on_their_metric():
         "gFID",
         "gFID (paper)",
     ]
-    assert (df["PSNR (dB) (paper)"][0], df["gFID (paper)"][0]) == (20.02, 4.79)
+    cosine = PAPER["table4"]["cosine"]
+    assert (df["PSNR (dB) (paper)"][0], df["gFID (paper)"][0]) == (cosine["psnr"], cosine["gfid"])
 
 
 def test_table4_class_accuracy_columns_and_summary():
@@ -212,7 +214,9 @@ def test_table6_gets_the_papers_probe_numbers_by_schedule_and_k():
     }
     inputs = T.TableInputs(imagenet_cfg(paper_comparison=True), probe=probe)
     out = rendered("table6", inputs)
-    assert list(out["top1 (paper)"][:2]) == [43.77, 48.79] and np.isnan(out["top5 (paper)"][2])
+    cosine = PAPER["table6"]["cosine"]
+    assert list(out["top1 (paper)"][:2]) == [cosine["k10"]["top1"], cosine["k256"]["top1"]]
+    assert np.isnan(out["top5 (paper)"][2])
 
 
 def test_guidance_table_columns_and_empty_by_design_vs_not_run():
@@ -332,15 +336,18 @@ def test_table5_reads_each_rows_experiment_with_paper_digits_and_baselines(tmp_p
         220.0,
     )
     assert bb["Usage (%)"] == 87.5 and bb["best_preset"] == "b" and bb["ar_model"] == "ar_b"
+    paper = PAPER["table5"]
     assert (bb["gFID (paper)"], bb["gFID w/o CFG (paper)"], bb["recall (paper)"]) == (
-        4.79,
-        14.80,
-        0.452,
+        paper["B-B"]["gfid"],
+        paper["B-B"]["gfid_nocfg"],
+        paper["B-B"]["recall"],
     )
     bl = df.loc["B-L"]  # not run yet: empty cells beside the paper's digits
-    assert np.isnan(bl["gFID"]) and bl["gFID (paper)"] == 2.75 and bl["ar_model"] == "ar_l"
+    assert np.isnan(bl["gFID"]) and bl["gFID (paper)"] == paper["B-L"]["gfid"]
+    assert bl["ar_model"] == "ar_l"
     llamagen = df.loc["LlamaGen-XXL"]  # a baseline row: the paper's digits in the main columns
-    assert (llamagen["gFID"], llamagen["experiment"]) == (2.34, "(paper)")
+    (printed,) = [b for b in PAPER["table5_baselines"] if b["method"] == "LlamaGen-XXL"]
+    assert (llamagen["gFID"], llamagen["experiment"]) == (printed["gfid"], "(paper)")
     assert np.isnan(llamagen["gFID (paper)"])
 
 
@@ -352,14 +359,10 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
     rows = cfg["report"]["scaling"]
     assert [r["row"] for r in rows] == list(PAPER["table5"])
     # paper Table 7 (scale S, power p, no-CFG temperature); our scale is S - 1 (docs/fidelity.md)
-    table7 = {
-        "B-B": (10, 1.5, 0.85),
-        "B-L": (4, 0.75, 0.85),
-        "B-XL": (5, 0.75, 0.85),
-        "L-B": (4, 1.25, 0.90),
-        "L-L": (4, 1.25, 0.90),
-        "L-XL": (3, 1.0, 0.95),
-    }
+    table7 = PAPER["table7"]
+    for schedule, printed in table7["schedules"].items():
+        (guided,) = [p for p in presets_for(cfg["sampling"], schedule) if p["name"][:3] == "t7-"]
+        assert (guided["scale"] + 1, guided["power"]) == (printed["scale"], printed["power"])
     models = {"B": "ar_b", "L": "ar_l", "XL": "ar_xl"}
     for r in rows:
         c = load_config(r["config"])
@@ -367,13 +370,13 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
         guided = [p for p in presets if p["name"].startswith("t7-")]
         (nocfg,) = [p for p in presets if p["guidance"] == "none"]
         assert len(guided) == 1, r["row"]
-        scale, power, temp = table7[r["row"]]
+        printed = table7["rows"][r["row"]]
         assert (guided[0]["guidance"], guided[0]["scale"] + 1, guided[0]["power"]) == (
             "codebook-aware",
-            scale,
-            power,
+            printed["scale"],
+            printed["power"],
         )
-        assert nocfg["temperature"] == temp
+        assert nocfg["temperature"] == printed["temperature_nocfg"]
         tok, ar = r["row"].split("-")
         assert c["ar"]["model"]["name"] == models[ar]
         assert (
@@ -401,7 +404,7 @@ def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
     df = pd.read_csv(tmp_path / "table5.csv")
     ours = df[df.experiment != "(paper)"]
     assert list(ours.row) == list(PAPER["table5"])
-    assert list(ours["gFID (paper)"]) == [4.79, 2.75, 2.38, 2.73, 1.90, 1.71]
+    assert list(ours["gFID (paper)"]) == [r["gfid"] for r in PAPER["table5"].values()]
     assert len(df) == len(PAPER["table5"]) + len(PAPER["table5_baselines"])
     assert "best unguided preset" in (tmp_path / "table5.md").read_text()
     assert "{% raw %}" in (tmp_path / "table5.rst").read_text()

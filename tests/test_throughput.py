@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vcq.ar import ARConfig, ARModel
-from vcq.data.tokens import TokenStore, TokenWriter, read_pairs
+from vcq.data.tokens import TokenStore, read_pairs
 from vcq.data.views import make_views
 from vcq.quantizers import build_quantizer
 from vcq.sampling import generate
@@ -56,26 +56,12 @@ def test_uint8_views_normalised_equal_the_float_views():
         assert torch.equal(u8.float() / 127.5 - 1, make_views(image, recipe, 36, 32))
 
 
-def _store(path, n=50, v=4, length=8):
-    tok = np.random.default_rng(0).integers(0, 100, (n, v, length)).astype(np.uint16)
-    with TokenWriter(
-        path,
-        num_rows=n,
-        k_sizes=np.full(length, 100),
-        view_names=list("abcd"),
-        num_classes=n,
-        schedule="c",
-        tokenizer_sha256="x",
-        chunk_rows=4,
-    ) as w:
-        w.write(np.arange(n), tok, np.arange(n))
-        w.finalize()
-    return tok
-
-
 @pytest.mark.parametrize("in_memory", [True, False])
-def test_token_batches_read_exactly_the_requested_pairs(tmp_path, in_memory):
-    tok = _store(tmp_path / "t.h5")
+def test_token_batches_read_exactly_the_requested_pairs(tmp_path, in_memory, token_store):
+    n, length = 50, 8
+    tok = np.random.default_rng(0).integers(0, 100, (n, 4, length)).astype(np.uint16)
+    # one class per row, chunks of 4 rows
+    token_store(tmp_path / "t.h5", tok, np.full(length, 100), np.arange(n), n, chunk_rows=4)
     rows, views = np.array([7, 3, 7, 49, 0]), np.array([1, 0, 2, 3, 1])
     with TokenStore(tmp_path / "t.h5") as store:
         assert np.array_equal(read_pairs(store.tokens, rows, views), tok[rows, views])

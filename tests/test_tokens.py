@@ -1,5 +1,7 @@
-"""Tests for the HDF5 token store: round trip, resume, bounds, dtype, shard merge."""
+"""Tests for the HDF5 token store: round trip, resume, bounds, dtype, shard merge, and what the
+writer and readers refuse (incomplete, foreign, changed or unwritable files)."""
 
+import errno
 import json
 
 import h5py
@@ -8,12 +10,15 @@ import pytest
 
 from vcq.data.tokens import (
     FORMAT_VERSION,
+    TokenFileError,
     TokenWriter,
     merge_shards,
     open_tokens,
     partial_path,
     token_dtype,
 )
+from vcq.entropy import read_token_matrix
+from vcq.io import StepError
 from vcq.schedules import schedule_k_sizes
 
 SIZES = schedule_k_sizes("cosine", 4, 64, length=8)
@@ -26,7 +31,7 @@ def _data(n=23, seed=0):
     return tokens, rng.integers(0, 5, n)
 
 
-def _writer(path, n, rows=None, sha="abc", k_sizes=SIZES):
+def _writer(path, n, rows=None, sha="abc", k_sizes=SIZES, **inputs):
     return TokenWriter(
         path,
         num_rows=n,
@@ -37,11 +42,12 @@ def _writer(path, n, rows=None, sha="abc", k_sizes=SIZES):
         tokenizer_sha256=sha,
         chunk_rows=4,
         rows=rows,
+        **inputs,
     )
 
 
-def _write_all(path, tokens, labels, batch=5):
-    w = _writer(path, len(labels))
+def _write_all(path, tokens, labels, batch=5, **writer):
+    w = _writer(path, len(labels), **writer)
     for a in range(0, len(labels), batch):
         rows = np.arange(a, min(a + batch, len(labels)))
         w.write(rows, tokens[rows], labels[rows])
@@ -214,3 +220,98 @@ def test_merge_refuses_a_changed_shard(tmp_path):
     with pytest.raises(ValueError, match="row 3, view 0: tokens do not match"):
         merge_shards(shards, tmp_path / "merged.h5")
     assert not (tmp_path / "merged.h5").exists()
+
+
+def test_readers_refuse_incomplete_out_of_range_float_and_foreign_token_files(tmp_path):
+    path = tmp_path / "t.h5"
+    tokens, labels = _data(40)
+
+    def write(**kw):
+        path.unlink(missing_ok=True)
+        _write_all(path, tokens, labels, **kw)
+
+    write()
+    assert read_token_matrix(path, 0)[0].shape == (40, len(SIZES))
+    with h5py.File(path, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(TokenFileError, match=r"t\.h5: is not a complete token store"):
+        read_token_matrix(path, 0)
+    write()
+    with h5py.File(path, "r+") as f:
+        f["tokens"][7, 1, 0] = SIZES[0]
+    with pytest.raises(
+        TokenFileError, match=rf"t\.h5: token {SIZES[0]} at row 7, position 0 is out of range"
+    ):
+        read_token_matrix(path, 1)
+    write()
+    with h5py.File(path, "r+") as f:
+        data = f["tokens"][:]
+        del f["tokens"]
+        f["tokens"] = data.astype(np.float32)
+    with pytest.raises(TokenFileError, match=r"t\.h5: tokens are float32, expected uint16"):
+        open_tokens(path)
+    write()
+    with h5py.File(path, "r+") as f:
+        del f.attrs["num_classes"]
+    with pytest.raises(TokenFileError, match=r"t\.h5: no 'num_classes' entry"):
+        open_tokens(path)
+    write(sha="other")
+    with pytest.raises(TokenFileError, match=r"t\.h5: encoded by another tokenizer"):
+        read_token_matrix(path, 0, tokenizer_sha256="mine")
+
+
+def test_a_failed_token_write_is_one_line_and_leaves_nothing_complete(tmp_path, monkeypatch):
+    tokens, labels = _data(8)
+    w = _writer(tmp_path / "t.h5", 8)
+    w.write(np.arange(4), tokens[:4], labels[:4])
+
+    def full(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+    with pytest.raises(
+        StepError, match=r"^no space left on device while writing .*t\.h5\.partial$"
+    ):
+        w.write(np.arange(4, 8), tokens[4:], labels[4:])
+    monkeypatch.undo()
+    w.close()
+    assert not (tmp_path / "t.h5").exists()
+    resumed = _writer(tmp_path / "t.h5", 8)
+    assert resumed.pending_rows().tolist() == [4, 5, 6, 7]
+    resumed.close()
+
+
+def test_rows_that_read_back_wrong_are_not_finalised_and_are_rewritten(tmp_path):
+    tokens, labels = _data(10)
+    w = _writer(tmp_path / "t.h5", 10)
+    w.write(np.arange(10), tokens, labels)
+    w.close()
+    # writes that never reached the disk
+    with h5py.File(partial_path(tmp_path / "t.h5"), "r+") as f:
+        f["tokens"][3] = 0
+        f["labels"][5] = -1
+    w = _writer(tmp_path / "t.h5", 10)
+    with pytest.raises(TokenFileError, match=r"2 rows read back differently.*first: row 3"):
+        w.finalize()
+    assert not (tmp_path / "t.h5").exists()
+    w = _writer(tmp_path / "t.h5", 10)
+    assert w.pending_rows().tolist() == [3, 5]
+    w.write(np.array([3, 5]), tokens[[3, 5]], labels[[3, 5]])
+    w.finalize()
+    with open_tokens(tmp_path / "t.h5") as s:
+        assert np.array_equal(s.read(), tokens) and np.array_equal(s.labels, labels)
+
+
+def test_a_partial_token_file_from_other_inputs_is_discarded(tmp_path, caplog):
+    tokens, labels = _data(8)
+
+    def writer(inputs):
+        return _writer(tmp_path / "t.h5", 8, inputs_sha256=inputs)
+
+    with writer("data seed 0") as w:
+        w.write(np.arange(4), tokens[:4], labels[:4])
+    with writer("data seed 0") as w:
+        assert w.pending_rows().tolist() == [4, 5, 6, 7]
+    with writer("data seed 1") as w:
+        assert w.pending_rows().tolist() == list(range(8))
+    assert "discarding stale" in caplog.text

@@ -2,6 +2,7 @@
 
 import subprocess
 
+import h5py
 import numpy as np
 import torch
 import yaml
@@ -106,3 +107,28 @@ def test_models_that_need_the_codebook_name_the_missing_or_wrong_tokenizer(train
     step.write_tokens(tmp_path / "train.h5", 64, 0, sha="0" * 64)
     r = subprocess.run(cmd + ["--tokenizer", str(tok)], capture_output=True, text=True)
     assert r.returncode != 0 and "train.h5: encoded by another tokenizer" in r.stderr
+
+
+def test_ar_training_refuses_tokens_beyond_k_t_in_one_line(train_ar_step, tmp_path, run_python):
+    config, write_tokens = train_ar_step.config, train_ar_step.write_tokens
+
+    write_tokens(tmp_path / "train.h5", 16, 0)
+    write_tokens(tmp_path / "val.h5", 8, 1)
+    with h5py.File(tmp_path / "train.h5", "r+") as f:
+        f["tokens"][:, :, 3] = 16  # K_t = 16 everywhere
+    r = train_ar_step.attempt(config(2), tmp_path / "a" / "final.pt")
+    line = run_python.error_line(r)
+    assert "train.h5: token 16 at row" in line and "position 3 is out of range" in line
+    assert not (tmp_path / "a" / "final.pt").exists()
+
+
+def test_diverging_ar_stops_with_one_line(train_ar_step, tmp_path):
+    train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0)
+    train_ar_step.write_tokens(tmp_path / "val.h5", 32, 1)
+    cfg = train_ar_step.config(6, lr=1e10, warmup_steps=0, grad_clip=0.0, log_every=3, ckpt_every=1)
+    out = tmp_path / "ar" / "final.pt"
+    r = train_ar_step.attempt(cfg, out)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "training diverged: non-finite" in last and "at step" in last, r.stderr[-2000:]
+    assert not out.exists()

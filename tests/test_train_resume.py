@@ -265,3 +265,31 @@ def test_feature_net_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, mon
         loader(), 2, cfg, 0, Checkpointer(tmp_path / "l.pt", key)
     )
     assert _same(resumed, straight)
+
+
+def test_training_step_with_a_truncated_last_pt_exits_with_one_line(
+    train_ar_step, tmp_path, run_python
+):
+    config, write_tokens = train_ar_step.config, train_ar_step.write_tokens
+
+    cfg = config(2)
+    write_tokens(tmp_path / "train.h5", 16, 0)
+    write_tokens(tmp_path / "val.h5", 8, 1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    r = train_ar_step.attempt(cfg, tmp_path / "a" / "final.pt")
+    line = run_python.error_line(r)
+    assert line.startswith(f"error: {tmp_path / 'a' / 'last.pt'}: unreadable checkpoint")
+
+
+def test_a_checkpoint_of_another_model_config_is_moved_aside_not_resumed(train_ar_step, tmp_path):
+    config, write_tokens = train_ar_step.config, train_ar_step.write_tokens
+
+    write_tokens(tmp_path / "train.h5", 16, 0)
+    write_tokens(tmp_path / "val.h5", 8, 1)
+    out = tmp_path / "a" / "final.pt"
+    assert train_ar_step.attempt(config(4), out, "--stop-after", "1").returncode == 0
+    r = train_ar_step.attempt(config(4), out, "--set", "ar.model={name: ar_tiny, dim: 64}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "last.pt not resumed: its run key changed in config; starting from step 0" in r.stderr
+    assert (tmp_path / "a" / "last.stale.pt").exists()

@@ -1,13 +1,14 @@
-"""Tokenizer losses and the training step: loss weights, LPIPS loading, resume equality."""
+"""Tokenizer losses and the training step: loss weights, LPIPS loading, resume equality, divergence
+and unreadable images."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from vcq.data.images import ImageFolderDataset
 from vcq.io import StepError
 from vcq.losses import (
     PatchDiscriminator,
@@ -18,6 +19,7 @@ from vcq.losses import (
     load_lpips,
     lpips_weights,
 )
+from vcq.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,14 +95,15 @@ def train_run(image_folder, tmp_path):
     return run
 
 
-def test_resume_continues_bit_for_bit(tokenizer_cfg, train_run, tmp_path):
+def test_resume_continues_bit_for_bit(tokenizer_cfg, train_run, tmp_path, figure_pixels):
     cfg = tokenizer_cfg()
     straight = train_run(cfg, tmp_path / "a" / "final.pt")
     train_run(cfg, tmp_path / "b" / "final.pt", stop_at=3)
     resumed = train_run(cfg, tmp_path / "b" / "final.pt")
     assert len(straight) == 6 and "disc" in straight[-1]
     assert resumed == straight
-    assert (tmp_path / "b" / "final.pt").exists() and (tmp_path / "b" / "loss.png").exists()
+    assert (tmp_path / "b" / "final.pt").exists()
+    figure_pixels(tmp_path / "b" / "loss.png")
 
 
 def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, train_run, tmp_path):
@@ -110,11 +113,82 @@ def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, tr
     assert train_run(workers, tmp_path / "b" / "final.pt") == straight
 
 
-def test_cli_help():
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline_steps/train_tokenizer.py"), "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+def test_cli_help(run_python):
+    r = run_python("pipeline_steps/train_tokenizer.py", "--help")
     assert r.returncode == 0 and "--schedule" in r.stdout
+
+
+def test_diverging_tokenizer_stops_with_one_line_and_no_non_finite_checkpoint(
+    image_folder, run_python, tmp_path
+):
+    image_folder(tmp_path / "data" / "train", n=8)
+    cfg = {
+        "experiment": "t",
+        "device": "cpu",
+        "seed": 0,
+        "schedules": [{"name": "cosine", "kind": "cosine", "k_min": 4, "k_max": 16}],
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "tokenizer": {
+            "model": "tokenizer_tiny",
+            "num_tokens": 8,
+            "quantizer": {"vcq": {"code_dim": 8}},
+            "train": {
+                "steps": 4,
+                "batch_size": 4,
+                "log_every": 2,
+                "ckpt_every": 1,
+                "warmup_steps": 0,
+                "lr": 1e10,
+            },
+        },
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "tok" / "final.pt"
+    r = run_python(
+        "pipeline_steps/train_tokenizer.py",
+        *("--config", tmp_path / "cfg.yaml", "--schedule", "cosine", "--out", out),
+    )
+    last = run_python.error_line(r)
+    assert "training diverged: non-finite" in last and "at step" in last
+    assert not out.exists()
+    state = (
+        load_checkpoint(tmp_path / "tok" / "last.pt")
+        if (tmp_path / "tok" / "last.pt").exists()
+        else None
+    )
+    if state is not None:
+        assert all(
+            torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+        )
+
+
+def test_truncated_image_is_skipped_and_counted_in_tokenizer_training(
+    tokenizer_cfg, image_folder, tmp_path, caplog
+):
+    from vcq.train.tokenizer import train
+
+    root = image_folder(tmp_path / "images", n=4)
+    bad = root / "c0" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    cfg = tokenizer_cfg(num_workers=2, steps=2, grad_accum=1)
+    train(cfg, "cosine", ImageFolderDataset(root), tmp_path / "t" / "final.pt")
+    records = [json.loads(x) for x in (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()]
+    assert records[-1]["skipped_images"] == 1
+    assert any(
+        "1 unreadable images skipped" in r.message and str(bad) in r.message for r in caplog.records
+    )
+
+
+def test_tokenizer_training_stops_when_more_images_are_unreadable_than_allowed(
+    tokenizer_cfg, image_folder, tmp_path
+):
+    # issue 22 case 4: a run that loses most of its data still succeeded
+    from vcq.train.tokenizer import train
+
+    root = image_folder(tmp_path / "images", n=4)
+    for bad in sorted(root.rglob("*.png"))[:2]:
+        bad.write_bytes(b"not an image")
+    cfg = tokenizer_cfg(num_workers=0, steps=2, grad_accum=1)
+    with pytest.raises(StepError, match=r"^2 of 4 images under .* data.max_unreadable"):
+        train(cfg, "cosine", ImageFolderDataset(root), tmp_path / "t" / "final.pt")
+    assert not (tmp_path / "t" / "final.pt").exists()

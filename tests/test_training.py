@@ -1,16 +1,31 @@
-"""Shared training plumbing: LR schedule, deterministic batches, RNG capture, atomic checkpoints."""
+"""Shared training plumbing: LR schedule, deterministic batches, RNG capture, checkpoints (atomic,
+tensors and plain types only, one-line errors)."""
 
 import contextlib
+import errno
 import itertools
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vcq.ar import load_ar
 from vcq.io import StepError
-from vcq.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from vcq.metrics.features import load_demo_extractor
+from vcq.numerics import FiniteGuard, NonFiniteError
+from vcq.tokenizer import load_tokenizer
+from vcq.train.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_module,
+    restore_rng,
+    save_checkpoint,
+)
 from vcq.train.common import batch_indices, grad_sync, lr_at, micro_batch, param_groups
 from vcq.train.log import JsonlLog, Throughput, peak_flops
 
@@ -166,3 +181,99 @@ def test_tokenizer_grad_clip_clips_and_logs_the_norm_before_it(
     assert logs[1][-1]["disc_grad_norm"] > 0
     weights = [load_checkpoint(tmp_path / n / "f.pt")["state_dict"] for n in ("off", "clipped")]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("loader", [load_checkpoint, load_tokenizer, load_ar, load_demo_extractor])
+def test_a_crafted_pickle_payload_is_refused_and_never_runs(tmp_path, loader):
+    marker = tmp_path / "pwned"
+    torch.save(
+        {"model": {}, "spec": _Payload(marker), "state_dict": {}, "config": {}, "extra": {}},
+        tmp_path / "last.pt",
+    )
+    with pytest.raises(
+        CheckpointError, match=r"last\.pt: refused, it holds Python objects.*posix\.system"
+    ):
+        loader(tmp_path / "last.pt")
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path):
+    state = {
+        "pos_ema": np.arange(3.0),
+        "step": np.int64(4),
+        "rng": capture_rng(),
+    }
+    save_checkpoint(tmp_path / "c.pt", state)
+    back = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert back["step"] == 4 and torch.equal(
+        back["pos_ema"], torch.arange(3.0, dtype=torch.float64)
+    )
+
+
+def test_truncated_resume_state_names_the_file_and_says_training_restarts(tmp_path):
+    save_checkpoint(tmp_path / "last.pt", {"model": torch.nn.Linear(4, 4).state_dict(), "step": 3})
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt: unreadable checkpoint .*; delete it and rerun the step "
+        r"\(its training then starts from step 0\)$",
+    ) as e:
+        load_checkpoint(tmp_path / "last.pt")
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_config_is_one_line(tmp_path):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt does not fit this configuration's Linear "
+        r"\(size mismatch for weight.*\); delete it",
+    ):
+        restore_module(
+            torch.nn.Linear(4, 4), torch.nn.Linear(4, 8).state_dict(), tmp_path / "last.pt"
+        )
+    opt = torch.optim.AdamW(torch.nn.Linear(4, 4).parameters())
+    other = torch.optim.AdamW([torch.zeros(2, requires_grad=True)]).state_dict()
+    with pytest.raises(CheckpointError, match=r"last\.pt does not fit this configuration's AdamW"):
+        restore_module(opt, other, tmp_path / "last.pt")
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "last.pt", {"step": 1})
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos"
+        ) from OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(StepError, match=r"^no space left on device while writing .*last\.pt$"):
+        save_checkpoint(tmp_path / "last.pt", {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last.pt") == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_disk_full_while_checkpointing_on_a_real_full_disk(tiny_disk):
+    with pytest.raises(StepError, match=r"^no space left on device while writing .*last\.pt$"):
+        save_checkpoint(tiny_disk / "last.pt", {"w": torch.zeros(64 * 1024)})
+    assert list(tiny_disk.iterdir()) == []
+
+
+def test_guard_names_the_first_non_finite_step_and_term():
+    guard = FiniteGuard()
+    guard.observe(1, {"l1": torch.tensor(0.5), "quant": torch.tensor(0.1)})
+    guard.check()
+    guard.observe(2, {"l1": torch.tensor(0.5), "quant": torch.tensor(float("nan"))})
+    guard.observe(3, {"l1": torch.tensor(float("inf")), "quant": torch.tensor(0.1)})
+    with pytest.raises(NonFiniteError, match="non-finite quant at step 2"):
+        guard.check()
