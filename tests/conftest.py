@@ -23,15 +23,6 @@ from vcq.data.tokens import TokenWriter
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def snakemake_exe() -> str:
-    """The snakemake command of this environment (tests that need it are skipped without one)."""
-    exe = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-    if not Path(exe).exists():
-        pytest.skip("snakemake not installed")
-    return exe
-
-
 class Snakemake:
     """Snakemake run in a subprocess from the checkout, with this checkout's `vcq` (PYTHONPATH) and
     one thread per process unless `env` says otherwise."""
@@ -90,10 +81,14 @@ class Snakemake:
 
 
 @pytest.fixture(scope="session")
-def run_snakemake(snakemake_exe, tmp_path_factory) -> Snakemake:
+def run_snakemake(tmp_path_factory) -> Snakemake:
     """`run_snakemake(*args, config=None, profile="local", check=True, env=None, timeout=600)`
-    -> CompletedProcess; `run_snakemake.planned(out)`: the dry run's rule -> job count."""
-    return Snakemake(snakemake_exe, tmp_path_factory.mktemp("snakemake_configs"))
+    -> CompletedProcess; `run_snakemake.planned(out)`: the dry run's rule -> job count. Tests
+    that need it are skipped where this environment has no snakemake."""
+    exe = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    if not Path(exe).exists():
+        pytest.skip("snakemake not installed")
+    return Snakemake(exe, tmp_path_factory.mktemp("snakemake_configs"))
 
 
 class Python:
