@@ -1,7 +1,5 @@
 """Prologue tokens: trained only through the AR loss, sampled first, resumable like the AR model."""
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -124,10 +122,10 @@ def test_ar_checkpoints_with_the_prologue_in_extra_still_load(tmp_path):
     assert torch.equal(old(tokens, labels).loss, net(tokens, labels).loss)
 
 
-def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, tmp_path):
+def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(
+    train_ar_step, run_python, tmp_path
+):
     import json
-    import subprocess
-    import sys
 
     cfg = train_ar_step.config(3)
     cfg.write_text(
@@ -143,30 +141,14 @@ def test_linear_probe_adds_a_prologue_row_from_the_ar_checkpoint(train_ar_step, 
     train_ar_step.write_tokens(tmp_path / "train.h5", 64, 0, sha=file_sha256(tmp_path / "tok.pt"))
     train_ar_step.write_tokens(tmp_path / "val.h5", 32, 1, sha=file_sha256(tmp_path / "tok.pt"))
     train_ar_step.run(cfg, tmp_path / "a" / "final.pt")
-    probe_step = Path(__file__).resolve().parents[1] / "pipeline_steps" / "linear_probe.py"
     out = tmp_path / "probe.json"
-    subprocess.run(
-        [
-            sys.executable,
-            probe_step,
-            "--config",
-            str(cfg),
-            "--schedule",
-            "c",
-            "--tokenizer",
-            str(tmp_path / "tok.pt"),
-            "--train-tokens",
-            str(tmp_path / "train.h5"),
-            "--val-tokens",
-            str(tmp_path / "val.h5"),
-            "--ar",
-            str(tmp_path / "a" / "final.pt"),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
+    r = run_python(
+        "pipeline_steps/linear_probe.py",
+        *("--config", cfg, "--schedule", "c", "--tokenizer", tmp_path / "tok.pt"),
+        *("--train-tokens", tmp_path / "train.h5", "--val-tokens", tmp_path / "val.h5"),
+        *("--ar", tmp_path / "a" / "final.pt", "--out", out),
     )
+    assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["features"] for r in rows] == ["codes", "prologue"] and rows[1]["k"] == 2
 

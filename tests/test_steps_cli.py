@@ -20,22 +20,10 @@ def test_step_help(step, monkeypatch, capsys):
     assert "--config" in out and "--set" in out
 
 
-def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(tmp_path):
-    import subprocess
-
+def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(run_python, tmp_path):
     # the default --config, config/default.yaml, is relative to the checkout
-    out = subprocess.run(
-        [
-            sys.executable,
-            "pipeline_steps/make_tables.py",
-            "--out-dir",
-            tmp_path / "out",
-            "--set",
-            "report.k=sixteen",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = run_python(
+        "pipeline_steps/make_tables.py", "--out-dir", tmp_path / "out", "--set", "report.k=sixteen"
     )
     assert out.returncode != 0 and not (tmp_path / "out").exists()
     assert out.stderr.strip().count("\n") == 0 and "report.k" in out.stderr
@@ -48,25 +36,12 @@ def test_bad_config_value_stops_a_step_with_one_line_naming_the_key(tmp_path):
         ("train_ar.py", ["--schedule", "cosine"], "tok.pt: no such file"),
     ],
 )
-def test_an_unknown_name_or_missing_file_stops_a_step_with_one_line(tmp_path, step, args, message):
-    import subprocess
-
+def test_an_unknown_name_or_missing_file_stops_a_step_with_one_line(
+    run_python, tmp_path, step, args, message
+):
     files = ["--tokens", "t.h5", "--val-tokens", "v.h5"] if step == "train_ar.py" else ["--ar", "a"]
-    out = subprocess.run(
-        [
-            sys.executable,
-            f"pipeline_steps/{step}",
-            *args,
-            *files,
-            "--tokenizer",
-            "tok.pt",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = run_python(
+        f"pipeline_steps/{step}", *args, *files, "--tokenizer", "tok.pt", "--out", tmp_path / "out"
     )
-    last = out.stderr.strip().splitlines()[-1]
-    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = run_python.error_line(out)
     assert last.startswith("error: ") and message in last

@@ -2,8 +2,6 @@
 metric id, display labels), the registry, and make_tables on run files (all files or none)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -384,21 +382,10 @@ def test_shipped_table5_rows_name_configs_with_their_table7_presets(in_checkout)
         )
 
 
-def test_make_tables_scaling_writes_table5_from_shipped_configs(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "pipeline_steps/make_tables.py",
-            "--config",
-            "config/imagenet/base.yaml",
-            "--scaling",
-            "--out-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+def test_make_tables_scaling_writes_table5_from_shipped_configs(run_python, tmp_path):
+    out = run_python(
+        "pipeline_steps/make_tables.py",
+        *("--config", "config/imagenet/base.yaml", "--scaling", "--out-dir", tmp_path),
     )
     assert out.returncode == 0, out.stderr[-2000:]
     df = pd.read_csv(tmp_path / "table5.csv")
