@@ -10,6 +10,9 @@ PAPER = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "config/paper_numbers.yaml").read_text()
 )
 
+# N of ImageNet-1K's training set (Table 1), the N of Table 2's t* and of Fig. 2
+IMAGENET_N = next(d["n"] for d in PAPER["table1"]["datasets"] if d["name"] == "ImageNet-1K")
+
 
 def table2_schedules(*names: str) -> list[dict]:
     """The schedules of Table 2's rows (all, or those named), as config entries: each row is named

@@ -9,14 +9,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from paper import PAPER
 
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
 from vcq.runfiles import read_entropy_csv
 from vcq.schedules import schedule_k_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-IMAGENET = 1281167
 
 
 def naive_conditional_entropy(tokens: np.ndarray) -> np.ndarray:
@@ -31,19 +30,9 @@ def naive_conditional_entropy(tokens: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize(
-    "n, k, t_star",
-    [
-        (50000, 16384, 2),
-        (118287, 16384, 2),
-        (IMAGENET, 16384, 2),
-        (12_000_000, 16384, 2),
-        (400_000_000, 16384, 3),
-        (5_000_000_000, 16384, 3),
-    ],
-)
-def test_prop1_reproduces_table1(n, k, t_star):
-    assert cliff_position(n, k) == t_star
+@pytest.mark.parametrize("dataset", PAPER["table1"]["datasets"], ids=lambda d: d["name"])
+def test_prop1_reproduces_table1(dataset):
+    assert cliff_position(dataset["n"], 16384) == dataset["t_star"]
 
 
 def test_table1_thresholds_are_where_t_star_steps():

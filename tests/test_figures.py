@@ -4,7 +4,7 @@ classes and per class), the run's curves, and all files or none."""
 import numpy as np
 import pandas as pd
 import pytest
-from paper import PAPER, table2_schedules
+from paper import IMAGENET_N, PAPER, table2_schedules
 from report_runfiles import FIGURE_INPUTS, args, recon_record, run_files, step
 
 from vcq.report import figures
@@ -16,7 +16,7 @@ def imagenet_cfg():
         "experiment": "x",
         "schedules": table2_schedules("constant16384", "cosine"),
         "tokenizer": {"num_tokens": 256, "model": {"image_size": 256}},
-        "report": {"n_images": 1281167},
+        "report": {"n_images": IMAGENET_N},
     }
 
 
@@ -42,7 +42,7 @@ def test_fig2_draws_the_papers_remaining_budget_beside_the_per_position_view(
     panel_a = {label: a for col, label, a in drawn if col == 0}
     # (a) remaining budget log2 N - I(t): the constant 16384 exhausts 20.3 bits at t = 2
     constant = panel_a["constant16384"][1]
-    assert constant[0] == pytest.approx(np.log2(1281167)) and constant[2] == 0
+    assert constant[0] == pytest.approx(np.log2(IMAGENET_N)) and constant[2] == 0
     assert any(label.startswith("power, K_min = 16") for label in panel_a)
     language = next(a for label, a in panel_a.items() if label.startswith("language"))
     printed = PAPER["fig2a_language"]

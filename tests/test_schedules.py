@@ -3,7 +3,7 @@ the theoretical t* of Table 1 / SPEC §2."""
 
 import numpy as np
 import pytest
-from paper import PAPER, table2_schedules
+from paper import IMAGENET_N, PAPER, table2_schedules
 
 from vcq.schedules import (
     bits_per_pixel,
@@ -13,8 +13,6 @@ from vcq.schedules import (
     remaining_budget,
     schedule_k_sizes,
 )
-
-IMAGENET = 1_281_167
 
 # Eq. 2's t*_vcq for ImageNet (computed, not printed: the paper prints a lower t* for cosine,
 # power and cosine_large, which vcq.report.tables.table2_notes explains)
@@ -36,7 +34,7 @@ def test_table2_row(schedule):
     )
     assert round(mean_codebook_size(k_sizes)) == printed["k_mean"]
     assert round(bits_per_pixel(k_sizes, 256), 3) == printed["bpp"]
-    assert cliff_position_vcq(k_sizes, IMAGENET) == T_STAR_VCQ[schedule["name"]]
+    assert cliff_position_vcq(k_sizes, IMAGENET_N) == T_STAR_VCQ[schedule["name"]]
 
 
 def test_unrounded_means_match_spec():
@@ -70,8 +68,8 @@ def test_eq3_early_values_not_prose():
 def test_information_budget():
     k_sizes = schedule_k_sizes("constant", 16384, 16384, 4)
     np.testing.assert_allclose(cumulative_information(k_sizes), [0, 14, 28, 42, 56])
-    rem = remaining_budget(k_sizes, IMAGENET)
-    assert rem[0] == pytest.approx(np.log2(IMAGENET))
+    rem = remaining_budget(k_sizes, IMAGENET_N)
+    assert rem[0] == pytest.approx(np.log2(IMAGENET_N))
     assert rem[1] > 0 > rem[2]
 
 
