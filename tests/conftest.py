@@ -141,6 +141,19 @@ def figure_pixels():
     return _figure_pixels
 
 
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut the file to its first `keep` fraction, as a kill or a full disk leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.fixture(scope="session")
+def truncate():
+    """`truncate(path, keep=0.5)` -> path: the file cut to its first `keep` fraction."""
+    return _truncate
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 16 KiB tmpfs (root only): a real ENOSPC, not a simulated one."""

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from paper import PAPER
 
 from vcq.entropy import cliff_position, conditional_entropy, main, measured_cliff, read_token_matrix
@@ -208,3 +209,18 @@ def test_measure_entropy_step_refuses_an_incomplete_file_in_one_line(
     line = run_python.error_line(_measure_entropy(run_python, tmp_path))
     assert line.startswith(f"error: {tmp_path / 't.h5'}: is not a complete token store")
     assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".pt"])
+def test_the_entropy_cli_refuses_a_truncated_token_file_in_one_line(
+    tmp_path, suffix, capfd, truncate
+):
+    path = tmp_path / f"t{suffix}"
+    tokens = np.zeros((100, 16), np.int64)
+    save = {".npz": lambda: np.savez(path, tokens=tokens), ".npy": lambda: np.save(path, tokens)}
+    save.get(suffix, lambda: torch.save({"tokens": torch.from_numpy(tokens)}, path))()
+    truncate(path)
+    assert main([str(path), "--k-sizes", "16"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {path}: ")
+    assert "truncated or malformed" in line or "not a readable tensor file" in line

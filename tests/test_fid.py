@@ -15,6 +15,8 @@ from vcq.metrics.features import DemoNet
 from vcq.metrics.fid import ImageSource, build_extractor, evaluate, extract_features
 from vcq.train.checkpoint import save_checkpoint
 
+DEMO = Path(__file__).resolve().parents[1] / "config/default.yaml"
+
 
 def _frechet(mu1, s1, mu2, s2) -> float:
     """Fréchet distance with tr sqrt(S1 S2) = tr sqrt(A S2 A), A = S1^(1/2) (symmetric, so eigh)."""
@@ -273,3 +275,17 @@ def test_reference_statistics_follow_the_feature_weights(tmp_path):
     old = fd("cache")
     train(1)  # the feature network is retrained
     assert fd("cache") == pytest.approx(fd("empty_cache")) and fd("cache") != pytest.approx(old)
+
+
+def test_missing_inception_weights_stop_eval_recon_before_it_reconstructs(tmp_path, run_python):
+    # the tokenizer does not exist either: the weights are checked first, before anything loads
+    r = run_python(
+        "pipeline_steps/eval_recon.py",
+        *("--config", DEMO, "--schedule", "constant", "--tokenizer", tmp_path / "final.pt"),
+        *("--out", tmp_path / "r.json", "--out-images", tmp_path / "r.npz"),
+        *("--set", "eval.feature_extractor=inception"),
+        *("--set", f"eval.inception_weights={tmp_path / 'inception.pth'}"),
+    )
+    line = run_python.error_line(r)
+    assert line.startswith(f"error: {tmp_path / 'inception.pth'}: feature extractor weights")
+    assert "eval.inception_weights" in line and "download" in line

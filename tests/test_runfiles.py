@@ -1,15 +1,29 @@
 """Run files that name their schedule: each reader round-trips its writer and refuses a file
-without the name; `by_name` matches files to the config by content, never by order."""
+without the name; `by_name` matches files to the config by content, never by order; a truncated
+or foreign run file is one line naming itself and the rule that writes it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from vcq import runfiles
-from vcq.io import StepError
+from vcq.io import StepError, write_json
+from vcq.runfiles import (
+    read_log,
+    read_metrics,
+    read_position_loss,
+    read_recon_images,
+    read_samples,
+    sample_names,
+    write_recon_images,
+    write_samples,
+)
 from vcq.train.log import JsonlLog
+
+DEMO = Path(__file__).resolve().parents[1] / "config/default.yaml"
 
 
 def _position_loss(path, schedule, offset=0.0):
@@ -157,3 +171,90 @@ def test_by_name_ignores_order_and_names_the_rule_of_a_missing_file(tmp_path):
     with pytest.raises(StepError, match="extra.csv: .*'power', which the config does not list"):
         index([*files, _position_loss(tmp_path / "extra.csv", "power")])
     assert index([]) == {}
+
+
+def _samples(path: Path) -> Path:
+    chunk, tokens = path.with_name("chunk.npy"), path.with_name("tokens.npy")
+    np.save(chunk, np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(tokens, np.zeros((4, 16), np.int64))
+    write_samples(path, "cosine", "cfg", [chunk], np.arange(4), [tokens])
+    return path
+
+
+def _recon(path: Path) -> Path:
+    with write_recon_images(path, "cosine", (4, 8, 8, 3)):
+        pass
+    return path
+
+
+def _metrics(path: Path) -> Path:
+    write_json(path, {"schedule": "cosine", "fid": 1.0})
+    return path
+
+
+def _train_log(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"schedule": "s", "step": i}) + "\n" for i in range(40)))
+    return path
+
+
+# (writer, reader, rule): every run-file format, cut in half
+FORMATS = {
+    "samples npz": (_samples, read_samples, "sample"),
+    "sample names": (_samples, sample_names, "sample"),
+    "recon npz": (_recon, read_recon_images, "eval_recon"),
+    "metrics json": (_metrics, lambda p: read_metrics(p, "eval_fid"), "eval_fid"),
+    "position-loss csv": (
+        lambda p: Path(_position_loss(p, "cosine")),
+        read_position_loss,
+        "train_ar",
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_a_truncated_run_file_names_itself_and_its_rule(tmp_path, fmt, truncate):
+    write, read, rule = FORMATS[fmt]
+    suffix = {"samples": ".npz", "sample": ".npz", "recon": ".npz"}.get(fmt.split()[0], ".x")
+    path = write(tmp_path / f"f{suffix}")
+    read(path)  # the whole file reads
+    truncate(path)
+    with pytest.raises(StepError) as e:
+        read(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and f"rerun the `{rule}` rule" in msg and "\n" not in msg
+
+
+def test_a_training_log_cut_by_a_kill_resumes_and_a_damaged_one_names_its_rule(tmp_path, truncate):
+    path = _train_log(tmp_path / "train_log.jsonl")
+    truncate(path, keep=0.99)  # a kill while appending the last record
+    JsonlLog(path, "s", resume_step=10)  # the resumed run rewinds the log to its step
+    assert [r["step"] for r in JsonlLog.read(path)] == list(range(11))
+    path.write_text(path.read_text().replace('"step": 5}', '"step": 5'))
+    with pytest.raises(StepError, match=r"train_log\.jsonl: truncated or malformed.*`train_ar`"):
+        read_log(path, "train_ar")
+
+
+def test_a_metrics_file_that_is_not_a_record_names_its_rule(tmp_path):
+    (tmp_path / "m.json").write_text("[1, 2]")
+    with pytest.raises(StepError, match=r"m\.json: not a metrics record.*`eval_recon` rule"):
+        read_metrics(tmp_path / "m.json", "eval_recon")
+
+
+def test_the_fid_step_refuses_a_truncated_sample_file_in_one_line(tmp_path, run_python, truncate):
+    samples = truncate(_samples(tmp_path / "s.npz"))
+    out = tmp_path / "o.json"
+    r = run_python(
+        "pipeline_steps/eval_fid.py", "--config", DEMO, "--samples", samples, "--out", out
+    )
+    assert run_python.error_line(r).startswith(f"error: {samples}: truncated or malformed")
+    assert "rerun the `sample` rule" in r.stderr and not out.exists()
+
+
+def test_a_truncated_sample_chunk_is_one_line_naming_it_and_the_sample_rule(tmp_path, truncate):
+    chunk, tokens = tmp_path / "chunk.npy", tmp_path / "tokens.npy"
+    np.save(chunk, np.zeros((4, 8, 8, 3), np.uint8))
+    np.save(tokens, np.zeros((4, 16), np.int64))
+    truncate(chunk, keep=0.1)
+    with pytest.raises(StepError, match=r"chunk\.npy: truncated or malformed .*`sample` rule"):
+        write_samples(tmp_path / "s.npz", "cosine", "cfg", [chunk], np.arange(4), [tokens])
+    assert not (tmp_path / "s.npz").exists()

@@ -2,6 +2,7 @@
 and unreadable images."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from vcq.losses import (
 from vcq.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "config/default.yaml"
 
 
 def test_paper_loss_weights_are_defaults(tokenizer_cfg):
@@ -192,3 +194,57 @@ def test_tokenizer_training_stops_when_more_images_are_unreadable_than_allowed(
     with pytest.raises(StepError, match=r"^2 of 4 images under .* data.max_unreadable"):
         train(cfg, "cosine", ImageFolderDataset(root), tmp_path / "t" / "final.pt")
     assert not (tmp_path / "t" / "final.pt").exists()
+
+
+def test_missing_lpips_weights_stop_tokenizer_training_before_it_starts(tmp_path, run_python):
+    # no data folder either: the weights are checked first
+    r = run_python(
+        "pipeline_steps/train_tokenizer.py",
+        *("--config", DEMO, "--schedule", "constant", "--out", tmp_path / "t/final.pt"),
+        *("--set", f"data.root={tmp_path / 'nodata'}"),
+        *("--set", f"tokenizer.train.lpips_weights={tmp_path / 'vgg.pth'}"),
+    )
+    line = run_python.error_line(r)
+    assert line.startswith(f"error: {tmp_path / 'vgg.pth'}: LPIPS trunk weights not found")
+    assert "tokenizer.train.lpips_weights" in line
+
+
+def test_stop_after_does_not_claim_a_final_model(image_folder, run_step, tmp_path, capfd):
+    image_folder(tmp_path / "data/train", n=4, shape=(20, 20))
+    cfg = {
+        "extends": str(DEMO),
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "tokenizer": {"train": {"steps": 2, "batch_size": 2, "disc_start": 2, "ckpt_every": 1}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "t/final.pt"
+    args = ("--config", tmp_path / "c.yaml", "--schedule", "constant", "--out", out)
+    run_step("train_tokenizer", *args, "--stop-after", "1")
+    err = capfd.readouterr().err
+    assert f"stopped after step 1 of 2, no {out} yet" in err
+    assert "wrote" not in err and not out.exists()
+    run_step("train_tokenizer", *args)
+    assert f"wrote {out}" in capfd.readouterr().err and out.exists()
+    logging.shutdown()
+
+
+@pytest.mark.slow
+def test_under_torchrun_only_rank_0_says_it_wrote_the_model(image_folder, tmp_path, run_python):
+    image_folder(tmp_path / "data/train", n=8, shape=(20, 20))
+    cfg = {
+        "extends": str(DEMO),
+        "device": "cpu",
+        "data": {"source": "folder", "root": str(tmp_path / "data")},
+        "tokenizer": {"train": {"steps": 2, "batch_size": 4, "disc_start": 2, "ckpt_every": 1}},
+        "resources": {"train_tokenizer": {"gpus": 2}},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "t/final.pt"
+    r = run_python(
+        *("-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"),
+        "pipeline_steps/train_tokenizer.py",
+        *("--config", tmp_path / "c.yaml", "--schedule", "constant", "--out", out),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count(f"wrote {out}") == 1 and r.stderr.count("training tokenizer") == 1
+    assert out.exists()

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from vcq.ar import load_ar
+from vcq.config import load_config
 from vcq.io import StepError
 from vcq.metrics.features import load_demo_extractor
 from vcq.numerics import FiniteGuard, NonFiniteError
-from vcq.tokenizer import load_tokenizer
+from vcq.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from vcq.train.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -28,6 +29,8 @@ from vcq.train.checkpoint import (
 )
 from vcq.train.common import batch_indices, grad_sync, lr_at, micro_batch, param_groups
 from vcq.train.log import JsonlLog, Throughput, peak_flops
+
+DEMO = Path(__file__).resolve().parents[1] / "config/default.yaml"
 
 
 def test_lr_schedule_shape():
@@ -277,3 +280,25 @@ def test_guard_names_the_first_non_finite_step_and_term():
     guard.observe(3, {"l1": torch.tensor(float("inf")), "quant": torch.tensor(0.1)})
     with pytest.raises(NonFiniteError, match="non-finite quant at step 2"):
         guard.check()
+
+
+def _tokenizer_file(path: Path) -> Path:
+    cfg = load_config(DEMO)
+    model = build_tokenizer(cfg["tokenizer"], np.full(cfg["tokenizer"]["num_tokens"], 8))
+    save_tokenizer(path, model, cfg, {"schedule": "constant"})
+    return path
+
+
+def test_a_truncated_model_file_names_the_rule_that_writes_it(tmp_path, truncate):
+    path = truncate(_tokenizer_file(tmp_path / "final.pt"))
+    with pytest.raises(CheckpointError) as e:
+        load_tokenizer(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: unreadable checkpoint")
+    # a rerun of train_tokenizer resumes from last.pt: no claim that training starts over
+    assert msg.endswith("delete it and rerun the `train_tokenizer` rule") and "step 0" not in msg
+
+
+def test_a_missing_model_file_names_the_rule_that_writes_it(tmp_path):
+    with pytest.raises(CheckpointError, match=r"final\.pt: no such checkpoint; the `train_ar`"):
+        load_ar(tmp_path / "final.pt")
