@@ -408,20 +408,27 @@ def test_an_uncaught_deterministic_exception_is_not_retried_on_gpus(tmp_path, ra
 
 @pytest.mark.parametrize(("step_s", "grace_s", "waits"), [(2, 30, 2), (60, 2, 2)])
 def test_the_snakemake_in_a_job_exits_on_sigterm_once_its_step_has(step_s, grace_s, waits):
-    # Snakemake's own SIGTERM handler only stops scheduling and waits: a stand-in that does the
-    # same, running a step of `step_s` seconds, must exit after the step (or after `grace_s`).
+    # A stand-in for the Snakemake in a job, running a step of `step_s` seconds, must exit after
+    # the step (or after `grace_s`) on SIGTERM. Snakemake's handler takes the scheduler's lock,
+    # which the main thread may hold when the signal comes: it then waits forever (so one outlived
+    # its job on the test cluster).
     script = f"""
-import signal, subprocess, sys, time
+import signal, subprocess, sys, threading, time
 from vcq import cluster
 class Scheduler:
+    def __init__(self):
+        self._lock = threading.Lock()
     def exit_gracefully(self, *args):
-        self.stopping = True
+        with self._lock:
+            self.stopping = True
 cluster.exit_with_job(Scheduler, grace_s={grace_s})
-signal.signal(signal.SIGTERM, Scheduler().exit_gracefully)
+scheduler = Scheduler()
+signal.signal(signal.SIGTERM, scheduler.exit_gracefully)
 step = subprocess.Popen(["sleep", "{step_s}"])
-print("ready", flush=True)
-while True:
-    time.sleep(1)
+with scheduler._lock:
+    print("ready", flush=True)
+    while True:
+        time.sleep(1)
 """
     proc = subprocess.Popen(
         [sys.executable, "-c", script], env=_env(), stdout=subprocess.PIPE, text=True

@@ -672,14 +672,15 @@ def _exit_when_children_end(grace_s: float) -> None:
 
 
 def exit_with_job(scheduler: type, grace_s: float = 60) -> None:
-    """Make SIGTERM end the Snakemake that runs a job's step (`scheduler`: its JobScheduler class,
-    whose handler only stops scheduling and waits): once the step has saved and exited, or
-    `grace_s` later. Without it that Snakemake outlived a job whose node went down."""
+    """Make SIGTERM end the Snakemake that runs a job's step (`scheduler`: its JobScheduler class):
+    once the step has saved and exited, or `grace_s` later. Snakemake's own handler takes the
+    scheduler's lock, which the interrupted main thread may hold: it then waits forever (so one
+    outlived a job whose node went down), so the exit is a thread of its own, started first."""
     graceful = scheduler.exit_gracefully
 
     def exit_gracefully(self, *args):  # noqa: ANN001, ANN202
-        graceful(self, *args)
         threading.Thread(target=_exit_when_children_end, args=(grace_s,), daemon=True).start()
+        graceful(self, *args)
 
     scheduler.exit_gracefully = exit_gracefully
 
