@@ -520,8 +520,10 @@ def lock_message(lock_dir: str | os.PathLike = ".snakemake/locks") -> str:
 
 def patch_lock_message() -> None:
     """Make Snakemake's LockException (which always advises `--unlock`) say `lock_message()`."""
-    import snakemake.exceptions as exceptions
-
+    try:
+        import snakemake.exceptions as exceptions
+    except ImportError:  # the library without the workflow extra: no Snakemake lock to reword
+        return
     if getattr(exceptions.LockException, "_vcq", False):
         return
 
