@@ -11,10 +11,10 @@ one `error:` line per claim that does not hold: every schedule's reconstructions
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from vcq.cli import step_parser
 from vcq.config import ConfigError, load_config, rule_spec
 from vcq.io import StepError, read_json
 from vcq.metrics.records import (
@@ -87,17 +87,7 @@ def key_figures(
 
 def main(argv: list[str] | None = None) -> int:
     """Print the key figures of the run a config names; 1 when a claim does not hold."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="config/default.yaml", help="experiment YAML")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value as the run did, e.g. --set paths.results_dir=/tmp/r",
-    )
-    args = parser.parse_args(argv)
+    args = step_parser(__doc__.splitlines()[0]).parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         layout = Layout.of(cfg)
