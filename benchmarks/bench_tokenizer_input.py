@@ -50,6 +50,7 @@ def rate(data: ImageFolderDataset, workers: int, batch: int, steps: int) -> floa
         "batch_size": batch,
         "pin_memory": False,
         "prefetch_factor": 2,
+        "decode": "pil",
     }
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     t0 = time.perf_counter()

@@ -8,7 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vcq.data.images import ImageFolderDataset, TrainCrops, eval_transform, to_tensor_pm1
+from vcq.data.images import (
+    ImageFolderDataset,
+    TrainCrops,
+    eval_transform,
+    keep_items,
+    to_tensor_pm1,
+)
 from vcq.data.source import images_root, manifest_name, source_key
 from vcq.data.synthetic import CLASS_NAMES, generate, generate_once
 from vcq.data.views import make_views, view_names
@@ -169,6 +175,72 @@ def test_transforms_range_and_shape(tmp_path):
     views = [crops[(0, seed)][0] for seed in range(8)]
     assert all(v.shape == (3, 32, 32) and v.dtype == torch.uint8 for v in views)
     assert torch.equal(crops[(0, 3)][0], views[3]) and len({v.numpy().tobytes() for v in views}) > 1
+
+
+def _photo(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth uint8 RGB image with mild noise (resize filters differ most on pure noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(3)], -1)
+    return np.clip(127.5 + 100 * base + rng.normal(0, 4, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _mixed_folder(root: Path) -> Path:
+    """c/0 RGB JPEG, c/1 grayscale JPEG, c/2 PNG, c/3 truncated JPEG, c/4 CMYK JPEG."""
+    (root / "c").mkdir(parents=True)
+    Image.fromarray(_photo(60, 80, 0)).save(root / "c" / "0.jpg", quality=95)
+    Image.fromarray(_photo(70, 50, 1)[..., 0]).save(root / "c" / "1.jpg", quality=95)
+    Image.fromarray(_photo(50, 66, 2)).save(root / "c" / "2.png")
+    Image.fromarray(_photo(60, 60, 3)).save(root / "c" / "3.jpg", quality=95)
+    jpeg = (root / "c" / "3.jpg").read_bytes()
+    (root / "c" / "3.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    Image.fromarray(_photo(64, 48, 4)).convert("CMYK").save(root / "c" / "4.jpg", quality=95)
+    return root
+
+
+def test_pil_train_crops_are_unchanged(tmp_path):
+    from torchvision.transforms import functional as F
+
+    def before(image, size, pad, seed):  # TrainCrops.__getitem__ before decode: device existed
+        image = F.center_crop(F.resize(image, pad), [pad, pad])
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        rng = np.random.default_rng(seed)
+        y, x0 = rng.integers(0, pad - size + 1, size=2)
+        x = x[:, y : y + size, x0 : x0 + size]
+        return (x.flip(-1) if rng.random() < 0.5 else x).contiguous()
+
+    data = ImageFolderDataset(_mixed_folder(tmp_path))
+    crops = TrainCrops(data, 32, crop_scale=1.25)
+    for index in (0, 1, 2, 4):
+        image = data.load(index)[0]
+        for seed in range(4):
+            assert torch.equal(crops[(index, seed)][0], before(image, 32, 40, seed))
+
+
+def test_device_decoded_batch_matches_pil_crops_and_counts_the_skip(tmp_path, caplog):
+    data = ImageFolderDataset(_mixed_folder(tmp_path))
+    pil = TrainCrops(data, 32, crop_scale=1.25)
+    raw = TrainCrops(data, 32, crop_scale=1.25, raw_jpeg=True)
+    keys = [(i, 10 + i) for i in range(5)]
+    items = keep_items([raw[k] for k in keys])
+    # the workers only read the upright RGB/L JPEGs; the PNG, the CMYK JPEG and the truncated one
+    # (whose header reads) take the PIL path or are left to the main process
+    assert [item[0].dim() for item in items] == [1, 1, 3, 1, 3]
+    with caplog.at_level(logging.WARNING):
+        images, labels, flags = raw.device_batch(items, torch.device("cpu"))
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
+    assert flags.tolist() == [-1, -1, -1, 3, -1] and labels.tolist() == [0] * 5
+    assert data.skipped == [str(tmp_path / "c" / "3.jpg")]
+    expected = torch.stack([pil[k][0] for k in keys])
+    # the truncated file is replaced by the next readable one (4.jpg) with its own crop seed
+    assert torch.equal(expected[3], pil[(4, 13)][0]) and torch.equal(images[3], expected[3])
+    assert torch.equal(images[[2, 4]], expected[[2, 4]])
+    for i in (0, 1):  # decode_jpeg + tensor resize vs PIL: the same crop, other rounding
+        assert (images[i].float() - expected[i].float()).abs().mean() < 3
+    again = raw.device_batch(keep_items([raw[k] for k in keys]), torch.device("cpu"))[0]
+    assert torch.equal(again, images)
+    other = raw.device_batch(keep_items([raw[(i, 99 + i)] for i in range(5)]), torch.device("cpu"))
+    assert not torch.equal(other[0][:2], images[:2])
 
 
 def test_view_recipes():

@@ -115,6 +115,37 @@ def test_resume_with_loader_workers_matches_in_process_loading(tokenizer_cfg, tr
     assert train_run(workers, tmp_path / "b" / "final.pt") == straight
 
 
+def test_device_decoding_trains_resumes_and_keys_the_run(tokenizer_cfg, tmp_path):
+    # decode: device on the CPU runs the code a GPU runs (decode_jpeg with device="cpu")
+    import numpy as np
+    from PIL import Image
+
+    from vcq.train.checkpoint import run_key
+    from vcq.train.tokenizer import train
+
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        (tmp_path / "images" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(rng.integers(0, 256, (44, 48, 3), dtype=np.uint8))
+        image.save(tmp_path / "images" / f"c{i % 2}" / f"{i}.{'png' if i == 5 else 'jpg'}")
+    bad = tmp_path / "images" / "c0" / "2.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    data = ImageFolderDataset(tmp_path / "images")
+
+    def run(cfg, out, stop_at=None):
+        train(cfg, "cosine", data, out, stop_at=stop_at)
+        return [json.loads(x) for x in (out.parent / "train_log.jsonl").read_text().splitlines()]
+
+    straight = run(tokenizer_cfg(decode="device"), tmp_path / "a" / "final.pt")
+    workers = tokenizer_cfg(decode="device", num_workers=1, prefetch_factor=1)
+    run(workers, tmp_path / "b" / "final.pt", stop_at=3)
+    assert run(workers, tmp_path / "b" / "final.pt") == straight
+    assert len(straight) == 6 and straight[-1]["skipped_images"] == 1
+    assert run(tokenizer_cfg(), tmp_path / "c" / "final.pt") != straight  # resized otherwise
+    keys = [run_key(tokenizer_cfg(decode=d)["tokenizer"], "", "", 1) for d in ("pil", "device")]
+    assert keys[0] != keys[1]
+
+
 def test_cli_help(run_python):
     r = run_python("pipeline_steps/train_tokenizer.py", "--help")
     assert r.returncode == 0 and "--schedule" in r.stdout

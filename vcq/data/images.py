@@ -3,6 +3,7 @@ plus the [-1, 1] tensor transforms."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -261,36 +262,119 @@ def crop_seed(seed: int, step: int, slot: int) -> int:
     return int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0])
 
 
+def train_crop(image: Image.Image | torch.Tensor, size: int, pad: int, seed: int) -> torch.Tensor:
+    """A PIL image, or a uint8 (3, H, W) tensor on any device, to its uint8 (3, size, size)
+    training crop: shorter side to `pad` (antialiased), centre `pad` square, then the random crop
+    and horizontal flip drawn from `seed`."""
+    from torchvision.transforms import functional as F
+
+    image = F.center_crop(F.resize(image, pad, antialias=True), [pad, pad])
+    if isinstance(image, Image.Image):
+        image = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    rng = np.random.default_rng(seed)
+    y, x0 = rng.integers(0, pad - size + 1, size=2)
+    x = image[:, y : y + size, x0 : x0 + size]
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    return x.contiguous()
+
+
+def jpeg_bytes(path: str | os.PathLike, max_pixels: int | None) -> torch.Tensor | None:
+    """The file as uint8 bytes when `decode_jpeg(mode=RGB)` gives the image `load_rgb` would (a
+    JPEG in RGB or L mode, upright, within `max_pixels`: only its header is read), else None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if (
+                    im.format != "JPEG"
+                    or im.mode not in ("RGB", "L")
+                    or im.getexif().get(0x0112, 1) != 1
+                    or (max_pixels is not None and w * h > max_pixels)
+                ):
+                    return None
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except Exception:  # unreadable: load_rgb's path skips and logs it
+        return None
+
+
+def keep_items(items: list) -> list:
+    """DataLoader collate that leaves a batch as its list of items (raw JPEGs differ in size)."""
+    return items
+
+
 class TrainCrops(torch.utils.data.Dataset):
     """Training view of an ImageFolderDataset: (index, crop seed) -> uint8 (3, size, size) crop.
 
     Decoding, the shorter-side resize to `crop_scale`·`size`, the square centre crop, the random
     crop and the horizontal flip ("random cropping and horizontal flipping", App. A) all run in the
-    DataLoader worker; the result stays uint8 so a batch
+    DataLoader worker (`train_crop`); the result stays uint8 so a batch
     crosses to the device at a quarter of the float size and is normalised there. The third item
     is the requested index when its file was unreadable (and replaced by the next one), else -1;
     skips are counted from it in the main process, since each worker has its own `skipped`.
+
+    With `raw_jpeg`, an item is (crop or JPEG bytes, label, flag, index, seed): a JPEG that
+    `jpeg_bytes` accepts is only read, and `device_batch` decodes and crops it in the main process.
     """
 
-    def __init__(self, images: ImageFolderDataset, size: int, crop_scale: float = 1.125) -> None:
+    def __init__(
+        self,
+        images: ImageFolderDataset,
+        size: int,
+        crop_scale: float = 1.125,
+        raw_jpeg: bool = False,
+    ) -> None:
         self.images, self.size, self.pad = images, size, round(size * crop_scale)
+        self.raw_jpeg = raw_jpeg
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        from torchvision.transforms import functional as F
-
+    def __getitem__(self, key: tuple[int, int]) -> tuple:
         index, seed = key
+        if self.raw_jpeg:
+            path, label = self.images.samples[index]
+            data = jpeg_bytes(path, self.images.max_pixels)
+            if data is not None:
+                return data, label, -1, index, seed
+            return *self._crop(index, seed), index, seed
+        return self._crop(index, seed)
+
+    def _crop(self, index: int, seed: int) -> tuple[torch.Tensor, int, int]:
         image, label, used = self.images.load(index)
-        image = F.center_crop(F.resize(image, self.pad), [self.pad, self.pad])
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        rng = np.random.default_rng(seed)
-        y, x0 = rng.integers(0, self.pad - self.size + 1, size=2)
-        x = x[:, y : y + self.size, x0 : x0 + self.size]
-        if rng.random() < 0.5:
-            x = x.flip(-1)
-        return x.contiguous(), label, index if used != index else -1
+        return train_crop(image, self.size, self.pad, seed), label, index if used != index else -1
+
+    def device_batch(
+        self, items: list[tuple], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A `raw_jpeg` batch as (uint8 (B, 3, size, size) crops on `device`, labels, flags): its
+        JPEG bytes decoded by one `decode_jpeg` call on `device` (nvJPEG on CUDA), then cropped
+        like a worker's crops; a JPEG it cannot decode takes the worker's path here (PIL, or the
+        next readable file)."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        raw = [i for i, item in enumerate(items) if item[0].dim() == 1]
+        decoded: dict[int, torch.Tensor] = {}
+        try:
+            if raw:
+                data = [items[i][0] for i in raw]
+                out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+                decoded = dict(zip(raw, out, strict=True))
+        except RuntimeError:  # one bad file fails the whole call: find it
+            for i in raw:
+                with contextlib.suppress(RuntimeError):
+                    decoded[i] = decode_jpeg(items[i][0], mode=ImageReadMode.RGB, device=device)
+        crops, labels, flags = [], [], []
+        for i, (x, label, flag, index, seed) in enumerate(items):
+            if i in decoded:
+                x = train_crop(decoded[i], self.size, self.pad, seed)
+            elif x.dim() == 1:
+                x, label, flag = self._crop(index, seed)
+            crops.append(x.to(device, non_blocking=True))
+            labels.append(label)
+            flags.append(flag)
+        return torch.stack(crops), torch.tensor(labels), torch.tensor(flags)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from vcq.data.images import (
     StepBatchSampler,
     TrainCrops,
     check_unreadable,
+    keep_items,
     normalize_uint8,
 )
 from vcq.losses import TokenizerLoss
@@ -53,9 +55,11 @@ def image_loader(
     start: int,
     stop: int,
     env: DistEnv,
-) -> torch.utils.data.DataLoader:
-    """One batch per step from `start` to `stop`: uint8 crops decoded and augmented in workers."""
-    workers = train_cfg["num_workers"]
+) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One batch per step from `start` to `stop`: (uint8 crops, labels, skip flags), decoded and
+    augmented in workers, or with `decode: device` JPEGs decoded and cropped on `env.device`."""
+    workers, on_device = train_cfg["num_workers"], train_cfg["decode"] == "device"
+    crops = TrainCrops(data, size, crop_scale, raw_jpeg=on_device)
     sampler = StepBatchSampler(
         len(data),
         train_cfg["batch_size"] // env.world_size,
@@ -65,8 +69,8 @@ def image_loader(
         env.rank,
         env.world_size,
     )
-    return torch.utils.data.DataLoader(
-        TrainCrops(data, size, crop_scale),
+    loader = torch.utils.data.DataLoader(
+        crops,
         batch_sampler=sampler,
         num_workers=workers,
         pin_memory=train_cfg["pin_memory"] and env.device.type == "cuda",
@@ -75,7 +79,9 @@ def image_loader(
         # its own generator: the loader's base-seed draw must not advance the checkpointed global
         # RNG
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=keep_items if on_device else None,
     )
+    return (crops.device_batch(items, env.device) for items in loader) if on_device else loader
 
 
 def flops_per_image(model: Tokenizer) -> float:
@@ -160,7 +166,8 @@ def train(
     speed = Throughput(train_cfg["batch_size"], "img", flops_per_image(model), peak, env.world_size)
     batches = iter(loader)
     for step in range(start, stop):
-        # data: this step's images of this rank (decoded and cropped by the loader's workers)
+        # data: this step's images of this rank (decoded and cropped by the loader's workers, or
+        # with decode: device read by them and decoded here)
         with speed.waiting():
             images, _, replaced = next(batches)
 
