@@ -1,6 +1,8 @@
 """One-GPU throughput check of the paper-scale models (run by benchmarks/gpu_check.sh).
 
-Prints, one line each: Base-tokenizer bf16 training images/s and MFU; AR-B bf16 training tokens/s
+Prints, one line each: Base-tokenizer bf16 training images/s and MFU; the training process's
+images/s with `tokenizer.train.decode: device` (JPEGs decoded and cropped on the GPU, beside the
+PIL crops of one worker); AR-B bf16 training tokens/s
 and MFU; AR-B sampling images/s (batch 256, CFG, L = 256) eager and compiled; encoding images/s;
 the time of a torch-fidelity FID over 10,000 generated images. Inputs are synthetic tensors
 already on the device (the input pipelines have their own benchmarks); weights are random.
@@ -21,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vcq.ar import ARConfig, ARModel
 from vcq.config import k_sizes_for, load_config, tokenizer_section
-from vcq.data.images import normalize_uint8
+from vcq.data.images import ImageFolderDataset, TrainCrops, keep_items, normalize_uint8
 from vcq.data.views import view_names
 from vcq.losses import TokenizerLoss
 from vcq.numerics import enable_tf32, inference_autocast
@@ -105,6 +108,31 @@ def tokenizer_training(
         f"tokenizer training ({precision(device)}, batch {batch}, {size}px, {extras} on): "
         f"{ips:8.1f} images/s, "
         f"{t * 1e3:.0f} ms/step, MFU {ips * flops / peak:.1%} (encoder + decoder FLOPs only)"
+    )
+
+
+def device_decoding(cfg: dict, device: torch.device, batch: int, tiny: bool) -> None:
+    """Images/s of `TrainCrops.device_batch` (the training process's share of `decode: device`,
+    files already read) and of the PIL crops one loader worker makes, on 500x375 JPEGs."""
+    h, w = (48, 64) if tiny else (375, 500)
+    size, scale = cfg["tokenizer"]["model"]["image_size"], cfg["data"]["crop_scale"]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c").mkdir()
+        yy, xx = (np.mgrid[0:h, 0:w, 0:1] / w)[:2]
+        for i in range(batch):
+            pixels = 127.5 + 100 * np.sin(6 * xx + i) * np.cos(4 * yy - rng.random(3))
+            Image.fromarray(pixels.astype(np.uint8)).save(Path(tmp) / "c" / f"{i}.jpg", quality=90)
+        data = ImageFolderDataset(tmp)
+        raw, pil = TrainCrops(data, size, scale, raw_jpeg=True), TrainCrops(data, size, scale)
+        items = keep_items([raw[(i, i)] for i in range(batch)])
+        t_dev = timed(lambda: raw.device_batch(items, device), device, 2, 2 if tiny else 10)
+        few = min(batch, 16)
+        t_pil = timed(lambda: [pil[(i, i)] for i in range(few)], torch.device("cpu"), 1, 2)
+    print(
+        f"tokenizer input, decode: device ({device.type}, batch {batch}, {w}x{h} JPEG -> "
+        f"{size}px): {batch / t_dev:8.1f} images/s in the training process; PIL crops in one "
+        f"worker {few / t_pil:.1f} images/s"
     )
 
 
@@ -279,6 +307,7 @@ def main() -> None:
     small = args.tiny
     if "tokenizer" in args.only:
         tokenizer_training(cfg, device, 4 if small else 32, peak, small)
+        device_decoding(cfg, device, 4 if small else 256, small)
     if "ar" in args.only:
         ar_training(cfg, device, 4 if small else 64, peak, small)
     if "sample" in args.only:

@@ -22,6 +22,7 @@ def test_gpu_check_tiny_prints_every_figure():
     out = r.stdout
     for figure in (
         "images/s, ",
+        "decode: device",
         "tokens/s",
         "MFU",
         "eager",
